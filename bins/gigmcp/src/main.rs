@@ -1,0 +1,59 @@
+//! `gigmcp`: the gateway. Thin by design: read configuration, set up logging, hand over to
+//! `gig-gateway`.
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use gig_config::{GatewayConfig, LogFormat, ProcessEnv, parse_servers_file};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Gig'MCP: one MCP endpoint in front of many MCP servers"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default). Configuration comes from GIG_* variables.
+    Serve,
+}
+
+fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(filter)
+        .with_context(|| format!("GIG_LOG={filter:?} is not a valid log filter"))?;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+    }
+}
+
+async fn serve() -> anyhow::Result<()> {
+    let config = GatewayConfig::from_env(&ProcessEnv)?;
+    init_logging(config.log_format, &config.log_filter)?;
+    let specs = match &config.servers_file {
+        Some(path) => parse_servers_file(path)?,
+        None => {
+            tracing::warn!("GIG_SERVERS_FILE is not set: no backends");
+            Vec::new()
+        }
+    };
+    let parent_env: Vec<(String, String)> = std::env::vars().collect();
+    let backends = gig_gateway::stdio_launchers(specs, &parent_env);
+    gig_gateway::run(config, backends, gig_gateway::shutdown_signal()).await?;
+    Ok(())
+}

@@ -1,0 +1,389 @@
+//! Gig'MCP configuration: the one place the environment is read.
+//!
+//! Raw inputs (environment variables, the `mcpServers` file) are parsed into validated domain
+//! types; anything missing or malformed is refused with a message naming the variable or file.
+//! Defaults fail closed. Nothing here reads the process environment directly: callers pass an
+//! [`Env`], so tests substitute a map instead of mutating global state.
+
+mod servers;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use secrecy::SecretString;
+
+pub use servers::{ServerSpec, ServersFileError, StdioCommand, parse_servers_file};
+
+/// Where configuration values come from. The process environment in production, a map in tests.
+pub trait Env {
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned()
+    }
+}
+
+/// One documented `GIG_*` variable. `docs/configuration.md` is checked against this table.
+#[derive(Debug, Clone, Copy)]
+pub struct VarDoc {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every variable the gateway reads, with its default and meaning.
+pub const VARIABLES: &[VarDoc] = &[
+    VarDoc {
+        name: "GIG_BEARER_TOKEN",
+        default: "(required)",
+        meaning: "Static bearer token clients send on /mcp. At least 16 characters.",
+    },
+    VarDoc {
+        name: "GIG_LISTEN",
+        default: "127.0.0.1:8080",
+        meaning: "Address the HTTP server binds.",
+    },
+    VarDoc {
+        name: "GIG_PUBLIC_URL",
+        default: "http://<GIG_LISTEN>",
+        meaning: "External URL of the gateway; its host is accepted in Host/Origin checks besides loopback.",
+    },
+    VarDoc {
+        name: "GIG_DATA_DIR",
+        default: "./data",
+        meaning: "Directory for the gateway's state; created with mode 0700 if missing.",
+    },
+    VarDoc {
+        name: "GIG_SERVERS_FILE",
+        default: "(none)",
+        meaning: "JSON file in the `mcpServers` format declaring stdio backends.",
+    },
+    VarDoc {
+        name: "GIG_LOG_FORMAT",
+        default: "text",
+        meaning: "`text` or `json` log lines on stderr.",
+    },
+    VarDoc {
+        name: "GIG_LOG",
+        default: "info,rmcp=warn",
+        meaning: "Log filter in `tracing` EnvFilter syntax, e.g. `info,gig_gateway=debug`.",
+    },
+    VarDoc {
+        name: "GIG_CALL_TIMEOUT_SECS",
+        default: "60",
+        meaning: "Per-call deadline for a request forwarded to a backend.",
+    },
+    VarDoc {
+        name: "GIG_MAX_MESSAGE_BYTES",
+        default: "4194304",
+        meaning: "Largest JSON-RPC message accepted from a client body or a backend's stdout line.",
+    },
+    VarDoc {
+        name: "GIG_MAX_INFLIGHT_PER_BACKEND",
+        default: "256",
+        meaning: "Calls a single backend may have in flight; further calls wait up to the call timeout.",
+    },
+    VarDoc {
+        name: "GIG_MAX_SESSIONS",
+        default: "4096",
+        meaning: "Concurrent MCP sessions (initialize-era); new sessions beyond it get 503.",
+    },
+    VarDoc {
+        name: "GIG_SESSION_IDLE_SECS",
+        default: "1800",
+        meaning: "An MCP session with no traffic for this long expires; its id then gets 404.",
+    },
+    VarDoc {
+        name: "GIG_SHUTDOWN_GRACE_SECS",
+        default: "15",
+        meaning: "On SIGTERM/SIGINT, how long in-flight calls may finish before sessions are closed.",
+    },
+];
+
+/// Validated gateway configuration.
+#[derive(Debug)]
+pub struct GatewayConfig {
+    pub bearer_token: SecretString,
+    pub listen: SocketAddr,
+    pub public_url: url::Url,
+    pub data_dir: PathBuf,
+    pub servers_file: Option<PathBuf>,
+    pub log_format: LogFormat,
+    pub log_filter: String,
+    pub limits: Limits,
+}
+
+/// Bounds on everything a client or backend can make the gateway hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub call_timeout: Duration,
+    pub max_message_bytes: usize,
+    pub max_inflight_per_backend: usize,
+    pub max_sessions: usize,
+    pub session_idle: Duration,
+    pub shutdown_grace: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            call_timeout: Duration::from_secs(60),
+            max_message_bytes: 4 * 1024 * 1024,
+            max_inflight_per_backend: 256,
+            max_sessions: 4096,
+            session_idle: Duration::from_secs(1800),
+            shutdown_grace: Duration::from_secs(15),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "GIG_BEARER_TOKEN is not set: the gateway refuses to start without a client token \
+         (generate one with `openssl rand -hex 24`, or use `make run`, which generates one)"
+    )]
+    MissingBearerToken,
+    #[error("GIG_BEARER_TOKEN is too short ({0} characters): use at least 16 random characters")]
+    WeakBearerToken(usize),
+    #[error("{name}={value:?} is invalid: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+const MIN_TOKEN_CHARS: usize = 16;
+
+impl GatewayConfig {
+    /// Reads and validates every `GIG_*` variable.
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let token = env
+            .var("GIG_BEARER_TOKEN")
+            .filter(|t| !t.is_empty())
+            .ok_or(ConfigError::MissingBearerToken)?;
+        let token_chars = token.chars().count();
+        if token_chars < MIN_TOKEN_CHARS {
+            return Err(ConfigError::WeakBearerToken(token_chars));
+        }
+        if !token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(invalid(
+                "GIG_BEARER_TOKEN",
+                "[redacted]",
+                "must be printable ASCII without spaces (it travels in an HTTP header)",
+            ));
+        }
+
+        let listen_raw = env
+            .var("GIG_LISTEN")
+            .unwrap_or_else(|| "127.0.0.1:8080".into());
+        let listen: SocketAddr = listen_raw
+            .parse()
+            .map_err(|e| invalid("GIG_LISTEN", &listen_raw, e))?;
+
+        let public_url = match env.var("GIG_PUBLIC_URL") {
+            Some(raw) => {
+                let url = url::Url::parse(&raw).map_err(|e| invalid("GIG_PUBLIC_URL", &raw, e))?;
+                if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+                    return Err(invalid(
+                        "GIG_PUBLIC_URL",
+                        &raw,
+                        "must be an http(s) URL with a host",
+                    ));
+                }
+                url
+            }
+            None => url::Url::parse(&format!("http://{listen}"))
+                .map_err(|e| invalid("GIG_LISTEN", &listen_raw, e))?,
+        };
+
+        let log_format = match env.var("GIG_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("GIG_LOG_FORMAT", other, "expected text or json")),
+        };
+
+        let defaults = Limits::default();
+        let limits = Limits {
+            call_timeout: secs(env, "GIG_CALL_TIMEOUT_SECS", defaults.call_timeout)?,
+            max_message_bytes: positive(env, "GIG_MAX_MESSAGE_BYTES", defaults.max_message_bytes)?,
+            max_inflight_per_backend: positive(
+                env,
+                "GIG_MAX_INFLIGHT_PER_BACKEND",
+                defaults.max_inflight_per_backend,
+            )?,
+            max_sessions: positive(env, "GIG_MAX_SESSIONS", defaults.max_sessions)?,
+            session_idle: secs(env, "GIG_SESSION_IDLE_SECS", defaults.session_idle)?,
+            shutdown_grace: secs(env, "GIG_SHUTDOWN_GRACE_SECS", defaults.shutdown_grace)?,
+        };
+
+        Ok(Self {
+            bearer_token: SecretString::from(token),
+            listen,
+            public_url,
+            data_dir: env
+                .var("GIG_DATA_DIR")
+                .filter(|d| !d.is_empty())
+                .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
+            servers_file: env
+                .var("GIG_SERVERS_FILE")
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            log_format,
+            log_filter: env
+                .var("GIG_LOG")
+                .unwrap_or_else(|| "info,rmcp=warn".into()),
+            limits,
+        })
+    }
+}
+
+fn invalid(name: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        name,
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn positive(env: &dyn Env, name: &'static str, default: usize) -> Result<usize, ConfigError> {
+    match env.var(name) {
+        None => Ok(default),
+        Some(raw) => match raw.parse::<usize>() {
+            Ok(0) => Err(invalid(name, &raw, "must be greater than zero")),
+            Ok(n) => Ok(n),
+            Err(e) => Err(invalid(name, &raw, e)),
+        },
+    }
+}
+
+fn secs(env: &dyn Env, name: &'static str, default: Duration) -> Result<Duration, ConfigError> {
+    const MAX_SECS: usize = 7 * 24 * 3600;
+    let n = positive(env, name, default.as_secs() as usize)?;
+    if n > MAX_SECS {
+        return Err(invalid(name, &n.to_string(), "must be at most one week"));
+    }
+    Ok(Duration::from_secs(n as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    #[test]
+    fn missing_token_is_refused_with_a_hint() {
+        let err = GatewayConfig::from_env(&env(&[])).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingBearerToken));
+        assert!(err.to_string().contains("openssl rand"));
+        let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", "")])).unwrap_err();
+        assert!(matches!(err, ConfigError::MissingBearerToken));
+    }
+
+    #[test]
+    fn short_or_unprintable_tokens_are_refused_without_echoing_them() {
+        let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", "short")])).unwrap_err();
+        assert!(matches!(err, ConfigError::WeakBearerToken(5)));
+        let spaced = "0123456789 abcdef0123";
+        let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", spaced)])).unwrap_err();
+        assert!(!err.to_string().contains(spaced));
+    }
+
+    #[test]
+    fn defaults_are_loopback_and_bounded() {
+        let cfg = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", TOKEN)])).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(cfg.public_url.as_str(), "http://127.0.0.1:8080/");
+        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+        assert_eq!(cfg.limits, Limits::default());
+        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.bearer_token.expose_secret(), TOKEN);
+        assert!(!format!("{cfg:?}").contains(TOKEN), "Debug must redact");
+    }
+
+    #[test]
+    fn every_variable_is_validated() {
+        for (name, bad) in [
+            ("GIG_LISTEN", "localhost"),
+            ("GIG_PUBLIC_URL", "ftp://x"),
+            ("GIG_PUBLIC_URL", "not a url"),
+            ("GIG_LOG_FORMAT", "xml"),
+            ("GIG_CALL_TIMEOUT_SECS", "0"),
+            ("GIG_CALL_TIMEOUT_SECS", "-1"),
+            ("GIG_CALL_TIMEOUT_SECS", "99999999"),
+            ("GIG_MAX_MESSAGE_BYTES", "lots"),
+            ("GIG_MAX_SESSIONS", "0"),
+        ] {
+            let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", TOKEN), (name, bad)]))
+                .expect_err(name);
+            assert!(err.to_string().contains(name), "{err}");
+        }
+    }
+
+    #[test]
+    fn overrides_apply() {
+        let cfg = GatewayConfig::from_env(&env(&[
+            ("GIG_BEARER_TOKEN", TOKEN),
+            ("GIG_LISTEN", "0.0.0.0:9000"),
+            ("GIG_PUBLIC_URL", "https://mcp.example.com"),
+            ("GIG_CALL_TIMEOUT_SECS", "5"),
+            ("GIG_LOG_FORMAT", "json"),
+        ]))
+        .unwrap();
+        assert_eq!(cfg.listen.port(), 9000);
+        assert_eq!(cfg.public_url.host_str(), Some("mcp.example.com"));
+        assert_eq!(cfg.limits.call_timeout, Duration::from_secs(5));
+        assert_eq!(cfg.log_format, LogFormat::Json);
+    }
+
+    /// The documentation lists exactly the variables the code reads.
+    #[test]
+    fn configuration_doc_matches_the_code() {
+        let doc = include_str!("../../../docs/configuration.md");
+        for var in VARIABLES {
+            assert!(
+                doc.contains(&format!("`{}`", var.name)),
+                "{} missing from docs",
+                var.name
+            );
+        }
+        for word in doc.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+            if word.starts_with("GIG_") && word.len() > 4 {
+                assert!(
+                    VARIABLES.iter().any(|v| v.name == word),
+                    "docs mention {word}, which the code does not read"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! The gateway's MCP *server* role: one aggregated server per client session.
+//!
+//! Every name a client sends is resolved through the current catalog's lookup table (never by
+//! splitting it) to a backend and that backend's own name, then forwarded by the hub.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rmcp::model::{
+    CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ErrorData,
+    GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
+    ServerConfig, ServerResult, SubscriptionFilter,
+};
+use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
+use rmcp::{RoleServer, ServerHandler};
+use tokio::sync::broadcast;
+
+use crate::catalog::{expose_contents_uri, resource_origin};
+use crate::hub::{Backend, Hub, ListChange};
+
+/// The handler rmcp instantiates per session (initialize era) or per request (2026-07-28).
+/// Cheap to create: it is one `Arc`.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    hub: Arc<Hub>,
+}
+
+impl Aggregator {
+    pub fn new(hub: Arc<Hub>) -> Self {
+        Self { hub }
+    }
+
+    fn backend(&self, name: &str) -> Result<&Arc<Backend>, ErrorData> {
+        self.hub
+            .backend(name)
+            .ok_or_else(|| ErrorData::internal_error(format!("backend {name:?} is gone"), None))
+    }
+}
+
+fn unexpected(what: &str) -> ErrorData {
+    ErrorData::internal_error(
+        format!("backend answered {what} with the wrong result type"),
+        None,
+    )
+}
+
+/// Forwards catalog changes to one client until it goes away.
+async fn relay_changes<F, Fut>(
+    mut changes: broadcast::Receiver<ListChange>,
+    closed: impl Future<Output = ()>,
+    mut send: F,
+) where
+    F: FnMut(ListChange) -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let mut closed = std::pin::pin!(closed);
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            () = &mut closed => return,
+        };
+        let change = match change {
+            Ok(change) => change,
+            // Missed some: say everything changed, which is always correct.
+            Err(broadcast::error::RecvError::Lagged(_)) => ListChange {
+                tools: true,
+                prompts: true,
+                resources: true,
+            },
+            Err(broadcast::error::RecvError::Closed) => return,
+        };
+        if !send(change).await {
+            return;
+        }
+    }
+}
+
+impl ServerHandler for Aggregator {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(
+            ServerCapabilities::builder()
+                .enable_tools()
+                .enable_tool_list_changed()
+                .enable_prompts()
+                .enable_prompts_list_changed()
+                .enable_resources()
+                .enable_resources_list_changed()
+                .build(),
+        )
+        .with_server_info(Implementation::new("gigmcp", env!("CARGO_PKG_VERSION")))
+        .with_instructions(
+            "Gig'MCP gateway: every backend server's tools appear here as <backend>_<tool>.",
+        )
+    }
+
+    async fn list_tools(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListToolsResult, ErrorData> {
+        let catalog = self.hub.catalog();
+        Ok(ListToolsResult::with_all_items(
+            catalog.tools.values().map(|r| r.exposed.clone()).collect(),
+        ))
+    }
+
+    async fn call_tool(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let catalog = self.hub.catalog();
+        let routed = catalog.tools.get(request.name.as_ref()).ok_or_else(|| {
+            ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None)
+        })?;
+        let backend = self.backend(&routed.origin.backend)?;
+        let mut forwarded = request;
+        forwarded.name = routed.origin.item.clone().into();
+        forwarded.meta = None;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
+        let _call = self.hub.track_call();
+        match backend.forward(request, &context, &self.hub.limits).await? {
+            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(CallToolResponse::InputRequired(result))
+            }
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            _ => Err(unexpected("tools/call")),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let catalog = self.hub.catalog();
+        Ok(ListPromptsResult::with_all_items(
+            catalog
+                .prompts
+                .values()
+                .map(|r| r.exposed.clone())
+                .collect(),
+        ))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let catalog = self.hub.catalog();
+        let routed = catalog.prompts.get(&request.name).ok_or_else(|| {
+            ErrorData::invalid_params(format!("unknown prompt {:?}", request.name), None)
+        })?;
+        let backend = self.backend(&routed.origin.backend)?;
+        let mut forwarded = request;
+        forwarded.name = routed.origin.item.clone();
+        forwarded.meta = None;
+        let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
+        let _call = self.hub.track_call();
+        match backend.forward(request, &context, &self.hub.limits).await? {
+            ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+            ServerResult::InputRequiredResult(result) => {
+                Ok(GetPromptResponse::InputRequired(result))
+            }
+            _ => Err(unexpected("prompts/get")),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        Ok(ListResourcesResult::with_all_items(
+            self.hub.catalog().resources.clone(),
+        ))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        _request: Option<PaginatedRequestParams>,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        Ok(ListResourceTemplatesResult::with_all_items(
+            self.hub.catalog().resource_templates.clone(),
+        ))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let (backend_name, uri) = resource_origin(&request.uri).ok_or_else(|| {
+            ErrorData::resource_not_found(format!("unknown resource {:?}", request.uri), None)
+        })?;
+        let backend = self.hub.backend(&backend_name).ok_or_else(|| {
+            ErrorData::resource_not_found(format!("unknown resource {:?}", request.uri), None)
+        })?;
+        let mut forwarded = request;
+        forwarded.uri = uri;
+        forwarded.meta = None;
+        let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
+        let _call = self.hub.track_call();
+        match backend.forward(request, &context, &self.hub.limits).await? {
+            ServerResult::ReadResourceResult(mut result) => {
+                // Contents name the backend's URI; give the client back the one it asked for.
+                for contents in &mut result.contents {
+                    expose_contents_uri(contents, &backend_name);
+                }
+                Ok(ReadResourceResponse::Complete(result))
+            }
+            ServerResult::InputRequiredResult(result) => {
+                Ok(ReadResourceResponse::InputRequired(result))
+            }
+            _ => Err(unexpected("resources/read")),
+        }
+    }
+
+    /// Initialize era: push list changes on the session's standalone stream.
+    async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        let peer = context.peer;
+        let watch = peer.clone();
+        let closed = async move {
+            // rmcp offers no close event for a session's peer; poll its transport state.
+            while !watch.is_transport_closed() {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+            }
+        };
+        tokio::spawn(relay_changes(self.hub.subscribe(), closed, move |change| {
+            let peer = peer.clone();
+            async move {
+                let mut ok = true;
+                if change.tools {
+                    ok &= peer.notify_tool_list_changed().await.is_ok();
+                }
+                if change.prompts {
+                    ok &= peer.notify_prompt_list_changed().await.is_ok();
+                }
+                if change.resources {
+                    ok &= peer.notify_resource_list_changed().await.is_ok();
+                }
+                ok
+            }
+        }));
+    }
+
+    /// 2026-07-28: list changes travel on `subscriptions/listen` streams.
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        let mut accepted = requested.clone();
+        // Per-resource update subscriptions are not aggregated (yet).
+        accepted.resource_subscriptions = None;
+        Some(accepted)
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let sink = context.sink().clone();
+        relay_changes(self.hub.subscribe(), context.cancelled(), move |change| {
+            let sink = sink.clone();
+            async move {
+                let accepted = sink.accepted().clone();
+                let mut ok = true;
+                if change.tools && accepted.tools_list_changed == Some(true) {
+                    ok &= sink.notify_tool_list_changed().await.is_ok();
+                }
+                if change.prompts && accepted.prompts_list_changed == Some(true) {
+                    ok &= sink.notify_prompt_list_changed().await.is_ok();
+                }
+                if change.resources && accepted.resources_list_changed == Some(true) {
+                    ok &= sink.notify_resource_list_changed().await.is_ok();
+                }
+                ok
+            }
+        })
+        .await;
+        Ok(())
+    }
+}

@@ -1,0 +1,174 @@
+//! The gateway's MCP *client* role towards one backend.
+//!
+//! Routes what a backend sends unprompted back to the right client: progress to the call it
+//! belongs to, sampling/elicitation/roots requests to a calling client that declared the
+//! capability (or a clear refusal), and list changes to the hub.
+
+// Sampling, roots and logging are deprecated by the 2026-07-28 protocol (SEP-2577) but are
+// live in every initialize-era version clients and servers speak today; relaying them is
+// the point of this module.
+#![allow(deprecated)]
+
+use std::sync::Weak;
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
+    CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
+    ElicitResult, ErrorCode, ErrorData, Implementation, ListRootsRequest, ListRootsResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ServerRequest,
+};
+use rmcp::service::{NotificationContext, RequestContext};
+use rmcp::{ClientHandler, RoleClient};
+use tokio::sync::oneshot;
+
+use crate::hub::{Backend, UpstreamRequest};
+
+#[derive(Debug, Clone)]
+pub struct BackendClient {
+    backend: Weak<Backend>,
+}
+
+impl BackendClient {
+    pub fn new(backend: Weak<Backend>) -> Self {
+        Self { backend }
+    }
+
+    /// Sends a backend's server-to-client request to a calling client able to answer it.
+    async fn relay(
+        &self,
+        feature: &'static str,
+        capable: fn(&ClientCapabilities) -> bool,
+        request: ServerRequest,
+    ) -> Result<ClientResult, ErrorData> {
+        let backend = self
+            .backend
+            .upgrade()
+            .ok_or_else(|| refuse("gateway is shutting down"))?;
+        let caller = backend.caller_for(capable).ok_or_else(|| {
+            refuse(&format!(
+                "no client with the {feature} capability has a call in flight on this server \
+                 (clients on the stateless 2026-07-28 protocol cannot receive server requests \
+                 through the gateway)"
+            ))
+        })?;
+        let (reply, answer) = oneshot::channel();
+        caller
+            .upstream
+            .send(UpstreamRequest { request, reply })
+            .await
+            .map_err(|_| refuse("the calling client's request has ended"))?;
+        answer
+            .await
+            .map_err(|_| refuse("the calling client's request has ended"))?
+    }
+}
+
+fn refuse(reason: &str) -> ErrorData {
+    ErrorData::new(ErrorCode::INVALID_REQUEST, reason.to_owned(), None)
+}
+
+fn unexpected() -> ErrorData {
+    ErrorData::internal_error("client answered with an unexpected result type", None)
+}
+
+impl ClientHandler for BackendClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        capabilities.sampling = Some(Default::default());
+        capabilities.elicitation = Some(Default::default());
+        capabilities.roots = Some(Default::default());
+        ClientConfig::new(
+            capabilities,
+            Implementation::new("gigmcp", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let request = ServerRequest::CreateMessageRequest(CreateMessageRequest::new(params));
+        match self
+            .relay("sampling", |c| c.sampling.is_some(), request)
+            .await?
+        {
+            ClientResult::CreateMessageResult(result) => Ok(*result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        params: ElicitRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let request = ServerRequest::ElicitRequest(ElicitRequest::new(params));
+        match self
+            .relay("elicitation", |c| c.elicitation.is_some(), request)
+            .await?
+        {
+            ClientResult::ElicitResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let request = ServerRequest::ListRootsRequest(ListRootsRequest::default());
+        match self.relay("roots", |c| c.roots.is_some(), request).await? {
+            ClientResult::ListRootsResult(result) => Ok(result),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let Some(backend) = self.backend.upgrade() else {
+            return;
+        };
+        let Some(caller) = backend.caller_by_token(&params.progress_token) else {
+            return;
+        };
+        if let Some(token) = caller.progress_token {
+            let mut forwarded = params;
+            forwarded.progress_token = token;
+            let _ = caller.peer.notify_progress(forwarded).await;
+        }
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(backend) = self.backend.upgrade() {
+            tracing::debug!(backend = %backend.name, level = ?params.level, logger = ?params.logger, "backend log message");
+        }
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.refresh();
+    }
+}
+
+impl BackendClient {
+    fn refresh(&self) {
+        if let Some(backend) = self.backend.upgrade() {
+            backend.request_refresh();
+        }
+    }
+}

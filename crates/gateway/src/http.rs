@@ -1,0 +1,236 @@
+//! The HTTP face of the gateway: `/mcp` (Streamable HTTP, both protocol eras) behind
+//! authentication, plus `/healthz` and `/readyz`.
+//!
+//! Order on `/mcp`: draining check → bearer auth → session cap → rmcp (Host/Origin validation,
+//! body limit, protocol). Nothing reaches a backend before authentication succeeds.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use gig_auth::StaticBearer;
+use gig_config::GatewayConfig;
+use http::{HeaderValue, Method, StatusCode, header};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use crate::aggregator::Aggregator;
+use crate::hub::Hub;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// State shared by the middleware and the health endpoints.
+#[derive(Debug)]
+pub struct HttpState {
+    pub hub: Arc<Hub>,
+    pub auth: StaticBearer,
+    pub sessions: Arc<LocalSessionManager>,
+    pub draining: AtomicBool,
+    pub max_sessions: usize,
+}
+
+/// Hosts accepted in `Host` (and origins in `Origin`): loopback plus the public URL's host.
+fn allowed_hosts_and_origins(config: &GatewayConfig) -> (Vec<String>, Vec<String>) {
+    let mut hosts = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
+    let mut origins = vec![
+        "http://localhost:*".to_owned(),
+        "http://127.0.0.1:*".to_owned(),
+        "http://[::1]:*".to_owned(),
+    ];
+    if let Some(host) = config.public_url.host_str() {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        if !hosts.contains(&host) {
+            hosts.push(host);
+        }
+        let origin = config.public_url.origin().ascii_serialization();
+        let port = config.public_url.port_or_known_default().unwrap_or(443);
+        let origin = if origin
+            .rsplit_once(':')
+            .is_some_and(|(_, p)| p.parse::<u16>().is_ok())
+        {
+            origin
+        } else {
+            format!("{origin}:{port}")
+        };
+        if !origins.contains(&origin) {
+            origins.push(origin);
+        }
+    }
+    (hosts, origins)
+}
+
+/// Builds the router. `mcp_shutdown` ends every MCP stream and session when cancelled.
+pub fn router(
+    config: &GatewayConfig,
+    hub: Arc<Hub>,
+    mcp_shutdown: CancellationToken,
+) -> (Router, Arc<HttpState>) {
+    let mut sessions = LocalSessionManager::default();
+    sessions.session_config.keep_alive = Some(config.limits.session_idle);
+    let sessions = Arc::new(sessions);
+
+    let (hosts, origins) = allowed_hosts_and_origins(config);
+    let mcp_config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(hosts)
+        .with_allowed_origins(origins)
+        .enforce_origin_validation()
+        .with_max_request_body_bytes(config.limits.max_message_bytes)
+        .with_cancellation_token(mcp_shutdown);
+    let factory_hub = hub.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(Aggregator::new(factory_hub.clone())),
+        sessions.clone(),
+        mcp_config,
+    );
+
+    let state = Arc::new(HttpState {
+        hub,
+        auth: StaticBearer::new(&config.bearer_token),
+        sessions,
+        draining: AtomicBool::new(false),
+        max_sessions: config.limits.max_sessions,
+    });
+
+    let mcp_routes = Router::new()
+        .route_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state.clone(), session_cap))
+        .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            refuse_when_draining,
+        ));
+
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/readyz", get(readyz))
+        .with_state(state.clone())
+        .merge(mcp_routes);
+    (router, state)
+}
+
+async fn refuse_when_draining(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "gateway is shutting down\n",
+        )
+            .into_response();
+    }
+    next.run(request).await
+}
+
+async fn authenticate(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match state.auth.check(request.headers()) {
+        Ok(()) => next.run(request).await,
+        Err(rejection) => {
+            let mut response = (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token\n",
+            )
+                .into_response();
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(rejection.challenge()),
+            );
+            response
+        }
+    }
+}
+
+/// Refuses to open a new initialize-era session beyond the configured cap.
+async fn session_cap(
+    State(state): State<Arc<HttpState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let opens_session =
+        request.method() == Method::POST && !request.headers().contains_key(SESSION_HEADER);
+    if opens_session && state.sessions.sessions.read().await.len() >= state.max_sessions {
+        let mut response = (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many MCP sessions; retry later\n",
+        )
+            .into_response();
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return response;
+    }
+    next.run(request).await
+}
+
+async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+    let backends: serde_json::Map<String, serde_json::Value> = state
+        .hub
+        .backends()
+        .map(|b| {
+            (
+                b.name.clone(),
+                serde_json::to_value(b.status()).unwrap_or_default(),
+            )
+        })
+        .collect();
+    let ready = state.hub.ready() && !state.draining.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        axum::Json(serde_json::json!({ "ready": ready, "backends": backends })),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn config(public: Option<&str>) -> GatewayConfig {
+        let mut env = BTreeMap::new();
+        env.insert("GIG_BEARER_TOKEN".to_owned(), "0123456789abcdef".to_owned());
+        if let Some(p) = public {
+            env.insert("GIG_PUBLIC_URL".to_owned(), p.to_owned());
+        }
+        GatewayConfig::from_env(&env).unwrap()
+    }
+
+    #[test]
+    fn public_url_host_and_origin_are_allowed_besides_loopback() {
+        let (hosts, origins) = allowed_hosts_and_origins(&config(Some("https://mcp.example.com")));
+        assert!(hosts.contains(&"mcp.example.com".to_owned()));
+        assert!(hosts.contains(&"localhost".to_owned()));
+        assert!(origins.contains(&"https://mcp.example.com:443".to_owned()));
+        let (hosts, origins) = allowed_hosts_and_origins(&config(Some("http://gw.internal:8080")));
+        assert!(hosts.contains(&"gw.internal".to_owned()));
+        assert!(origins.contains(&"http://gw.internal:8080".to_owned()));
+    }
+
+    #[test]
+    fn default_allows_only_loopback() {
+        let (hosts, _) = allowed_hosts_and_origins(&config(None));
+        assert_eq!(hosts, ["localhost", "127.0.0.1", "::1"]);
+    }
+}

@@ -1,0 +1,589 @@
+//! The hub: every backend's supervisor, the current catalog, and the calls in flight.
+//!
+//! Each backend has its own supervisor task, permit pool and in-flight table, so a backend
+//! that crashes, hangs or floods only ever fails its own calls. The catalog lists live
+//! backends only (fail-open): a backend that is down simply drops out until it is back.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use gig_config::Limits;
+use rmcp::model::{
+    ClientCapabilities, ClientRequest, ClientResult, ErrorCode, ErrorData, PaginatedRequestParams,
+    ProgressToken, ProtocolVersion, RequestMetaObject, ServerRequest, ServerResult,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, RunningService, ServiceError};
+use rmcp::transport::async_rw::AsyncRwTransport;
+use rmcp::{RoleClient, RoleServer, ServiceExt};
+use tokio::sync::{Notify, Semaphore, broadcast, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::Launcher;
+use crate::catalog::{BackendLists, Catalog};
+use crate::client::BackendClient;
+use crate::stdout_guard::StdoutGuard;
+
+/// Which aggregated list changed; sessions turn this into `notifications/*/list_changed`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListChange {
+    pub tools: bool,
+    pub prompts: bool,
+    pub resources: bool,
+}
+
+/// A backend's health as shown on `/readyz`.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BackendStatus {
+    Starting,
+    Up { tools: usize },
+    Down { reason: String, restarts: u32 },
+}
+
+/// The client a backend-originated request or notification is routed to.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub peer: Peer<RoleServer>,
+    /// The client's own progress token, when it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+    /// `None` when the client cannot take server-to-client requests (the stateless
+    /// 2026-07-28 protocol forbids them), so backends' requests are refused, not misrouted.
+    pub capabilities: Option<ClientCapabilities>,
+    /// Hands a backend's server-to-client request to the task serving the client's call, so
+    /// rmcp sends it on that call's response stream.
+    pub upstream: mpsc::Sender<UpstreamRequest>,
+    started: Instant,
+}
+
+/// A backend's sampling/elicitation/roots request on its way to the calling client.
+#[derive(Debug)]
+pub struct UpstreamRequest {
+    pub request: ServerRequest,
+    pub reply: oneshot::Sender<Result<ClientResult, ErrorData>>,
+}
+
+/// One backend: its launcher, its live connection (if any) and its calls in flight.
+pub struct Backend {
+    pub name: String,
+    launcher: Box<dyn Launcher>,
+    live: RwLock<Option<Peer<RoleClient>>>,
+    lists: RwLock<Option<BackendLists>>,
+    status: RwLock<BackendStatus>,
+    /// Keyed by the progress token rmcp put on the forwarded request (unique per connection).
+    inflight: Mutex<HashMap<ProgressToken, Caller>>,
+    permits: Semaphore,
+    refresh: Notify,
+    first_attempt_done: tokio::sync::watch::Sender<bool>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).finish()
+    }
+}
+
+/// Removes an in-flight entry however the call ends (answer, error, timeout, cancellation).
+struct InflightGuard<'a> {
+    backend: &'a Backend,
+    token: ProgressToken,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.backend.inflight).remove(&self.token);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// `_meta` keys the gateway owns on each hop and therefore never forwards.
+fn forwardable_meta(meta: &RequestMetaObject) -> RequestMetaObject {
+    let mut forwarded = RequestMetaObject::new();
+    for (key, value) in meta.iter() {
+        if key != "progressToken" && !key.starts_with("io.modelcontextprotocol/") {
+            forwarded.insert(key.clone(), value.clone());
+        }
+    }
+    forwarded
+}
+
+impl Backend {
+    pub fn status(&self) -> BackendStatus {
+        read(&self.status).clone()
+    }
+
+    pub fn lists(&self) -> Option<BackendLists> {
+        read(&self.lists).clone()
+    }
+
+    /// The caller a backend-originated request belongs to. Stdio carries no link from a
+    /// server-to-client request to the call that caused it, so the oldest call in flight whose
+    /// client declared the needed capability is chosen (exact whenever one call is in flight).
+    pub fn caller_for(&self, capable: impl Fn(&ClientCapabilities) -> bool) -> Option<Caller> {
+        lock(&self.inflight)
+            .values()
+            .filter(|c| c.capabilities.as_ref().is_some_and(&capable))
+            .min_by_key(|c| c.started)
+            .cloned()
+    }
+
+    pub fn caller_by_token(&self, token: &ProgressToken) -> Option<Caller> {
+        lock(&self.inflight).get(token).cloned()
+    }
+
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    fn unavailable(&self) -> ErrorData {
+        ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("backend {:?} is unavailable (restarting)", self.name),
+            Some(serde_json::json!({ "backend": self.name })),
+        )
+    }
+
+    /// Forwards one request to this backend on behalf of a client, passing progress and
+    /// cancellation through, under the per-call deadline.
+    pub async fn forward(
+        &self,
+        request: ClientRequest,
+        caller: &RequestContext<RoleServer>,
+        limits: &Limits,
+    ) -> Result<ServerResult, ErrorData> {
+        let deadline = tokio::time::Instant::now() + limits.call_timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+            .await
+            .map_err(|_| {
+                ErrorData::new(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!(
+                        "backend {:?} is saturated: no call slot freed in time",
+                        self.name
+                    ),
+                    Some(serde_json::json!({ "backend": self.name })),
+                )
+            })?
+            .map_err(|_| self.unavailable())?;
+        let peer = read(&self.live).clone().ok_or_else(|| self.unavailable())?;
+
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let options = PeerRequestOptions::with_timeout(remaining.max(Duration::from_millis(1)))
+            .with_meta(forwardable_meta(&caller.meta));
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|_| self.unavailable())?;
+        let _guard = InflightGuard {
+            backend: self,
+            token: handle.progress_token.clone(),
+        };
+        let (upstream, mut upstream_requests) = mpsc::channel(4);
+        let stateless = caller
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        lock(&self.inflight).insert(
+            handle.progress_token.clone(),
+            Caller {
+                peer: caller.peer.clone(),
+                progress_token: caller.meta.get_progress_token(),
+                capabilities: if stateless {
+                    None
+                } else {
+                    caller.client_capabilities()
+                },
+                upstream,
+                started: Instant::now(),
+            },
+        );
+
+        let request_id = handle.id.clone();
+        let backend_peer = handle.peer.clone();
+        let mut response = std::pin::pin!(handle.await_response());
+        // Server-to-client requests run here, inside the client's request task, so rmcp
+        // associates them with the client's call (its SSE stream in the legacy protocol).
+        let mut relayed = FuturesUnordered::new();
+        loop {
+            tokio::select! {
+                result = &mut response => return result.map_err(|e| self.call_error(e)),
+                Some(UpstreamRequest { request, reply }) = upstream_requests.recv() => {
+                    let client = caller.peer.clone();
+                    relayed.push(async move {
+                        let answer = client.send_request(request).await.map_err(|e| match e {
+                            ServiceError::McpError(error) => error,
+                            other => ErrorData::internal_error(format!("client did not answer: {other}"), None),
+                        });
+                        let _ = reply.send(answer);
+                    });
+                }
+                Some(()) = relayed.next(), if !relayed.is_empty() => {}
+                () = caller.ct.cancelled() => {
+                    // The client cancelled: tell the backend, so it can stop working too.
+                    let _ = backend_peer
+                        .notify_cancelled(rmcp::model::CancelledNotificationParam::new(
+                            Some(request_id),
+                            Some("cancelled by the client".into()),
+                        ))
+                        .await;
+                    return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled", None));
+                }
+            }
+        }
+    }
+
+    fn call_error(&self, error: ServiceError) -> ErrorData {
+        match error {
+            // The backend's own JSON-RPC error goes back to the client unchanged.
+            ServiceError::McpError(error) => error,
+            ServiceError::Timeout { timeout } => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "backend {:?} did not answer within {}s",
+                    self.name,
+                    timeout.as_secs_f32().ceil()
+                ),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("backend {:?} stopped while handling the call", self.name),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
+            other => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("backend {:?} failed: {other}", self.name),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
+        }
+    }
+}
+
+/// Everything shared by the gateway's sessions.
+pub struct Hub {
+    pub limits: Limits,
+    backends: BTreeMap<String, Arc<Backend>>,
+    catalog: RwLock<Arc<Catalog>>,
+    changes: broadcast::Sender<ListChange>,
+    shutdown: CancellationToken,
+    /// Calls forwarded and not yet answered, across all backends (drained at shutdown).
+    calls_in_flight: tokio::sync::watch::Sender<usize>,
+    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+}
+
+/// Counts one forwarded call for as long as it lives.
+#[derive(Debug)]
+pub struct CallGuard<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n -= 1);
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub")
+            .field("backends", &self.backends.keys())
+            .finish()
+    }
+}
+
+/// Restart delays: 250 ms doubling to 30 s; a backend that stayed up a minute starts over.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Most items accepted from one backend per list kind, and most pages followed.
+const MAX_LIST_ITEMS: usize = 10_000;
+const MAX_LIST_PAGES: usize = 100;
+
+impl Hub {
+    /// Creates the hub and starts one supervisor per backend.
+    pub fn start(
+        limits: Limits,
+        backends: Vec<(String, Box<dyn Launcher>)>,
+        shutdown: CancellationToken,
+    ) -> Arc<Self> {
+        let (changes, _) = broadcast::channel(64);
+        let backends: BTreeMap<String, Arc<Backend>> = backends
+            .into_iter()
+            .map(|(name, launcher)| {
+                let backend = Backend {
+                    name: name.clone(),
+                    launcher,
+                    live: RwLock::new(None),
+                    lists: RwLock::new(None),
+                    status: RwLock::new(BackendStatus::Starting),
+                    inflight: Mutex::new(HashMap::new()),
+                    permits: Semaphore::new(limits.max_inflight_per_backend),
+                    refresh: Notify::new(),
+                    first_attempt_done: tokio::sync::watch::Sender::new(false),
+                };
+                (name, Arc::new(backend))
+            })
+            .collect();
+        let hub = Arc::new(Hub {
+            limits,
+            backends,
+            catalog: RwLock::new(Arc::new(Catalog::default())),
+            changes,
+            shutdown,
+            calls_in_flight: tokio::sync::watch::Sender::new(0),
+            supervisors: Mutex::new(Vec::new()),
+        });
+        let tasks = hub
+            .backends
+            .values()
+            .map(|backend| tokio::spawn(supervise(hub.clone(), backend.clone())))
+            .collect();
+        *lock(&hub.supervisors) = tasks;
+        hub
+    }
+
+    /// Marks a call in flight until the guard drops.
+    pub fn track_call(&self) -> CallGuard<'_> {
+        self.calls_in_flight.send_modify(|n| *n += 1);
+        CallGuard(&self.calls_in_flight)
+    }
+
+    /// Resolves when no forwarded call is in flight.
+    pub async fn calls_drained(&self) {
+        let mut rx = self.calls_in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+
+    /// Stops every backend (killing its processes) and waits for the supervisors to finish.
+    pub async fn stop(&self) {
+        self.shutdown.cancel();
+        let tasks = std::mem::take(&mut *lock(&self.supervisors));
+        for task in tasks {
+            let _ = task.await;
+        }
+    }
+
+    pub fn catalog(&self) -> Arc<Catalog> {
+        read(&self.catalog).clone()
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.get(name)
+    }
+
+    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
+        self.backends.values()
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<ListChange> {
+        self.changes.subscribe()
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Resolves once every backend has had its first start attempt (up or failed).
+    pub async fn first_attempts_done(&self) {
+        for backend in self.backends.values() {
+            let mut rx = backend.first_attempt_done.subscribe();
+            let _ = rx.wait_for(|done| *done).await;
+        }
+    }
+
+    /// True once every backend has had its first start attempt.
+    pub fn ready(&self) -> bool {
+        self.backends
+            .values()
+            .all(|b| *b.first_attempt_done.borrow())
+    }
+
+    /// Rebuilds the catalog from the live backends and tells sessions what changed.
+    fn rebuild_catalog(&self) {
+        let lists: BTreeMap<String, BackendLists> = self
+            .backends
+            .iter()
+            .filter_map(|(name, b)| b.lists().map(|l| (name.clone(), l)))
+            .collect();
+        let new = Arc::new(Catalog::build(&lists));
+        let old = std::mem::replace(&mut *write(&self.catalog), new.clone());
+        let change = ListChange {
+            tools: !same_items(
+                old.tools.values().map(|r| &r.exposed),
+                new.tools.values().map(|r| &r.exposed),
+            ),
+            prompts: !same_items(
+                old.prompts.values().map(|r| &r.exposed),
+                new.prompts.values().map(|r| &r.exposed),
+            ),
+            resources: old.resources != new.resources
+                || old.resource_templates != new.resource_templates,
+        };
+        if change.tools || change.prompts || change.resources {
+            // No receivers is fine: nobody is connected.
+            let _ = self.changes.send(change);
+        }
+    }
+}
+
+fn same_items<'a, T: PartialEq + 'a>(
+    a: impl ExactSizeIterator<Item = &'a T>,
+    b: impl ExactSizeIterator<Item = &'a T>,
+) -> bool {
+    a.len() == b.len() && a.zip(b).all(|(x, y)| x == y)
+}
+
+/// Fetches every list a backend declared, bounded in pages and items.
+async fn fetch_lists(peer: &Peer<RoleClient>) -> Result<BackendLists, String> {
+    let capabilities = peer
+        .peer_info()
+        .map(|info| info.capabilities.clone())
+        .unwrap_or_default();
+    let mut lists = BackendLists::default();
+
+    macro_rules! all_pages {
+        ($method:ident, $field:ident) => {{
+            let mut cursor = None;
+            for _page in 0..MAX_LIST_PAGES {
+                let page = peer
+                    .$method(Some(PaginatedRequestParams::default().with_cursor(cursor)))
+                    .await
+                    .map_err(|e| format!("{} failed: {e}", stringify!($method)))?;
+                lists.$field.extend(page.$field);
+                if lists.$field.len() > MAX_LIST_ITEMS {
+                    return Err(format!(
+                        "{} returned more than {MAX_LIST_ITEMS} items",
+                        stringify!($method)
+                    ));
+                }
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            if cursor.is_some() {
+                return Err(format!(
+                    "{} paginated past {MAX_LIST_PAGES} pages",
+                    stringify!($method)
+                ));
+            }
+        }};
+    }
+
+    if capabilities.tools.is_some() {
+        all_pages!(list_tools, tools);
+    }
+    if capabilities.prompts.is_some() {
+        all_pages!(list_prompts, prompts);
+    }
+    if capabilities.resources.is_some() {
+        all_pages!(list_resources, resources);
+        all_pages!(list_resource_templates, resource_templates);
+    }
+    Ok(lists)
+}
+
+/// Keeps one backend running for the life of the gateway.
+async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
+    let mut attempt: u32 = 0;
+    let mut restarts: u32 = 0;
+    loop {
+        *write(&backend.status) = BackendStatus::Starting;
+        let started = Instant::now();
+        let outcome = run_once(&hub, &backend).await;
+        // Whatever happened, this connection is gone: drop out of the catalog.
+        *write(&backend.live) = None;
+        *write(&backend.lists) = None;
+        hub.rebuild_catalog();
+        backend.first_attempt_done.send_replace(true);
+        if hub.shutdown.is_cancelled() {
+            return;
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            attempt = 0;
+        }
+        let delay = BACKOFF_START
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(BACKOFF_MAX);
+        attempt = attempt.saturating_add(1);
+        restarts = restarts.saturating_add(1);
+        tracing::warn!(backend = %backend.name, reason = %outcome, retry_in_ms = delay.as_millis() as u64, "backend down");
+        *write(&backend.status) = BackendStatus::Down {
+            reason: outcome,
+            restarts,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = hub.shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Starts the backend once and serves it until it ends; returns why it ended.
+async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
+    let limits = &hub.limits;
+    let connection = match backend.launcher.launch().await {
+        Ok(connection) => connection,
+        Err(e) => return e.to_string(),
+    };
+    let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
+    let transport = AsyncRwTransport::new_client(reader, connection.writer)
+        .with_max_line_length(limits.max_message_bytes);
+    let handler = BackendClient::new(Arc::downgrade(backend));
+
+    let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));
+    let running: RunningService<RoleClient, BackendClient> = tokio::select! {
+        result = init => match result {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => return format!("initialize failed: {e}"),
+            Err(_) => return format!("no initialize answer within {}s", limits.call_timeout.as_secs()),
+        },
+        () = hub.shutdown.cancelled() => return "shutting down".into(),
+    };
+    let peer = running.peer().clone();
+    let closed = running.cancellation_token();
+    let mut waiting = std::pin::pin!(running.waiting());
+
+    let mut first = true;
+    let reason = loop {
+        let refreshed = tokio::time::timeout(limits.call_timeout, fetch_lists(&peer)).await;
+        match refreshed {
+            Ok(Ok(lists)) => {
+                let tools = lists.tools.len();
+                *write(&backend.lists) = Some(lists);
+                *write(&backend.live) = Some(peer.clone());
+                *write(&backend.status) = BackendStatus::Up { tools };
+                hub.rebuild_catalog();
+                if first {
+                    tracing::info!(backend = %backend.name, tools, "backend up");
+                    backend.first_attempt_done.send_replace(true);
+                    first = false;
+                }
+            }
+            Ok(Err(e)) => break format!("listing failed: {e}"),
+            Err(_) => break "listing timed out".to_owned(),
+        }
+        tokio::select! {
+            quit = &mut waiting => break match quit {
+                Ok(reason) => format!("connection ended ({reason:?})"),
+                Err(e) => format!("connection task failed: {e}"),
+            },
+            () = backend.refresh.notified() => continue,
+            () = hub.shutdown.cancelled() => break "shutting down".to_owned(),
+        }
+    };
+    closed.cancel();
+    // Dropping the guard kills the process group.
+    drop(connection.guard);
+    reason
+}

@@ -1,0 +1,138 @@
+//! Gig'MCP's core: one MCP endpoint in front of many MCP servers.
+//!
+//! Owns aggregation (naming, routing, the catalog), supervision (start, restart with backoff,
+//! bounded calls) and the `/mcp` HTTP surface. It treats every backend as hostile: a backend
+//! can fail its own calls and nothing else. It never reads the environment itself (see
+//! `gig-config`) and never holds a credential beyond the static token's digest.
+
+pub mod aggregator;
+pub mod backend;
+pub mod catalog;
+mod client;
+pub mod http;
+pub mod hub;
+pub mod naming;
+pub mod stdout_guard;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use gig_config::{GatewayConfig, ServerSpec};
+use tokio_util::sync::CancellationToken;
+
+pub use backend::{Launcher, StdioLauncher};
+pub use hub::Hub;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let fail = |source| GatewayError::DataDir {
+        path: path.to_owned(),
+        source,
+    };
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(fail)?;
+    // An existing directory may be wider; state under it can include secrets later.
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+}
+
+/// Launchers for the backends declared in the servers file.
+pub fn stdio_launchers(
+    specs: Vec<ServerSpec>,
+    parent_env: &[(String, String)],
+) -> Vec<(String, Box<dyn Launcher>)> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let launcher = StdioLauncher::new(spec.name.clone(), spec.command, parent_env.to_vec());
+            (spec.name, Box::new(launcher) as Box<dyn Launcher>)
+        })
+        .collect()
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains: new requests get 503, calls in
+/// flight get up to the grace period, then sessions close and every backend is stopped.
+pub async fn run(
+    config: GatewayConfig,
+    backends: Vec<(String, Box<dyn Launcher>)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    prepare_data_dir(&config.data_dir)?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    let local = listener.local_addr().map_err(GatewayError::Serve)?;
+
+    let hub = Hub::start(config.limits, backends, CancellationToken::new());
+    let mcp_shutdown = CancellationToken::new();
+    let (router, state) = http::router(&config, hub.clone(), mcp_shutdown.clone());
+    tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().count(), "gateway listening");
+
+    let grace = config.limits.shutdown_grace;
+    let drain_state = state.clone();
+    let drain = async move {
+        shutdown.await;
+        tracing::info!("shutting down: draining calls in flight");
+        drain_state.draining.store(true, Ordering::Release);
+        if tokio::time::timeout(grace, drain_state.hub.calls_drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "calls still in flight after the grace period"
+            );
+        }
+        mcp_shutdown.cancel();
+    };
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(drain)
+        .await;
+    hub.stop().await;
+    tracing::info!("gateway stopped");
+    served.map_err(GatewayError::Serve)
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        // Without signal handlers the process still dies on the default action.
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Used by tests to wait for readiness without polling HTTP.
+pub async fn wait_ready(hub: &Arc<Hub>) {
+    hub.first_attempts_done().await;
+}

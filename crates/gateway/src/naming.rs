@@ -1,0 +1,213 @@
+//! Deterministic, collision-free names for aggregated tools and prompts.
+//!
+//! Clients see `<backend>_<item>`; the gateway routes through the table built here and never
+//! splits an exposed name. Exposed names satisfy `^[a-zA-Z0-9_-]{1,64}$` (what Claude and
+//! the OpenAI tool APIs accept). A name that had to be altered — characters replaced, length
+//! cut, or a clash with another backend's name — carries a hash of its *original* pair, so
+//! the same `(backend, item)` always gets the same exposed name, whatever else is connected.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sha2::{Digest, Sha256};
+
+/// Longest exposed name.
+pub const MAX_NAME_LEN: usize = 64;
+
+/// Where an exposed name leads: the backend and the item's name as that backend knows it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Origin {
+    pub backend: String,
+    pub item: String,
+}
+
+/// True when `name` is acceptable to every mainstream client as a tool name.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+fn sanitize(part: &str) -> String {
+    part.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Stable digest of the original pair. Length-prefixed so `("a_b", "c")` and `("a", "b_c")`
+/// hash differently.
+fn pair_hash(origin: &Origin, hex_len: usize) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update((origin.backend.len() as u64).to_be_bytes());
+    hasher.update(origin.backend.as_bytes());
+    hasher.update(origin.item.as_bytes());
+    let digest = hex::encode(hasher.finalize());
+    digest[..hex_len].to_owned()
+}
+
+/// `<backend>_<item>`, sanitized; `None` when it had to be altered to become valid.
+fn plain_name(origin: &Origin) -> Option<String> {
+    let name = format!("{}_{}", origin.backend, origin.item);
+    is_valid_name(&name).then_some(name)
+}
+
+/// The hashed form: a readable, truncated prefix plus `_` and `hex_len` hex digits.
+fn hashed_name(origin: &Origin, hex_len: usize) -> String {
+    let readable = sanitize(&format!("{}_{}", origin.backend, origin.item));
+    let keep = MAX_NAME_LEN - 1 - hex_len;
+    let prefix: String = readable.chars().take(keep).collect();
+    format!("{prefix}_{}", pair_hash(origin, hex_len))
+}
+
+/// Assigns every origin an exposed name. The result depends only on the *set* of origins,
+/// never on their order, and an origin whose plain name is valid and unique keeps it.
+pub fn assign_names(origins: impl IntoIterator<Item = Origin>) -> BTreeMap<String, Origin> {
+    let origins: BTreeSet<Origin> = origins.into_iter().collect();
+
+    // Pass 1: plain names, counting clashes.
+    let mut plain_counts: BTreeMap<String, usize> = BTreeMap::new();
+    for origin in &origins {
+        if let Some(name) = plain_name(origin) {
+            *plain_counts.entry(name).or_default() += 1;
+        }
+    }
+
+    let mut table = BTreeMap::new();
+    let mut needs_hash = Vec::new();
+    for origin in origins {
+        match plain_name(&origin) {
+            Some(name) if plain_counts[&name] == 1 => {
+                table.insert(name, origin);
+            }
+            _ => needs_hash.push(origin),
+        }
+    }
+
+    // Pass 2: hashed names, lengthening the hash in the (adversarial) case that one lands on
+    // a name already taken. Origins are visited in sorted order, so this too is deterministic.
+    for origin in needs_hash {
+        let name = [8, 16, 32, 48]
+            .into_iter()
+            .map(|len| hashed_name(&origin, len))
+            .find(|candidate| !table.contains_key(candidate))
+            .unwrap_or_else(|| hashed_name(&origin, 62));
+        table.insert(name, origin);
+    }
+    table
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn origin(backend: &str, item: &str) -> Origin {
+        Origin {
+            backend: backend.into(),
+            item: item.into(),
+        }
+    }
+
+    fn name_of(table: &BTreeMap<String, Origin>, o: &Origin) -> String {
+        table
+            .iter()
+            .find(|(_, v)| *v == o)
+            .map(|(k, _)| k.clone())
+            .expect("origin has a name")
+    }
+
+    #[test]
+    fn simple_names_are_prefixed() {
+        let table = assign_names([origin("echo", "echo"), origin("time", "get_current_time")]);
+        assert_eq!(table["echo_echo"], origin("echo", "echo"));
+        assert_eq!(
+            table["time_get_current_time"],
+            origin("time", "get_current_time")
+        );
+    }
+
+    #[test]
+    fn every_name_is_valid_and_unique() {
+        let long = "x".repeat(200);
+        let origins = vec![
+            origin("a_b", "c"),
+            origin("a", "b_c"),
+            origin("my server", "do.thing"),
+            origin("my_server", "do_thing"),
+            origin(&long, "t"),
+            origin(&long, "u"),
+            origin("ünï", "cödé"),
+            origin("b", ""),
+            origin("", "x"),
+        ];
+        let table = assign_names(origins.clone());
+        assert_eq!(table.len(), origins.len());
+        for name in table.keys() {
+            assert!(is_valid_name(name), "{name}");
+        }
+    }
+
+    #[test]
+    fn clashing_plain_names_both_get_hashed() {
+        let table = assign_names([origin("a_b", "c"), origin("a", "b_c")]);
+        assert!(!table.contains_key("a_b_c"));
+        let first = name_of(&table, &origin("a_b", "c"));
+        let second = name_of(&table, &origin("a", "b_c"));
+        assert_ne!(first, second);
+        assert!(first.starts_with("a_b_c_") && second.starts_with("a_b_c_"));
+    }
+
+    #[test]
+    fn names_are_deterministic_and_order_independent() {
+        let mut origins = vec![
+            origin("a_b", "c"),
+            origin("a", "b_c"),
+            origin("srv", &"long".repeat(30)),
+            origin("x y", "z"),
+        ];
+        let first = assign_names(origins.clone());
+        origins.reverse();
+        assert_eq!(first, assign_names(origins));
+    }
+
+    #[test]
+    fn altered_names_depend_only_on_their_own_pair() {
+        let o = origin("my server", "fetch");
+        let alone = name_of(&assign_names([o.clone()]), &o);
+        let crowded = name_of(
+            &assign_names([o.clone(), origin("other", "t"), origin("x", "y")]),
+            &o,
+        );
+        assert_eq!(alone, crowded);
+        assert!(alone.starts_with("my_server_fetch_"), "{alone}");
+    }
+
+    #[test]
+    fn long_names_are_cut_to_64_with_stable_suffix() {
+        let o = origin("backend", &"t".repeat(100));
+        let name = name_of(&assign_names([o.clone()]), &o);
+        assert_eq!(name.len(), MAX_NAME_LEN);
+        assert!(name.starts_with("backend_ttt"));
+        assert_eq!(name, hashed_name(&o, 8));
+    }
+
+    #[test]
+    fn a_hashed_name_never_steals_a_plain_one() {
+        // An adversarial backend names its tool exactly like another pair's hashed name.
+        let victim = origin("my server", "t");
+        let squatted = hashed_name(&victim, 8);
+        let (backend, item) = squatted.split_once('_').unwrap();
+        let squatter = origin(backend, item);
+        let table = assign_names([victim.clone(), squatter.clone()]);
+        assert_eq!(table[&squatted], squatter);
+        let victim_name = name_of(&table, &victim);
+        assert_ne!(victim_name, squatted);
+        assert!(is_valid_name(&victim_name));
+    }
+}
