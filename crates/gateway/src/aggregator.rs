@@ -121,7 +121,6 @@ impl ServerHandler for Aggregator {
         forwarded.name = routed.origin.item.clone().into();
         forwarded.meta = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
-        let _call = self.hub.track_call();
         match backend.forward(request, &context, &self.hub.limits).await? {
             ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
             ServerResult::InputRequiredResult(result) => {
@@ -161,7 +160,6 @@ impl ServerHandler for Aggregator {
         forwarded.name = routed.origin.item.clone();
         forwarded.meta = None;
         let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
-        let _call = self.hub.track_call();
         match backend.forward(request, &context, &self.hub.limits).await? {
             ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
             ServerResult::InputRequiredResult(result) => {
@@ -206,7 +204,6 @@ impl ServerHandler for Aggregator {
         forwarded.uri = uri;
         forwarded.meta = None;
         let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
-        let _call = self.hub.track_call();
         match backend.forward(request, &context, &self.hub.limits).await? {
             ServerResult::ReadResourceResult(mut result) => {
                 // Contents name the backend's URI; give the client back the one it asked for.

@@ -12,6 +12,7 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures::StreamExt;
 use gig_auth::StaticBearer;
 use gig_config::GatewayConfig;
 use http::{HeaderValue, Method, StatusCode, header};
@@ -32,6 +33,25 @@ pub struct HttpState {
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
+    /// POSTs to `/mcp` whose response has not been fully sent (shutdown drains these).
+    posts_in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+impl HttpState {
+    /// Resolves when every POST's response has been sent to the end.
+    pub async fn posts_drained(&self) {
+        let mut rx = self.posts_in_flight.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+    }
+}
+
+/// Counts one POST until its response body is dropped (sent or abandoned).
+struct PostGuard(tokio::sync::watch::Sender<usize>);
+
+impl Drop for PostGuard {
+    fn drop(&mut self) {
+        self.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
 }
 
 /// Hosts accepted in `Host` (and origins in `Origin`): loopback plus the public URL's host.
@@ -101,6 +121,7 @@ pub fn router(
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
+        posts_in_flight: tokio::sync::watch::Sender::new(0),
     });
 
     let mcp_routes = Router::new()
@@ -120,6 +141,8 @@ pub fn router(
     (router, state)
 }
 
+/// Refuses new work while shutting down, and tracks every POST until its response (an SSE
+/// stream carrying the result) has been sent in full, so draining never cuts a result off.
 async fn refuse_when_draining(
     State(state): State<Arc<HttpState>>,
     request: Request,
@@ -132,7 +155,17 @@ async fn refuse_when_draining(
         )
             .into_response();
     }
-    next.run(request).await
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+    state.posts_in_flight.send_modify(|n| *n += 1);
+    let guard = PostGuard(state.posts_in_flight.clone());
+    let (parts, body) = next.run(request).await.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _in_flight = &guard;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 async fn authenticate(

@@ -278,19 +278,7 @@ pub struct Hub {
     catalog: RwLock<Arc<Catalog>>,
     changes: broadcast::Sender<ListChange>,
     shutdown: CancellationToken,
-    /// Calls forwarded and not yet answered, across all backends (drained at shutdown).
-    calls_in_flight: tokio::sync::watch::Sender<usize>,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
-}
-
-/// Counts one forwarded call for as long as it lives.
-#[derive(Debug)]
-pub struct CallGuard<'a>(&'a tokio::sync::watch::Sender<usize>);
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|n| *n -= 1);
-    }
 }
 
 impl std::fmt::Debug for Hub {
@@ -340,7 +328,6 @@ impl Hub {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             changes,
             shutdown,
-            calls_in_flight: tokio::sync::watch::Sender::new(0),
             supervisors: Mutex::new(Vec::new()),
         });
         let tasks = hub
@@ -350,18 +337,6 @@ impl Hub {
             .collect();
         *lock(&hub.supervisors) = tasks;
         hub
-    }
-
-    /// Marks a call in flight until the guard drops.
-    pub fn track_call(&self) -> CallGuard<'_> {
-        self.calls_in_flight.send_modify(|n| *n += 1);
-        CallGuard(&self.calls_in_flight)
-    }
-
-    /// Resolves when no forwarded call is in flight.
-    pub async fn calls_drained(&self) {
-        let mut rx = self.calls_in_flight.subscribe();
-        let _ = rx.wait_for(|n| *n == 0).await;
     }
 
     /// Stops every backend (killing its processes) and waits for the supervisors to finish.

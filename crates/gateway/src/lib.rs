@@ -16,7 +16,6 @@ pub mod stdout_guard;
 
 use std::future::Future;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gig_config::{GatewayConfig, ServerSpec};
@@ -77,13 +76,23 @@ pub async fn run(
     backends: Vec<(String, Box<dyn Launcher>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    prepare_data_dir(&config.data_dir)?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| GatewayError::Bind {
             addr: config.listen,
             source,
         })?;
+    serve(listener, config, backends, shutdown).await
+}
+
+/// Like [`run`], on a listener the caller bound (tests bind port 0).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    config: GatewayConfig,
+    backends: Vec<(String, Box<dyn Launcher>)>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    prepare_data_dir(&config.data_dir)?;
     let local = listener.local_addr().map_err(GatewayError::Serve)?;
 
     let hub = Hub::start(config.limits, backends, CancellationToken::new());
@@ -97,7 +106,7 @@ pub async fn run(
         shutdown.await;
         tracing::info!("shutting down: draining calls in flight");
         drain_state.draining.store(true, Ordering::Release);
-        if tokio::time::timeout(grace, drain_state.hub.calls_drained())
+        if tokio::time::timeout(grace, drain_state.posts_drained())
             .await
             .is_err()
         {
@@ -130,9 +139,4 @@ pub async fn shutdown_signal() {
         _ = term.recv() => {}
         _ = int.recv() => {}
     }
-}
-
-/// Used by tests to wait for readiness without polling HTTP.
-pub async fn wait_ready(hub: &Arc<Hub>) {
-    hub.first_attempts_done().await;
 }

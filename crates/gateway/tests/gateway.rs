@@ -1,0 +1,544 @@
+//! End-to-end tests of the gateway in-process, with real stdio backends (`echo-mcp`,
+//! `fixture-mcp`) and a real MCP client (rmcp's Streamable HTTP client) over loopback.
+
+#![allow(deprecated)] // Sampling and roots: deprecated in 2026-07-28, tested for older eras.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gig_config::{GatewayConfig, ServerSpec, StdioCommand};
+use gig_test_util::{eventually, process_alive, workspace_bin};
+use rmcp::model::{
+    CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
+    CreateMessageResult, ErrorData, Implementation, ListRootsResult, ProgressNotificationParam,
+    Root, SamplingMessage,
+};
+use rmcp::service::{NotificationContext, RequestContext, RunningService};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::{ClientHandler, RoleClient, ServiceExt};
+use tokio::sync::oneshot;
+
+const TOKEN: &str = "test-token-0123456789abcdef";
+
+struct TestGateway {
+    url: String,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+    _data: tempfile::TempDir,
+}
+
+impl TestGateway {
+    async fn start(env: &[(&str, &str)]) -> Self {
+        // `RUST_LOG=debug cargo test ...` shows the gateway's logs when debugging a test.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let data = tempfile::tempdir().unwrap();
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        vars.insert("GIG_BEARER_TOKEN".into(), TOKEN.into());
+        vars.insert("GIG_DATA_DIR".into(), data.path().display().to_string());
+        for (k, v) in env {
+            vars.insert(k.to_string(), v.to_string());
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        vars.insert("GIG_LISTEN".into(), addr.to_string());
+        let config = GatewayConfig::from_env(&vars).unwrap();
+        let specs = ["echo-mcp", "fixture-mcp"].map(|bin| ServerSpec {
+            name: bin.trim_end_matches("-mcp").to_owned(),
+            command: StdioCommand {
+                program: workspace_bin(bin).display().to_string(),
+                args: vec![],
+                env: BTreeMap::new(),
+                cwd: None,
+            },
+        });
+        let parent_env: Vec<(String, String)> = std::env::vars().collect();
+        let backends = gig_gateway::stdio_launchers(specs.to_vec(), &parent_env);
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            gig_gateway::serve(listener, config, backends, async {
+                let _ = stopped.await;
+            })
+            .await
+            .unwrap();
+        });
+        let gateway = TestGateway {
+            url: format!("http://{addr}/mcp"),
+            stop: Some(stop),
+            task: Some(task),
+            _data: data,
+        };
+        gateway.wait_ready().await;
+        gateway
+    }
+
+    async fn wait_ready(&self) {
+        let readyz = self.url.replace("/mcp", "/readyz");
+        let ready = eventually(Duration::from_secs(20), async || {
+            let body = reqwest::get(&readyz).await.ok()?.text().await.ok()?;
+            (body.contains("\"ready\":true")
+                && !body.contains("\"starting\"")
+                && !body.contains("\"down\""))
+            .then_some(())
+        })
+        .await;
+        assert!(ready.is_some(), "gateway never became ready");
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(task) = self.task.take() {
+            task.await.unwrap();
+        }
+    }
+
+    async fn client(&self) -> RunningService<RoleClient, TestClient> {
+        self.client_with(TestClient::default()).await
+    }
+
+    async fn client_with(&self, handler: TestClient) -> RunningService<RoleClient, TestClient> {
+        let transport = StreamableHttpClientTransport::from_config(
+            StreamableHttpClientTransportConfig::with_uri(self.url.clone()).auth_header(TOKEN),
+        );
+        handler.serve(transport).await.expect("client connects")
+    }
+}
+
+/// A client that can sample and list roots, and records what the gateway sends it.
+#[derive(Clone, Default)]
+struct TestClient {
+    no_capabilities: bool,
+    progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    tool_list_changes: Arc<AtomicUsize>,
+}
+
+impl ClientHandler for TestClient {
+    fn get_info(&self) -> ClientConfig {
+        let mut capabilities = ClientCapabilities::default();
+        if !self.no_capabilities {
+            capabilities.sampling = Some(Default::default());
+            capabilities.roots = Some(Default::default());
+        }
+        ClientConfig::new(capabilities, Implementation::new("gateway-test", "1"))
+    }
+
+    async fn create_message(
+        &self,
+        _params: CreateMessageRequestParams,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        Ok(CreateMessageResult::new(
+            SamplingMessage::assistant_text("hello from the client"),
+            "test-model".into(),
+        ))
+    }
+
+    async fn list_roots(
+        &self,
+        _context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        Ok(ListRootsResult::new(vec![Root::new("file:///workspace")]))
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.progress.lock().unwrap().push(params);
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.tool_list_changes.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn call(name: &str, args: serde_json::Value) -> CallToolRequestParams {
+    let serde_json::Value::Object(args) = args else {
+        panic!("arguments must be an object")
+    };
+    CallToolRequestParams::new(name.to_owned()).with_arguments(args)
+}
+
+fn first_text(result: &rmcp::model::CallToolResult) -> String {
+    result
+        .content
+        .first()
+        .and_then(|c| c.as_text())
+        .map(|t| t.text.clone())
+        .unwrap_or_default()
+}
+
+async fn fixture_pid(client: &RunningService<RoleClient, TestClient>) -> u32 {
+    let result = client
+        .call_tool(call("fixture_pid", serde_json::json!({})))
+        .await
+        .unwrap();
+    first_text(&result).parse().unwrap()
+}
+
+#[tokio::test]
+async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+
+    let tools = client.list_all_tools().await.unwrap();
+    let names: Vec<&str> = tools.iter().map(|t| t.name.as_ref()).collect();
+    assert!(names.contains(&"echo_echo"), "{names:?}");
+    assert!(names.contains(&"fixture_crash"), "{names:?}");
+    assert!(names.iter().all(|n| gig_gateway::naming::is_valid_name(n)));
+
+    let result = client
+        .call_tool(call(
+            "echo_echo",
+            serde_json::json!({"message": "hi there"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first_text(&result), "hi there");
+
+    let prompts = client.list_all_prompts().await.unwrap();
+    assert_eq!(prompts.len(), 1);
+    assert_eq!(prompts[0].name, "echo_repeat");
+    let mut args = serde_json::Map::new();
+    args.insert("text".into(), "abc".into());
+    let prompt = client
+        .get_prompt(rmcp::model::GetPromptRequestParams::new("echo_repeat").with_arguments(args))
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&prompt.messages).unwrap();
+    assert!(body.contains("Repeat exactly: abc"), "{body}");
+
+    let resources = client.list_all_resources().await.unwrap();
+    assert_eq!(resources.len(), 1);
+    assert_eq!(resources[0].uri, "gig://echo/echo://readme");
+    let read = client
+        .read_resource(rmcp::model::ReadResourceRequestParams::new(
+            resources[0].uri.clone(),
+        ))
+        .await
+        .unwrap();
+    let body = serde_json::to_string(&read.contents).unwrap();
+    assert!(body.contains("echo-mcp repeats"), "{body}");
+    assert!(body.contains("gig://echo/echo://readme"), "{body}");
+
+    let unknown = client
+        .call_tool(call("echo_nope", serde_json::json!({})))
+        .await
+        .unwrap_err();
+    assert!(unknown.to_string().contains("unknown tool"), "{unknown}");
+
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn structured_content_is_error_and_meta_pass_through() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let result = client
+        .call_tool(call("fixture_structured", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert_eq!(result.is_error, Some(true));
+    assert_eq!(
+        result.structured_content,
+        Some(serde_json::json!({"answer": 42}))
+    );
+    assert_eq!(
+        result.meta.as_ref().and_then(|m| m.get("fixture/trace")),
+        Some(&serde_json::json!("abc"))
+    );
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn progress_reaches_the_calling_client_with_its_own_token() {
+    let gateway = TestGateway::start(&[]).await;
+    let handler = TestClient::default();
+    let progress = handler.progress.clone();
+    let client = gateway.client_with(handler).await;
+
+    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
+        call("fixture_progress", serde_json::json!({"steps": 3})),
+    ));
+    let handle = client
+        .send_request_with_option(request, Default::default())
+        .await
+        .unwrap();
+    let token = handle.progress_token.clone();
+    handle.await_response().await.unwrap();
+
+    let seen = eventually(Duration::from_secs(10), async || {
+        let p = progress.lock().unwrap();
+        (p.len() == 3).then(|| p.clone())
+    })
+    .await
+    .expect("three progress notifications");
+    assert!(seen.iter().all(|p| p.progress_token == token));
+    assert_eq!(seen[2].message.as_deref(), Some("step 3"));
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn cancellation_reaches_the_backend() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("cancelled");
+
+    let request =
+        rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call(
+            "fixture_wait_for_cancel",
+            serde_json::json!({"marker": marker.display().to_string()}),
+        )));
+    let handle = client
+        .send_request_with_option(request, Default::default())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    handle.cancel(Some("test".into())).await.unwrap();
+
+    let written = eventually(Duration::from_secs(10), async || {
+        std::fs::read_to_string(&marker).ok()
+    })
+    .await;
+    assert_eq!(written.as_deref(), Some("cancelled"));
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn sampling_and_roots_are_forwarded_to_the_calling_client() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let result = client
+        .call_tool(call("fixture_sample", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert_eq!(
+        first_text(&result),
+        "model test-model said: hello from the client"
+    );
+    let result = client
+        .call_tool(call("fixture_roots", serde_json::json!({})))
+        .await
+        .unwrap();
+    assert_eq!(first_text(&result), "file:///workspace");
+    client.cancel().await.unwrap();
+
+    // A client that did not declare sampling gets a clear refusal, not a hang.
+    let plain = gateway
+        .client_with(TestClient {
+            no_capabilities: true,
+            ..Default::default()
+        })
+        .await;
+    let error = plain
+        .call_tool(call("fixture_sample", serde_json::json!({})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("sampling capability"), "{error}");
+    plain.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn backend_list_changes_reach_connected_clients() {
+    let gateway = TestGateway::start(&[]).await;
+    let handler = TestClient::default();
+    let changes = handler.tool_list_changes.clone();
+    let client = gateway.client_with(handler).await;
+    assert!(!has_tool(&client, "fixture_extra").await);
+
+    client
+        .call_tool(call("fixture_toggle_tool", serde_json::json!({})))
+        .await
+        .unwrap();
+    let notified = eventually(Duration::from_secs(10), async || {
+        (changes.load(Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+    assert!(notified.is_some(), "no notifications/tools/list_changed");
+    assert!(has_tool(&client, "fixture_extra").await);
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+async fn has_tool(client: &RunningService<RoleClient, TestClient>, name: &str) -> bool {
+    client
+        .list_all_tools()
+        .await
+        .unwrap()
+        .iter()
+        .any(|t| t.name == name)
+}
+
+/// A backend that crashes mid-call fails that call with an error naming it, drops out of
+/// the catalog, comes back with a new process, and leaves no process behind.
+#[tokio::test]
+async fn crashed_backend_fails_its_call_and_is_restarted() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let old_pid = fixture_pid(&client).await;
+
+    let error = client
+        .call_tool(call("fixture_crash", serde_json::json!({})))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("\"fixture\""),
+        "error must name the backend: {error}"
+    );
+
+    // The other backend is unaffected.
+    let echoed = client
+        .call_tool(call(
+            "echo_echo",
+            serde_json::json!({"message": "still here"}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(first_text(&echoed), "still here");
+
+    let new_pid = eventually(Duration::from_secs(20), async || {
+        let result = client
+            .call_tool(call("fixture_pid", serde_json::json!({})))
+            .await
+            .ok()?;
+        first_text(&result).parse::<u32>().ok()
+    })
+    .await
+    .expect("fixture restarted");
+    assert_ne!(old_pid, new_pid);
+    assert!(!process_alive(old_pid), "crashed backend {old_pid} lingers");
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+    let gone = eventually(Duration::from_secs(10), async || {
+        (!process_alive(new_pid)).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "backend {new_pid} outlived the gateway");
+}
+
+/// A backend that never answers times out (per-call deadline) without blocking other calls.
+#[tokio::test]
+async fn hung_backend_times_out_and_blocks_nobody() {
+    let gateway = TestGateway::start(&[("GIG_CALL_TIMEOUT_SECS", "2")]).await;
+    let client = gateway.client().await;
+    let hung = client.call_tool(call("fixture_hang", serde_json::json!({})));
+    let other = async {
+        // Issued while the hang is in flight; must not wait for it.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let result = client
+            .call_tool(call("echo_echo", serde_json::json!({"message": "fast"})))
+            .await
+            .unwrap();
+        (first_text(&result), std::time::Instant::now())
+    };
+    let (hung, (echoed, echo_done)) = tokio::join!(hung, other);
+    let hung_done = std::time::Instant::now();
+    assert_eq!(echoed, "fast");
+    assert!(echo_done < hung_done, "echo waited for the hung call");
+    let error = hung.unwrap_err().to_string();
+    assert!(error.contains("did not answer within 2s"), "{error}");
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+/// Flooding stdout or writing garbage fails the backend's own call and restarts it.
+#[tokio::test]
+async fn flooding_or_garbage_backends_are_cut_off_and_restarted() {
+    let gateway = TestGateway::start(&[("GIG_MAX_MESSAGE_BYTES", "1048576")]).await;
+    let client = gateway.client().await;
+    for tool in ["fixture_flood", "fixture_garbage"] {
+        let pid = eventually(Duration::from_secs(20), async || {
+            let result = client
+                .call_tool(call("fixture_pid", serde_json::json!({})))
+                .await
+                .ok()?;
+            first_text(&result).parse::<u32>().ok()
+        })
+        .await
+        .expect("fixture up");
+        let error = client
+            .call_tool(call(tool, serde_json::json!({"bytes": 8 << 20})))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("\"fixture\""), "{tool}: {error}");
+        let gone = eventually(Duration::from_secs(10), async || {
+            (!process_alive(pid)).then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "{tool}: misbehaving backend {pid} not killed"
+        );
+    }
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn many_concurrent_sessions_are_served() {
+    let gateway = TestGateway::start(&[]).await;
+    let gateway = Arc::new(gateway);
+    let mut tasks = Vec::new();
+    for i in 0..200 {
+        let gateway = gateway.clone();
+        tasks.push(tokio::spawn(async move {
+            let client = gateway.client().await;
+            let message = format!("session {i}");
+            let result = client
+                .call_tool(call("echo_echo", serde_json::json!({"message": message})))
+                .await
+                .unwrap();
+            assert_eq!(first_text(&result), message);
+            client.cancel().await.unwrap();
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    Arc::into_inner(gateway).unwrap().stop().await;
+}
+
+#[tokio::test]
+async fn session_cap_refuses_new_sessions_beyond_the_limit() {
+    let gateway = TestGateway::start(&[("GIG_MAX_SESSIONS", "2")]).await;
+    let first = gateway.client().await;
+    let second = gateway.client().await;
+    let transport = StreamableHttpClientTransport::from_config(
+        StreamableHttpClientTransportConfig::with_uri(gateway.url.clone()).auth_header(TOKEN),
+    );
+    assert!(TestClient::default().serve(transport).await.is_err());
+    first.cancel().await.unwrap();
+    second.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
+/// Shutdown lets a call in flight finish before sessions close.
+#[tokio::test]
+async fn graceful_shutdown_drains_calls_in_flight() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let call_in_flight = client.call_tool(call("fixture_sleep", serde_json::json!({"ms": 1500})));
+    let stop_while_in_flight = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        gateway.stop().await;
+    };
+    let (result, ()) = tokio::join!(call_in_flight, stop_while_in_flight);
+    assert_eq!(first_text(&result.unwrap()), "slept");
+}
