@@ -92,20 +92,21 @@ pub fn expose_contents_uri(contents: &mut ResourceContents, backend: &str) {
 impl Catalog {
     /// Builds the catalog from every live backend's lists.
     pub fn build(backends: &BTreeMap<String, BackendLists>) -> Self {
-        let mut catalog = Catalog::default();
-
-        catalog.tools = aggregate(
-            backends,
-            |lists| &lists.tools,
-            |tool| tool.name.to_string(),
-            |tool, name| tool.name = name.into(),
-        );
-        catalog.prompts = aggregate(
-            backends,
-            |lists| &lists.prompts,
-            |prompt| prompt.name.clone(),
-            |prompt, name| prompt.name = name,
-        );
+        let mut catalog = Catalog {
+            tools: aggregate(
+                backends,
+                |lists| &lists.tools,
+                |tool| tool.name.to_string(),
+                |tool, name| tool.name = name.into(),
+            ),
+            prompts: aggregate(
+                backends,
+                |lists| &lists.prompts,
+                |prompt| prompt.name.clone(),
+                |prompt, name| prompt.name = name,
+            ),
+            ..Catalog::default()
+        };
         for (backend, lists) in backends {
             catalog
                 .resources
