@@ -3,6 +3,10 @@
 //! Every name a client sends is resolved through the current catalog's lookup table (never by
 //! splitting it) to a backend and that backend's own name, then forwarded by the hub.
 
+// Logging and resources/subscribe are deprecated by 2026-07-28 (SEP-2577) but are what
+// initialize-era clients use today; the gateway serves both eras.
+#![allow(deprecated)]
+
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,8 +15,10 @@ use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ErrorData,
     GetPromptRequest, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
-    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ServerCapabilities,
-    ServerConfig, ServerResult, SubscriptionFilter,
+    ReadResourceRequest, ReadResourceRequestParams, ReadResourceResponse, ResultType,
+    ServerCapabilities, ServerConfig, ServerResult, SetLevelRequest, SetLevelRequestParams,
+    SubscribeRequest, SubscribeRequestParams, SubscriptionFilter, UnsubscribeRequest,
+    UnsubscribeRequestParams,
 };
 use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler};
@@ -38,6 +44,37 @@ impl Aggregator {
             .backend(name)
             .ok_or_else(|| ErrorData::internal_error(format!("backend {name:?} is gone"), None))
     }
+}
+
+impl Aggregator {
+    /// Resolves a subscription's exposed URI to its backend, the backend's URI, and the
+    /// session asking (subscriptions exist only in initialize-era sessions).
+    fn subscription_target(
+        &self,
+        exposed: &str,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<(&Arc<Backend>, String, String), ErrorData> {
+        let unknown =
+            || ErrorData::resource_not_found(format!("unknown resource {exposed:?}"), None);
+        let (backend_name, uri) = resource_origin(exposed).ok_or_else(unknown)?;
+        let backend = self.hub.backend(&backend_name).ok_or_else(unknown)?;
+        let session = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get("mcp-session-id"))
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| {
+                ErrorData::invalid_request("resource subscriptions need an MCP session", None)
+            })?
+            .to_owned();
+        Ok((backend, uri, session))
+    }
+}
+
+/// A backend on an initialize-era protocol leaves `resultType` out; a 2026-07-28 client
+/// requires it. rmcp strips it again for clients on older versions.
+fn complete(result_type: Option<ResultType>) -> ResultType {
+    result_type.unwrap_or(ResultType::COMPLETE)
 }
 
 fn unexpected(what: &str) -> ErrorData {
@@ -88,6 +125,8 @@ impl ServerHandler for Aggregator {
                 .enable_prompts_list_changed()
                 .enable_resources()
                 .enable_resources_list_changed()
+                .enable_resources_subscribe()
+                .enable_logging()
                 .build(),
         )
         .with_server_info(Implementation::new("gigmcp", env!("CARGO_PKG_VERSION")))
@@ -122,7 +161,10 @@ impl ServerHandler for Aggregator {
         forwarded.meta = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
         match backend.forward(request, &context, &self.hub.limits).await? {
-            ServerResult::CallToolResult(result) => Ok(CallToolResponse::Complete(result)),
+            ServerResult::CallToolResult(mut result) => {
+                result.result_type = Some(complete(result.result_type));
+                Ok(CallToolResponse::Complete(result))
+            }
             ServerResult::InputRequiredResult(result) => {
                 Ok(CallToolResponse::InputRequired(result))
             }
@@ -161,7 +203,10 @@ impl ServerHandler for Aggregator {
         forwarded.meta = None;
         let request = ClientRequest::GetPromptRequest(GetPromptRequest::new(forwarded));
         match backend.forward(request, &context, &self.hub.limits).await? {
-            ServerResult::GetPromptResult(result) => Ok(GetPromptResponse::Complete(result)),
+            ServerResult::GetPromptResult(mut result) => {
+                result.result_type = Some(complete(result.result_type));
+                Ok(GetPromptResponse::Complete(result))
+            }
             ServerResult::InputRequiredResult(result) => {
                 Ok(GetPromptResponse::InputRequired(result))
             }
@@ -206,6 +251,7 @@ impl ServerHandler for Aggregator {
         let request = ClientRequest::ReadResourceRequest(ReadResourceRequest::new(forwarded));
         match backend.forward(request, &context, &self.hub.limits).await? {
             ServerResult::ReadResourceResult(mut result) => {
+                result.result_type = Some(complete(result.result_type));
                 // Contents name the backend's URI; give the client back the one it asked for.
                 for contents in &mut result.contents {
                     expose_contents_uri(contents, &backend_name);
@@ -217,6 +263,53 @@ impl ServerHandler for Aggregator {
             }
             _ => Err(unexpected("resources/read")),
         }
+    }
+
+    /// Applies the level to every live backend that supports logging (best effort: a backend
+    /// that refuses keeps its own level) and accepts it for the gateway.
+    async fn set_level(
+        &self,
+        request: SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        for backend in self.hub.backends().filter(|b| b.supports_logging()) {
+            let mut forwarded = request.clone();
+            forwarded.meta = None;
+            let request = ClientRequest::SetLevelRequest(SetLevelRequest::new(forwarded));
+            if let Err(error) = backend.forward(request, &context, &self.hub.limits).await {
+                tracing::debug!(backend = %backend.name, %error, "backend refused logging/setLevel");
+            }
+        }
+        Ok(())
+    }
+
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (backend, uri, session) = self.subscription_target(&request.uri, &context)?;
+        let forwarded = SubscribeRequestParams::new(uri.clone());
+        let request = ClientRequest::SubscribeRequest(SubscribeRequest::new(forwarded));
+        backend.forward(request, &context, &self.hub.limits).await?;
+        self.hub
+            .subscribe_resource(&backend.name, &uri, &session, context.peer.clone());
+        Ok(())
+    }
+
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let (backend, uri, session) = self.subscription_target(&request.uri, &context)?;
+        // The backend keeps its subscription while any other session still wants it.
+        if self.hub.unsubscribe_resource(&backend.name, &uri, &session) {
+            let forwarded = UnsubscribeRequestParams::new(uri);
+            let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(forwarded));
+            backend.forward(request, &context, &self.hub.limits).await?;
+        }
+        Ok(())
     }
 
     /// Initialize era: push list changes on the session's standalone stream.

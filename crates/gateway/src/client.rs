@@ -15,22 +15,25 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
     CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
     ElicitResult, ErrorCode, ErrorData, Implementation, ListRootsRequest, ListRootsResult,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ServerRequest,
+    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
+    ServerRequest,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, RoleClient};
 use tokio::sync::oneshot;
 
-use crate::hub::{Backend, UpstreamRequest};
+use crate::catalog::exposed_resource_uri;
+use crate::hub::{Backend, Hub, UpstreamRequest};
 
 #[derive(Debug, Clone)]
 pub struct BackendClient {
     backend: Weak<Backend>,
+    hub: Weak<Hub>,
 }
 
 impl BackendClient {
-    pub fn new(backend: Weak<Backend>) -> Self {
-        Self { backend }
+    pub fn new(backend: Weak<Backend>, hub: Weak<Hub>) -> Self {
+        Self { backend, hub }
     }
 
     /// Sends a backend's server-to-client request to a calling client able to answer it.
@@ -147,8 +150,28 @@ impl ClientHandler for BackendClient {
         params: LoggingMessageNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        if let Some(backend) = self.backend.upgrade() {
-            tracing::debug!(backend = %backend.name, level = ?params.level, logger = ?params.logger, "backend log message");
+        let Some(backend) = self.backend.upgrade() else {
+            return;
+        };
+        tracing::debug!(backend = %backend.name, level = ?params.level, logger = ?params.logger, "backend log message");
+        // Stdio links a log message to no request; the client whose call is oldest gets it.
+        if let Some(caller) = backend.oldest_caller() {
+            let _ = caller.peer.notify_logging_message(params).await;
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let (Some(backend), Some(hub)) = (self.backend.upgrade(), self.hub.upgrade()) else {
+            return;
+        };
+        let mut forwarded = params.clone();
+        forwarded.uri = exposed_resource_uri(&backend.name, &params.uri);
+        for peer in hub.resource_subscribers(&backend.name, &params.uri) {
+            let _ = peer.notify_resource_updated(forwarded.clone()).await;
         }
     }
 

@@ -144,6 +144,19 @@ impl Backend {
         lock(&self.inflight).get(token).cloned()
     }
 
+    /// Whether the live connection declared the logging capability.
+    pub fn supports_logging(&self) -> bool {
+        read(&self.live)
+            .as_ref()
+            .and_then(|peer| peer.peer_info())
+            .is_some_and(|info| info.capabilities.logging.is_some())
+    }
+
+    /// The oldest call in flight on this backend, if any.
+    pub fn oldest_caller(&self) -> Option<Caller> {
+        self.caller_for(|_| true)
+    }
+
     pub fn request_refresh(&self) {
         self.refresh.notify_one();
     }
@@ -278,6 +291,8 @@ pub struct Hub {
     catalog: RwLock<Arc<Catalog>>,
     changes: broadcast::Sender<ListChange>,
     shutdown: CancellationToken,
+    /// `resources/subscribe` registrations: (backend, backend URI) -> session id -> client.
+    subscriptions: Mutex<HashMap<(String, String), HashMap<String, Peer<RoleServer>>>>,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
@@ -328,6 +343,7 @@ impl Hub {
             catalog: RwLock::new(Arc::new(Catalog::default())),
             changes,
             shutdown,
+            subscriptions: Mutex::new(HashMap::new()),
             supervisors: Mutex::new(Vec::new()),
         });
         let tasks = hub
@@ -337,6 +353,52 @@ impl Hub {
             .collect();
         *lock(&hub.supervisors) = tasks;
         hub
+    }
+
+    /// Records that a session wants `notifications/resources/updated` for a backend resource.
+    pub fn subscribe_resource(
+        &self,
+        backend: &str,
+        uri: &str,
+        session: &str,
+        peer: Peer<RoleServer>,
+    ) {
+        let mut subscriptions = lock(&self.subscriptions);
+        let sessions = subscriptions
+            .entry((backend.to_owned(), uri.to_owned()))
+            .or_default();
+        sessions.retain(|_, p| !p.is_transport_closed());
+        sessions.insert(session.to_owned(), peer);
+    }
+
+    /// Forgets a session's subscription; true when no session is subscribed any more.
+    pub fn unsubscribe_resource(&self, backend: &str, uri: &str, session: &str) -> bool {
+        let mut subscriptions = lock(&self.subscriptions);
+        let key = (backend.to_owned(), uri.to_owned());
+        let Some(sessions) = subscriptions.get_mut(&key) else {
+            return true;
+        };
+        sessions.remove(session);
+        sessions.retain(|_, p| !p.is_transport_closed());
+        let empty = sessions.is_empty();
+        if empty {
+            subscriptions.remove(&key);
+        }
+        empty
+    }
+
+    /// The sessions subscribed to a backend resource.
+    pub fn resource_subscribers(&self, backend: &str, uri: &str) -> Vec<Peer<RoleServer>> {
+        lock(&self.subscriptions)
+            .get(&(backend.to_owned(), uri.to_owned()))
+            .map(|sessions| {
+                sessions
+                    .values()
+                    .filter(|p| !p.is_transport_closed())
+                    .cloned()
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Stops every backend (killing its processes) and waits for the supervisors to finish.
@@ -514,7 +576,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
     let transport = AsyncRwTransport::new_client(reader, connection.writer)
         .with_max_line_length(limits.max_message_bytes);
-    let handler = BackendClient::new(Arc::downgrade(backend));
+    let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(hub));
 
     let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));
     let running: RunningService<RoleClient, BackendClient> = tokio::select! {

@@ -1,0 +1,110 @@
+"""Shared fixtures: the real `gigmcp` binary started on a free loopback port with a servers file.
+
+Every process a test starts is stopped by PID at teardown, also when the test fails.
+"""
+
+import json
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+TARGET = Path(os.environ.get("CARGO_TARGET_DIR", REPO / "target")) / "debug"
+PEERS = REPO / ".peers" / "bin"
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30.0, want: int = 200) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:
+                if resp.status == want:
+                    return
+        except Exception as e:  # noqa: BLE001 - not up yet
+            last = e
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready: {last}")
+
+
+@dataclass
+class Gateway:
+    url: str
+    base: str
+    token: str
+    proc: subprocess.Popen
+    log: Path
+
+    def logs(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_gateway(tmp_path: Path, servers: dict, **env) -> Gateway:
+    port = free_port()
+    token = secrets.token_hex(24)
+    servers_file = tmp_path / "servers.json"
+    servers_file.write_text(json.dumps({"mcpServers": servers}))
+    log = tmp_path / "gateway.log"
+    child_env = {
+        "PATH": os.environ["PATH"],
+        "HOME": os.environ.get("HOME", "/tmp"),
+        "GIG_BEARER_TOKEN": token,
+        "GIG_LISTEN": f"127.0.0.1:{port}",
+        "GIG_DATA_DIR": str(tmp_path / "data"),
+        "GIG_SERVERS_FILE": str(servers_file),
+        **env,
+    }
+    proc = subprocess.Popen(
+        [str(TARGET / "gigmcp")], env=child_env, stdout=log.open("wb"), stderr=subprocess.STDOUT
+    )
+    gw = Gateway(f"http://127.0.0.1:{port}/mcp", f"http://127.0.0.1:{port}", token, proc, log)
+    try:
+        wait_http(f"{gw.base}/readyz")
+    except Exception:
+        stop(proc)
+        raise AssertionError(f"gateway did not become ready:\n{gw.logs()}")
+    return gw
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def echo_server() -> dict:
+    return {"command": str(TARGET / "echo-mcp")}
+
+
+def time_server() -> dict:
+    return {"command": str(PEERS / "mcp-server-time"), "args": ["--local-timezone", "UTC"]}
+
+
+@pytest.fixture
+def gateway(tmp_path):
+    gw = start_gateway(tmp_path, {"echo": echo_server(), "time": time_server()})
+    yield gw
+    stop(gw.proc)

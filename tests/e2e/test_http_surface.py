@@ -1,0 +1,76 @@
+"""The HTTP surface without an SDK in between: auth challenges, DNS-rebinding protection,
+unknown sessions, health endpoints."""
+
+import json
+import urllib.error
+import urllib.request
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {
+        "protocolVersion": "2025-06-18",
+        "capabilities": {},
+        "clientInfo": {"name": "raw", "version": "0"},
+    },
+}
+
+
+def post(gw, body, headers=None, token=True):
+    h = {
+        "Content-Type": "application/json",
+        "Accept": "application/json, text/event-stream",
+    }
+    if token:
+        h["Authorization"] = f"Bearer {gw.token}"
+    h.update(headers or {})
+    req = urllib.request.Request(gw.url, data=json.dumps(body).encode(), headers=h, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, dict(resp.headers), resp.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+
+
+def test_missing_token_gets_401_with_challenge(gateway):
+    status, headers, _ = post(gateway, INIT, token=False)
+    assert status == 401
+    assert headers["www-authenticate"].startswith("Bearer")
+
+
+def test_wrong_token_gets_401_invalid_token(gateway):
+    status, headers, _ = post(gateway, INIT, token=False, headers={"Authorization": "Bearer nope-nope-nope-nope"})
+    assert status == 401
+    assert 'error="invalid_token"' in headers["www-authenticate"]
+
+
+def test_foreign_host_is_refused(gateway):
+    status, _, _ = post(gateway, INIT, headers={"Host": "evil.example.com"})
+    assert status == 403
+
+
+def test_foreign_origin_is_refused(gateway):
+    status, _, _ = post(gateway, INIT, headers={"Origin": "http://evil.example.com"})
+    assert status == 403
+
+
+def test_loopback_origin_is_accepted(gateway):
+    status, _, _ = post(gateway, INIT, headers={"Origin": "http://localhost:3000"})
+    assert status == 200
+
+
+def test_unknown_session_gets_404(gateway):
+    body = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    status, _, _ = post(gateway, body, headers={"Mcp-Session-Id": "no-such-session", "MCP-Protocol-Version": "2025-06-18"})
+    assert status == 404
+
+
+def test_health_endpoints(gateway):
+    with urllib.request.urlopen(f"{gateway.base}/healthz") as resp:
+        assert resp.status == 200
+    with urllib.request.urlopen(f"{gateway.base}/readyz") as resp:
+        body = json.load(resp)
+    assert body["ready"] is True
+    assert body["backends"]["echo"]["state"] == "up"
+    assert body["backends"]["time"]["state"] == "up"
