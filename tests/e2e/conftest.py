@@ -46,6 +46,17 @@ def wait_http(url: str, timeout: float = 30.0, want: int = 200) -> None:
     raise TimeoutError(f"{url} not ready: {last}")
 
 
+def wait_port(port: int, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
 @dataclass
 class Gateway:
     url: str

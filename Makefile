@@ -1,0 +1,46 @@
+# Gig'MCP developer entry points. `make run` and `make test` are the two set-up commands.
+CARGO ?= cargo
+PEERS ?= .peers
+export CARGO_TERM_COLOR ?= never
+
+.PHONY: all build run test test-local test-e2e lint bench peers clean
+
+all: build
+
+build:
+	$(CARGO) build --workspace --all-targets
+
+## Build and start the gateway on embedded defaults (echo backend, generated dev token).
+run:
+	$(CARGO) build --workspace
+	scripts/run-dev.sh
+
+## Install the pinned test peers (apt as root, pip venv and npm into $(PEERS)/) when missing.
+peers:
+	tests/peers/install-peers.sh $(PEERS)
+
+## Everything: lint, Rust unit + integration tests, end-to-end tests with real MCP clients.
+test: peers lint build
+	$(CARGO) test --workspace
+	$(MAKE) test-e2e
+
+## Host-side Rust tests only.
+test-local:
+	$(CARGO) build --workspace
+	$(CARGO) test --workspace
+
+## End-to-end tests with the real peers (needs `make peers` and a workspace build).
+test-e2e:
+	$(PEERS)/bin/python -m pytest tests/e2e -v -s
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## Direct stdio vs through the gateway vs the load generator's ceiling (release build).
+bench: peers
+	scripts/bench.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf $(PEERS) .bench
