@@ -284,6 +284,9 @@ impl Backend {
     }
 }
 
+/// Subscribed clients of one resource, by MCP session id.
+type SessionPeers = HashMap<String, Peer<RoleServer>>;
+
 /// Everything shared by the gateway's sessions.
 pub struct Hub {
     pub limits: Limits,
@@ -292,7 +295,7 @@ pub struct Hub {
     changes: broadcast::Sender<ListChange>,
     shutdown: CancellationToken,
     /// `resources/subscribe` registrations: (backend, backend URI) -> session id -> client.
-    subscriptions: Mutex<HashMap<(String, String), HashMap<String, Peer<RoleServer>>>>,
+    subscriptions: Mutex<HashMap<(String, String), SessionPeers>>,
     supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
 }
 
