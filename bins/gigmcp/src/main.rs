@@ -34,17 +34,31 @@ fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve().await,
+        Command::Serve => {
+            let config = GatewayConfig::from_env(&ProcessEnv)?;
+            init_logging(config.log_format, &config.log_filter)?;
+            runtime(config.worker_threads)?.block_on(serve(config))
+        }
     }
 }
 
-async fn serve() -> anyhow::Result<()> {
-    let config = GatewayConfig::from_env(&ProcessEnv)?;
-    init_logging(config.log_format, &config.log_filter)?;
+/// One thread by default: on small machines, cross-thread wake-ups cost more than the
+/// parallelism gains (DESIGN.md, decision 18).
+fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(threads);
+        builder
+    };
+    Ok(builder.enable_all().build()?)
+}
+
+async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let specs = match &config.servers_file {
         Some(path) => parse_servers_file(path)?,
         None => {

@@ -83,6 +83,11 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "Log filter in `tracing` EnvFilter syntax, e.g. `info,gig_gateway=debug`.",
     },
     VarDoc {
+        name: "GIG_WORKER_THREADS",
+        default: "1",
+        meaning: "Async runtime threads. 1 runs everything on one thread, which measured fastest on 2 cores shared with backends (see DESIGN.md); raise it on larger machines.",
+    },
+    VarDoc {
         name: "GIG_CALL_TIMEOUT_SECS",
         default: "60",
         meaning: "Per-call deadline for a request forwarded to a backend.",
@@ -124,6 +129,7 @@ pub struct GatewayConfig {
     pub servers_file: Option<PathBuf>,
     pub log_format: LogFormat,
     pub log_filter: String,
+    pub worker_threads: usize,
     pub limits: Limits,
 }
 
@@ -254,6 +260,7 @@ impl GatewayConfig {
             log_filter: env
                 .var("GIG_LOG")
                 .unwrap_or_else(|| "info,rmcp=warn".into()),
+            worker_threads: positive(env, "GIG_WORKER_THREADS", 1)?,
             limits,
         })
     }
@@ -343,6 +350,7 @@ mod tests {
             ("GIG_CALL_TIMEOUT_SECS", "99999999"),
             ("GIG_MAX_MESSAGE_BYTES", "lots"),
             ("GIG_MAX_SESSIONS", "0"),
+            ("GIG_WORKER_THREADS", "0"),
         ] {
             let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", TOKEN), (name, bad)]))
                 .expect_err(name);

@@ -107,6 +107,9 @@ pub fn router(
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(config.limits.max_message_bytes)
+        // Plain JSON for a request whose only message is its result; rmcp falls back to SSE
+        // as soon as the handler emits anything before it (progress, server requests).
+        .with_json_response(true)
         .with_cancellation_token(mcp_shutdown);
     let factory_hub = hub.clone();
     let mcp = StreamableHttpService::new(
