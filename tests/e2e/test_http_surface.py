@@ -74,3 +74,17 @@ def test_health_endpoints(gateway):
     assert body["ready"] is True
     assert body["backends"]["echo"]["state"] == "up"
     assert body["backends"]["time"]["state"] == "up"
+
+
+def test_gateway_refuses_to_start_without_a_token(tmp_path):
+    import subprocess
+
+    from conftest import TARGET
+
+    result = subprocess.run(
+        [str(TARGET / "gigmcp")],
+        env={"PATH": "/usr/bin:/bin", "GIG_DATA_DIR": str(tmp_path)},
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode != 0
+    assert "GIG_BEARER_TOKEN is not set" in result.stderr

@@ -1,0 +1,62 @@
+"""Backends beyond echo: fetch-mcp against a loopback HTTP server the test starts itself, and
+structured JSON logs."""
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import httpx2
+import pytest
+from mcp import ClientSession
+from mcp.client.streamable_http import streamable_http_client
+
+from conftest import TARGET, start_gateway, stop
+
+
+class Upstream(BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 - http.server API
+        body = json.dumps({"path": self.path, "agent": self.headers.get("User-Agent", "")}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("X-Upstream", "yes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def upstream():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.anyio
+async def test_fetch_mcp_through_the_gateway(tmp_path, upstream):
+    gw = start_gateway(tmp_path, {"fetch": {"command": str(TARGET / "fetch-mcp")}}, GIG_LOG_FORMAT="json")
+    try:
+        headers = {"Authorization": f"Bearer {gw.token}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
+            async with streamable_http_client(gw.url, http_client=client) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    result = await session.call_tool("fetch_fetch", {"url": f"{upstream}/hello?x=1"})
+        assert not result.is_error
+        data = result.structured_content
+        assert data["status"] == 200
+        assert data["headers"]["x-upstream"] == "yes"
+        assert json.loads(data["body"])["path"] == "/hello?x=1"
+    finally:
+        stop(gw.proc)
+    # GIG_LOG_FORMAT=json: every log line is a JSON object.
+    lines = [line for line in gw.logs().splitlines() if line.strip()]
+    assert lines, "no logs"
+    for line in lines:
+        record = json.loads(line)
+        assert "level" in record and "fields" in record
