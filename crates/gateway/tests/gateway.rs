@@ -167,6 +167,26 @@ fn call(name: &str, args: serde_json::Value) -> CallToolRequestParams {
     CallToolRequestParams::new(name.to_owned()).with_arguments(args)
 }
 
+type Client = RunningService<RoleClient, TestClient>;
+
+async fn call_ok(
+    client: &Client,
+    tool: &str,
+    args: serde_json::Value,
+) -> rmcp::model::CallToolResult {
+    match client.call_tool(call(tool, args)).await {
+        Ok(result) => result,
+        Err(e) => panic!("{tool} failed: {e}"),
+    }
+}
+
+async fn call_err(client: &Client, tool: &str, args: serde_json::Value) -> String {
+    match client.call_tool(call(tool, args)).await {
+        Ok(result) => panic!("{tool} should fail, got {result:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
 fn first_text(result: &rmcp::model::CallToolResult) -> String {
     result
         .content
@@ -177,10 +197,7 @@ fn first_text(result: &rmcp::model::CallToolResult) -> String {
 }
 
 async fn fixture_pid(client: &RunningService<RoleClient, TestClient>) -> u32 {
-    let result = client
-        .call_tool(call("fixture_pid", serde_json::json!({})))
-        .await
-        .unwrap();
+    let result = call_ok(&client, "fixture_pid", serde_json::json!({})).await;
     first_text(&result).parse().unwrap()
 }
 
@@ -195,13 +212,12 @@ async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
     assert!(names.contains(&"fixture_crash"), "{names:?}");
     assert!(names.iter().all(|n| gig_gateway::naming::is_valid_name(n)));
 
-    let result = client
-        .call_tool(call(
-            "echo_echo",
-            serde_json::json!({"message": "hi there"}),
-        ))
-        .await
-        .unwrap();
+    let result = call_ok(
+        &client,
+        "echo_echo",
+        serde_json::json!({"message": "hi there"}),
+    )
+    .await;
     assert_eq!(first_text(&result), "hi there");
 
     let prompts = client.list_all_prompts().await.unwrap();
@@ -229,10 +245,7 @@ async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
     assert!(body.contains("echo-mcp repeats"), "{body}");
     assert!(body.contains("gig://echo/echo://readme"), "{body}");
 
-    let unknown = client
-        .call_tool(call("echo_nope", serde_json::json!({})))
-        .await
-        .unwrap_err();
+    let unknown = call_err(&client, "echo_nope", serde_json::json!({})).await;
     assert!(unknown.to_string().contains("unknown tool"), "{unknown}");
 
     client.cancel().await.unwrap();
@@ -243,10 +256,7 @@ async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
 async fn structured_content_is_error_and_meta_pass_through() {
     let gateway = TestGateway::start(&[]).await;
     let client = gateway.client().await;
-    let result = client
-        .call_tool(call("fixture_structured", serde_json::json!({})))
-        .await
-        .unwrap();
+    let result = call_ok(&client, "fixture_structured", serde_json::json!({})).await;
     assert_eq!(result.is_error, Some(true));
     assert_eq!(
         result.structured_content,
@@ -321,18 +331,12 @@ async fn cancellation_reaches_the_backend() {
 async fn sampling_and_roots_are_forwarded_to_the_calling_client() {
     let gateway = TestGateway::start(&[]).await;
     let client = gateway.client().await;
-    let result = client
-        .call_tool(call("fixture_sample", serde_json::json!({})))
-        .await
-        .unwrap();
+    let result = call_ok(&client, "fixture_sample", serde_json::json!({})).await;
     assert_eq!(
         first_text(&result),
         "model test-model said: hello from the client"
     );
-    let result = client
-        .call_tool(call("fixture_roots", serde_json::json!({})))
-        .await
-        .unwrap();
+    let result = call_ok(&client, "fixture_roots", serde_json::json!({})).await;
     assert_eq!(first_text(&result), "file:///workspace");
     client.cancel().await.unwrap();
 
@@ -343,11 +347,7 @@ async fn sampling_and_roots_are_forwarded_to_the_calling_client() {
             ..Default::default()
         })
         .await;
-    let error = plain
-        .call_tool(call("fixture_sample", serde_json::json!({})))
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = call_err(&plain, "fixture_sample", serde_json::json!({})).await;
     assert!(error.contains("sampling capability"), "{error}");
     plain.cancel().await.unwrap();
     gateway.stop().await;
@@ -361,10 +361,7 @@ async fn backend_list_changes_reach_connected_clients() {
     let client = gateway.client_with(handler).await;
     assert!(!has_tool(&client, "fixture_extra").await);
 
-    client
-        .call_tool(call("fixture_toggle_tool", serde_json::json!({})))
-        .await
-        .unwrap();
+    call_ok(&client, "fixture_toggle_tool", serde_json::json!({})).await;
     let notified = eventually(Duration::from_secs(10), async || {
         (changes.load(Ordering::SeqCst) > 0).then_some(())
     })
@@ -392,24 +389,19 @@ async fn crashed_backend_fails_its_call_and_is_restarted() {
     let client = gateway.client().await;
     let old_pid = fixture_pid(&client).await;
 
-    let error = client
-        .call_tool(call("fixture_crash", serde_json::json!({})))
-        .await
-        .unwrap_err()
-        .to_string();
+    let error = call_err(&client, "fixture_crash", serde_json::json!({})).await;
     assert!(
         error.contains("\"fixture\""),
         "error must name the backend: {error}"
     );
 
     // The other backend is unaffected.
-    let echoed = client
-        .call_tool(call(
-            "echo_echo",
-            serde_json::json!({"message": "still here"}),
-        ))
-        .await
-        .unwrap();
+    let echoed = call_ok(
+        &client,
+        "echo_echo",
+        serde_json::json!({"message": "still here"}),
+    )
+    .await;
     assert_eq!(first_text(&echoed), "still here");
 
     let new_pid = eventually(Duration::from_secs(20), async || {
@@ -441,10 +433,7 @@ async fn hung_backend_times_out_and_blocks_nobody() {
     let other = async {
         // Issued while the hang is in flight; must not wait for it.
         tokio::time::sleep(Duration::from_millis(200)).await;
-        let result = client
-            .call_tool(call("echo_echo", serde_json::json!({"message": "fast"})))
-            .await
-            .unwrap();
+        let result = call_ok(&client, "echo_echo", serde_json::json!({"message": "fast"})).await;
         (first_text(&result), std::time::Instant::now())
     };
     let (hung, (echoed, echo_done)) = tokio::join!(hung, other);
@@ -472,11 +461,7 @@ async fn flooding_or_garbage_backends_are_cut_off_and_restarted() {
         })
         .await
         .expect("fixture up");
-        let error = client
-            .call_tool(call(tool, serde_json::json!({"bytes": 8 << 20})))
-            .await
-            .unwrap_err()
-            .to_string();
+        let error = call_err(&client, tool, serde_json::json!({"bytes": 8 << 20})).await;
         assert!(error.contains("\"fixture\""), "{tool}: {error}");
         let gone = eventually(Duration::from_secs(10), async || {
             (!process_alive(pid)).then_some(())
@@ -501,10 +486,12 @@ async fn many_concurrent_sessions_are_served() {
         tasks.push(tokio::spawn(async move {
             let client = gateway.client().await;
             let message = format!("session {i}");
-            let result = client
-                .call_tool(call("echo_echo", serde_json::json!({"message": message})))
-                .await
-                .unwrap();
+            let result = call_ok(
+                &client,
+                "echo_echo",
+                serde_json::json!({"message": message}),
+            )
+            .await;
             assert_eq!(first_text(&result), message);
             client.cancel().await.unwrap();
         }));
