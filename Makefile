@@ -21,10 +21,10 @@ peers:
 
 ## Everything: lint, Rust unit + integration tests, end-to-end tests with real MCP clients.
 test: peers lint build
-	$(CARGO) test --workspace
+	scripts/with-postgres.sh $(CARGO) test --workspace
 	$(MAKE) test-e2e
 
-## Host-side Rust tests only.
+## Host-side Rust tests only (the store's Postgres tests skip without GIG_TEST_DATABASE_URL).
 test-local:
 	$(CARGO) build --workspace
 	$(CARGO) test --workspace

@@ -1,0 +1,203 @@
+//! The one error type of the store. Messages name what failed and where (path, host, version)
+//! and never carry a database password: URLs are redacted before they reach an error.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The URL is neither `sqlite://PATH` nor `postgres://...` (shown redacted).
+    #[error("unsupported database URL {url}: expected sqlite://PATH or postgres://USER@HOST/DB")]
+    UnsupportedUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+    },
+
+    /// The URL has the right scheme but could not be parsed (shown redacted).
+    #[error("invalid database URL {url}: {reason}")]
+    InvalidUrl {
+        /// The URL with any password replaced by `***`.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The file exists but does not start with the SQLite header; it was not modified.
+    #[error(
+        "{path} is not a SQLite database (wrong header, or the file is corrupt); refusing to open it, the file was left untouched"
+    )]
+    NotSqlite {
+        /// The database file.
+        path: PathBuf,
+    },
+
+    /// The file could not be inspected before opening.
+    #[error("cannot read database file {path}")]
+    InspectFile {
+        /// The database file.
+        path: PathBuf,
+        /// The I/O failure.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// SQLite refused the file while opening it (corrupt, locked, unwritable directory, ...).
+    #[error("cannot open SQLite database {path}: {source}")]
+    SqliteOpen {
+        /// The database file.
+        path: PathBuf,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// PostgreSQL could not be reached or refused the login, after the bounded retries.
+    #[error(
+        "could not connect to PostgreSQL at {host}:{port} (database {database}, user {user}) after {attempts} attempt(s): {source}"
+    )]
+    PostgresConnect {
+        /// Host from the URL.
+        host: String,
+        /// Port from the URL.
+        port: u16,
+        /// Database name from the URL.
+        database: String,
+        /// User name from the URL.
+        user: String,
+        /// How many attempts were made.
+        attempts: u32,
+        /// The last attempt's error (never contains the password).
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database was migrated by a newer binary; opening it could corrupt it. Nothing changed.
+    #[error(
+        "database schema is newer than this binary: it has migration {found} applied, the newest this binary knows is {supported}; upgrade gig-store (nothing was changed)"
+    )]
+    SchemaTooNew {
+        /// The unknown applied migration version.
+        found: i64,
+        /// The newest migration embedded in this binary.
+        supported: i64,
+    },
+
+    /// An applied migration is unknown to this binary but older than its newest one.
+    #[error(
+        "database has migration {version} applied that this binary does not know (nothing was changed)"
+    )]
+    UnknownMigration {
+        /// The unknown applied migration version.
+        version: i64,
+    },
+
+    /// An applied migration's checksum differs from the embedded one.
+    #[error("migration {version} was applied from different SQL than this binary embeds")]
+    MigrationModified {
+        /// The migration version.
+        version: i64,
+    },
+
+    /// A previous migration failed midway and left the schema dirty.
+    #[error("migration {version} was left partially applied; repair the database by hand")]
+    MigrationDirty {
+        /// The migration version.
+        version: i64,
+    },
+
+    /// Applying the embedded migrations failed.
+    #[error("applying schema migrations failed: {source}")]
+    Migrate {
+        /// The migrator's error.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+
+    /// A row addressed by key does not exist.
+    #[error("{what} {key} not found")]
+    NotFound {
+        /// The kind of row.
+        what: &'static str,
+        /// Its key.
+        key: String,
+    },
+
+    /// A unique constraint refused the write.
+    #[error("{op}: a row with the same unique key already exists")]
+    Conflict {
+        /// The store operation.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// A foreign key refused the write (the referenced user or profile does not exist).
+    #[error("{op}: a referenced row does not exist")]
+    MissingReference {
+        /// The store operation.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The vault metadata is not in the state the operation requires.
+    #[error("vault rotation: {reason}")]
+    RotationState {
+        /// What was expected.
+        reason: String,
+    },
+
+    /// A stored value could not be interpreted.
+    #[error("{column} holds an unexpected value {value:?}")]
+    InvalidValue {
+        /// Table and column.
+        column: &'static str,
+        /// The value found.
+        value: String,
+    },
+
+    /// Any other database failure, named by the store operation that hit it.
+    #[error("{op}: database error: {source}")]
+    Query {
+        /// The store operation.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Failure of [`crate::Store::rotate`]: either the store or the caller's re-wrap closure.
+/// In both cases the transaction was rolled back and no credential changed.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError<E> {
+    /// The database failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The closure failed for credential `id`.
+    #[error("re-wrapping credential {id} failed; nothing was changed")]
+    Rewrap {
+        /// The credential being re-wrapped.
+        id: i64,
+        /// The closure's error.
+        #[source]
+        source: E,
+    },
+}
+
+/// Classify a driver error from operation `op`.
+pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
+    move |source| match &source {
+        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict { op, source },
+        sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
+            StoreError::MissingReference { op, source }
+        }
+        _ => StoreError::Query { op, source },
+    }
+}
+
+/// Result alias of the store.
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;

@@ -1,0 +1,158 @@
+//! Tool fingerprints: detect a server that silently changes its tool definitions.
+//!
+//! The first definition seen is trusted (trust on first use). A different one later is kept as
+//! pending — never silently adopted — until an administrator approves exactly that fingerprint.
+
+use crate::Store;
+use crate::codec::{DbTime, opt};
+use crate::error::{Result, StoreError, db_err};
+use crate::model::{FingerprintCheck, ToolFingerprint};
+
+macro_rules! fingerprint_columns {
+    () => {
+        "server, tool, sha256, first_seen, approved_at, pending_fingerprint"
+    };
+}
+
+#[derive(sqlx::FromRow)]
+struct FingerprintRow {
+    server: String,
+    tool: String,
+    sha256: String,
+    first_seen: DbTime,
+    approved_at: Option<DbTime>,
+    pending_fingerprint: Option<String>,
+}
+
+impl From<FingerprintRow> for ToolFingerprint {
+    fn from(row: FingerprintRow) -> Self {
+        Self {
+            server: row.server,
+            tool: row.tool,
+            sha256: row.sha256,
+            first_seen: row.first_seen.into(),
+            approved_at: opt(row.approved_at),
+            pending_fingerprint: row.pending_fingerprint,
+        }
+    }
+}
+
+impl Store {
+    /// Compare a tool's current definition hash with the trusted one: record it if the tool is
+    /// new, clear any pending change if it matches, or store it as pending if it differs.
+    pub async fn record_or_compare_fingerprint(
+        &self,
+        server: &str,
+        tool: &str,
+        sha256: &str,
+    ) -> Result<FingerprintCheck> {
+        let op = "record_or_compare_fingerprint";
+        on_backend!(self, |pool, kind| {
+            let mut tx = pool
+                .begin_with(kind.begin_write())
+                .await
+                .map_err(db_err(op))?;
+            let inserted = sqlx::query(
+                "INSERT INTO tool_fingerprints (server, tool, sha256, first_seen)
+                 VALUES ($1, $2, $3, $4) ON CONFLICT (server, tool) DO NOTHING",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(sha256)
+            .bind(DbTime::now())
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err(op))?
+            .rows_affected();
+            let check = if inserted > 0 {
+                FingerprintCheck::New
+            } else {
+                let trusted: String = sqlx::query_scalar(
+                    "UPDATE tool_fingerprints
+                     SET pending_fingerprint = CASE WHEN sha256 = $3 THEN NULL ELSE $3 END
+                     WHERE server = $1 AND tool = $2 RETURNING sha256",
+                )
+                .bind(server)
+                .bind(tool)
+                .bind(sha256)
+                .fetch_one(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+                if trusted == sha256 {
+                    FingerprintCheck::Unchanged
+                } else {
+                    FingerprintCheck::Changed {
+                        trusted,
+                        pending: sha256.to_owned(),
+                    }
+                }
+            };
+            tx.commit().await.map_err(db_err(op))?;
+            Ok(check)
+        })
+    }
+
+    /// Trust the pending definition `sha256` of `server`/`tool`. Refused (`NotFound`) unless
+    /// exactly that fingerprint is pending, so an approval never covers a later change.
+    pub async fn approve_fingerprint(&self, server: &str, tool: &str, sha256: &str) -> Result<()> {
+        let affected = on_backend!(self, |pool| {
+            sqlx::query(
+                "UPDATE tool_fingerprints
+                 SET sha256 = pending_fingerprint, pending_fingerprint = NULL, approved_at = $4
+                 WHERE server = $1 AND tool = $2 AND pending_fingerprint = $3",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(sha256)
+            .bind(DbTime::now())
+            .execute(pool)
+            .await
+            .map(|done| done.rows_affected())
+        })
+        .map_err(db_err("approve_fingerprint"))?;
+        if affected == 0 {
+            return Err(StoreError::NotFound {
+                what: "pending fingerprint",
+                key: format!("{server}/{tool} {sha256}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// The fingerprint record of `server`/`tool`.
+    pub async fn get_fingerprint(
+        &self,
+        server: &str,
+        tool: &str,
+    ) -> Result<Option<ToolFingerprint>> {
+        let row: Option<FingerprintRow> = on_backend!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                fingerprint_columns!(),
+                " FROM tool_fingerprints WHERE server = $1 AND tool = $2"
+            ))
+            .bind(server)
+            .bind(tool)
+            .fetch_optional(pool)
+            .await
+        })
+        .map_err(db_err("get_fingerprint"))?;
+        Ok(row.map(Into::into))
+    }
+
+    /// All fingerprint records of `server`, by tool name.
+    pub async fn list_fingerprints(&self, server: &str) -> Result<Vec<ToolFingerprint>> {
+        let rows: Vec<FingerprintRow> = on_backend!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                fingerprint_columns!(),
+                " FROM tool_fingerprints WHERE server = $1 ORDER BY tool"
+            ))
+            .bind(server)
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(db_err("list_fingerprints"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
