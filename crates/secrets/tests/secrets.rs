@@ -1,0 +1,244 @@
+//! Credentials at rest, end to end on a real SQLite file: sealing, the wrong-key refusal,
+//! row binding, corruption, rotation and its resumption — and that no plaintext reaches the
+//! database file or an error.
+
+use gig_secrets::{Secrets, SecretsError, rotate};
+use gig_store::{CredentialScope, Store};
+use gig_vault::MasterKey;
+
+const PLAINTEXT: &str = "sk-live-PLAINTEXT-MARKER-0123456789abcdef";
+
+fn key(byte: u8) -> MasterKey {
+    MasterKey::from_hex(&format!("{byte:02x}").repeat(32)).unwrap()
+}
+
+fn scope(server: &str) -> CredentialScope<'_> {
+    CredentialScope {
+        server,
+        user_id: None,
+        profile_id: None,
+    }
+}
+
+struct Db {
+    dir: tempfile::TempDir,
+}
+
+impl Db {
+    fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+    fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("gig.db")
+    }
+    fn url(&self) -> String {
+        format!("sqlite://{}", self.path().display())
+    }
+    async fn store(&self) -> Store {
+        Store::open(&self.url()).await.unwrap()
+    }
+    async fn secrets(&self, master: &MasterKey) -> Result<Secrets, SecretsError> {
+        Secrets::open(self.store().await, master).await
+    }
+    /// Every byte the database keeps on disk, WAL included.
+    fn disk_bytes(&self) -> Vec<u8> {
+        let mut all = Vec::new();
+        for entry in std::fs::read_dir(self.dir.path()).unwrap() {
+            all.extend(std::fs::read(entry.unwrap().path()).unwrap());
+        }
+        all
+    }
+    async fn raw(&self) -> sqlx::SqlitePool {
+        sqlx::SqlitePool::connect(&self.url()).await.unwrap()
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+#[tokio::test]
+async fn values_round_trip_and_never_reach_the_disk_in_clear() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    secrets
+        .set(&scope("github"), "TOKEN", PLAINTEXT.as_bytes())
+        .await
+        .unwrap();
+    let opened = secrets
+        .get(&scope("github"), "TOKEN")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(opened.expose(), PLAINTEXT.as_bytes());
+    assert!(!format!("{opened:?}").contains(PLAINTEXT));
+
+    let listed = secrets.list(None).await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert!(!format!("{listed:?}").contains(PLAINTEXT));
+    drop(secrets);
+    assert!(
+        !contains(&db.disk_bytes(), PLAINTEXT),
+        "plaintext found in the database files"
+    );
+}
+
+#[tokio::test]
+async fn a_wrong_master_key_is_refused_and_changes_nothing() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    secrets.set(&scope("s"), "K", b"v").await.unwrap();
+    drop(secrets);
+    let before = db.store().await.get_vault_meta().await.unwrap();
+
+    let err = db.secrets(&key(2)).await.unwrap_err();
+    assert!(matches!(err, SecretsError::WrongMasterKey { .. }), "{err}");
+    assert!(err.to_string().contains("refusing to start"));
+    let after = db.store().await.get_vault_meta().await.unwrap();
+    assert_eq!(
+        before.map(|m| (m.key_id, m.check_value)),
+        after.map(|m| (m.key_id, m.check_value))
+    );
+    // The right key still works.
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    assert_eq!(
+        secrets
+            .get(&scope("s"), "K")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"v"
+    );
+}
+
+#[tokio::test]
+async fn a_ciphertext_moved_to_another_row_fails_to_open() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    secrets.set(&scope("a"), "K", b"value-a").await.unwrap();
+    secrets.set(&scope("b"), "K", b"value-b").await.unwrap();
+    let raw = db.raw().await;
+    sqlx::query(
+        "UPDATE credentials SET ciphertext = (SELECT ciphertext FROM credentials WHERE server = 'a'), \
+         wrapped_dek = (SELECT wrapped_dek FROM credentials WHERE server = 'a') WHERE server = 'b'",
+    )
+    .execute(&raw)
+    .await
+    .unwrap();
+    let err = secrets.get(&scope("b"), "K").await.unwrap_err();
+    assert!(matches!(err, SecretsError::Open { .. }), "{err}");
+    assert!(!err.to_string().contains("value-a"));
+    assert_eq!(
+        secrets
+            .get(&scope("a"), "K")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"value-a"
+    );
+}
+
+#[tokio::test]
+async fn truncated_or_corrupt_ciphertext_is_a_clear_error() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    secrets
+        .set(&scope("a"), "K", PLAINTEXT.as_bytes())
+        .await
+        .unwrap();
+    let raw = db.raw().await;
+    for sql in [
+        "UPDATE credentials SET ciphertext = substr(ciphertext, 1, 10)",
+        "UPDATE credentials SET ciphertext = substr(ciphertext, 1, 50)",
+        "UPDATE credentials SET wrapped_dek = substr(wrapped_dek, 1, 71)",
+        "UPDATE credentials SET key_id = 'zz'",
+    ] {
+        let mut tx = raw.begin().await.unwrap();
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        let err = secrets.get(&scope("a"), "K").await.unwrap_err();
+        assert!(matches!(err, SecretsError::Open { .. }), "{sql}: {err}");
+        assert!(!err.to_string().contains(PLAINTEXT));
+        // Restore a good value for the next case.
+        secrets
+            .set(&scope("a"), "K", PLAINTEXT.as_bytes())
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn rotation_rewraps_every_credential_and_retires_the_old_key() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    for i in 0..5 {
+        secrets
+            .set(
+                &scope(&format!("s{i}")),
+                "K",
+                format!("value-{i}").as_bytes(),
+            )
+            .await
+            .unwrap();
+    }
+    drop(secrets);
+    assert!(matches!(
+        rotate(&db.store().await, &key(9), &key(2)).await,
+        Err(SecretsError::OldKeyMismatch { .. })
+    ));
+    assert_eq!(
+        rotate(&db.store().await, &key(1), &key(2)).await.unwrap(),
+        5
+    );
+
+    assert!(matches!(
+        db.secrets(&key(1)).await,
+        Err(SecretsError::WrongMasterKey { .. })
+    ));
+    let secrets = db.secrets(&key(2)).await.unwrap();
+    for i in 0..5 {
+        let value = secrets
+            .get(&scope(&format!("s{i}")), "K")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(value.expose(), format!("value-{i}").as_bytes());
+    }
+}
+
+#[tokio::test]
+async fn an_interrupted_rotation_blocks_start_until_it_is_finished() {
+    let db = Db::new();
+    let secrets = db.secrets(&key(1)).await.unwrap();
+    secrets.set(&scope("s"), "K", b"v").await.unwrap();
+    drop(secrets);
+    // Simulate a crash right after the target was recorded.
+    let new_id = gig_vault::Vault::new(&key(2)).key_id().to_string();
+    db.store().await.set_rotation_target(&new_id).await.unwrap();
+
+    let err = db.secrets(&key(1)).await.unwrap_err();
+    assert!(
+        matches!(err, SecretsError::RotationInProgress { .. }),
+        "{err}"
+    );
+    assert_eq!(
+        rotate(&db.store().await, &key(1), &key(2)).await.unwrap(),
+        1
+    );
+    let secrets = db.secrets(&key(2)).await.unwrap();
+    assert_eq!(
+        secrets
+            .get(&scope("s"), "K")
+            .await
+            .unwrap()
+            .unwrap()
+            .expose(),
+        b"v"
+    );
+}
