@@ -26,6 +26,7 @@ wait_up() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; s
 token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
 gw_port="$(port_of)"
 printf '{"mcpServers": {"echo": {"command": "%s"}}}\n' "$(pwd)/$bin/echo-mcp" >"$out/servers.json"
+GIG_MASTER_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
 GIG_BEARER_TOKEN="$token" GIG_LISTEN="127.0.0.1:$gw_port" GIG_DATA_DIR="$out/data" \
   GIG_SERVERS_FILE="$out/servers.json" GIG_LOG=warn "$bin/gigmcp" >"$out/gateway.log" 2>&1 &
 pids+=($!)

@@ -15,6 +15,17 @@ if [ -z "${GIG_SERVERS_FILE:-}" ]; then
   printf '{"mcpServers": {"echo": {"command": "%s"}}}\n' "$(pwd)/$target/echo-mcp" >"$GIG_SERVERS_FILE"
 fi
 
+# A dev master key, kept (mode 0600) so secrets stored in one run open in the next.
+# Production keeps GIG_MASTER_KEY in a secret manager, never next to the database.
+if [ -z "${GIG_MASTER_KEY:-}" ]; then
+  key_file="$GIG_DATA_DIR/dev-master-key"
+  if [ ! -s "$key_file" ]; then
+    (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$key_file")
+  fi
+  GIG_MASTER_KEY="$(cat "$key_file")"
+  export GIG_MASTER_KEY
+fi
+
 if [ -z "${GIG_BEARER_TOKEN:-}" ]; then
   GIG_BEARER_TOKEN="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
   export GIG_BEARER_TOKEN
@@ -25,6 +36,7 @@ cat <<MSG
 Gig'MCP dev gateway
   endpoint : http://$GIG_LISTEN/mcp   (Streamable HTTP; health: /healthz, /readyz)
   backends : $GIG_SERVERS_FILE
+  store    : ${GIG_DATABASE_URL:-sqlite://$GIG_DATA_DIR/gigmcp.db}
 MSG
 if [ -n "${generated:-}" ]; then
   cat <<MSG

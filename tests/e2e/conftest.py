@@ -79,6 +79,7 @@ def start_gateway(tmp_path: Path, servers: dict, **env) -> Gateway:
         "PATH": os.environ["PATH"],
         "HOME": os.environ.get("HOME", "/tmp"),
         "GIG_BEARER_TOKEN": token,
+        "GIG_MASTER_KEY": secrets.token_hex(32),
         "GIG_LISTEN": f"127.0.0.1:{port}",
         "GIG_DATA_DIR": str(tmp_path / "data"),
         "GIG_SERVERS_FILE": str(servers_file),

@@ -1,9 +1,18 @@
-//! `gigmcp`: the gateway. Thin by design: read configuration, set up logging, hand over to
-//! `gig-gateway`.
+//! `gigmcp`: the gateway and its operator commands. Thin by design: read configuration, set
+//! up logging, hand over to the library crates.
 
-use anyhow::Context;
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
-use gig_config::{GatewayConfig, LogFormat, ProcessEnv, parse_servers_file};
+use gig_config::{
+    GatewayConfig, LogConfig, ProcessEnv, StoreConfig, master_key_hex, parse_servers_file,
+};
+use gig_secrets::Secrets;
+use gig_store::{CredentialScope, Store};
+use gig_vault::MasterKey;
+use secrecy::ExposeSecret;
 
 #[derive(Parser)]
 #[command(
@@ -19,29 +28,75 @@ struct Cli {
 enum Command {
     /// Run the gateway (the default). Configuration comes from GIG_* variables.
     Serve,
+    /// Manage stored secrets (values are read from stdin or a file, never from arguments).
+    Secret {
+        #[command(subcommand)]
+        action: SecretAction,
+    },
+    /// Vault maintenance.
+    Vault {
+        #[command(subcommand)]
+        action: VaultAction,
+    },
 }
 
-fn init_logging(format: LogFormat, filter: &str) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(filter)
-        .with_context(|| format!("GIG_LOG={filter:?} is not a valid log filter"))?;
+#[derive(Subcommand)]
+enum SecretAction {
+    /// Store (or replace) a secret for a server. The value is read from stdin unless --file.
+    Set {
+        server: String,
+        name: String,
+        /// Read the value from this file instead of stdin.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// List stored secrets: names, servers and key ids — never values.
+    List { server: Option<String> },
+    /// Delete a secret.
+    Delete { server: String, name: String },
+}
+
+#[derive(Subcommand)]
+enum VaultAction {
+    /// Re-wrap every secret under a new master key (from GIG_NEW_MASTER_KEY or --new-key-file),
+    /// in one transaction. Safe to re-run after an interruption.
+    Rotate {
+        #[arg(long)]
+        new_key_file: Option<PathBuf>,
+    },
+}
+
+/// Largest secret value accepted from stdin or a file.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&config.filter)
+        .with_context(|| format!("GIG_LOG={:?} is not a valid log filter", config.filter))?;
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().init(),
-        LogFormat::Text => builder.init(),
+    match config.format {
+        gig_config::LogFormat::Json => builder.json().init(),
+        gig_config::LogFormat::Text => builder.init(),
     }
     Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    init_logging(&LogConfig::from_env(&ProcessEnv)?)?;
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let config = GatewayConfig::from_env(&ProcessEnv)?;
-            init_logging(config.log_format, &config.log_filter)?;
             runtime(config.worker_threads)?.block_on(serve(config))
         }
+        // Operator commands need only the store and the master key, not the client token.
+        Command::Secret { action } => {
+            runtime(1)?.block_on(secret(StoreConfig::from_env(&ProcessEnv)?, action))
+        }
+        Command::Vault {
+            action: VaultAction::Rotate { new_key_file },
+        } => runtime(1)?.block_on(rotate(StoreConfig::from_env(&ProcessEnv)?, new_key_file)),
     }
 }
 
@@ -58,7 +113,25 @@ fn runtime(threads: usize) -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(builder.enable_all().build()?)
 }
 
+fn master_key(name: &'static str) -> anyhow::Result<MasterKey> {
+    let hex = master_key_hex(&ProcessEnv, name)?;
+    Ok(MasterKey::from_hex(hex.expose_secret())?)
+}
+
+async fn open_store(config: &StoreConfig) -> anyhow::Result<Store> {
+    gig_gateway::prepare_data_dir(&config.data_dir)?;
+    Ok(Store::open(config.database_url.expose_secret()).await?)
+}
+
+async fn open_secrets(config: &StoreConfig) -> anyhow::Result<Secrets> {
+    let master = master_key("GIG_MASTER_KEY")?;
+    Ok(Secrets::open(open_store(config).await?, &master).await?)
+}
+
 async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
+    // The vault is checked before anything listens: a wrong key stops the gateway here.
+    let secrets = open_secrets(&config.store).await?;
+    tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
     let specs = match &config.servers_file {
         Some(path) => parse_servers_file(path)?,
         None => {
@@ -69,5 +142,81 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let parent_env: Vec<(String, String)> = std::env::vars().collect();
     let backends = gig_gateway::stdio_launchers(specs, &parent_env);
     gig_gateway::run(config, backends, gig_gateway::shutdown_signal()).await?;
+    secrets.store().close().await;
+    Ok(())
+}
+
+fn read_value(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    let mut value = Vec::new();
+    match &file {
+        Some(path) => std::fs::File::open(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .take(MAX_SECRET_BYTES + 1)
+            .read_to_end(&mut value)?,
+        None => std::io::stdin()
+            .take(MAX_SECRET_BYTES + 1)
+            .read_to_end(&mut value)?,
+    };
+    if value.len() as u64 > MAX_SECRET_BYTES {
+        bail!("secret values are limited to {MAX_SECRET_BYTES} bytes");
+    }
+    // A trailing newline from `echo` or an editor is never part of a key.
+    while value.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        value.pop();
+    }
+    if value.is_empty() {
+        bail!("empty secret value");
+    }
+    Ok(value)
+}
+
+async fn secret(config: StoreConfig, action: SecretAction) -> anyhow::Result<()> {
+    let secrets = open_secrets(&config).await?;
+    let scope = |server| CredentialScope {
+        server,
+        user_id: None,
+        profile_id: None,
+    };
+    match action {
+        SecretAction::Set { server, name, file } => {
+            let value = zeroize::Zeroizing::new(read_value(file)?);
+            secrets.set(&scope(&server), &name, &value).await?;
+            println!("stored {name} for {server}");
+        }
+        SecretAction::List { server } => {
+            for meta in secrets.list(server.as_deref()).await? {
+                println!(
+                    "{}\t{}\tkey {}\tupdated {}",
+                    meta.server, meta.name, meta.key_id, meta.updated_at
+                );
+            }
+        }
+        SecretAction::Delete { server, name } => {
+            if !secrets.delete(&scope(&server), &name).await? {
+                bail!("no secret {name} for {server}");
+            }
+            println!("deleted {name} for {server}");
+        }
+    }
+    secrets.store().close().await;
+    Ok(())
+}
+
+async fn rotate(config: StoreConfig, new_key_file: Option<PathBuf>) -> anyhow::Result<()> {
+    let old = master_key("GIG_MASTER_KEY")?;
+    let new = match new_key_file {
+        Some(path) => {
+            let text = zeroize::Zeroizing::new(
+                std::fs::read_to_string(&path)
+                    .with_context(|| format!("cannot read {}", path.display()))?,
+            );
+            MasterKey::from_hex(text.trim())?
+        }
+        None => master_key("GIG_NEW_MASTER_KEY")?,
+    };
+    let store = open_store(&config).await?;
+    let count = gig_secrets::rotate(&store, &old, &new).await?;
+    store.close().await;
+    println!("re-wrapped {count} secrets; set GIG_MASTER_KEY to the new key before the next start");
     Ok(())
 }

@@ -53,6 +53,21 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "Static bearer token clients send on /mcp. At least 16 characters.",
     },
     VarDoc {
+        name: "GIG_MASTER_KEY",
+        default: "(required)",
+        meaning: "64 hex characters (32 bytes): the key that wraps every secret's data key. A different key than the database was sealed with is refused at start.",
+    },
+    VarDoc {
+        name: "GIG_NEW_MASTER_KEY",
+        default: "(none)",
+        meaning: "Only for `gigmcp vault rotate`: the key to rotate to (alternatively `--new-key-file`).",
+    },
+    VarDoc {
+        name: "GIG_DATABASE_URL",
+        default: "sqlite://<GIG_DATA_DIR>/gigmcp.db",
+        meaning: "The store: `sqlite://PATH` (embedded, WAL) or `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL 15+, for several gateway replicas).",
+    },
+    VarDoc {
         name: "GIG_LISTEN",
         default: "127.0.0.1:8080",
         meaning: "Address the HTTP server binds.",
@@ -119,18 +134,97 @@ pub const VARIABLES: &[VarDoc] = &[
     },
 ];
 
+/// Reads `name` as a master key: exactly 64 hex characters. The value never appears in an error.
+pub fn master_key_hex(env: &dyn Env, name: &'static str) -> Result<SecretString, ConfigError> {
+    let value = env
+        .var(name)
+        .filter(|v| !v.is_empty())
+        .ok_or(ConfigError::MissingMasterKey(name))?;
+    if value.len() != 64 || !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(invalid(
+            name,
+            "[redacted]",
+            format!(
+                "must be exactly 64 hex characters (32 bytes), got {} characters; generate one with `openssl rand -hex 32`",
+                value.len()
+            ),
+        ));
+    }
+    Ok(SecretString::from(value))
+}
+
 /// Validated gateway configuration.
 #[derive(Debug)]
 pub struct GatewayConfig {
     pub bearer_token: SecretString,
     pub listen: SocketAddr,
     pub public_url: url::Url,
-    pub data_dir: PathBuf,
+    pub store: StoreConfig,
     pub servers_file: Option<PathBuf>,
-    pub log_format: LogFormat,
-    pub log_filter: String,
+    pub logging: LogConfig,
     pub worker_threads: usize,
     pub limits: Limits,
+}
+
+/// Where state lives; all the operator CLI needs besides the master key.
+#[derive(Debug)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    /// May carry a database password.
+    pub database_url: SecretString,
+}
+
+impl StoreConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let data_dir = env
+            .var("GIG_DATA_DIR")
+            .filter(|d| !d.is_empty())
+            .map_or_else(|| PathBuf::from("./data"), PathBuf::from);
+        let database_url = match env.var("GIG_DATABASE_URL").filter(|u| !u.is_empty()) {
+            Some(url)
+                if url.starts_with("sqlite:")
+                    || url.starts_with("postgres://")
+                    || url.starts_with("postgresql://") =>
+            {
+                url
+            }
+            Some(_) => {
+                return Err(invalid(
+                    "GIG_DATABASE_URL",
+                    "[redacted]",
+                    "expected sqlite://PATH or postgres://...",
+                ));
+            }
+            None => format!("sqlite://{}", data_dir.join("gigmcp.db").display()),
+        };
+        Ok(Self {
+            data_dir,
+            database_url: SecretString::from(database_url),
+        })
+    }
+}
+
+/// How and what to log.
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub filter: String,
+}
+
+impl LogConfig {
+    pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
+        let format = match env.var("GIG_LOG_FORMAT").as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => return Err(invalid("GIG_LOG_FORMAT", other, "expected text or json")),
+        };
+        Ok(Self {
+            format,
+            filter: env
+                .var("GIG_LOG")
+                .unwrap_or_else(|| "info,rmcp=warn".into()),
+        })
+    }
 }
 
 /// Bounds on everything a client or backend can make the gateway hold.
@@ -170,6 +264,11 @@ pub enum ConfigError {
          (generate one with `openssl rand -hex 24`, or use `make run`, which generates one)"
     )]
     MissingBearerToken,
+    #[error(
+        "{0} is not set: it is the master key that protects stored secrets \
+         (generate one with `openssl rand -hex 32` and keep it safe; `make run` keeps a dev key under the data dir)"
+    )]
+    MissingMasterKey(&'static str),
     #[error("GIG_BEARER_TOKEN is too short ({0} characters): use at least 16 random characters")]
     WeakBearerToken(usize),
     #[error("{name}={value:?} is invalid: {reason}")]
@@ -224,12 +323,6 @@ impl GatewayConfig {
                 .map_err(|e| invalid("GIG_LISTEN", &listen_raw, e))?,
         };
 
-        let log_format = match env.var("GIG_LOG_FORMAT").as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => return Err(invalid("GIG_LOG_FORMAT", other, "expected text or json")),
-        };
-
         let defaults = Limits::default();
         let limits = Limits {
             call_timeout: secs(env, "GIG_CALL_TIMEOUT_SECS", defaults.call_timeout)?,
@@ -244,22 +337,19 @@ impl GatewayConfig {
             shutdown_grace: secs(env, "GIG_SHUTDOWN_GRACE_SECS", defaults.shutdown_grace)?,
         };
 
+        let store = StoreConfig::from_env(env)?;
+        let logging = LogConfig::from_env(env)?;
+
         Ok(Self {
             bearer_token: SecretString::from(token),
             listen,
             public_url,
-            data_dir: env
-                .var("GIG_DATA_DIR")
-                .filter(|d| !d.is_empty())
-                .map_or_else(|| PathBuf::from("./data"), PathBuf::from),
+            store,
             servers_file: env
                 .var("GIG_SERVERS_FILE")
                 .filter(|f| !f.is_empty())
                 .map(PathBuf::from),
-            log_format,
-            log_filter: env
-                .var("GIG_LOG")
-                .unwrap_or_else(|| "info,rmcp=warn".into()),
+            logging,
             worker_threads: positive(env, "GIG_WORKER_THREADS", 1)?,
             limits,
         })
@@ -331,9 +421,9 @@ mod tests {
         let cfg = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", TOKEN)])).unwrap();
         assert_eq!(cfg.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(cfg.public_url.as_str(), "http://127.0.0.1:8080/");
-        assert_eq!(cfg.data_dir, PathBuf::from("./data"));
+        assert_eq!(cfg.store.data_dir, PathBuf::from("./data"));
         assert_eq!(cfg.limits, Limits::default());
-        assert_eq!(cfg.log_format, LogFormat::Text);
+        assert_eq!(cfg.logging.format, LogFormat::Text);
         assert_eq!(cfg.bearer_token.expose_secret(), TOKEN);
         assert!(!format!("{cfg:?}").contains(TOKEN), "Debug must redact");
     }
@@ -371,7 +461,48 @@ mod tests {
         assert_eq!(cfg.listen.port(), 9000);
         assert_eq!(cfg.public_url.host_str(), Some("mcp.example.com"));
         assert_eq!(cfg.limits.call_timeout, Duration::from_secs(5));
-        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.logging.format, LogFormat::Json);
+    }
+
+    #[test]
+    fn master_keys_must_be_64_hex_characters_and_are_never_echoed() {
+        let good = "ab".repeat(32);
+        assert!(master_key_hex(&env(&[("GIG_MASTER_KEY", &good)]), "GIG_MASTER_KEY").is_ok());
+        assert!(matches!(
+            master_key_hex(&env(&[]), "GIG_MASTER_KEY"),
+            Err(ConfigError::MissingMasterKey("GIG_MASTER_KEY"))
+        ));
+        for bad in [
+            "ab".repeat(31),
+            "zz".repeat(32),
+            format!("{good}00"),
+            "secret-password".into(),
+        ] {
+            let err = master_key_hex(&env(&[("GIG_MASTER_KEY", &bad)]), "GIG_MASTER_KEY")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("64 hex"), "{err}");
+            assert!(!err.contains(&bad), "the key leaked into {err}");
+        }
+    }
+
+    #[test]
+    fn database_url_defaults_to_sqlite_in_the_data_dir() {
+        let cfg = GatewayConfig::from_env(&env(&[
+            ("GIG_BEARER_TOKEN", TOKEN),
+            ("GIG_DATA_DIR", "/var/lib/gig"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            cfg.store.database_url.expose_secret(),
+            "sqlite:///var/lib/gig/gigmcp.db"
+        );
+        let err = GatewayConfig::from_env(&env(&[
+            ("GIG_BEARER_TOKEN", TOKEN),
+            ("GIG_DATABASE_URL", "mysql://u:pw@h/db"),
+        ]))
+        .unwrap_err();
+        assert!(err.to_string().contains("GIG_DATABASE_URL") && !err.to_string().contains("pw"));
     }
 
     /// The documentation lists exactly the variables the code reads.

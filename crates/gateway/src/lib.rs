@@ -40,7 +40,8 @@ pub enum GatewayError {
     Serve(std::io::Error),
 }
 
-fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
+/// Creates the data directory with mode 0700, tightening an existing one.
+pub fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     let fail = |source| GatewayError::DataDir {
         path: path.to_owned(),
@@ -92,7 +93,7 @@ pub async fn serve(
     backends: Vec<(String, Box<dyn Launcher>)>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    prepare_data_dir(&config.data_dir)?;
+    prepare_data_dir(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(GatewayError::Serve)?;
 
     let hub = Hub::start(config.limits, backends, CancellationToken::new());
