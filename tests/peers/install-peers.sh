@@ -20,7 +20,7 @@ PEERS_DIR="$(cd "$1" && pwd)"
 STAMPS="$PEERS_DIR/.stamps"
 mkdir -p "$STAMPS"
 
-APT_PKGS=(wrk python3-venv)
+APT_PKGS=(wrk python3-venv bubblewrap)
 OHA_VERSION=1.16.0
 PYTHON="${PYTHON:-python3}"
 

@@ -197,7 +197,7 @@ fn first_text(result: &rmcp::model::CallToolResult) -> String {
 }
 
 async fn fixture_pid(client: &RunningService<RoleClient, TestClient>) -> u32 {
-    let result = call_ok(&client, "fixture_pid", serde_json::json!({})).await;
+    let result = call_ok(client, "fixture_pid", serde_json::json!({})).await;
     first_text(&result).parse().unwrap()
 }
 

@@ -1,0 +1,221 @@
+//! Builds and starts the bubblewrap sandbox an untrusted MCP server runs in.
+//!
+//! [`bwrap_command`] is a pure function from a [`SandboxSpec`] to bubblewrap's arguments; the
+//! [`Spawner`] trait is the one narrow step that touches the kernel. This crate never decides
+//! policy (that is the caller's spec and `gig-seccomp`'s table) and never puts a value from the
+//! host's environment into the sandbox: only the spec's declared variables reach it.
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+mod spawn;
+pub use spawn::{BwrapSpawner, Error, Sandbox, Spawner, find_bwrap};
+
+/// Where `bootstrap` appears inside the sandbox.
+pub const BOOTSTRAP_PATH: &str = "/run/gig/bootstrap";
+
+/// A read-only bind of a host path to a path inside the sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Bind {
+    pub host: PathBuf,
+    pub sandbox: PathBuf,
+}
+
+impl Bind {
+    pub fn same(path: impl Into<PathBuf>) -> Self {
+        let host = path.into();
+        Bind {
+            sandbox: host.clone(),
+            host,
+        }
+    }
+}
+
+/// How the host lays out its system runtime; decides whether `/lib`, `/bin`... are binds or
+/// symlinks into `/usr`. [`SystemLayout::detect`] is the only impure part.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SystemLayout {
+    /// `/bin`, `/lib`, ... are symlinks into `/usr` (Debian 12, Fedora, Arch).
+    MergedUsr,
+    /// `/bin`, `/lib`, ... are real directories.
+    SplitUsr,
+}
+
+impl SystemLayout {
+    pub fn detect() -> Self {
+        match std::fs::symlink_metadata("/lib") {
+            Ok(m) if m.file_type().is_symlink() => SystemLayout::MergedUsr,
+            _ => SystemLayout::SplitUsr,
+        }
+    }
+}
+
+/// The top-level directories that hold the system runtime besides `/usr`.
+const RUNTIME_DIRS: &[&str] = &["lib", "lib64", "bin", "sbin"];
+/// Optional read-only system files: CA roots for TLS through the proxy.
+const OPTIONAL_SYSTEM_BINDS: &[&str] = &["/etc/ssl/certs", "/etc/ca-certificates"];
+
+/// Everything that describes one sandboxed process. Paths in `program` and `Bind::sandbox` are as
+/// seen inside the sandbox.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    pub program: PathBuf,
+    pub args: Vec<OsString>,
+    /// The only variables the server sees (non-secret values: credentials are placeholders).
+    pub env: BTreeMap<String, String>,
+    /// The server's own files, read-only.
+    pub ro_binds: Vec<Bind>,
+    /// A private tmpfs at `/tmp` (otherwise the whole tree is read-only).
+    pub writable_tmp: bool,
+    pub uid: u32,
+    pub gid: u32,
+    pub hostname: String,
+    /// The host path of the `bootstrap` binary, bound at [`BOOTSTRAP_PATH`].
+    pub bootstrap: PathBuf,
+    /// `RLIMIT_NPROC` set by bootstrap before the server starts.
+    pub max_processes: Option<u64>,
+    pub layout: SystemLayout,
+}
+
+impl SandboxSpec {
+    /// A spec with the defaults every server gets: `nobody` inside, `/tmp` writable, no env.
+    pub fn new(program: impl Into<PathBuf>, bootstrap: impl Into<PathBuf>) -> Self {
+        SandboxSpec {
+            program: program.into(),
+            args: Vec::new(),
+            env: BTreeMap::new(),
+            ro_binds: Vec::new(),
+            writable_tmp: true,
+            uid: 65534,
+            gid: 65534,
+            hostname: "sandbox".into(),
+            bootstrap: bootstrap.into(),
+            max_processes: None,
+            layout: SystemLayout::MergedUsr,
+        }
+    }
+}
+
+/// The file descriptor numbers bubblewrap finds already open in its own process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fds {
+    /// The raw seccomp program (`--seccomp`); bubblewrap installs it before `bootstrap` runs.
+    pub seccomp: i32,
+    /// Where bubblewrap writes `{"child-pid": N}` (`--info-fd`).
+    pub info: Option<i32>,
+    /// bubblewrap waits for one byte or EOF here before running anything (`--block-fd`).
+    pub block: Option<i32>,
+}
+
+/// bubblewrap's arguments: the options (handed over through a pipe with `--args`, so no value in
+/// them shows up in the host's `/proc/PID/cmdline`) and the command that follows `--`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BwrapCommand {
+    pub options: Vec<OsString>,
+    pub command: Vec<OsString>,
+}
+
+impl BwrapCommand {
+    /// Everything as one argv (for display and tests).
+    pub fn flat(&self) -> Vec<OsString> {
+        let mut all = self.options.clone();
+        all.push("--".into());
+        all.extend(self.command.iter().cloned());
+        all
+    }
+}
+
+fn push(out: &mut Vec<OsString>, items: &[&dyn AsRef<std::ffi::OsStr>]) {
+    out.extend(items.iter().map(|s| s.as_ref().to_os_string()));
+}
+
+/// Builds bubblewrap's arguments for `spec`. Pure: the same spec and fds give the same argv.
+///
+/// Order matters where bubblewrap applies options in sequence: namespaces and identity first, then
+/// the mount tree parent-first (system runtime, the server's files, `/proc`, `/dev`, `/tmp`), then
+/// `--remount-ro /` so the tmpfs root bubblewrap builds is not writable, then the fds.
+pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
+    let mut o: Vec<OsString> = Vec::new();
+    let uid = spec.uid.to_string();
+    let gid = spec.gid.to_string();
+    // --unshare-all only *tries* a user namespace; --unshare-user makes it mandatory, which
+    // --disable-userns needs. --as-pid-1: bootstrap is pid 1 and undumpable, so the server cannot
+    // ptrace or write the memory of an unfiltered or less-confined init (see docs/sandbox.md).
+    push(
+        &mut o,
+        &[&"--unshare-all", &"--unshare-user", &"--disable-userns"],
+    );
+    push(
+        &mut o,
+        &[&"--die-with-parent", &"--new-session", &"--as-pid-1"],
+    );
+    push(
+        &mut o,
+        &[
+            &"--uid",
+            &uid,
+            &"--gid",
+            &gid,
+            &"--hostname",
+            &spec.hostname,
+        ],
+    );
+    push(&mut o, &[&"--cap-drop", &"ALL", &"--clearenv"]);
+    for (k, v) in &spec.env {
+        push(&mut o, &[&"--setenv", k, v]);
+    }
+    push(&mut o, &[&"--ro-bind", &"/usr", &"/usr"]);
+    for dir in RUNTIME_DIRS {
+        let abs = format!("/{dir}");
+        match spec.layout {
+            SystemLayout::MergedUsr => push(&mut o, &[&"--symlink", &format!("usr/{dir}"), &abs]),
+            SystemLayout::SplitUsr => push(&mut o, &[&"--ro-bind-try", &abs, &abs]),
+        }
+    }
+    for path in OPTIONAL_SYSTEM_BINDS {
+        push(&mut o, &[&"--ro-bind-try", path, path]);
+    }
+    push(&mut o, &[&"--ro-bind", &spec.bootstrap, &BOOTSTRAP_PATH]);
+    for bind in &spec.ro_binds {
+        push(&mut o, &[&"--ro-bind", &bind.host, &bind.sandbox]);
+    }
+    push(&mut o, &[&"--proc", &"/proc", &"--dev", &"/dev"]);
+    if spec.writable_tmp {
+        push(&mut o, &[&"--tmpfs", &"/tmp"]);
+    }
+    push(&mut o, &[&"--remount-ro", &"/", &"--chdir", &"/"]);
+    push(&mut o, &[&"--seccomp", &fds.seccomp.to_string()]);
+    if let Some(fd) = fds.info {
+        push(&mut o, &[&"--info-fd", &fd.to_string()]);
+    }
+    if let Some(fd) = fds.block {
+        push(&mut o, &[&"--block-fd", &fd.to_string()]);
+    }
+
+    let mut command: Vec<OsString> = vec![BOOTSTRAP_PATH.into()];
+    if let Some(n) = spec.max_processes {
+        push(&mut command, &[&"--nproc", &n.to_string()]);
+    }
+    command.push("--".into());
+    command.push(spec.program.clone().into_os_string());
+    command.extend(spec.args.iter().cloned());
+    BwrapCommand {
+        options: o,
+        command,
+    }
+}
+
+/// True if `path` would be visible inside the sandbox built from `spec` (used to refuse specs
+/// whose program is not bound).
+pub fn is_visible(spec: &SandboxSpec, path: &Path) -> bool {
+    path.starts_with("/usr")
+        || spec.ro_binds.iter().any(|b| path.starts_with(&b.sandbox))
+        || (spec.layout == SystemLayout::MergedUsr
+            && RUNTIME_DIRS
+                .iter()
+                .any(|d| path.starts_with(format!("/{d}"))))
+}
+
+#[cfg(test)]
+mod tests;

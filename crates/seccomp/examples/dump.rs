@@ -1,0 +1,3 @@
+fn main() {
+    gig_seccomp::write_to(std::io::stdout()).unwrap();
+}
