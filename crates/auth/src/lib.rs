@@ -68,6 +68,8 @@ impl StaticBearer {
         if !scheme.eq_ignore_ascii_case(b"bearer") {
             return Err(Rejection::Missing);
         }
+        // RFC 7235 allows one or more spaces after the scheme.
+        let token = &token[token.iter().take_while(|&&b| b == b' ').count()..];
         let presented: [u8; 32] = Sha256::digest(token).into();
         if bool::from(presented.ct_eq(&self.digest)) {
             Ok(())
@@ -104,6 +106,10 @@ mod tests {
             bearer().check(&headers(&["bearer s3cret-token-0123456789"])),
             Ok(())
         );
+        assert_eq!(
+            bearer().check(&headers(&["Bearer   s3cret-token-0123456789"])),
+            Ok(())
+        );
     }
 
     #[test]
@@ -119,7 +125,6 @@ mod tests {
             "Bearer ",
             "Bearer s3cret-token-012345678",
             "Bearer s3cret-token-01234567890",
-            "Bearer  s3cret-token-0123456789",
             "Bearer S3CRET-TOKEN-0123456789",
             "Bearers3cret-token-0123456789",
         ] {

@@ -32,11 +32,17 @@ use crate::hub::{Backend, Hub, ListChange};
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     hub: Arc<Hub>,
+    /// Set once this session's list-change relay runs: a client repeating
+    /// `notifications/initialized` must not start another.
+    relaying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Aggregator {
     pub fn new(hub: Arc<Hub>) -> Self {
-        Self { hub }
+        Self {
+            hub,
+            relaying: Arc::default(),
+        }
     }
 
     fn backend(&self, name: &str) -> Result<&Arc<Backend>, ErrorData> {
@@ -314,6 +320,12 @@ impl ServerHandler for Aggregator {
 
     /// Initialize era: push list changes on the session's standalone stream.
     async fn on_initialized(&self, context: NotificationContext<RoleServer>) {
+        if self
+            .relaying
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            return;
+        }
         let peer = context.peer;
         let watch = peer.clone();
         let closed = async move {

@@ -171,22 +171,42 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Forwards a backend's stderr to the log, one bounded line at a time.
+/// Forwards a backend's stderr to the log: bounded lines, at most `STDERR_LINES_PER_SEC` per
+/// second (the rest counted and dropped), yielding between lines — a backend flooding
+/// stderr must not starve the runtime or fill the operator's disk.
 async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
+    const MAX_LINE: u64 = 64 * 1024;
     const MAX_LOGGED: usize = 2048;
+    const STDERR_LINES_PER_SEC: u32 = 50;
     let mut lines = BufReader::new(stderr);
     let mut line = Vec::new();
+    let mut window = tokio::time::Instant::now();
+    let (mut logged, mut dropped) = (0u32, 0u64);
     loop {
         line.clear();
-        // Bounded read: take at most 64 KiB per line, then drain the rest of it.
-        let mut limited = (&mut lines).take(64 * 1024);
+        let mut limited = (&mut lines).take(MAX_LINE);
         match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await {
             Ok(0) | Err(_) => return,
-            Ok(_) => {
-                let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LOGGED)]);
-                tracing::info!(target: "backend_stderr", backend = %backend, "{}", text.trim_end());
+            Ok(_) => {}
+        }
+        if window.elapsed() >= std::time::Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(target: "backend_stderr", backend = %backend, dropped, "stderr lines dropped (rate limit)");
+            }
+            window = tokio::time::Instant::now();
+            (logged, dropped) = (0, 0);
+        }
+        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LOGGED)]);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            if logged < STDERR_LINES_PER_SEC {
+                logged += 1;
+                tracing::info!(target: "backend_stderr", backend = %backend, "{text}");
+            } else {
+                dropped += 1;
             }
         }
+        tokio::task::yield_now().await;
     }
 }
 

@@ -23,7 +23,7 @@ use rmcp::{ClientHandler, RoleClient};
 use tokio::sync::oneshot;
 
 use crate::catalog::exposed_resource_uri;
-use crate::hub::{Backend, Hub, UpstreamRequest};
+use crate::hub::{Backend, Hub, NOTIFY_TIMEOUT, UpstreamRequest};
 
 #[derive(Debug, Clone)]
 pub struct BackendClient {
@@ -135,13 +135,17 @@ impl ClientHandler for BackendClient {
         let Some(backend) = self.backend.upgrade() else {
             return;
         };
+        let Some(_permit) = backend.notification_permit() else {
+            return;
+        };
         let Some(caller) = backend.caller_by_token(&params.progress_token) else {
             return;
         };
         if let Some(token) = caller.progress_token {
             let mut forwarded = params;
             forwarded.progress_token = token;
-            let _ = caller.peer.notify_progress(forwarded).await;
+            let _ =
+                tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_progress(forwarded)).await;
         }
     }
 
@@ -154,9 +158,15 @@ impl ClientHandler for BackendClient {
             return;
         };
         tracing::debug!(backend = %backend.name, level = ?params.level, logger = ?params.logger, "backend log message");
-        // Stdio links a log message to no request; the client whose call is oldest gets it.
+        let Some(_permit) = backend.notification_permit() else {
+            return;
+        };
+        // Stdio links a log message to no request: it goes to the calling session only when
+        // all calls in flight on this backend are that session's.
         if let Some(caller) = backend.oldest_caller() {
-            let _ = caller.peer.notify_logging_message(params).await;
+            let _ =
+                tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_logging_message(params))
+                    .await;
         }
     }
 
@@ -168,10 +178,17 @@ impl ClientHandler for BackendClient {
         let (Some(backend), Some(hub)) = (self.backend.upgrade(), self.hub.upgrade()) else {
             return;
         };
+        let Some(_permit) = backend.notification_permit() else {
+            return;
+        };
         let mut forwarded = params.clone();
         forwarded.uri = exposed_resource_uri(&backend.name, &params.uri);
         for peer in hub.resource_subscribers(&backend.name, &params.uri) {
-            let _ = peer.notify_resource_updated(forwarded.clone()).await;
+            let _ = tokio::time::timeout(
+                NOTIFY_TIMEOUT,
+                peer.notify_resource_updated(forwarded.clone()),
+            )
+            .await;
         }
     }
 

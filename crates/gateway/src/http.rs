@@ -21,7 +21,7 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregator::Aggregator;
-use crate::hub::Hub;
+use crate::hub::{BackendStatus, Hub};
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -215,15 +215,19 @@ async fn session_cap(
     next.run(request).await
 }
 
+/// Unauthenticated, so it says only whether each backend is up: no failure reasons (which a
+/// backend can choose) and no counts.
 async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let backends: serde_json::Map<String, serde_json::Value> = state
         .hub
         .backends()
         .map(|b| {
-            (
-                b.name.clone(),
-                serde_json::to_value(b.status()).unwrap_or_default(),
-            )
+            let up = match b.status() {
+                BackendStatus::Starting => "starting",
+                BackendStatus::Up { .. } => "up",
+                BackendStatus::Down { .. } => "down",
+            };
+            (b.name.clone(), serde_json::json!({ "state": up }))
         })
         .collect();
     let ready = state.hub.ready() && !state.draining.load(Ordering::Acquire);

@@ -55,6 +55,9 @@ pub struct Caller {
     /// Hands a backend's server-to-client request to the task serving the client's call, so
     /// rmcp sends it on that call's response stream.
     pub upstream: mpsc::Sender<UpstreamRequest>,
+    /// The client's MCP session, when it has one.
+    session: Option<String>,
+    call_id: u64,
     started: Instant,
 }
 
@@ -75,6 +78,7 @@ pub struct Backend {
     /// Keyed by the progress token rmcp put on the forwarded request (unique per connection).
     inflight: Mutex<HashMap<ProgressToken, Caller>>,
     permits: Semaphore,
+    notify_permits: Semaphore,
     refresh: Notify,
     first_attempt_done: tokio::sync::watch::Sender<bool>,
 }
@@ -89,13 +93,32 @@ impl std::fmt::Debug for Backend {
 struct InflightGuard<'a> {
     backend: &'a Backend,
     token: ProgressToken,
+    call_id: u64,
 }
 
 impl Drop for InflightGuard<'_> {
     fn drop(&mut self) {
-        lock(&self.backend.inflight).remove(&self.token);
+        // rmcp restarts progress tokens with each connection, so a call outliving its
+        // connection must not remove a newer call's entry under the same token.
+        let mut inflight = lock(&self.backend.inflight);
+        if inflight
+            .get(&self.token)
+            .is_some_and(|c| c.call_id == self.call_id)
+        {
+            inflight.remove(&self.token);
+        }
     }
 }
+
+/// Distinguishes calls across backend connections.
+static NEXT_CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Server-to-client requests a backend may relay during one call.
+const MAX_RELAYED_PER_CALL: usize = 16;
+/// Notifications from one backend being forwarded at once; more are dropped.
+const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 64;
+/// How long forwarding one notification to a client may take before it is dropped.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -132,12 +155,29 @@ impl Backend {
     /// The caller a backend-originated request belongs to. Stdio carries no link from a
     /// server-to-client request to the call that caused it, so the oldest call in flight whose
     /// client declared the needed capability is chosen (exact whenever one call is in flight).
+    ///
+    /// Only when every call in flight on this backend belongs to the same client session:
+    /// otherwise one session's roots, sampling or logs could reach another's backend work, so
+    /// the request is refused (or the log dropped) instead.
     pub fn caller_for(&self, capable: impl Fn(&ClientCapabilities) -> bool) -> Option<Caller> {
-        lock(&self.inflight)
+        let inflight = lock(&self.inflight);
+        let mut callers = inflight.values();
+        let first = callers.next()?;
+        let one_session = first.session.is_some() && callers.all(|c| c.session == first.session);
+        if inflight.len() > 1 && !one_session {
+            return None;
+        }
+        inflight
             .values()
             .filter(|c| c.capabilities.as_ref().is_some_and(&capable))
             .min_by_key(|c| c.started)
             .cloned()
+    }
+
+    /// A permit to forward one notification; `None` (drop it) when this backend already has
+    /// the maximum in flight, so a flood cannot pile up tasks and payloads in the gateway.
+    pub fn notification_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.notify_permits.try_acquire().ok()
     }
 
     pub fn caller_by_token(&self, token: &ProgressToken) -> Option<Caller> {
@@ -200,9 +240,11 @@ impl Backend {
             .send_request_with_option(request, options)
             .await
             .map_err(|_| self.unavailable())?;
+        let call_id = NEXT_CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _guard = InflightGuard {
             backend: self,
             token: handle.progress_token.clone(),
+            call_id,
         };
         let (upstream, mut upstream_requests) = mpsc::channel(4);
         let stateless = caller
@@ -219,6 +261,13 @@ impl Backend {
                     caller.client_capabilities()
                 },
                 upstream,
+                session: caller
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|parts| parts.headers.get("mcp-session-id"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                call_id,
                 started: Instant::now(),
             },
         );
@@ -229,10 +278,19 @@ impl Backend {
         // Server-to-client requests run here, inside the client's request task, so rmcp
         // associates them with the client's call (its SSE stream in the legacy protocol).
         let mut relayed = FuturesUnordered::new();
+        let mut relayed_total = 0;
         loop {
             tokio::select! {
                 result = &mut response => return result.map_err(|e| self.call_error(e)),
                 Some(UpstreamRequest { request, reply }) = upstream_requests.recv() => {
+                    if relayed_total == MAX_RELAYED_PER_CALL {
+                        let _ = reply.send(Err(ErrorData::invalid_request(
+                            format!("a backend may make at most {MAX_RELAYED_PER_CALL} requests to the client per call"),
+                            None,
+                        )));
+                        continue;
+                    }
+                    relayed_total += 1;
                     let client = caller.peer.clone();
                     relayed.push(async move {
                         let answer = client.send_request(request).await.map_err(|e| match e {
@@ -334,6 +392,7 @@ impl Hub {
                     status: RwLock::new(BackendStatus::Starting),
                     inflight: Mutex::new(HashMap::new()),
                     permits: Semaphore::new(limits.max_inflight_per_backend),
+                    notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
                     refresh: Notify::new(),
                     first_attempt_done: tokio::sync::watch::Sender::new(false),
                 };
@@ -484,7 +543,7 @@ fn same_items<'a, T: PartialEq + 'a>(
 }
 
 /// Fetches every list a backend declared, bounded in pages and items.
-async fn fetch_lists(peer: &Peer<RoleClient>) -> Result<BackendLists, String> {
+async fn fetch_lists(peer: &Peer<RoleClient>, max_bytes: usize) -> Result<BackendLists, String> {
     let capabilities = peer
         .peer_info()
         .map(|info| info.capabilities.clone())
@@ -530,7 +589,22 @@ async fn fetch_lists(peer: &Peer<RoleClient>) -> Result<BackendLists, String> {
         all_pages!(list_resources, resources);
         all_pages!(list_resource_templates, resource_templates);
     }
+    // Every client's list response carries all of this, so one backend's lists together must
+    // fit in one message.
+    let size = json_size(&lists.tools)
+        + json_size(&lists.prompts)
+        + json_size(&lists.resources)
+        + json_size(&lists.resource_templates);
+    if size > max_bytes {
+        return Err(format!(
+            "its lists total {size} bytes, more than the {max_bytes}-byte message limit"
+        ));
+    }
     Ok(lists)
+}
+
+fn json_size<T: serde::Serialize>(items: &[T]) -> usize {
+    serde_json::to_vec(items).map_or(usize::MAX, |bytes| bytes.len())
 }
 
 /// Keeps one backend running for the life of the gateway.
@@ -596,7 +670,11 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
 
     let mut first = true;
     let reason = loop {
-        let refreshed = tokio::time::timeout(limits.call_timeout, fetch_lists(&peer)).await;
+        let refreshed = tokio::time::timeout(
+            limits.call_timeout,
+            fetch_lists(&peer, limits.max_message_bytes),
+        )
+        .await;
         match refreshed {
             Ok(Ok(lists)) => {
                 let tools = lists.tools.len();

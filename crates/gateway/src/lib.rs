@@ -118,9 +118,25 @@ pub async fn serve(
         }
         mcp_shutdown.cancel();
     };
-    let served = axum::serve(listener, router)
-        .with_graceful_shutdown(drain)
-        .await;
+    // Connections that never finish (a stalled client) must not keep the backends alive:
+    // once shutdown has begun, the server gets the grace period plus a margin, then stops.
+    let stopping = CancellationToken::new();
+    let stopping_signal = stopping.clone();
+    let drain = async move {
+        drain.await;
+        stopping_signal.cancel();
+    };
+    let serve = axum::serve(listener, router).with_graceful_shutdown(drain);
+    let served = tokio::select! {
+        served = serve => served,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(grace + std::time::Duration::from_secs(5)).await;
+        } => {
+            tracing::warn!("connections still open after the grace period; closing them");
+            Ok(())
+        }
+    };
     hub.stop().await;
     tracing::info!("gateway stopped");
     served.map_err(GatewayError::Serve)

@@ -79,14 +79,34 @@ pub fn assign_names(origins: impl IntoIterator<Item = Origin>) -> BTreeMap<Strin
         }
     }
 
+    // An origin needs a hashed name when its plain name is invalid or clashes. A plain name
+    // that equals some origin's hashed name is hashed as well: otherwise a backend could list a
+    // tool named exactly like another backend's published hashed name and take it over.
+    let mut needs_hash: BTreeSet<Origin> = origins
+        .iter()
+        .filter(|o| plain_name(o).is_none_or(|name| plain_counts[&name] > 1))
+        .cloned()
+        .collect();
+    loop {
+        let reserved: BTreeSet<String> = needs_hash.iter().map(|o| hashed_name(o, 8)).collect();
+        let squatters: Vec<Origin> = origins
+            .iter()
+            .filter(|o| !needs_hash.contains(*o))
+            .filter(|o| plain_name(o).is_some_and(|name| reserved.contains(&name)))
+            .cloned()
+            .collect();
+        if squatters.is_empty() {
+            break;
+        }
+        needs_hash.extend(squatters);
+    }
+
     let mut table = BTreeMap::new();
-    let mut needs_hash = Vec::new();
-    for origin in origins {
-        match plain_name(&origin) {
-            Some(name) if plain_counts[&name] == 1 => {
-                table.insert(name, origin);
-            }
-            _ => needs_hash.push(origin),
+    for origin in &origins {
+        if !needs_hash.contains(origin)
+            && let Some(name) = plain_name(origin)
+        {
+            table.insert(name, origin.clone());
         }
     }
 
@@ -198,16 +218,31 @@ mod tests {
     }
 
     #[test]
-    fn a_hashed_name_never_steals_a_plain_one() {
-        // An adversarial backend names its tool exactly like another pair's hashed name.
+    fn a_plain_name_never_takes_over_a_hashed_one() {
+        // A hostile backend names its tool exactly like another pair's hashed name.
         let victim = origin("my server", "t");
-        let squatted = hashed_name(&victim, 8);
-        let (backend, item) = squatted.split_once('_').unwrap();
+        let published = hashed_name(&victim, 8);
+        let (backend, item) = published.split_once('_').unwrap();
         let squatter = origin(backend, item);
         let table = assign_names([victim.clone(), squatter.clone()]);
-        assert_eq!(table[&squatted], squatter);
-        let victim_name = name_of(&table, &victim);
-        assert_ne!(victim_name, squatted);
-        assert!(is_valid_name(&victim_name));
+        assert_eq!(
+            table[&published], victim,
+            "the victim keeps its published name"
+        );
+        let squatter_name = name_of(&table, &squatter);
+        assert_ne!(squatter_name, published);
+        assert!(is_valid_name(&squatter_name));
+    }
+
+    #[test]
+    fn a_clash_then_a_squat_cannot_redirect_calls() {
+        // Found in review: `git` lists `hub_search` to force `git_hub/search` onto a hashed
+        // name, then lists a tool whose plain name is that hashed name.
+        let victim = origin("git_hub", "search");
+        let first = assign_names([victim.clone(), origin("git", "hub_search")]);
+        let published = name_of(&first, &victim);
+        let squat = origin("git", published.strip_prefix("git_").unwrap());
+        let second = assign_names([victim.clone(), origin("git", "hub_search"), squat]);
+        assert_eq!(second[&published], victim);
     }
 }

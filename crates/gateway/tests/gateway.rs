@@ -446,6 +446,44 @@ async fn hung_backend_times_out_and_blocks_nobody() {
     gateway.stop().await;
 }
 
+/// A backend flooding stderr cannot starve the gateway: other backends' calls finish while
+/// the flood is still going.
+#[tokio::test]
+async fn stderr_flood_does_not_starve_other_backends() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let flood = async {
+        let result = call_ok(
+            &client,
+            "fixture_stderr_flood",
+            serde_json::json!({"ms": 4000}),
+        )
+        .await;
+        (first_text(&result), std::time::Instant::now())
+    };
+    let echoes = async {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for i in 0..10 {
+            let result = call_ok(
+                &client,
+                "echo_echo",
+                serde_json::json!({"message": format!("{i}")}),
+            )
+            .await;
+            assert_eq!(first_text(&result), i.to_string());
+        }
+        std::time::Instant::now()
+    };
+    let ((flooded, flood_done), echoes_done) = tokio::join!(flood, echoes);
+    assert_eq!(flooded, "flooded");
+    assert!(
+        echoes_done < flood_done,
+        "echo calls waited for the stderr flood to end"
+    );
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+}
+
 /// Flooding stdout or writing garbage fails the backend's own call and restarts it.
 #[tokio::test]
 async fn flooding_or_garbage_backends_are_cut_off_and_restarted() {

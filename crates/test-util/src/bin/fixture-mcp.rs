@@ -54,6 +54,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("garbage", "Writes a non-JSON line to stdout"),
     ("echo_meta", "Returns the request's _meta"),
     ("sleep", "Sleeps `ms` milliseconds, then returns"),
+    (
+        "stderr_flood",
+        "Writes log lines to stderr as fast as it can for `ms` milliseconds",
+    ),
 ];
 
 fn tool(name: &'static str, description: &'static str) -> Tool {
@@ -195,6 +199,16 @@ impl ServerHandler for Fixture {
             "garbage" => {
                 raw_stdout(b"Server starting... this is not JSON-RPC\n");
                 std::future::pending().await
+            }
+            "stderr_flood" => {
+                let until = std::time::Instant::now()
+                    + Duration::from_millis(arg_u64(&request, "ms", 3000));
+                let chunk = "flood line\n".repeat(4096);
+                let mut err = std::io::stderr().lock();
+                while std::time::Instant::now() < until {
+                    let _ = err.write_all(chunk.as_bytes());
+                }
+                Ok(text("flooded"))
             }
             "sleep" => {
                 tokio::time::sleep(Duration::from_millis(arg_u64(&request, "ms", 1000))).await;
