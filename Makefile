@@ -21,7 +21,7 @@ peers:
 
 ## Everything: lint, Rust unit + integration tests, end-to-end tests with real MCP clients.
 test: peers lint build
-	scripts/with-postgres.sh $(CARGO) test --workspace
+	GIG_REQUIRE_SANDBOX=1 scripts/with-postgres.sh $(CARGO) test --workspace
 	$(MAKE) test-e2e
 
 ## Host-side Rust tests only (the store's Postgres tests skip without GIG_TEST_DATABASE_URL).

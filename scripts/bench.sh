@@ -13,10 +13,17 @@ mkdir -p "$out"
 command -v wrk >/dev/null || { echo "wrk is missing: run make peers (installs it as root)" >&2; exit 1; }
 
 cargo build --quiet --release -p gigmcp -p echo-mcp -p gig-bench
+here="$(pwd)"
+pg_dir="$(mktemp -d /tmp/gig-bench-pg.XXXXXX)"
+chmod 755 "$pg_dir"
 bin=target/release
 
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done
+  "$here/scripts/pg-test.sh" stop "$pg_dir/pg" >/dev/null 2>&1 || true
+  rm -rf "$pg_dir"
+}
 trap cleanup EXIT
 
 port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -73,4 +80,24 @@ print(f"gateway throughput at c=32 / generator ceiling: {many['gateway']['calls_
 print(f"gateway throughput at c=32 / direct stdio:      {many['gateway']['calls_per_s'] / many['direct']['calls_per_s']:.1%}")
 if bad:
     sys.exit(f"{bad} responses failed their check")
+PY
+
+# Vault and store: seal/open per secret, and store operations per second on both backends.
+echo "vault and store..." >&2
+v="$("$bin/gig-bench" vault)"
+rm -f "$out"/store.db*
+sq="$("$bin/gig-bench" store --url "sqlite://$(pwd)/$out/store.db" --seconds 3)"
+pg_url="$(scripts/pg-test.sh start "$pg_dir/pg" "$(port_of)")"
+# The throwaway cluster runs with fsync=off (as in the tests); say so next to the figures.
+pg="$("$bin/gig-bench" store --url "$pg_url" --seconds 3)"
+printf '{"vault":%s,"sqlite":%s,"postgres":%s}\n' "$v" "$sq" "$pg" >"$out/store-results.json"
+python3 - "$out/store-results.json" <<'PY'
+import json, sys
+r = json.load(open(sys.argv[1]))
+print()
+print(f"vault: seal {r['vault']['seal_us']:.1f} µs, open {r['vault']['open_us']:.1f} µs per 64-byte secret")
+print(f"{'store op/s':<22} {'SQLite':>10} {'PostgreSQL':>12}")
+for key, label in [("insert_credential_per_s", "insert credential"), ("read_servers_per_s", "read servers (20)"), ("append_audit_per_s", "append audit")]:
+    print(f"{label:<22} {r['sqlite'][key]:>10.0f} {r['postgres'][key]:>12.0f}")
+print("(PostgreSQL: throwaway loopback cluster with fsync=off; SQLite: WAL, synchronous=NORMAL defaults of sqlx)")
 PY

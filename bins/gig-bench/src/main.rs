@@ -42,6 +42,18 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: String,
     },
+    /// Seal and open of one 64-byte secret (µs per operation, median of 5 runs).
+    Vault {
+        #[arg(long, default_value_t = 20_000)]
+        iterations: u32,
+    },
+    /// Store operations per second against a database URL (sqlite://PATH or postgres://...).
+    Store {
+        #[arg(long)]
+        url: String,
+        #[arg(long, default_value_t = 3)]
+        seconds: u64,
+    },
 }
 
 const CANNED: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"bench"}],"isError":false}}"#;
@@ -56,6 +68,11 @@ async fn main() -> anyhow::Result<()> {
             warmup_seconds,
         } => direct(&server, concurrency, seconds, warmup_seconds).await,
         Command::Canned { listen } => canned(&listen).await,
+        Command::Vault { iterations } => {
+            vault(iterations);
+            Ok(())
+        }
+        Command::Store { url, seconds } => store(&url, seconds).await,
     }
 }
 
@@ -155,5 +172,130 @@ async fn direct(server: &str, concurrency: usize, seconds: u64, warmup: u64) -> 
         })
     );
     client.cancel().await?;
+    Ok(())
+}
+
+fn median(mut runs: Vec<f64>) -> f64 {
+    runs.sort_by(f64::total_cmp);
+    runs[runs.len() / 2]
+}
+
+fn vault(iterations: u32) {
+    use gig_vault::{Aad, MasterKey, Vault};
+    let vault = Vault::new(&MasterKey::generate());
+    let aad = Aad {
+        secret_id: "u:p",
+        owner: "github",
+        name: "TOKEN",
+    };
+    let secret = [7u8; 64];
+    let sealed = vault.seal(&aad, &secret);
+    let time = |f: &dyn Fn()| {
+        median(
+            (0..5)
+                .map(|_| {
+                    let start = Instant::now();
+                    for _ in 0..iterations {
+                        f();
+                    }
+                    start.elapsed().as_secs_f64() * 1e6 / f64::from(iterations)
+                })
+                .collect(),
+        )
+    };
+    let seal_us = time(&|| {
+        std::hint::black_box(vault.seal(&aad, &secret));
+    });
+    let open_us = time(&|| {
+        std::hint::black_box(vault.open(&aad, &sealed).is_ok());
+    });
+    println!(
+        "{}",
+        serde_json::json!({"mode": "vault", "seal_us": seal_us, "open_us": open_us})
+    );
+}
+
+/// Runs `op` repeatedly for `seconds` and returns operations per second.
+async fn rate<F, Fut>(seconds: u64, mut op: F) -> anyhow::Result<f64>
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
+    let end = Instant::now() + Duration::from_secs(seconds);
+    let start = Instant::now();
+    let mut n = 0u64;
+    while Instant::now() < end {
+        op(n).await?;
+        n += 1;
+    }
+    Ok(n as f64 / start.elapsed().as_secs_f64())
+}
+
+async fn store(url: &str, seconds: u64) -> anyhow::Result<()> {
+    use gig_store::{AuditEntry, CredentialScope, NewServer, ServerState, Store};
+    let store = Store::open(url).await?;
+    let secrets = gig_secrets::Secrets::open(store, &gig_vault::MasterKey::generate()).await?;
+    let store = secrets.store();
+    let manifest =
+        serde_json::json!({"entrypoint": "/bin/echo-mcp", "egress": ["api.example.com"]});
+    for i in 0..20 {
+        store
+            .upsert_server(&NewServer {
+                name: &format!("server-{i}"),
+                image_ref: "registry.example/echo",
+                version: "1.0.0",
+                image_digest: "sha256:0000000000000000000000000000000000000000000000000000000000000000",
+                extracted_path: Some("/var/lib/gig/blobs/x"),
+                manifest: &manifest,
+                state: ServerState::Installed,
+            })
+            .await?;
+    }
+    let secrets = &secrets;
+    let insert_credential = rate(seconds, |n| {
+        let name = format!("KEY_{n}");
+        async move {
+            let scope = CredentialScope {
+                server: "bench",
+                user_id: None,
+                profile_id: None,
+            };
+            secrets
+                .set(&scope, &name, b"sk-bench-0123456789abcdef0123456789")
+                .await?;
+            Ok(())
+        }
+    })
+    .await?;
+    let read_servers = rate(seconds, |_| async {
+        anyhow::ensure!(store.list_servers().await?.len() == 20, "servers missing");
+        Ok(())
+    })
+    .await?;
+    let detail = serde_json::json!({"tool": "echo", "ms": 1});
+    let append_audit = rate(seconds, |_| async {
+        store
+            .append_audit(&AuditEntry {
+                actor: "bench",
+                action: "tools/call",
+                target: "echo/echo",
+                result: "ok",
+                detail: &detail,
+            })
+            .await?;
+        Ok(())
+    })
+    .await?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "mode": "store",
+            "backend": format!("{:?}", store.kind()),
+            "insert_credential_per_s": insert_credential,
+            "read_servers_per_s": read_servers,
+            "append_audit_per_s": append_audit,
+        })
+    );
+    store.close().await;
     Ok(())
 }
