@@ -3,7 +3,7 @@ CARGO ?= cargo
 PEERS ?= .peers
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build run test test-local test-e2e lint bench peers clean
+.PHONY: all build run test test-local test-e2e lint bench peers clean bootstrap
 
 all: build
 
@@ -32,6 +32,12 @@ test-local:
 ## End-to-end tests with the real peers (needs `make peers` and a workspace build).
 test-e2e:
 	$(PEERS)/bin/python -m pytest tests/e2e -v -s
+
+## The in-sandbox init, statically linked (needs nothing from the sandbox's filesystem).
+bootstrap:
+	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p gig-bootstrap \
+	  --target $$(rustc -vV | sed -n 's/^host: //p') --target-dir target/static
+	@echo "GIG_BOOTSTRAP=$$(pwd)/target/static/$$(rustc -vV | sed -n 's/^host: //p')/release/bootstrap"
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -38,6 +38,28 @@ enum Command {
         #[command(subcommand)]
         action: VaultAction,
     },
+    /// Run a command in the sandbox a server gets, for debugging.
+    Sandbox {
+        #[command(subcommand)]
+        action: SandboxAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SandboxAction {
+    /// Run COMMAND ARGS... in exactly the sandbox a server gets (namespaces, bootstrap,
+    /// seccomp, limits), with stdio passed through; exits with the command's status.
+    Exec {
+        /// Bind a host path read-only at the same place (repeatable).
+        #[arg(long = "bind-ro", value_name = "PATH")]
+        bind_ro: Vec<PathBuf>,
+        /// Allow egress to HOST[:PORT] through the proxy (not available yet: see below).
+        #[arg(long = "allow-host", value_name = "HOST[:PORT]")]
+        allow_host: Vec<String>,
+        /// The command (an absolute path inside the sandbox) and its arguments.
+        #[arg(last = true, required = true)]
+        command: Vec<std::ffi::OsString>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +119,17 @@ fn main() -> anyhow::Result<()> {
         Command::Vault {
             action: VaultAction::Rotate { new_key_file },
         } => runtime(1)?.block_on(rotate(StoreConfig::from_env(&ProcessEnv)?, new_key_file)),
+        Command::Sandbox {
+            action:
+                SandboxAction::Exec {
+                    bind_ro,
+                    allow_host,
+                    command,
+                },
+        } => {
+            let code = sandbox_exec(bind_ro, allow_host, command)?;
+            std::process::exit(code)
+        }
     }
 }
 
@@ -219,4 +252,56 @@ async fn rotate(config: StoreConfig, new_key_file: Option<PathBuf>) -> anyhow::R
     store.close().await;
     println!("re-wrapped {count} secrets; set GIG_MASTER_KEY to the new key before the next start");
     Ok(())
+}
+
+/// The bootstrap binary bound into every sandbox: `GIG_BOOTSTRAP`, else the one installed next
+/// to this executable.
+fn bootstrap_path() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("GIG_BOOTSTRAP") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().context("cannot locate the gigmcp executable")?;
+    Ok(exe.with_file_name("bootstrap"))
+}
+
+fn sandbox_exec(
+    bind_ro: Vec<PathBuf>,
+    allow_host: Vec<String>,
+    command: Vec<std::ffi::OsString>,
+) -> anyhow::Result<i32> {
+    use gig_sandbox::{Bind, BwrapSpawner, SandboxSpec, Spawner, SystemLayout};
+    if !allow_host.is_empty() {
+        bail!(
+            "--allow-host needs the egress proxy and per-sandbox networking, which are not built \
+             yet; today a sandbox has no network at all"
+        );
+    }
+    let Some((program, args)) = command.split_first() else {
+        bail!("no command given");
+    };
+    let mut spec = SandboxSpec::new(PathBuf::from(program), bootstrap_path()?);
+    spec.args = args.to_vec();
+    spec.env
+        .insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    spec.ro_binds = bind_ro.into_iter().map(Bind::same).collect();
+    spec.layout = SystemLayout::detect();
+    spec.max_processes = Some(256);
+    let spawner = BwrapSpawner::detect()?;
+    let mut sandbox = spawner.spawn(&spec, false)?;
+
+    // Pass stdio through; the sandbox's pipes close when the command ends.
+    let mut child_in = sandbox.child.stdin.take().context("no stdin pipe")?;
+    let mut child_out = sandbox.child.stdout.take().context("no stdout pipe")?;
+    let mut child_err = sandbox.child.stderr.take().context("no stderr pipe")?;
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut child_in);
+    });
+    let out =
+        std::thread::spawn(move || std::io::copy(&mut child_out, &mut std::io::stdout().lock()));
+    let err =
+        std::thread::spawn(move || std::io::copy(&mut child_err, &mut std::io::stderr().lock()));
+    let status = sandbox.wait()?;
+    let _ = out.join();
+    let _ = err.join();
+    Ok(status.code().unwrap_or(128 + 9))
 }

@@ -68,6 +68,11 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "The store: `sqlite://PATH` (embedded, WAL) or `postgres://USER:PASSWORD@HOST:PORT/DB` (PostgreSQL 15+, for several gateway replicas).",
     },
     VarDoc {
+        name: "GIG_BOOTSTRAP",
+        default: "<directory of gigmcp>/bootstrap",
+        meaning: "The in-sandbox init bound into every sandbox (`gigmcp sandbox exec`). A statically linked build is preferred: `make bootstrap`.",
+    },
+    VarDoc {
         name: "GIG_LISTEN",
         default: "127.0.0.1:8080",
         meaning: "Address the HTTP server binds.",

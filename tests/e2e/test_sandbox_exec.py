@@ -1,0 +1,60 @@
+"""`gigmcp sandbox exec`: a command runs in the real sandbox (bubblewrap + bootstrap + seccomp)
+with stdio passed through and its exit status returned, and sees nothing of the host it was
+not given — not the gateway's environment, not unbound files."""
+
+import subprocess
+
+from conftest import TARGET
+
+SECRET = "sk-gateway-env-MARKER-0123456789"
+
+
+def sandbox(*command, stdin=None, binds=()):
+    args = [str(TARGET / "gigmcp"), "sandbox", "exec"]
+    for b in binds:
+        args += ["--bind-ro", str(b)]
+    env = {"PATH": "/usr/bin:/bin", "GIG_MASTER_KEY": SECRET, "GIG_BEARER_TOKEN": SECRET, "GIG_LOG": "warn"}
+    return subprocess.run([*args, "--", *command], input=stdin, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_stdio_and_exit_status_pass_through():
+    echoed = sandbox("/bin/cat", stdin="through the sandbox\n")
+    assert echoed.returncode == 0, echoed.stderr
+    assert echoed.stdout == "through the sandbox\n"
+    assert sandbox("/bin/sh", "-c", "exit 7").returncode == 7
+
+
+def test_the_command_sees_no_host_secrets_or_files():
+    env = sandbox("/usr/bin/env")
+    assert env.returncode == 0, env.stderr
+    assert SECRET not in env.stdout
+    assert "GIG_" not in env.stdout
+
+    ident = sandbox("/usr/bin/id", "-u")
+    assert ident.stdout.strip() == "65534"
+
+    # Not under /tmp: the sandbox has its own private /tmp.
+    import tempfile
+    from pathlib import Path
+
+    base = Path(tempfile.mkdtemp(dir=TARGET))
+    base.chmod(0o755)
+    tmp_path = base
+    hidden = tmp_path / "host-only.txt"
+    hidden.write_text("host data")
+    hidden.chmod(0o644)
+    assert sandbox("/bin/cat", str(hidden)).returncode != 0
+    shown = sandbox("/bin/cat", str(hidden), binds=[tmp_path])
+    assert shown.stdout == "host data"
+    assert sandbox("/bin/sh", "-c", f"echo x > {hidden}", binds=[tmp_path]).returncode != 0, "bind must be read-only"
+
+
+def test_allow_host_is_refused_until_egress_exists():
+    refused = sandbox("/bin/true")
+    assert refused.returncode == 0
+    result = subprocess.run(
+        [str(TARGET / "gigmcp"), "sandbox", "exec", "--allow-host", "api.example.com", "--", "/bin/true"],
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60,
+    )
+    assert result.returncode != 0
+    assert "egress proxy" in result.stderr
