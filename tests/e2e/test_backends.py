@@ -60,3 +60,31 @@ async def test_fetch_mcp_through_the_gateway(tmp_path, upstream):
     for line in lines:
         record = json.loads(line)
         assert "level" in record and "fields" in record
+
+
+@pytest.mark.anyio
+async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path):
+    servers = {
+        "echo": {"command": str(TARGET / "echo-mcp"), "sandbox": {}},
+        "plain": {"command": str(TARGET / "echo-mcp")},
+    }
+    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(TARGET / "bootstrap"))
+    try:
+        headers = {"Authorization": f"Bearer {gw.token}"}
+        async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
+            async with streamable_http_client(gw.url, http_client=client) as (read, write):
+                async with ClientSession(read, write) as session:
+                    await session.initialize()
+                    names = {t.name for t in (await session.list_tools()).tools}
+                    assert {"echo_echo", "plain_echo"} <= names
+                    result = await session.call_tool("echo_echo", {"message": "from inside the sandbox"})
+                    assert result.content[0].text == "from inside the sandbox"
+        # The sandboxed echo-mcp runs as the unprivileged sandbox user, not as the gateway's user.
+        import subprocess
+
+        ps = subprocess.run(["ps", "-eo", "user:20,args"], capture_output=True, text=True).stdout
+        sandboxed = [line for line in ps.splitlines() if "echo-mcp" in line and "bwrap" not in line and "bootstrap" not in line]
+        users = {line.split()[0] for line in sandboxed}
+        assert "nobody" in users or "65534" in users, ps
+    finally:
+        stop(gw.proc)

@@ -173,7 +173,12 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         }
     };
     let parent_env: Vec<(String, String)> = std::env::vars().collect();
-    let backends = gig_gateway::stdio_launchers(specs, &parent_env);
+    let sandbox = if specs.iter().any(|s| s.sandbox.is_some()) {
+        Some((sandbox_spawner()?, existing_bootstrap()?))
+    } else {
+        None
+    };
+    let backends = gig_gateway::launchers(specs, &parent_env, sandbox)?;
     gig_gateway::run(config, backends, gig_gateway::shutdown_signal()).await?;
     secrets.store().close().await;
     Ok(())
@@ -264,12 +269,37 @@ fn bootstrap_path() -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name("bootstrap"))
 }
 
+/// Bubblewrap, detected at start (with install advice when missing). As root, bubblewrap runs
+/// as `nobody`, so the sandbox's uid maps to an unprivileged host user and RLIMIT_NPROC binds.
+fn sandbox_spawner() -> anyhow::Result<std::sync::Arc<dyn gig_sandbox::Spawner + Send + Sync>> {
+    let mut spawner = gig_sandbox::BwrapSpawner::detect()?;
+    if nix_is_root() {
+        spawner.host_ids = Some((65534, 65534));
+    }
+    Ok(std::sync::Arc::new(spawner))
+}
+
+fn nix_is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+fn existing_bootstrap() -> anyhow::Result<PathBuf> {
+    let path = bootstrap_path()?;
+    if !path.is_file() {
+        bail!(
+            "the sandbox init {} is missing: build it with `make bootstrap` and set GIG_BOOTSTRAP",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
 fn sandbox_exec(
     bind_ro: Vec<PathBuf>,
     allow_host: Vec<String>,
     command: Vec<std::ffi::OsString>,
 ) -> anyhow::Result<i32> {
-    use gig_sandbox::{Bind, BwrapSpawner, SandboxSpec, Spawner, SystemLayout};
+    use gig_sandbox::{Bind, SandboxSpec, SystemLayout};
     if !allow_host.is_empty() {
         bail!(
             "--allow-host needs the egress proxy and per-sandbox networking, which are not built \
@@ -286,8 +316,7 @@ fn sandbox_exec(
     spec.ro_binds = bind_ro.into_iter().map(Bind::same).collect();
     spec.layout = SystemLayout::detect();
     spec.max_processes = Some(256);
-    let spawner = BwrapSpawner::detect()?;
-    let mut sandbox = spawner.spawn(&spec, false)?;
+    let mut sandbox = sandbox_spawner()?.spawn(&spec, false)?;
 
     // Pass stdio through; the sandbox's pipes close when the command ends.
     let mut child_in = sandbox.child.stdin.take().context("no stdin pipe")?;

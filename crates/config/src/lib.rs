@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use servers::{ServerSpec, ServersFileError, StdioCommand, parse_servers_file};
+pub use servers::{SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file};
 
 /// Where configuration values come from. The process environment in production, a map in tests.
 pub trait Env {

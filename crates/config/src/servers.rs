@@ -12,6 +12,17 @@ pub struct ServerSpec {
     /// The key under `mcpServers`; unique, non-empty, at most 128 bytes.
     pub name: String,
     pub command: StdioCommand,
+    /// Run inside the sandbox (bubblewrap + bootstrap + seccomp) instead of as a plain child.
+    pub sandbox: Option<SandboxPolicy>,
+}
+
+/// What a sandboxed server may see besides the system runtime (`/usr` and friends).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SandboxPolicy {
+    /// Host paths bound read-only at the same place (the program itself is always bound).
+    pub bind_ro: Vec<PathBuf>,
+    /// RLIMIT_NPROC inside the sandbox.
+    pub max_processes: u64,
 }
 
 /// How to start a stdio MCP server as a child process.
@@ -68,6 +79,8 @@ struct RawServer {
     url: Option<String>,
     #[serde(default)]
     disabled: bool,
+    /// Gig'MCP's own extension: `"sandbox": {}` or `{"bindRo": [...], "maxProcesses": 64}`.
+    sandbox: Option<RawSandbox>,
     // Client-side UI hints from Claude Desktop / Cline; meaningless to a gateway.
     #[serde(rename = "autoApprove", default)]
     _auto_approve: serde_json::Value,
@@ -75,7 +88,17 @@ struct RawServer {
     _always_allow: serde_json::Value,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSandbox {
+    #[serde(rename = "bindRo", default)]
+    bind_ro: Vec<PathBuf>,
+    #[serde(rename = "maxProcesses")]
+    max_processes: Option<u64>,
+}
+
 const MAX_NAME_BYTES: usize = 128;
+const DEFAULT_SANDBOX_PROCESSES: u64 = 256;
 
 /// Reads and validates a servers file. Disabled servers are left out.
 pub fn parse_servers_file(path: &Path) -> Result<Vec<ServerSpec>, ServersFileError> {
@@ -136,8 +159,33 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
         if program.contains('\0') || server.args.iter().any(|a| a.contains('\0')) {
             return Err(fail(&name, "command and args must not contain NUL"));
         }
+        let sandbox = match server.sandbox {
+            None => None,
+            Some(raw) => {
+                if !Path::new(&program).is_absolute() {
+                    return Err(fail(
+                        &name,
+                        "a sandboxed server's command must be an absolute path (it is bound into the sandbox)",
+                    ));
+                }
+                if let Some(bad) = raw.bind_ro.iter().find(|p| !p.is_absolute()) {
+                    return Err(fail(
+                        &name,
+                        &format!("bindRo path {bad:?} must be absolute"),
+                    ));
+                }
+                Some(SandboxPolicy {
+                    bind_ro: raw.bind_ro,
+                    max_processes: raw
+                        .max_processes
+                        .unwrap_or(DEFAULT_SANDBOX_PROCESSES)
+                        .max(1),
+                })
+            }
+        };
         specs.push(ServerSpec {
             name,
+            sandbox,
             command: StdioCommand {
                 program,
                 args: server.args,
@@ -173,6 +221,43 @@ mod tests {
         assert_eq!(specs[1].name, "time");
         assert_eq!(specs[1].command.args, ["--local-timezone", "UTC"]);
         assert_eq!(specs[1].command.env["TZ"], "UTC");
+    }
+
+    #[test]
+    fn sandbox_policy_is_parsed_and_checked() {
+        let specs = parse(
+            r#"{"mcpServers": {"s": {"command": "/opt/s", "sandbox": {"bindRo": ["/opt/data"], "maxProcesses": 8}},
+                               "d": {"command": "/opt/d", "sandbox": {}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            specs[0].sandbox,
+            Some(SandboxPolicy {
+                bind_ro: vec![],
+                max_processes: 256
+            })
+        );
+        assert_eq!(
+            specs[1].sandbox.as_ref().unwrap().bind_ro,
+            [PathBuf::from("/opt/data")]
+        );
+        for (json, needle) in [
+            (
+                r#"{"mcpServers": {"s": {"command": "rel", "sandbox": {}}}}"#,
+                "absolute",
+            ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"bindRo": ["rel"]}}}}"#,
+                "absolute",
+            ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"network": true}}}}"#,
+                "network",
+            ),
+        ] {
+            let err = parse(json).expect_err(json).to_string();
+            assert!(err.contains(needle), "{err}");
+        }
     }
 
     #[test]

@@ -174,7 +174,7 @@ impl Drop for ProcessGroup {
 /// Forwards a backend's stderr to the log: bounded lines, at most `STDERR_LINES_PER_SEC` per
 /// second (the rest counted and dropped), yielding between lines — a backend flooding
 /// stderr must not starve the runtime or fill the operator's disk.
-async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
+pub(crate) async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
     const MAX_LINE: u64 = 64 * 1024;
     const MAX_LOGGED: usize = 2048;
     const STDERR_LINES_PER_SEC: u32 = 50;

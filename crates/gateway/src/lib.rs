@@ -12,6 +12,7 @@ mod client;
 pub mod http;
 pub mod hub;
 pub mod naming;
+pub mod sandboxed;
 pub mod stdout_guard;
 
 use std::future::Future;
@@ -36,6 +37,10 @@ pub enum GatewayError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error(
+        "server {0:?} is declared sandboxed, but the sandbox is unavailable (bubblewrap or bootstrap missing)"
+    )]
+    SandboxUnavailable(String),
     #[error("HTTP server failed: {0}")]
     Serve(std::io::Error),
 }
@@ -56,7 +61,44 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)
 }
 
-/// Launchers for the backends declared in the servers file.
+/// Launchers for the backends declared in the servers file. Sandboxed ones need a spawner
+/// and the bootstrap binary; without them a sandboxed declaration is refused (never run
+/// unsandboxed by accident).
+pub fn launchers(
+    specs: Vec<ServerSpec>,
+    parent_env: &[(String, String)],
+    sandbox: Option<(
+        std::sync::Arc<dyn gig_sandbox::Spawner + Send + Sync>,
+        std::path::PathBuf,
+    )>,
+) -> Result<Vec<(String, Box<dyn Launcher>)>, GatewayError> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let launcher: Box<dyn Launcher> = match (&spec.sandbox, &sandbox) {
+                (None, _) => Box::new(StdioLauncher::new(
+                    spec.name.clone(),
+                    spec.command,
+                    parent_env.to_vec(),
+                )),
+                (Some(policy), Some((spawner, bootstrap))) => {
+                    Box::new(sandboxed::SandboxLauncher::new(
+                        spec.name.clone(),
+                        &spec.command,
+                        policy,
+                        bootstrap.clone(),
+                        spawner.clone(),
+                    ))
+                }
+                (Some(_), None) => return Err(GatewayError::SandboxUnavailable(spec.name)),
+            };
+            Ok((spec.name, launcher))
+        })
+        .collect()
+}
+
+/// Launchers for servers that are all plain stdio children (tests, and files without
+/// sandboxed entries).
 pub fn stdio_launchers(
     specs: Vec<ServerSpec>,
     parent_env: &[(String, String)],
