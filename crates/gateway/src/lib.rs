@@ -23,6 +23,9 @@ use gig_config::{GatewayConfig, ServerSpec};
 use tokio_util::sync::CancellationToken;
 
 pub use backend::{Launcher, StdioLauncher};
+
+/// A backend's name and how to start it.
+pub type NamedLauncher = (String, Box<dyn Launcher>);
 pub use hub::Hub;
 
 #[derive(Debug, thiserror::Error)]
@@ -71,7 +74,7 @@ pub fn launchers(
         std::sync::Arc<dyn gig_sandbox::Spawner + Send + Sync>,
         std::path::PathBuf,
     )>,
-) -> Result<Vec<(String, Box<dyn Launcher>)>, GatewayError> {
+) -> Result<Vec<NamedLauncher>, GatewayError> {
     specs
         .into_iter()
         .map(|spec| {
@@ -102,7 +105,7 @@ pub fn launchers(
 pub fn stdio_launchers(
     specs: Vec<ServerSpec>,
     parent_env: &[(String, String)],
-) -> Vec<(String, Box<dyn Launcher>)> {
+) -> Vec<NamedLauncher> {
     specs
         .into_iter()
         .map(|spec| {
@@ -116,7 +119,7 @@ pub fn stdio_launchers(
 /// flight get up to the grace period, then sessions close and every backend is stopped.
 pub async fn run(
     config: GatewayConfig,
-    backends: Vec<(String, Box<dyn Launcher>)>,
+    backends: Vec<NamedLauncher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -132,7 +135,7 @@ pub async fn run(
 pub async fn serve(
     listener: tokio::net::TcpListener,
     config: GatewayConfig,
-    backends: Vec<(String, Box<dyn Launcher>)>,
+    backends: Vec<NamedLauncher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
     prepare_data_dir(&config.store.data_dir)?;
