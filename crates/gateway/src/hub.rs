@@ -377,7 +377,7 @@ impl Hub {
     /// Creates the hub and starts one supervisor per backend.
     pub fn start(
         limits: Limits,
-        backends: Vec<(String, Box<dyn Launcher>)>,
+        backends: Vec<crate::NamedLauncher>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
         let (changes, _) = broadcast::channel(64);

@@ -50,6 +50,7 @@ impl TestGateway {
         let config = GatewayConfig::from_env(&vars).unwrap();
         let specs = ["echo-mcp", "fixture-mcp"].map(|bin| ServerSpec {
             name: bin.trim_end_matches("-mcp").to_owned(),
+            sandbox: None,
             command: StdioCommand {
                 program: workspace_bin(bin).display().to_string(),
                 args: vec![],
