@@ -120,3 +120,24 @@ def gateway(tmp_path):
     gw = start_gateway(tmp_path, {"echo": echo_server(), "time": time_server()})
     yield gw
     stop(gw.proc)
+
+
+@pytest.fixture
+def sandbox_bins(tmp_path_factory):
+    """echo-mcp and bootstrap copied into a 0755 directory: as root the sandbox runs as `nobody`,
+    which must be able to reach what it binds even when the checkout is under /root."""
+    import shutil
+
+    base = tmp_path_factory.mktemp("sandbox-bins")
+    base.chmod(0o755)
+    for parent in base.parents:
+        if str(parent) in ("/", "/tmp"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o755)
+    copies = {}
+    for name in ("echo-mcp", "bootstrap"):
+        copy = base / name
+        shutil.copy(TARGET / name, copy)
+        copy.chmod(0o755)
+        copies[name] = copy
+    return copies

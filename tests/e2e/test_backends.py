@@ -63,12 +63,12 @@ async def test_fetch_mcp_through_the_gateway(tmp_path, upstream):
 
 
 @pytest.mark.anyio
-async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path):
+async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path, sandbox_bins):
     servers = {
-        "echo": {"command": str(TARGET / "echo-mcp"), "sandbox": {}},
+        "echo": {"command": str(sandbox_bins["echo-mcp"]), "sandbox": {}},
         "plain": {"command": str(TARGET / "echo-mcp")},
     }
-    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(TARGET / "bootstrap"))
+    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]))
     try:
         headers = {"Authorization": f"Bearer {gw.token}"}
         async with httpx2.AsyncClient(headers=headers, timeout=30) as client:

@@ -4,16 +4,27 @@ not given — not the gateway's environment, not unbound files."""
 
 import subprocess
 
+import pytest
+
 from conftest import TARGET
 
 SECRET = "sk-gateway-env-MARKER-0123456789"
+
+
+BOOTSTRAP = None
+
+
+@pytest.fixture(autouse=True)
+def _bootstrap(sandbox_bins):
+    global BOOTSTRAP
+    BOOTSTRAP = str(sandbox_bins["bootstrap"])
 
 
 def sandbox(*command, stdin=None, binds=()):
     args = [str(TARGET / "gigmcp"), "sandbox", "exec"]
     for b in binds:
         args += ["--bind-ro", str(b)]
-    env = {"PATH": "/usr/bin:/bin", "GIG_MASTER_KEY": SECRET, "GIG_BEARER_TOKEN": SECRET, "GIG_LOG": "warn"}
+    env = {"PATH": "/usr/bin:/bin", "GIG_MASTER_KEY": SECRET, "GIG_BEARER_TOKEN": SECRET, "GIG_LOG": "warn", "GIG_BOOTSTRAP": BOOTSTRAP}
     return subprocess.run([*args, "--", *command], input=stdin, capture_output=True, text=True, env=env, timeout=60)
 
 
@@ -33,13 +44,12 @@ def test_the_command_sees_no_host_secrets_or_files():
     ident = sandbox("/usr/bin/id", "-u")
     assert ident.stdout.strip() == "65534"
 
-    # Not under /tmp: the sandbox has its own private /tmp.
+    # Somewhere `nobody` (bubblewrap's user when the tests run as root) can reach.
     import tempfile
     from pathlib import Path
 
-    base = Path(tempfile.mkdtemp(dir=TARGET))
-    base.chmod(0o755)
-    tmp_path = base
+    tmp_path = Path(tempfile.mkdtemp(prefix="gig-sandbox-exec-"))
+    tmp_path.chmod(0o755)
     hidden = tmp_path / "host-only.txt"
     hidden.write_text("host data")
     hidden.chmod(0o644)
@@ -54,7 +64,7 @@ def test_allow_host_is_refused_until_egress_exists():
     assert refused.returncode == 0
     result = subprocess.run(
         [str(TARGET / "gigmcp"), "sandbox", "exec", "--allow-host", "api.example.com", "--", "/bin/true"],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin"}, timeout=60,
+        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "GIG_BOOTSTRAP": BOOTSTRAP}, timeout=60,
     )
     assert result.returncode != 0
     assert "egress proxy" in result.stderr

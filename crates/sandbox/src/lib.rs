@@ -133,7 +133,7 @@ fn push(out: &mut Vec<OsString>, items: &[&dyn AsRef<std::ffi::OsStr>]) {
 /// Builds bubblewrap's arguments for `spec`. Pure: the same spec and fds give the same argv.
 ///
 /// Order matters where bubblewrap applies options in sequence: namespaces and identity first, then
-/// the mount tree parent-first (system runtime, the server's files, `/proc`, `/dev`, `/tmp`), then
+/// the mount tree parent-first (system runtime, `/proc`, `/dev`, `/tmp`, the server's files), then
 /// `--remount-ro /` so the tmpfs root bubblewrap builds is not writable, then the fds.
 pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
     let mut o: Vec<OsString> = Vec::new();
@@ -176,13 +176,15 @@ pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
     for path in OPTIONAL_SYSTEM_BINDS {
         push(&mut o, &[&"--ro-bind-try", path, path]);
     }
-    push(&mut o, &[&"--ro-bind", &spec.bootstrap, &BOOTSTRAP_PATH]);
-    for bind in &spec.ro_binds {
-        push(&mut o, &[&"--ro-bind", &bind.host, &bind.sandbox]);
-    }
     push(&mut o, &[&"--proc", &"/proc", &"--dev", &"/dev"]);
     if spec.writable_tmp {
         push(&mut o, &[&"--tmpfs", &"/tmp"]);
+    }
+    // The server's files come after `/tmp`'s tmpfs, so a server installed under /tmp (a CI
+    // checkout, say) stays visible instead of being hidden by the empty tmpfs.
+    push(&mut o, &[&"--ro-bind", &spec.bootstrap, &BOOTSTRAP_PATH]);
+    for bind in &spec.ro_binds {
+        push(&mut o, &[&"--ro-bind", &bind.host, &bind.sandbox]);
     }
     push(&mut o, &[&"--remount-ro", &"/", &"--chdir", &"/"]);
     push(&mut o, &[&"--seccomp", &fds.seccomp.to_string()]);

@@ -41,8 +41,9 @@ fn sample_argv_is_exactly_this() {
         --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin \
         --symlink usr/sbin /sbin --ro-bind-try /etc/ssl/certs /etc/ssl/certs \
         --ro-bind-try /etc/ca-certificates /etc/ca-certificates \
+        --proc /proc --dev /dev --tmpfs /tmp \
         --ro-bind /opt/gig/bootstrap /run/gig/bootstrap --ro-bind /var/lib/gig/blobs/ab12 /srv/server \
-        --proc /proc --dev /dev --tmpfs /tmp --remount-ro / --chdir / --seccomp 10 --info-fd 11 \
+        --remount-ro / --chdir / --seccomp 10 --info-fd 11 \
         --block-fd 12 -- /run/gig/bootstrap --nproc 64 -- /srv/server/bin/echo-mcp --stdio";
     assert_eq!(strs(&cmd.flat()).join(" "), expected);
 }
@@ -91,7 +92,7 @@ fn mounts_are_parent_first_and_root_is_remounted_read_only_last() {
     let proc_ = pos(&argv, &["--proc", "/proc"]);
     let tmp = pos(&argv, &["--tmpfs", "/tmp"]);
     let ro = pos(&argv, &["--remount-ro", "/"]);
-    assert!(usr < server && server < proc_ && proc_ < tmp && tmp < ro);
+    assert!(usr < proc_ && proc_ < tmp && tmp < server && server < ro);
 }
 
 #[test]

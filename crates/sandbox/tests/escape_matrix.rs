@@ -47,7 +47,28 @@ fn workspace_bin(package: &str, name: &str) -> PathBuf {
         .status()
         .expect("running cargo build");
     assert!(status.success(), "building {package}");
-    target_dir.join(triple).join("debug").join(name)
+    world_readable_copy(&target_dir.join(triple).join("debug").join(name))
+}
+
+/// Bubblewrap runs as `nobody` here, so what it binds must be reachable by `nobody` even when
+/// the checkout lives under a private directory such as /root: copy it out to a 0755 dir.
+fn world_readable_copy(built: &std::path::Path) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = std::env::temp_dir().join(format!("gig-sandbox-test-bins-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = dir.join(built.file_name().unwrap());
+    // Tests run in parallel: each copy stages under its own name, then renames atomically.
+    static COPIES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = COPIES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let staging = dir.join(format!(
+        ".{}.{n}.tmp",
+        built.file_name().unwrap().to_string_lossy()
+    ));
+    std::fs::copy(built, &staging).unwrap();
+    std::fs::set_permissions(&staging, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staging, &copy).unwrap();
+    copy
 }
 
 fn spec(program: &str) -> SandboxSpec {
