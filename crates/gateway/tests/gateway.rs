@@ -387,8 +387,11 @@ async fn has_tool(client: &RunningService<RoleClient, TestClient>, name: &str) -
 #[tokio::test]
 async fn crashed_backend_fails_its_call_and_is_restarted() {
     let gateway = TestGateway::start(&[]).await;
-    let client = gateway.client().await;
+    let handler = TestClient::default();
+    let changes = handler.tool_list_changes.clone();
+    let client = gateway.client_with(handler).await;
     let old_pid = fixture_pid(&client).await;
+    assert_eq!(changes.load(Ordering::SeqCst), 0);
 
     let error = call_err(&client, "fixture_crash", serde_json::json!({})).await;
     assert!(
@@ -416,6 +419,16 @@ async fn crashed_backend_fails_its_call_and_is_restarted() {
     .expect("fixture restarted");
     assert_ne!(old_pid, new_pid);
     assert!(!process_alive(old_pid), "crashed backend {old_pid} lingers");
+    // Going down and coming back each changed the tool list, and the client was told.
+    let told = eventually(Duration::from_secs(10), async || {
+        (changes.load(Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
+    assert!(
+        told.is_some(),
+        "list_changed for down and up: {}",
+        changes.load(Ordering::SeqCst)
+    );
     client.cancel().await.unwrap();
     gateway.stop().await;
     let gone = eventually(Duration::from_secs(10), async || {
