@@ -3,6 +3,7 @@
 Every process a test starts is stopped by PID at teardown, also when the test fails.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -95,6 +96,21 @@ def start_gateway(tmp_path: Path, servers: dict, **env) -> Gateway:
         stop(proc)
         raise AssertionError(f"gateway did not become ready:\n{gw.logs()}")
     return gw
+
+
+@contextlib.asynccontextmanager
+async def connect(gw: "Gateway"):
+    """An initialized Python SDK session (initialize handshake) to the gateway."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    headers = {"Authorization": f"Bearer {gw.token}"}
+    async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
+        async with streamable_http_client(gw.url, http_client=client) as (read, write):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                yield session
 
 
 def stop(proc: subprocess.Popen) -> None:

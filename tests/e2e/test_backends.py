@@ -5,12 +5,9 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-import httpx2
 import pytest
-from mcp import ClientSession
-from mcp.client.streamable_http import streamable_http_client
 
-from conftest import TARGET, start_gateway, stop
+from conftest import TARGET, connect, start_gateway, stop
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -41,12 +38,8 @@ def upstream():
 async def test_fetch_mcp_through_the_gateway(tmp_path, upstream):
     gw = start_gateway(tmp_path, {"fetch": {"command": str(TARGET / "fetch-mcp")}}, GIG_LOG_FORMAT="json")
     try:
-        headers = {"Authorization": f"Bearer {gw.token}"}
-        async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
-            async with streamable_http_client(gw.url, http_client=client) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    result = await session.call_tool("fetch_fetch", {"url": f"{upstream}/hello?x=1"})
+        async with connect(gw) as session:
+            result = await session.call_tool("fetch_fetch", {"url": f"{upstream}/hello?x=1"})
         assert not result.is_error
         data = result.structured_content
         assert data["status"] == 200
@@ -70,15 +63,11 @@ async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path, sand
     }
     gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]))
     try:
-        headers = {"Authorization": f"Bearer {gw.token}"}
-        async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
-            async with streamable_http_client(gw.url, http_client=client) as (read, write):
-                async with ClientSession(read, write) as session:
-                    await session.initialize()
-                    names = {t.name for t in (await session.list_tools()).tools}
-                    assert {"echo_echo", "plain_echo"} <= names
-                    result = await session.call_tool("echo_echo", {"message": "from inside the sandbox"})
-                    assert result.content[0].text == "from inside the sandbox"
+        async with connect(gw) as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert {"echo_echo", "plain_echo"} <= names
+            result = await session.call_tool("echo_echo", {"message": "from inside the sandbox"})
+            assert result.content[0].text == "from inside the sandbox"
         # The sandboxed echo-mcp runs as the unprivileged sandbox user, not as the gateway's user.
         import subprocess
 
