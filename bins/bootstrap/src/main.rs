@@ -1,6 +1,8 @@
 //! `bootstrap`: the trusted init that runs first inside every sandbox.
 //!
-//! It sets the rlimits it is told, closes every inherited descriptor but stdio, empties every
+//! It checks that the host finished the sandbox's network (the host configures `eth0`, its route
+//! and `lo` over netlink while bubblewrap is held, so the sandbox never holds CAP_NET_ADMIN),
+//! sets the rlimits it is told, closes every inherited descriptor but stdio, empties every
 //! capability set (bounding, ambient, effective, permitted, inheritable), sets `no_new_privs`,
 //! installs the compiled-in seccomp filter, and only then runs the server with exactly the
 //! environment it was given. Any failing step exits with its own code and a message on stderr:
@@ -15,7 +17,7 @@ use std::ffi::OsString;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, ExitCode};
 
-const USAGE: &str = "usage: bootstrap [--nproc N] -- /ABSOLUTE/PROGRAM [ARGS...]";
+const USAGE: &str = "usage: bootstrap [--nproc N] [--data BYTES] [--expect-addr IPV4] -- /ABSOLUTE/PROGRAM [ARGS...]";
 
 /// One exit code per step, so the gateway can tell which step failed.
 #[derive(Clone, Copy, Debug)]
@@ -33,6 +35,7 @@ enum Step {
     Undumpable = 73,
     Fork = 74,
     Exec = 75,
+    Network = 76,
 }
 
 struct Failure(Step, String);
@@ -47,22 +50,40 @@ fn os_err(step: Step, what: &str) -> Failure {
 
 struct Args {
     nproc: Option<u64>,
+    data: Option<u64>,
+    expect_addr: Option<std::net::Ipv4Addr>,
     program: OsString,
     args: Vec<OsString>,
 }
 
 fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<Args, Failure> {
-    let mut nproc = None;
+    let (mut nproc, mut data, mut expect_addr) = (None, None, None);
     loop {
         let Some(arg) = argv.next() else {
             return fail(Step::Usage, USAGE);
         };
+        let mut value = |what: &str| {
+            argv.next()
+                .and_then(|v| v.into_string().ok())
+                .ok_or_else(|| Failure(Step::Usage, format!("{what} needs a value")))
+        };
+        let number = |what: &str, v: String| {
+            v.parse::<u64>()
+                .map_err(|_| Failure(Step::Usage, format!("{what} needs a number, not {v:?}")))
+        };
         match arg.to_str() {
             Some("--") => break,
-            Some("--nproc") => {
-                let n = argv.next().and_then(|v| v.to_str()?.parse().ok());
-                nproc =
-                    Some(n.ok_or_else(|| Failure(Step::Usage, "--nproc needs a number".into()))?);
+            Some("--nproc") => nproc = Some(number("--nproc", value("--nproc")?)?),
+            Some("--data") => data = Some(number("--data", value("--data")?)?),
+            Some("--expect-addr") => {
+                let v = value("--expect-addr")?;
+                let ip = v.parse().map_err(|_| {
+                    Failure(
+                        Step::Usage,
+                        format!("--expect-addr needs an IPv4 address, not {v:?}"),
+                    )
+                })?;
+                expect_addr = Some(ip);
             }
             _ => return fail(Step::Usage, format!("unknown argument {arg:?}; {USAGE}")),
         }
@@ -78,6 +99,8 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<Args, Failure> {
     }
     Ok(Args {
         nproc,
+        data,
+        expect_addr,
         program,
         args: argv.collect(),
     })
@@ -87,16 +110,48 @@ fn parse(mut argv: impl Iterator<Item = OsString>) -> Result<Args, Failure> {
 mod sys {
     use super::{Failure, Step, os_err};
 
-    pub fn set_nproc(n: u64) -> Result<(), Failure> {
+    pub fn set_rlimit(
+        resource: libc::__rlimit_resource_t,
+        name: &str,
+        n: u64,
+    ) -> Result<(), Failure> {
         let lim = libc::rlimit {
             rlim_cur: n,
             rlim_max: n,
         };
         // SAFETY: `lim` is a valid rlimit that outlives the call.
-        if unsafe { libc::setrlimit(libc::RLIMIT_NPROC, &lim) } != 0 {
-            return Err(os_err(Step::Rlimit, "setrlimit(RLIMIT_NPROC)"));
+        if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+            return Err(os_err(Step::Rlimit, &format!("setrlimit({name})")));
         }
         Ok(())
+    }
+
+    /// The IPv4 address of `eth0`, which the host configured (from outside, over netlink)
+    /// before releasing the sandbox; `None` if the interface or its address is missing.
+    pub fn eth0_addr() -> Result<Option<std::net::Ipv4Addr>, Failure> {
+        // SAFETY: socket() takes integers; the fd is closed below.
+        let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(os_err(Step::Network, "socket(AF_INET)"));
+        }
+        // SAFETY: ifreq is plain old data; all-zero is a valid value.
+        let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+        for (dst, src) in req.ifr_name.iter_mut().zip(b"eth0") {
+            *dst = *src as libc::c_char;
+        }
+        // SAFETY: SIOCGIFADDR reads ifr_name and writes ifr_ifru inside `req`, which we own.
+        let rc = unsafe { libc::ioctl(fd, libc::SIOCGIFADDR, &mut req) };
+        // SAFETY: closing the fd we opened above.
+        unsafe { libc::close(fd) };
+        if rc != 0 {
+            return Ok(None);
+        }
+        // SAFETY: after a successful SIOCGIFADDR the union holds an AF_INET sockaddr_in.
+        let sin: libc::sockaddr_in =
+            unsafe { std::ptr::read_unaligned(std::ptr::addr_of!(req.ifr_ifru.ifru_addr).cast()) };
+        Ok(Some(std::net::Ipv4Addr::from(u32::from_be(
+            sin.sin_addr.s_addr,
+        ))))
     }
 
     /// Closes every descriptor above stderr: bubblewrap's fds and anything a bug leaked.
@@ -259,8 +314,26 @@ mod sys {
 
 /// Every isolation step, in order. Returns only when all succeeded.
 fn isolate(args: &Args) -> Result<(), Failure> {
+    if let Some(want) = args.expect_addr {
+        // The host finishes networking while bubblewrap is held; a sandbox released without it
+        // (a host bug) must not run the server with a network state nobody intended.
+        match sys::eth0_addr()? {
+            Some(have) if have == want => {}
+            have => {
+                return fail(
+                    Step::Network,
+                    format!(
+                        "eth0 has {have:?}, expected {want}: the host did not finish networking"
+                    ),
+                );
+            }
+        }
+    }
     if let Some(n) = args.nproc {
-        sys::set_nproc(n)?;
+        sys::set_rlimit(libc::RLIMIT_NPROC, "RLIMIT_NPROC", n)?;
+    }
+    if let Some(n) = args.data {
+        sys::set_rlimit(libc::RLIMIT_DATA, "RLIMIT_DATA", n)?;
     }
     sys::close_inherited_fds()?;
     sys::clear_ambient()?;

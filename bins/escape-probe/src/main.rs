@@ -145,6 +145,41 @@ fn fork_bomb() -> Outcome {
     result
 }
 
+/// Touches up to 2 GiB in a child: contained if the child is killed (cgroup OOM) or its
+/// allocation fails (RLIMIT_DATA); escaped if it holds all of it.
+fn memory_hog() -> Outcome {
+    const CHUNK: usize = 16 << 20;
+    // SAFETY: single-threaded; the child only allocates and exits.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        let mut held: Vec<Vec<u8>> = Vec::new();
+        for _ in 0..(2048 / 16) {
+            let mut chunk = Vec::new();
+            if chunk.try_reserve_exact(CHUNK).is_err() {
+                // SAFETY: leaving the forked child without running the parent's destructors.
+                unsafe { libc::_exit(3) };
+            }
+            chunk.resize(CHUNK, 1u8);
+            held.push(chunk);
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(0) };
+    }
+    let mut status = 0;
+    // SAFETY: reaping our own child into an int we own.
+    unsafe { libc::waitpid(pid, &mut status, 0) };
+    if libc::WIFSIGNALED(status) {
+        (
+            true,
+            format!("hog killed by signal {}", libc::WTERMSIG(status)),
+        )
+    } else if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 3 {
+        (true, "hog's allocation was refused".into())
+    } else {
+        (false, format!("hog held 2 GiB (status {status:#x})"))
+    }
+}
+
 fn ptrace_sibling() -> Outcome {
     // SAFETY: single-threaded; the child only pauses until killed.
     let pid = unsafe { libc::fork() };
@@ -563,6 +598,7 @@ fn attempts(ctx: &Ctx) -> Vec<(&'static str, Outcome)> {
         (fds.len() <= 4, format!("open fds: {}", fds.join(",")))
     }));
     v.push(("fork bomb (RLIMIT_NPROC)", fork_bomb()));
+    v.push(("memory hog (2 GiB)", memory_hog()));
     v
 }
 

@@ -9,7 +9,9 @@ use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+mod cgroup;
 mod spawn;
+pub use cgroup::{CgroupError, CgroupSupport, SandboxCgroup};
 pub use spawn::{BwrapSpawner, Error, Sandbox, Spawner, find_bwrap};
 
 /// Where `bootstrap` appears inside the sandbox.
@@ -56,6 +58,9 @@ const RUNTIME_DIRS: &[&str] = &["lib", "lib64", "bin", "sbin"];
 /// Optional read-only system files: CA roots for TLS through the proxy.
 const OPTIONAL_SYSTEM_BINDS: &[&str] = &["/etc/ssl/certs", "/etc/ca-certificates"];
 
+/// Default size of a sandbox's `/tmp`.
+pub const DEFAULT_TMP_BYTES: u64 = 64 << 20;
+
 /// Everything that describes one sandboxed process. Paths in `program` and `Bind::sandbox` are as
 /// seen inside the sandbox.
 #[derive(Clone, Debug)]
@@ -75,6 +80,13 @@ pub struct SandboxSpec {
     pub bootstrap: PathBuf,
     /// `RLIMIT_NPROC` set by bootstrap before the server starts.
     pub max_processes: Option<u64>,
+    /// `RLIMIT_DATA` set by bootstrap: the memory bound that holds even without cgroups.
+    pub max_data_bytes: Option<u64>,
+    /// The address the host gives `eth0` before release; bootstrap refuses to run the server
+    /// if it is not there. `None`: no network at all (only `lo`).
+    pub expect_addr: Option<std::net::Ipv4Addr>,
+    /// Size of the `/tmp` tmpfs: its pages are memory a server could otherwise fill unbounded.
+    pub tmp_bytes: u64,
     pub layout: SystemLayout,
 }
 
@@ -92,6 +104,9 @@ impl SandboxSpec {
             hostname: "sandbox".into(),
             bootstrap: bootstrap.into(),
             max_processes: None,
+            max_data_bytes: None,
+            expect_addr: None,
+            tmp_bytes: DEFAULT_TMP_BYTES,
             layout: SystemLayout::MergedUsr,
         }
     }
@@ -178,7 +193,10 @@ pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
     }
     push(&mut o, &[&"--proc", &"/proc", &"--dev", &"/dev"]);
     if spec.writable_tmp {
-        push(&mut o, &[&"--tmpfs", &"/tmp"]);
+        push(
+            &mut o,
+            &[&"--size", &spec.tmp_bytes.to_string(), &"--tmpfs", &"/tmp"],
+        );
     }
     // The server's files come after `/tmp`'s tmpfs, so a server installed under /tmp (a CI
     // checkout, say) stays visible instead of being hidden by the empty tmpfs.
@@ -198,6 +216,12 @@ pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
     let mut command: Vec<OsString> = vec![BOOTSTRAP_PATH.into()];
     if let Some(n) = spec.max_processes {
         push(&mut command, &[&"--nproc", &n.to_string()]);
+    }
+    if let Some(n) = spec.max_data_bytes {
+        push(&mut command, &[&"--data", &n.to_string()]);
+    }
+    if let Some(addr) = spec.expect_addr {
+        push(&mut command, &[&"--expect-addr", &addr.to_string()]);
     }
     command.push("--".into());
     command.push(spec.program.clone().into_os_string());

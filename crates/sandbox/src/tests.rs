@@ -41,7 +41,7 @@ fn sample_argv_is_exactly_this() {
         --symlink usr/lib /lib --symlink usr/lib64 /lib64 --symlink usr/bin /bin \
         --symlink usr/sbin /sbin --ro-bind-try /etc/ssl/certs /etc/ssl/certs \
         --ro-bind-try /etc/ca-certificates /etc/ca-certificates \
-        --proc /proc --dev /dev --tmpfs /tmp \
+        --proc /proc --dev /dev --size 67108864 --tmpfs /tmp \
         --ro-bind /opt/gig/bootstrap /run/gig/bootstrap --ro-bind /var/lib/gig/blobs/ab12 /srv/server \
         --remount-ro / --chdir / --seccomp 10 --info-fd 11 \
         --block-fd 12 -- /run/gig/bootstrap --nproc 64 -- /srv/server/bin/echo-mcp --stdio";

@@ -7,7 +7,8 @@ use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::Command;
 
-use gig_sandbox::{Bind, BwrapSpawner, Sandbox, SandboxSpec, Spawner, SystemLayout};
+use gig_policy::ResourceLimits;
+use gig_sandbox::{Bind, BwrapSpawner, CgroupSupport, Sandbox, SandboxSpec, Spawner, SystemLayout};
 
 /// None = skip (allowed only off CI); panics where the sandbox is required.
 fn spawner() -> Option<BwrapSpawner> {
@@ -120,6 +121,28 @@ fn escape_matrix_every_attempt_is_blocked() {
         sandbox: "/run/gig/escape-probe".into(),
     });
     spec.max_processes = Some(64);
+    // The memory hog must be stopped by the cgroup where the host has one, by RLIMIT_DATA
+    // otherwise; with a cgroup, RLIMIT_DATA stays off so the test shows the cgroup works.
+    let cgroups = CgroupSupport::detect("gig-test");
+    println!("cgroups: {}", cgroups.describe());
+    let has_memory_cgroup = match &cgroups {
+        CgroupSupport::V2 { .. } => true,
+        CgroupSupport::V1 { memory, .. } => memory.is_some(),
+        CgroupSupport::Unavailable { .. } => false,
+    };
+    if !has_memory_cgroup {
+        spec.max_data_bytes = Some(256 << 20);
+    }
+    let cgroup = cgroups
+        .create(
+            &format!("matrix-{}", std::process::id()),
+            &ResourceLimits {
+                memory_bytes: Some(256 << 20),
+                max_processes: Some(64),
+                cpu_millis: Some(1000),
+            },
+        )
+        .unwrap();
     spec.args = vec![
         "--marker-reversed".into(),
         marker.chars().rev().collect::<String>().into(),
@@ -145,6 +168,8 @@ fn escape_matrix_every_attempt_is_blocked() {
         "bwrap argv leaks: {cmdline}"
     );
     assert!(pid > 1);
+    cgroup.add(bwrap).unwrap();
+    cgroup.add(pid).unwrap();
     sandbox.release().unwrap();
     let (code, out, err) = run(&mut sandbox, b"");
     assert_eq!(code, 0, "probe failed: {err}");
@@ -175,6 +200,17 @@ fn escape_matrix_every_attempt_is_blocked() {
         escaped.len()
     );
     assert!(rows.len() >= 30, "only {} attempts ran", rows.len());
+    if has_memory_cgroup {
+        let hog = rows
+            .iter()
+            .find(|r| r["attempt"] == "memory hog (2 GiB)")
+            .unwrap();
+        assert_eq!(
+            hog["detail"], "hog killed by signal 9",
+            "the memory cgroup did not stop the hog"
+        );
+        assert!(cgroup.memory_limit_hit());
+    }
     assert!(escaped.is_empty(), "escapes: {escaped:#?}");
 }
 
