@@ -68,3 +68,13 @@ def test_allow_host_is_refused_until_egress_exists():
     )
     assert result.returncode != 0
     assert "egress proxy" in result.stderr
+
+
+def test_memory_and_tmp_are_bounded():
+    # `tail` keeps a line in memory until a newline that /dev/zero never sends: the default
+    # 512 MiB limit (a cgroup here, RLIMIT_DATA on hosts without one) stops it.
+    hog = sandbox("/bin/sh", "-c", "head -c 2G /dev/zero | tail -n 1 > /dev/null")
+    assert hog.returncode != 0, "a 2 GiB hog finished inside a 512 MiB sandbox"
+    # /tmp is a sized tmpfs (64 MiB), not a way around the memory limit.
+    fill = sandbox("/bin/sh", "-c", "head -c 100M /dev/zero > /tmp/fill")
+    assert fill.returncode != 0 and "No space left" in fill.stderr, fill.stderr

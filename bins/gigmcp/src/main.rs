@@ -3,12 +3,15 @@
 
 use std::io::Read;
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use gig_config::{
-    GatewayConfig, LogConfig, ProcessEnv, StoreConfig, master_key_hex, parse_servers_file,
+    GatewayConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig, master_key_hex,
+    parse_servers_file,
 };
+use gig_gateway::sandboxed::SandboxRuntime;
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, Store};
 use gig_vault::MasterKey;
@@ -127,7 +130,7 @@ fn main() -> anyhow::Result<()> {
                     command,
                 },
         } => {
-            let code = sandbox_exec(bind_ro, allow_host, command)?;
+            let code = runtime(1)?.block_on(sandbox_exec(bind_ro, allow_host, command))?;
             std::process::exit(code)
         }
     }
@@ -174,7 +177,7 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     };
     let parent_env: Vec<(String, String)> = std::env::vars().collect();
     let sandbox = if specs.iter().any(|s| s.sandbox.is_some()) {
-        Some((sandbox_spawner()?, existing_bootstrap()?))
+        Some(sandbox_runtime()?)
     } else {
         None
     };
@@ -269,14 +272,20 @@ fn bootstrap_path() -> anyhow::Result<PathBuf> {
     Ok(exe.with_file_name("bootstrap"))
 }
 
-/// Bubblewrap, detected at start (with install advice when missing). As root, bubblewrap runs
-/// as `nobody`, so the sandbox's uid maps to an unprivileged host user and RLIMIT_NPROC binds.
-fn sandbox_spawner() -> anyhow::Result<std::sync::Arc<dyn gig_sandbox::Spawner + Send + Sync>> {
+/// Bubblewrap, bootstrap and the host's cgroups, detected at start (with install advice when
+/// something is missing). As root, bubblewrap runs as `nobody`, so the sandbox's uid maps to an
+/// unprivileged host user and RLIMIT_NPROC binds.
+fn sandbox_runtime() -> anyhow::Result<Arc<SandboxRuntime>> {
     let mut spawner = gig_sandbox::BwrapSpawner::detect()?;
     if nix_is_root() {
         spawner.host_ids = Some((65534, 65534));
     }
-    Ok(std::sync::Arc::new(spawner))
+    let runtime = SandboxRuntime::new(Arc::new(spawner), existing_bootstrap()?, "gigmcp");
+    match runtime.describe() {
+        (true, text) => tracing::info!("sandbox limits: {text}"),
+        (false, text) => tracing::warn!("sandbox limits: {text}"),
+    }
+    Ok(Arc::new(runtime))
 }
 
 fn nix_is_root() -> bool {
@@ -294,12 +303,13 @@ fn existing_bootstrap() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-fn sandbox_exec(
+/// `gigmcp sandbox exec`: the command runs through the same [`SandboxRuntime`] as a server,
+/// with the default limits a declared server gets.
+async fn sandbox_exec(
     bind_ro: Vec<PathBuf>,
     allow_host: Vec<String>,
     command: Vec<std::ffi::OsString>,
 ) -> anyhow::Result<i32> {
-    use gig_sandbox::{Bind, SandboxSpec, SystemLayout};
     if !allow_host.is_empty() {
         bail!(
             "--allow-host needs the egress proxy and per-sandbox networking, which are not built \
@@ -309,14 +319,24 @@ fn sandbox_exec(
     let Some((program, args)) = command.split_first() else {
         bail!("no command given");
     };
-    let mut spec = SandboxSpec::new(PathBuf::from(program), bootstrap_path()?);
-    spec.args = args.to_vec();
-    spec.env
-        .insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
-    spec.ro_binds = bind_ro.into_iter().map(Bind::same).collect();
-    spec.layout = SystemLayout::detect();
-    spec.max_processes = Some(256);
-    let mut sandbox = sandbox_spawner()?.spawn(&spec, false)?;
+    let utf8 = |s: &std::ffi::OsString| {
+        s.clone()
+            .into_string()
+            .map_err(|s| anyhow::anyhow!("argument {s:?} is not UTF-8"))
+    };
+    let command = StdioCommand {
+        program: utf8(program)?,
+        args: args.iter().map(utf8).collect::<Result<_, _>>()?,
+        env: Default::default(),
+        cwd: None,
+    };
+    let policy = SandboxPolicy {
+        bind_ro,
+        limits: gig_config::DEFAULT_LIMITS,
+        egress: Default::default(),
+    };
+    let mut running = sandbox_runtime()?.start("exec", &command, &policy).await?;
+    let sandbox = &mut running.sandbox;
 
     // Pass stdio through; the sandbox's pipes close when the command ends.
     let mut child_in = sandbox.child.stdin.take().context("no stdin pipe")?;
@@ -329,6 +349,7 @@ fn sandbox_exec(
         std::thread::spawn(move || std::io::copy(&mut child_out, &mut std::io::stdout().lock()));
     let err =
         std::thread::spawn(move || std::io::copy(&mut child_err, &mut std::io::stderr().lock()));
+    // Nothing else runs on this one-thread runtime, so blocking on the wait is fine.
     let status = sandbox.wait()?;
     let _ = out.join();
     let _ = err.join();

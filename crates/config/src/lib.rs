@@ -14,7 +14,9 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use servers::{SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file};
+pub use servers::{
+    DEFAULT_LIMITS, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
+};
 
 /// Where configuration values come from. The process environment in production, a map in tests.
 pub trait Env {

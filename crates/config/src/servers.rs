@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits};
 use serde::Deserialize;
 
 /// A validated backend declaration.
@@ -16,13 +17,17 @@ pub struct ServerSpec {
     pub sandbox: Option<SandboxPolicy>,
 }
 
-/// What a sandboxed server may see besides the system runtime (`/usr` and friends).
+/// What a sandboxed server may see and do besides the system runtime (`/usr` and friends): the
+/// same policy an index entry carries, so a hand-declared server is protected the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct SandboxPolicy {
     /// Host paths bound read-only at the same place (the program itself is always bound).
     pub bind_ro: Vec<PathBuf>,
-    /// RLIMIT_NPROC inside the sandbox.
-    pub max_processes: u64,
+    /// cgroup limits (and RLIMIT_NPROC); every field is filled with a default.
+    pub limits: ResourceLimits,
+    /// Hosts the server may reach through the egress proxy and the credentials it gets as
+    /// placeholders. Empty: no network at all.
+    pub egress: EgressPolicy,
 }
 
 /// How to start a stdio MCP server as a child process.
@@ -89,16 +94,28 @@ struct RawServer {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct RawSandbox {
-    #[serde(rename = "bindRo", default)]
+    #[serde(default)]
     bind_ro: Vec<PathBuf>,
-    #[serde(rename = "maxProcesses")]
     max_processes: Option<u64>,
+    memory_bytes: Option<u64>,
+    cpu_millis: Option<u32>,
+    #[serde(default)]
+    egress: Vec<EgressRule>,
+    #[serde(default)]
+    allow_addresses: Vec<IpNet>,
+    #[serde(default)]
+    credentials: Vec<CredentialSpec>,
 }
 
 const MAX_NAME_BYTES: usize = 128;
-const DEFAULT_SANDBOX_PROCESSES: u64 = 256;
+/// Defaults a sandboxed server gets when its declaration says nothing.
+pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
+    memory_bytes: Some(512 << 20),
+    max_processes: Some(256),
+    cpu_millis: Some(1000),
+};
 
 /// Reads and validates a servers file. Disabled servers are left out.
 pub fn parse_servers_file(path: &Path) -> Result<Vec<ServerSpec>, ServersFileError> {
@@ -174,12 +191,41 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
                         &format!("bindRo path {bad:?} must be absolute"),
                     ));
                 }
+                let egress = EgressPolicy {
+                    allow: raw.egress,
+                    allow_addresses: raw.allow_addresses,
+                    credentials: raw.credentials,
+                };
+                egress.validate().map_err(|e| fail(&name, &e.to_string()))?;
+                if let Some(c) = egress
+                    .credentials
+                    .iter()
+                    .find(|c| server.env.contains_key(&c.env))
+                {
+                    return Err(fail(
+                        &name,
+                        &format!("{} is both a credential and a plain env variable", c.env),
+                    ));
+                }
+                if raw.memory_bytes.is_some_and(|m| m < 16 << 20) {
+                    return Err(fail(&name, "memoryBytes below 16 MiB cannot run a server"));
+                }
                 Some(SandboxPolicy {
                     bind_ro: raw.bind_ro,
-                    max_processes: raw
-                        .max_processes
-                        .unwrap_or(DEFAULT_SANDBOX_PROCESSES)
-                        .max(1),
+                    limits: ResourceLimits {
+                        memory_bytes: raw.memory_bytes.or(DEFAULT_LIMITS.memory_bytes),
+                        max_processes: Some(
+                            raw.max_processes
+                                .or(DEFAULT_LIMITS.max_processes)
+                                .unwrap_or(1)
+                                .max(1),
+                        ),
+                        cpu_millis: raw
+                            .cpu_millis
+                            .or(DEFAULT_LIMITS.cpu_millis)
+                            .map(|c| c.max(1)),
+                    },
+                    egress,
                 })
             }
         };
@@ -234,8 +280,13 @@ mod tests {
             specs[0].sandbox,
             Some(SandboxPolicy {
                 bind_ro: vec![],
-                max_processes: 256
+                limits: DEFAULT_LIMITS,
+                egress: EgressPolicy::default(),
             })
+        );
+        assert_eq!(
+            specs[1].sandbox.as_ref().unwrap().limits.max_processes,
+            Some(8)
         );
         assert_eq!(
             specs[1].sandbox.as_ref().unwrap().bind_ro,
@@ -254,10 +305,50 @@ mod tests {
                 r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"network": true}}}}"#,
                 "network",
             ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"egress": ["*.com"]}}}}"#,
+                "wildcard",
+            ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"memoryBytes": 1024}}}}"#,
+                "16 MiB",
+            ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "env": {"K": "v"}, "sandbox": {"credentials": [
+                    {"env": "K", "hosts": ["a.example"], "inject": {"type": "query", "param": "k"}}]}}}}"#,
+                "both a credential",
+            ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"credentials": [
+                    {"env": "K", "hosts": [], "inject": {"type": "query", "param": "k"}}]}}}}"#,
+                "at least one host",
+            ),
         ] {
             let err = parse(json).expect_err(json).to_string();
             assert!(err.contains(needle), "{err}");
         }
+    }
+
+    #[test]
+    fn egress_policy_and_credentials_are_read() {
+        let specs = parse(
+            r#"{"mcpServers": {"f": {"command": "/opt/f", "sandbox": {
+                "egress": ["api.example.com", "*.example.org:443,8443"],
+                "allowAddresses": ["127.0.0.1/32"],
+                "memoryBytes": 67108864, "cpuMillis": 250,
+                "credentials": [{"env": "API_KEY", "secret": "example-key", "hosts": ["api.example.com"],
+                                 "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}}]}}}}"#,
+        )
+        .unwrap();
+        let policy = specs[0].sandbox.as_ref().unwrap();
+        assert!(policy.egress.rule_for("api.example.com", 443).is_some());
+        assert!(policy.egress.rule_for("x.example.org", 8443).is_some());
+        assert!(policy.egress.rule_for("example.org", 443).is_none());
+        assert_eq!(policy.egress.allow_addresses[0].to_string(), "127.0.0.1/32");
+        assert_eq!(policy.egress.credentials[0].secret_name(), "example-key");
+        assert_eq!(policy.limits.memory_bytes, Some(64 << 20));
+        assert_eq!(policy.limits.cpu_millis, Some(250));
+        assert_eq!(policy.limits.max_processes, DEFAULT_LIMITS.max_processes);
     }
 
     #[test]

@@ -70,10 +70,7 @@ pub fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
 pub fn launchers(
     specs: Vec<ServerSpec>,
     parent_env: &[(String, String)],
-    sandbox: Option<(
-        std::sync::Arc<dyn gig_sandbox::Spawner + Send + Sync>,
-        std::path::PathBuf,
-    )>,
+    sandbox: Option<std::sync::Arc<sandboxed::SandboxRuntime>>,
 ) -> Result<Vec<NamedLauncher>, GatewayError> {
     specs
         .into_iter()
@@ -84,15 +81,12 @@ pub fn launchers(
                     spec.command,
                     parent_env.to_vec(),
                 )),
-                (Some(policy), Some((spawner, bootstrap))) => {
-                    Box::new(sandboxed::SandboxLauncher::new(
-                        spec.name.clone(),
-                        &spec.command,
-                        policy,
-                        bootstrap.clone(),
-                        spawner.clone(),
-                    ))
-                }
+                (Some(policy), Some(runtime)) => Box::new(sandboxed::SandboxLauncher::new(
+                    spec.name.clone(),
+                    &spec.command,
+                    policy,
+                    runtime.clone(),
+                )),
                 (Some(_), None) => return Err(GatewayError::SandboxUnavailable(spec.name)),
             };
             Ok((spec.name, launcher))

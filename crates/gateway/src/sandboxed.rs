@@ -3,17 +3,150 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use gig_config::{SandboxPolicy, StdioCommand};
-use gig_sandbox::{Bind, Sandbox, SandboxSpec, Spawner, SystemLayout};
+use gig_sandbox::{
+    Bind, CgroupSupport, Sandbox, SandboxCgroup, SandboxSpec, Spawner, SystemLayout,
+};
 
 use crate::backend::{Connection, LaunchError, LaunchFuture, Launcher, log_stderr};
+
+/// What every sandbox needs from the host, detected once at start and shared by all servers
+/// (and by `gigmcp sandbox exec`, so an operator debugs in exactly a server's sandbox).
+pub struct SandboxRuntime {
+    spawner: Arc<dyn Spawner + Send + Sync>,
+    bootstrap: PathBuf,
+    cgroups: CgroupSupport,
+    layout: SystemLayout,
+    started: AtomicU64,
+}
+
+impl std::fmt::Debug for SandboxRuntime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxRuntime")
+            .field("bootstrap", &self.bootstrap)
+            .field("cgroups", &self.cgroups)
+            .finish()
+    }
+}
+
+/// A started sandbox with the host resources it holds. Field order is drop order: the
+/// processes die before their cgroup is removed.
+pub struct RunningSandbox {
+    pub sandbox: Sandbox,
+    _cgroup: SandboxCgroup,
+}
+
+impl std::fmt::Debug for RunningSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunningSandbox")
+            .field("bwrap_pid", &self.sandbox.child.id())
+            .finish()
+    }
+}
+
+impl SandboxRuntime {
+    /// `cgroup_group` names the parent cgroup all sandboxes go under (`gigmcp`).
+    pub fn new(
+        spawner: Arc<dyn Spawner + Send + Sync>,
+        bootstrap: PathBuf,
+        cgroup_group: &str,
+    ) -> Self {
+        SandboxRuntime {
+            spawner,
+            bootstrap,
+            cgroups: CgroupSupport::detect(cgroup_group),
+            layout: SystemLayout::detect(),
+            started: AtomicU64::new(0),
+        }
+    }
+
+    /// What the host provides, for the start-up log (no cgroups is worth a warning).
+    pub fn describe(&self) -> (bool, String) {
+        let limited = !matches!(self.cgroups, CgroupSupport::Unavailable { .. });
+        (limited, self.cgroups.describe())
+    }
+
+    fn spec(&self, command: &StdioCommand, policy: &SandboxPolicy) -> SandboxSpec {
+        let mut spec = SandboxSpec::new(&command.program, &self.bootstrap);
+        spec.args = command.args.iter().map(Into::into).collect();
+        spec.env = command.env.clone();
+        spec.env
+            .entry("PATH".into())
+            .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
+        spec.ro_binds = std::iter::once(Bind::same(&command.program))
+            .chain(policy.bind_ro.iter().map(Bind::same))
+            .collect();
+        spec.max_processes = policy.limits.max_processes;
+        if matches!(self.cgroups, CgroupSupport::Unavailable { .. }) {
+            // Without a memory cgroup, RLIMIT_DATA is the only memory bound left.
+            spec.max_data_bytes = policy.limits.memory_bytes;
+        }
+        spec.layout = self.layout;
+        spec
+    }
+
+    /// Starts `command` under `policy`: bubblewrap is held until the sandbox is in its cgroup,
+    /// so nothing untrusted runs unconstrained.
+    pub async fn start(
+        self: &Arc<Self>,
+        name: &str,
+        command: &StdioCommand,
+        policy: &SandboxPolicy,
+    ) -> Result<RunningSandbox, LaunchError> {
+        let spec = self.spec(command, policy);
+        let n = self.started.fetch_add(1, Ordering::Relaxed);
+        let cgroup_name = format!("{}-{}-{n}", cgroup_safe(name), std::process::id());
+        let runtime = self.clone();
+        let limits = policy.limits;
+        let fail = |e: String| LaunchError::Other(format!("sandbox: {e}"));
+        tokio::task::spawn_blocking(move || {
+            let cgroup = runtime
+                .cgroups
+                .create(&cgroup_name, &limits)
+                .map_err(|e| e.to_string())?;
+            let mut sandbox = runtime
+                .spawner
+                .spawn(&spec, true)
+                .map_err(|e| e.to_string())?;
+            let pid = sandbox.child_pid().map_err(|e| e.to_string())?;
+            cgroup
+                .add(sandbox.child.id())
+                .and_then(|()| cgroup.add(pid))
+                .map_err(|e| e.to_string())?;
+            sandbox.release().map_err(|e| e.to_string())?;
+            Ok(RunningSandbox {
+                sandbox,
+                _cgroup: cgroup,
+            })
+        })
+        .await
+        .map_err(|e| fail(e.to_string()))?
+        .map_err(fail)
+    }
+}
+
+/// A server name made safe as one path component of a cgroup directory.
+fn cgroup_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(48)
+        .collect()
+}
 
 /// Starts one declared server in a fresh sandbox per (re)start.
 pub struct SandboxLauncher {
     backend: String,
-    spec: SandboxSpec,
-    spawner: Arc<dyn Spawner + Send + Sync>,
+    command: StdioCommand,
+    policy: SandboxPolicy,
+    runtime: Arc<SandboxRuntime>,
 }
 
 impl std::fmt::Debug for SandboxLauncher {
@@ -30,32 +163,22 @@ impl SandboxLauncher {
         backend: impl Into<String>,
         command: &StdioCommand,
         policy: &SandboxPolicy,
-        bootstrap: PathBuf,
-        spawner: Arc<dyn Spawner + Send + Sync>,
+        runtime: Arc<SandboxRuntime>,
     ) -> Self {
-        let mut spec = SandboxSpec::new(&command.program, bootstrap);
-        spec.args = command.args.iter().map(Into::into).collect();
-        spec.env = command.env.clone();
-        spec.env
-            .entry("PATH".into())
-            .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
-        spec.ro_binds = std::iter::once(Bind::same(&command.program))
-            .chain(policy.bind_ro.iter().map(Bind::same))
-            .collect();
-        spec.max_processes = Some(policy.max_processes);
-        spec.layout = SystemLayout::detect();
         Self {
             backend: backend.into(),
-            spec,
-            spawner,
+            command: command.clone(),
+            policy: policy.clone(),
+            runtime,
         }
     }
 
-    fn start(&self) -> Result<Connection, LaunchError> {
-        let mut sandbox = self
-            .spawner
-            .spawn(&self.spec, false)
-            .map_err(|e| LaunchError::Other(format!("sandbox: {e}")))?;
+    async fn start(&self) -> Result<Connection, LaunchError> {
+        let mut running = self
+            .runtime
+            .start(&self.backend, &self.command, &self.policy)
+            .await?;
+        let sandbox = &mut running.sandbox;
         let pipe = |what: &str| LaunchError::Other(format!("sandbox {what} was not piped"));
         let stdin = sandbox.child.stdin.take().ok_or_else(|| pipe("stdin"))?;
         let stdout = sandbox.child.stdout.take().ok_or_else(|| pipe("stdout"))?;
@@ -68,20 +191,20 @@ impl SandboxLauncher {
         Ok(Connection {
             reader: Box::pin(stdout),
             writer: Box::pin(stdin),
-            guard: Box::new(SandboxGuard(Some(sandbox))),
+            guard: Box::new(SandboxGuard(Some(running))),
         })
     }
 }
 
 impl Launcher for SandboxLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
-        Box::pin(async move { self.start() })
+        Box::pin(self.start())
     }
 }
 
 /// Ends the sandbox when the connection ends. Killing and reaping bubblewrap blocks briefly,
 /// so it happens off the async runtime.
-struct SandboxGuard(Option<Sandbox>);
+struct SandboxGuard(Option<RunningSandbox>);
 
 impl Drop for SandboxGuard {
     fn drop(&mut self) {
