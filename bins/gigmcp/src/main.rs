@@ -11,11 +11,14 @@ use gig_config::{
     GatewayConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig, master_key_hex,
     parse_servers_file,
 };
+use gig_gateway::hub::Hub;
+use gig_gateway::rugpull::FingerprintGate;
 use gig_gateway::sandboxed::SandboxRuntime;
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, Store};
 use gig_vault::MasterKey;
 use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
@@ -46,6 +49,19 @@ enum Command {
         #[command(subcommand)]
         action: SandboxAction,
     },
+    /// Review tool definitions that changed since first seen (hidden until approved).
+    Tools {
+        #[command(subcommand)]
+        action: ToolsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum ToolsAction {
+    /// List a server's recorded tools, marking the ones whose definition changed.
+    List { server: String },
+    /// Trust a tool's changed definition; a running gateway shows it within seconds.
+    Approve { server: String, tool: String },
 }
 
 #[derive(Subcommand)]
@@ -122,6 +138,9 @@ fn main() -> anyhow::Result<()> {
         Command::Vault {
             action: VaultAction::Rotate { new_key_file },
         } => runtime(1)?.block_on(rotate(StoreConfig::from_env(&ProcessEnv)?, new_key_file)),
+        Command::Tools { action } => {
+            runtime(1)?.block_on(tools(StoreConfig::from_env(&ProcessEnv)?, action))
+        }
         Command::Sandbox {
             action:
                 SandboxAction::Exec {
@@ -182,8 +201,73 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         None
     };
     let backends = gig_gateway::launchers(specs, &parent_env, sandbox)?;
-    gig_gateway::run(config, backends, gig_gateway::shutdown_signal()).await?;
+    let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
+    let hub = Hub::start_gated(
+        config.limits,
+        backends,
+        CancellationToken::new(),
+        Some(gate.clone()),
+    );
+    tokio::spawn(refresh_approved(hub.clone(), gate));
+    gig_gateway::run_hub(config, hub, gig_gateway::shutdown_signal()).await?;
     secrets.store().close().await;
+    Ok(())
+}
+
+/// Shows a tool again soon after an operator approved its changed definition.
+async fn refresh_approved(hub: Arc<Hub>, gate: Arc<FingerprintGate>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        for backend in gate.approved_since().await {
+            hub.refresh_backend(&backend);
+        }
+    }
+}
+
+async fn tools(config: StoreConfig, action: ToolsAction) -> anyhow::Result<()> {
+    let store = open_store(&config).await?;
+    match action {
+        ToolsAction::List { server } => {
+            let tools = store.list_fingerprints(&server).await?;
+            if tools.is_empty() {
+                println!("no tools recorded for {server:?} (it records them at its first start)");
+            }
+            for t in tools {
+                let state = match &t.pending_fingerprint {
+                    Some(p) => format!("CHANGED, hidden (pending {})", &p[..12.min(p.len())]),
+                    None => "trusted".into(),
+                };
+                println!(
+                    "{}\t{}\t{}",
+                    t.tool,
+                    &t.sha256[..12.min(t.sha256.len())],
+                    state
+                );
+            }
+        }
+        ToolsAction::Approve { server, tool } => {
+            let Some(fp) = store.get_fingerprint(&server, &tool).await? else {
+                bail!("no tool {tool:?} is recorded for server {server:?}");
+            };
+            let Some(pending) = fp.pending_fingerprint else {
+                bail!("{server}/{tool} has no changed definition waiting for approval");
+            };
+            store.approve_fingerprint(&server, &tool, &pending).await?;
+            let detail = serde_json::json!({"tool": tool, "approved": pending});
+            store
+                .append_audit(&gig_store::AuditEntry {
+                    actor: "operator",
+                    action: "tool.definition_approved",
+                    target: &format!("{server}/{tool}"),
+                    result: "ok",
+                    detail: &detail,
+                })
+                .await?;
+            println!("approved the new definition of {server}/{tool}");
+        }
+    }
+    store.close().await;
     Ok(())
 }
 

@@ -45,7 +45,7 @@ impl Aggregator {
         }
     }
 
-    fn backend(&self, name: &str) -> Result<&Arc<Backend>, ErrorData> {
+    fn backend(&self, name: &str) -> Result<Arc<Backend>, ErrorData> {
         self.hub
             .backend(name)
             .ok_or_else(|| ErrorData::internal_error(format!("backend {name:?} is gone"), None))
@@ -59,7 +59,7 @@ impl Aggregator {
         &self,
         exposed: &str,
         context: &RequestContext<RoleServer>,
-    ) -> Result<(&Arc<Backend>, String, String), ErrorData> {
+    ) -> Result<(Arc<Backend>, String, String), ErrorData> {
         let unknown =
             || ErrorData::resource_not_found(format!("unknown resource {exposed:?}"), None);
         let (backend_name, uri) = resource_origin(exposed).ok_or_else(unknown)?;
@@ -278,7 +278,12 @@ impl ServerHandler for Aggregator {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        for backend in self.hub.backends().filter(|b| b.supports_logging()) {
+        for backend in self
+            .hub
+            .backends()
+            .into_iter()
+            .filter(|b| b.supports_logging())
+        {
             let mut forwarded = request.clone();
             forwarded.meta = None;
             let request = ClientRequest::SetLevelRequest(SetLevelRequest::new(forwarded));

@@ -221,6 +221,7 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
     let backends: serde_json::Map<String, serde_json::Value> = state
         .hub
         .backends()
+        .into_iter()
         .map(|b| {
             let up = match b.status() {
                 BackendStatus::Starting => "starting",

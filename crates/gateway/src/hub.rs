@@ -81,6 +81,8 @@ pub struct Backend {
     notify_permits: Semaphore,
     refresh: Notify,
     first_attempt_done: tokio::sync::watch::Sender<bool>,
+    /// Cancelled when this backend is removed (a child of the hub's shutdown token).
+    stop: CancellationToken,
 }
 
 impl std::fmt::Debug for Backend {
@@ -348,21 +350,32 @@ type SessionPeers = HashMap<String, Peer<RoleServer>>;
 /// Everything shared by the gateway's sessions.
 pub struct Hub {
     pub limits: Limits,
-    backends: BTreeMap<String, Arc<Backend>>,
+    backends: RwLock<BTreeMap<String, Arc<Backend>>>,
+    gate: Option<Arc<dyn ToolGate>>,
     catalog: RwLock<Arc<Catalog>>,
     changes: broadcast::Sender<ListChange>,
     shutdown: CancellationToken,
     /// `resources/subscribe` registrations: (backend, backend URI) -> session id -> client.
     subscriptions: Mutex<HashMap<(String, String), SessionPeers>>,
-    supervisors: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    supervisors: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub")
-            .field("backends", &self.backends.keys())
+            .field("backends", &read(&self.backends).keys())
             .finish()
     }
+}
+
+/// Decides which of a backend's tools clients may see: the rug-pull check. A tool whose
+/// definition changed since it was first recorded stays hidden until an operator approves it.
+pub trait ToolGate: Send + Sync {
+    fn admit<'a>(
+        &'a self,
+        backend: &'a str,
+        tools: Vec<rmcp::model::Tool>,
+    ) -> futures::future::BoxFuture<'a, Vec<rmcp::model::Tool>>;
 }
 
 /// Restart delays: 250 ms doubling to 30 s; a backend that stayed up a minute starts over.
@@ -380,41 +393,82 @@ impl Hub {
         backends: Vec<crate::NamedLauncher>,
         shutdown: CancellationToken,
     ) -> Arc<Self> {
+        Self::start_gated(limits, backends, shutdown, None)
+    }
+
+    /// Like [`Hub::start`], with every backend's tools passed through `gate`.
+    pub fn start_gated(
+        limits: Limits,
+        backends: Vec<crate::NamedLauncher>,
+        shutdown: CancellationToken,
+        gate: Option<Arc<dyn ToolGate>>,
+    ) -> Arc<Self> {
         let (changes, _) = broadcast::channel(64);
-        let backends: BTreeMap<String, Arc<Backend>> = backends
-            .into_iter()
-            .map(|(name, launcher)| {
-                let backend = Backend {
-                    name: name.clone(),
-                    launcher,
-                    live: RwLock::new(None),
-                    lists: RwLock::new(None),
-                    status: RwLock::new(BackendStatus::Starting),
-                    inflight: Mutex::new(HashMap::new()),
-                    permits: Semaphore::new(limits.max_inflight_per_backend),
-                    notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
-                    refresh: Notify::new(),
-                    first_attempt_done: tokio::sync::watch::Sender::new(false),
-                };
-                (name, Arc::new(backend))
-            })
-            .collect();
         let hub = Arc::new(Hub {
             limits,
-            backends,
+            backends: RwLock::new(BTreeMap::new()),
+            gate,
             catalog: RwLock::new(Arc::new(Catalog::default())),
             changes,
             shutdown,
             subscriptions: Mutex::new(HashMap::new()),
-            supervisors: Mutex::new(Vec::new()),
+            supervisors: Mutex::new(HashMap::new()),
         });
-        let tasks = hub
-            .backends
-            .values()
-            .map(|backend| tokio::spawn(supervise(hub.clone(), backend.clone())))
-            .collect();
-        *lock(&hub.supervisors) = tasks;
+        for (name, launcher) in backends {
+            hub.add_backend(name, launcher);
+        }
         hub
+    }
+
+    /// Adds a backend and starts supervising it; false if the name is taken. Clients see its
+    /// tools (and a `list_changed`) once it is up.
+    pub fn add_backend(self: &Arc<Self>, name: String, launcher: Box<dyn Launcher>) -> bool {
+        let backend = {
+            let mut backends = write(&self.backends);
+            if backends.contains_key(&name) {
+                return false;
+            }
+            let backend = Arc::new(Backend {
+                name: name.clone(),
+                launcher,
+                live: RwLock::new(None),
+                lists: RwLock::new(None),
+                status: RwLock::new(BackendStatus::Starting),
+                inflight: Mutex::new(HashMap::new()),
+                permits: Semaphore::new(self.limits.max_inflight_per_backend),
+                notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
+                refresh: Notify::new(),
+                first_attempt_done: tokio::sync::watch::Sender::new(false),
+                stop: self.shutdown.child_token(),
+            });
+            backends.insert(name.clone(), backend.clone());
+            backend
+        };
+        let task = tokio::spawn(supervise(self.clone(), backend));
+        lock(&self.supervisors).insert(name, task);
+        true
+    }
+
+    /// Fetches a backend's lists again (after an operator approved a changed tool, say).
+    pub fn refresh_backend(&self, name: &str) {
+        if let Some(backend) = self.backend(name) {
+            backend.refresh.notify_one();
+        }
+    }
+
+    /// Stops and forgets a backend (its process is killed); clients get a `list_changed`.
+    /// False if there was no such backend.
+    pub async fn remove_backend(&self, name: &str) -> bool {
+        let Some(backend) = write(&self.backends).remove(name) else {
+            return false;
+        };
+        backend.stop.cancel();
+        let task = lock(&self.supervisors).remove(name);
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+        self.rebuild_catalog();
+        true
     }
 
     /// Records that a session wants `notifications/resources/updated` for a backend resource.
@@ -467,7 +521,7 @@ impl Hub {
     pub async fn stop(&self) {
         self.shutdown.cancel();
         let tasks = std::mem::take(&mut *lock(&self.supervisors));
-        for task in tasks {
+        for (_, task) in tasks {
             let _ = task.await;
         }
     }
@@ -476,12 +530,13 @@ impl Hub {
         read(&self.catalog).clone()
     }
 
-    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
-        self.backends.get(name)
+    pub fn backend(&self, name: &str) -> Option<Arc<Backend>> {
+        read(&self.backends).get(name).cloned()
     }
 
-    pub fn backends(&self) -> impl Iterator<Item = &Arc<Backend>> {
-        self.backends.values()
+    /// A snapshot of the backends.
+    pub fn backends(&self) -> Vec<Arc<Backend>> {
+        read(&self.backends).values().cloned().collect()
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<ListChange> {
@@ -494,7 +549,7 @@ impl Hub {
 
     /// Resolves once every backend has had its first start attempt (up or failed).
     pub async fn first_attempts_done(&self) {
-        for backend in self.backends.values() {
+        for backend in self.backends() {
             let mut rx = backend.first_attempt_done.subscribe();
             let _ = rx.wait_for(|done| *done).await;
         }
@@ -502,15 +557,14 @@ impl Hub {
 
     /// True once every backend has had its first start attempt.
     pub fn ready(&self) -> bool {
-        self.backends
+        read(&self.backends)
             .values()
             .all(|b| *b.first_attempt_done.borrow())
     }
 
     /// Rebuilds the catalog from the live backends and tells sessions what changed.
     fn rebuild_catalog(&self) {
-        let lists: BTreeMap<String, BackendLists> = self
-            .backends
+        let lists: BTreeMap<String, BackendLists> = read(&self.backends)
             .iter()
             .filter_map(|(name, b)| b.lists().map(|l| (name.clone(), l)))
             .collect();
@@ -620,7 +674,7 @@ async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
         *write(&backend.lists) = None;
         hub.rebuild_catalog();
         backend.first_attempt_done.send_replace(true);
-        if hub.shutdown.is_cancelled() {
+        if backend.stop.is_cancelled() {
             return;
         }
         if started.elapsed() >= STABLE_AFTER {
@@ -638,7 +692,7 @@ async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
         };
         tokio::select! {
             () = tokio::time::sleep(delay) => {}
-            () = hub.shutdown.cancelled() => return,
+            () = backend.stop.cancelled() => return,
         }
     }
 }
@@ -662,7 +716,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
             Ok(Err(e)) => return format!("initialize failed: {e}"),
             Err(_) => return format!("no initialize answer within {}s", limits.call_timeout.as_secs()),
         },
-        () = hub.shutdown.cancelled() => return "shutting down".into(),
+        () = backend.stop.cancelled() => return "shutting down".into(),
     };
     let peer = running.peer().clone();
     let closed = running.cancellation_token();
@@ -676,7 +730,10 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         )
         .await;
         match refreshed {
-            Ok(Ok(lists)) => {
+            Ok(Ok(mut lists)) => {
+                if let Some(gate) = &hub.gate {
+                    lists.tools = gate.admit(&backend.name, lists.tools).await;
+                }
                 let tools = lists.tools.len();
                 *write(&backend.lists) = Some(lists);
                 *write(&backend.live) = Some(peer.clone());
@@ -697,7 +754,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                 Err(e) => format!("connection task failed: {e}"),
             },
             () = backend.refresh.notified() => continue,
-            () = hub.shutdown.cancelled() => break "shutting down".to_owned(),
+            () = backend.stop.cancelled() => break "shutting down".to_owned(),
         }
     };
     closed.cancel();

@@ -12,11 +12,13 @@ mod client;
 pub mod http;
 pub mod hub;
 pub mod naming;
+pub mod rugpull;
 pub mod sandboxed;
 pub mod stdout_guard;
 
 use std::future::Future;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use gig_config::{GatewayConfig, ServerSpec};
@@ -125,6 +127,21 @@ pub async fn run(
     serve(listener, config, backends, shutdown).await
 }
 
+/// Binds `GIG_LISTEN` and serves a hub the caller built (with a tool gate, say).
+pub async fn run_hub(
+    config: GatewayConfig,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| GatewayError::Bind {
+            addr: config.listen,
+            source,
+        })?;
+    serve_hub(listener, config, hub, shutdown).await
+}
+
 /// Like [`run`], on a listener the caller bound (tests bind port 0).
 pub async fn serve(
     listener: tokio::net::TcpListener,
@@ -132,13 +149,22 @@ pub async fn serve(
     backends: Vec<NamedLauncher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
+    let hub = Hub::start(config.limits, backends, CancellationToken::new());
+    serve_hub(listener, config, hub, shutdown).await
+}
+
+/// Serves `hub` on `listener` until `shutdown`, then drains and stops the hub.
+pub async fn serve_hub(
+    listener: tokio::net::TcpListener,
+    config: GatewayConfig,
+    hub: Arc<Hub>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
     prepare_data_dir(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(GatewayError::Serve)?;
-
-    let hub = Hub::start(config.limits, backends, CancellationToken::new());
     let mcp_shutdown = CancellationToken::new();
     let (router, state) = http::router(&config, hub.clone(), mcp_shutdown.clone());
-    tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().count(), "gateway listening");
+    tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().len(), "gateway listening");
 
     let grace = config.limits.shutdown_grace;
     let drain_state = state.clone();
