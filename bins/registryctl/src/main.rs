@@ -154,9 +154,10 @@ struct ImportArgs {
 struct SignArgs {
     #[arg(long)]
     index: PathBuf,
-    /// Private key file from `keygen` (must not be readable by group or other).
-    #[arg(long)]
-    key: PathBuf,
+    /// Private key file from `keygen` (must not be readable by group or other); repeat to
+    /// sign with several keys (for a gateway that requires a threshold).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
     /// Index version (default: the larger of the file's version + 1 and the Unix time in seconds).
     #[arg(long)]
     version: Option<u64>,
@@ -460,7 +461,11 @@ fn unix_now() -> u64 {
 }
 
 fn sign(a: SignArgs) -> Result<()> {
-    let key = read_signing_key(&a.key)?;
+    let keys = a
+        .keys
+        .iter()
+        .map(|k| read_signing_key(k))
+        .collect::<Result<Vec<_>>>()?;
     let mut index = read_index(&a.index, false)?;
     index.version = a
         .version
@@ -472,13 +477,17 @@ fn sign(a: SignArgs) -> Result<()> {
         .ok()
         .and_then(|t| t.checked_add(expires_in))
         .ok_or_else(|| anyhow!("--expires-in is too large"))?;
-    let signed = sign_index(&index, &[&key])?;
+    let signed = sign_index(&index, &keys.iter().collect::<Vec<_>>())?;
     write_atomically(&a.out, &signed)?;
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|k| k.public().key_id().to_owned())
+        .collect();
     println!(
-        "signed index version {} (expires {}) with key {} -> {}",
+        "signed index version {} (expires {}) with key(s) {} -> {}",
         index.version,
         rfc3339(index.expires),
-        key.public().key_id(),
+        ids.join(", "),
         a.out.display()
     );
     Ok(())

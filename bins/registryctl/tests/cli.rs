@@ -134,6 +134,68 @@ fn keygen_sign_verify_round_trip() {
 }
 
 #[test]
+fn several_keys_sign_for_a_threshold() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let a = signed_setup(dir, "30d");
+    let b = ok(dir, &["keygen", "--out", "key-b"]).trim().to_owned();
+    let both = format!("{a},{b}");
+    let e = fails(
+        dir,
+        &[
+            "verify",
+            "--signed",
+            "signed.json",
+            "--pubkey",
+            &both,
+            "--threshold",
+            "2",
+        ],
+        &[],
+    );
+    assert!(
+        e.contains("valid signatures from 1 trusted key(s); 2 required"),
+        "{e}"
+    );
+    ok(
+        dir,
+        &[
+            "sign",
+            "--index",
+            "index.json",
+            "--key",
+            "key",
+            "--key",
+            "key-b",
+            "--expires-in",
+            "1d",
+            "--out",
+            "signed.json",
+        ],
+    );
+    let out = ok(
+        dir,
+        &[
+            "verify",
+            "--signed",
+            "signed.json",
+            "--pubkey",
+            &a,
+            "--pubkey",
+            &b,
+            "--threshold",
+            "2",
+        ],
+    );
+    let signers = out.trim().rsplit("signed by ").next().unwrap();
+    assert_eq!(
+        signers.split(", ").count(),
+        2,
+        "two signers expected: {out}"
+    );
+}
+
+#[test]
 fn a_tampered_byte_fails_verification() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();

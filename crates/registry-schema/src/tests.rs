@@ -128,6 +128,18 @@ fn duplicate_keys_are_refused_at_any_depth() {
     }
 }
 
+#[test]
+fn deep_nesting_is_an_error_not_a_stack_overflow() {
+    let deep = format!("{}{}", "[".repeat(100_000), "]".repeat(100_000));
+    assert!(parse_strict(deep.as_bytes()).is_err());
+    let k = key();
+    let env = format!("{{\"signed\":{deep},\"signatures\":[]}}");
+    assert!(matches!(
+        verify(env.as_bytes(), &trusted(&[&k]), now(), None),
+        Err(IndexError::Malformed(_))
+    ));
+}
+
 // ---- schema -------------------------------------------------------------------------------
 
 #[test]

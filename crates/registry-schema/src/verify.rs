@@ -134,6 +134,7 @@ pub fn verify(
                 .iter()
                 .map(|s| s.keyid.clone())
                 .collect();
+            ids.sort();
             ids.dedup();
             IndexError::UnknownKeys(ids)
         } else {
