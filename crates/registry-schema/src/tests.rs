@@ -627,3 +627,26 @@ fn import_handles_older_layouts_and_refuses_what_it_cannot_run() {
         Err(ImportError::Malformed(_))
     ));
 }
+
+// ---- stability ----------------------------------------------------------------------------
+
+/// Pins the canonical bytes and the signature of a fixed index under a fixed key: a change in
+/// canonicalization or signing would invalidate every index already signed in the field.
+#[test]
+fn canonical_form_and_signatures_are_stable_across_releases() {
+    use base64::Engine;
+    let seed = base64::engine::general_purpose::STANDARD.encode([7u8; 32]);
+    let k =
+        IndexSigningKey::from_file_text(&format!("gig-index-secret-key ed25519:{seed}")).unwrap();
+    let envelope: Value = serde_json::from_slice(&signed(&index(), &[&k])).unwrap();
+    let canonical = canonicalize(&envelope["signed"]).unwrap();
+    let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&canonical));
+    assert_eq!(
+        sha,
+        "aa2be65d0c77441206347c3cb8aa0f877f69a1198b551780a336fb9dbe2b41dd"
+    );
+    assert_eq!(
+        envelope["signatures"][0]["sig"],
+        "Gz/Z0YPK85daibOARqV5RhQ1Kinj33Tb0R1JXYzyw64FczhLQ5C97xRXqZdi/JmNLTYMCmfzsBCGdkOZIIhRBw=="
+    );
+}
