@@ -379,21 +379,26 @@ impl Drop for Registry {
     }
 }
 
-fn registry_binary() -> Option<PathBuf> {
-    let path = PathBuf::from("/usr/bin/docker-registry");
+/// The tool at `path`, or `None` (skip) when it is missing — a failure under GIG_REQUIRE_SANDBOX=1.
+fn required_tool(path: &str, package: &str) -> Option<PathBuf> {
+    let path = PathBuf::from(path);
     if path.exists() {
         return Some(path);
     }
+    let msg = format!(
+        "{} is not installed (apt-get install -y {package})",
+        path.display()
+    );
     if std::env::var("GIG_REQUIRE_SANDBOX").as_deref() == Ok("1") {
-        panic!("docker-registry is not installed (apt-get install -y docker-registry)");
+        panic!("{msg}");
     }
-    eprintln!("SKIP: docker-registry is not installed (apt-get install -y docker-registry)");
+    eprintln!("SKIP: {msg}");
     None
 }
 
 /// Starts `docker-registry` on a free loopback port; with `htpasswd`, basic auth for user `ci`.
 fn start_registry(htpasswd_password: Option<&str>) -> Option<Registry> {
-    let bin = registry_binary()?;
+    let bin = required_tool("/usr/bin/docker-registry", "docker-registry")?;
     let dir = TempDir::new().unwrap();
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -406,10 +411,11 @@ fn start_registry(htpasswd_password: Option<&str>) -> Option<Registry> {
         dir.path().join("storage").display()
     );
     if let Some(pw) = htpasswd_password {
-        let out = Command::new("htpasswd")
+        let htpasswd = required_tool("/usr/bin/htpasswd", "apache2-utils")?;
+        let out = Command::new(htpasswd)
             .args(["-Bbn", "ci", pw])
             .output()
-            .expect("htpasswd (apt-get install -y apache2-utils)");
+            .expect("run htpasswd");
         assert!(out.status.success());
         fs::write(dir.path().join("htpasswd"), out.stdout).unwrap();
         config.push_str(&format!(
