@@ -1,0 +1,604 @@
+//! `registryctl`: maintains a Gig'MCP server index and signs it.
+//!
+//! The working copy is an unsigned index JSON file (`add`, `import` edit it); `sign` turns it into
+//! the signed envelope the gateway loads from `GIG_INDEX_URL`. Private keys only ever come from
+//! files that no group or other user can read; registry passwords only from an environment
+//! variable or a file — never from argv, where any local user can read them in /proc.
+
+mod registry;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, Result, anyhow, bail};
+use clap::{Args, Parser, Subcommand};
+use gig_policy::{CredentialSpec, EgressRule, ResourceLimits};
+use gig_registry_schema::import::{ImportOptions, import_server_json};
+use gig_registry_schema::{
+    ExtractMode, ImageRef, Index, IndexSigningKey, ServerEntry, ServerName, Transport, TrustedKeys,
+    VersionEntry, sign_index, validate_version_label, verify,
+};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use zeroize::Zeroizing;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "registryctl",
+    version,
+    about = "Maintain and sign a Gig'MCP server index"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Generate an Ed25519 signing key (file mode 0600; never overwrites); prints the public key.
+    Keygen {
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Add a server version to an unsigned index file (created if missing), pinning its image.
+    Add(AddArgs),
+    /// Add a server version from an MCP Registry server.json (its OCI stdio package).
+    Import(ImportArgs),
+    /// Sign an index file into the envelope the gateway loads.
+    Sign(SignArgs),
+    /// Verify a signed index against public keys (as the gateway does, minus rollback state).
+    Verify(VerifyArgs),
+    /// Print a human summary of a signed index (does not verify it).
+    Show {
+        #[arg(long)]
+        signed: PathBuf,
+    },
+}
+
+#[derive(Args, Debug)]
+struct EntryArgs {
+    /// Egress allowlist entry (`host`, `host:port[,port]`, `http://host[:port]`); repeatable.
+    #[arg(long = "egress", value_name = "RULE")]
+    egress: Vec<String>,
+    /// A credential as JSON: {"env","hosts":[...],"inject":{...}[,"secret"]}; repeatable.
+    #[arg(long = "credential", value_name = "JSON")]
+    credentials: Vec<String>,
+    /// A non-secret environment variable NAME=VALUE; repeatable.
+    #[arg(long = "env", value_name = "NAME=VALUE")]
+    env: Vec<String>,
+    /// An argument for the entrypoint; repeatable (for import: replaces server.json's).
+    #[arg(long = "arg", value_name = "ARG", allow_hyphen_values = true)]
+    args: Vec<String>,
+    /// What to extract from the image: `entrypoint` (static binary) or `rootfs`.
+    #[arg(long, default_value = "entrypoint", value_parser = ["entrypoint", "rootfs"])]
+    extract: String,
+    /// Resource limits as JSON: {"memoryBytes","maxProcesses","cpuMillis"}.
+    #[arg(long, value_name = "JSON")]
+    limits: Option<String>,
+    /// Replace the version if the index already has it.
+    #[arg(long)]
+    replace: bool,
+    /// Do not make this version the server's `latest`.
+    #[arg(long)]
+    no_latest: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct RegistryArgs {
+    /// Talk plain HTTP to the image's registry (loopback test registries).
+    #[arg(long)]
+    insecure_registry: bool,
+    /// Registry user for HTTP basic auth; the password comes from --password-env or --password-file.
+    #[arg(long)]
+    username: Option<String>,
+    /// Name of the environment variable holding the registry password.
+    #[arg(long, value_name = "VAR")]
+    password_env: Option<String>,
+    /// File holding the registry password (first line).
+    #[arg(long, value_name = "FILE")]
+    password_file: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct AddArgs {
+    #[arg(long)]
+    index: PathBuf,
+    #[arg(long)]
+    name: String,
+    #[arg(long)]
+    version: String,
+    /// REGISTRY/REPO[:TAG] (resolved to its digest now) or REGISTRY/REPO[:TAG]@sha256:... (kept).
+    #[arg(long)]
+    image: String,
+    /// Absolute path of the server executable in the image.
+    #[arg(long)]
+    entrypoint: String,
+    /// Description of this version.
+    #[arg(long, default_value = "")]
+    description: String,
+    /// Description of the server (kept if omitted and the server exists).
+    #[arg(long)]
+    server_description: Option<String>,
+    #[command(flatten)]
+    entry: EntryArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+struct ImportArgs {
+    #[arg(long)]
+    index: PathBuf,
+    #[arg(long)]
+    server_json: PathBuf,
+    /// Index name (default: derived from server.json's name).
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long)]
+    entrypoint: String,
+    /// Which OCI stdio package to take if there are several (0-based).
+    #[arg(long)]
+    package: Option<usize>,
+    #[command(flatten)]
+    entry: EntryArgs,
+    #[command(flatten)]
+    registry: RegistryArgs,
+}
+
+#[derive(Args, Debug)]
+struct SignArgs {
+    #[arg(long)]
+    index: PathBuf,
+    /// Private key file from `keygen` (must not be readable by group or other); repeat to
+    /// sign with several keys (for a gateway that requires a threshold).
+    #[arg(long = "key", required = true)]
+    keys: Vec<PathBuf>,
+    /// Index version (default: the larger of the file's version + 1 and the Unix time in seconds).
+    #[arg(long)]
+    version: Option<u64>,
+    /// How long the signed index stays valid (`30d`, `12h`).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    expires_in: Duration,
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    #[arg(long)]
+    signed: PathBuf,
+    /// Trusted key `ed25519:<base64>` (or a comma-separated list, as in GIG_INDEX_PUBKEYS); repeatable.
+    #[arg(long = "pubkey", required = true, value_name = "LINE")]
+    pubkeys: Vec<String>,
+    /// How many distinct trusted keys must have signed.
+    #[arg(long, default_value_t = 1)]
+    threshold: usize,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // reqwest is built without a bundled provider; `Err` only means one is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("registryctl: error: {msg}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Keygen { out } => keygen(&out),
+        Cmd::Add(a) => add(a),
+        Cmd::Import(a) => import(a),
+        Cmd::Sign(a) => sign(a),
+        Cmd::Verify(a) => verify_cmd(a),
+        Cmd::Show { signed } => show(&signed),
+    }
+}
+
+fn keygen(out: &Path) -> Result<()> {
+    let key = IndexSigningKey::generate()?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| {
+            format!(
+                "cannot create key file {} (an existing key is never overwritten)",
+                out.display()
+            )
+        })?;
+    file.write_all(key.to_file_text().as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write key file {}", out.display()))?;
+    println!("{}", key.public());
+    eprintln!(
+        "wrote private key {} (key id {}); give the line above to GIG_INDEX_PUBKEYS",
+        out.display(),
+        key.public().key_id()
+    );
+    Ok(())
+}
+
+fn read_signing_key(path: &Path) -> Result<IndexSigningKey> {
+    let mut file =
+        fs::File::open(path).with_context(|| format!("cannot open key file {}", path.display()))?;
+    let meta = file.metadata()?;
+    if !meta.is_file() {
+        bail!("key file {} is not a regular file", path.display());
+    }
+    let mode = meta.mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "key file {} has mode {mode:04o}: it must not be readable by group or other (chmod 600 it)",
+            path.display()
+        );
+    }
+    let mut text = Zeroizing::new(String::new());
+    std::io::Read::read_to_string(&mut file, &mut text)
+        .with_context(|| format!("cannot read key file {}", path.display()))?;
+    IndexSigningKey::from_file_text(&text).with_context(|| format!("key file {}", path.display()))
+}
+
+/// Writes via a temporary file in the same directory and a rename, so readers never see half.
+fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
+    let result = (|| {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn read_index(path: &Path, create: bool) -> Result<Index> {
+    match fs::read(path) {
+        Ok(bytes) => Index::from_json(&bytes).with_context(|| format!("index {}", path.display())),
+        Err(e) if create && e.kind() == std::io::ErrorKind::NotFound => Ok(Index::empty()),
+        Err(e) => Err(e).with_context(|| format!("cannot read index {}", path.display())),
+    }
+}
+
+/// The policy parts of an entry shared by `add` and `import`.
+struct Policy {
+    egress: Vec<EgressRule>,
+    credentials: Vec<CredentialSpec>,
+    env: BTreeMap<String, String>,
+    limits: ResourceLimits,
+    extract: ExtractMode,
+}
+
+fn policy_of(e: &EntryArgs) -> Result<Policy> {
+    let egress = e
+        .egress
+        .iter()
+        .map(|r| r.parse().map_err(anyhow::Error::from))
+        .collect::<Result<_>>()?;
+    let credentials = e
+        .credentials
+        .iter()
+        .map(|c| {
+            let spec: CredentialSpec = serde_json::from_str(c)
+                .with_context(|| format!("--credential {c}: not a credential JSON"))?;
+            spec.validate()?;
+            Ok(spec)
+        })
+        .collect::<Result<_>>()?;
+    let mut env = BTreeMap::new();
+    for kv in &e.env {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| anyhow!("--env {kv}: expected NAME=VALUE"))?;
+        if env.insert(k.to_owned(), v.to_owned()).is_some() {
+            bail!("--env {k} given twice");
+        }
+    }
+    let limits = match &e.limits {
+        Some(j) => serde_json::from_str(j).with_context(|| format!("--limits {j}"))?,
+        None => ResourceLimits::default(),
+    };
+    let extract = if e.extract == "rootfs" {
+        ExtractMode::Rootfs
+    } else {
+        ExtractMode::Entrypoint
+    };
+    Ok(Policy {
+        egress,
+        credentials,
+        env,
+        limits,
+        extract,
+    })
+}
+
+/// Inserts `entry` as `name@version`, then validates and writes the whole index.
+fn insert_and_write(
+    path: &Path,
+    mut index: Index,
+    name: ServerName,
+    version: String,
+    entry: VersionEntry,
+    server_description: Option<String>,
+    e: &EntryArgs,
+) -> Result<()> {
+    let image = entry.image.clone();
+    let server = index
+        .servers
+        .entry(name.clone())
+        .or_insert_with(|| ServerEntry {
+            description: String::new(),
+            latest: version.clone(),
+            versions: BTreeMap::new(),
+        });
+    if server.versions.contains_key(&version) && !e.replace {
+        bail!(
+            "{name}@{version} is already in the index; publish a new version (or pass --replace)"
+        );
+    }
+    server.versions.insert(version.clone(), entry);
+    if !e.no_latest {
+        server.latest = version.clone();
+    }
+    if let Some(d) = server_description {
+        server.description = d;
+    }
+    index.validate()?;
+    write_atomically(path, &index.to_json_pretty())?;
+    println!("{name}@{version} = {image}");
+    Ok(())
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn add(a: AddArgs) -> Result<()> {
+    let name: ServerName = a.name.parse().map_err(|e: String| anyhow!(e))?;
+    validate_version_label(&a.version).map_err(|e| anyhow!(e))?;
+    let policy = policy_of(&a.entry)?;
+    let index = read_index(&a.index, true)?;
+    let image = runtime()?.block_on(registry::pin(&a.image, &a.registry))?;
+    let entry = VersionEntry {
+        image,
+        entrypoint: a.entrypoint,
+        args: a.entry.args.clone(),
+        transport: Transport::Stdio,
+        env: policy.env,
+        credentials: policy.credentials,
+        egress: policy.egress,
+        limits: policy.limits,
+        extract: policy.extract,
+        description: a.description,
+    };
+    entry.validate().map_err(|e| anyhow!(e))?;
+    insert_and_write(
+        &a.index,
+        index,
+        name,
+        a.version,
+        entry,
+        a.server_description,
+        &a.entry,
+    )
+}
+
+fn import(a: ImportArgs) -> Result<()> {
+    let policy = policy_of(&a.entry)?;
+    let name = a
+        .name
+        .as_deref()
+        .map(|n| n.parse::<ServerName>().map_err(|e| anyhow!(e)))
+        .transpose()?;
+    let bytes = fs::read(&a.server_json)
+        .with_context(|| format!("cannot read {}", a.server_json.display()))?;
+    let opts = ImportOptions {
+        name,
+        entrypoint: a.entrypoint.clone(),
+        args: (!a.entry.args.is_empty()).then(|| a.entry.args.clone()),
+        env: policy.env,
+        credentials: policy.credentials,
+        egress: policy.egress,
+        limits: policy.limits,
+        extract: policy.extract,
+        package: a.package,
+    };
+    let imported = import_server_json(&bytes, &opts)
+        .with_context(|| format!("{}", a.server_json.display()))?;
+    let index = read_index(&a.index, true)?;
+    let image: ImageRef = match imported.pinned_image() {
+        Some(pinned) => pinned,
+        None => runtime()?.block_on(registry::pin(&imported.image, &a.registry))?,
+    };
+    let (name, version, description) = (
+        imported.name.clone(),
+        imported.version.clone(),
+        imported.description.clone(),
+    );
+    let entry = imported.into_entry(image)?;
+    insert_and_write(
+        &a.index,
+        index,
+        name,
+        version,
+        entry,
+        Some(description),
+        &a.entry,
+    )
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn sign(a: SignArgs) -> Result<()> {
+    let keys = a
+        .keys
+        .iter()
+        .map(|k| read_signing_key(k))
+        .collect::<Result<Vec<_>>>()?;
+    let mut index = read_index(&a.index, false)?;
+    index.version = a
+        .version
+        .unwrap_or_else(|| index.version.saturating_add(1).max(unix_now()));
+    let expires_in =
+        time::Duration::try_from(a.expires_in).map_err(|_| anyhow!("--expires-in is too large"))?;
+    index.expires = OffsetDateTime::now_utc()
+        .replace_nanosecond(0)
+        .ok()
+        .and_then(|t| t.checked_add(expires_in))
+        .ok_or_else(|| anyhow!("--expires-in is too large"))?;
+    let signed = sign_index(&index, &keys.iter().collect::<Vec<_>>())?;
+    write_atomically(&a.out, &signed)?;
+    let ids: Vec<String> = keys
+        .iter()
+        .map(|k| k.public().key_id().to_owned())
+        .collect();
+    println!(
+        "signed index version {} (expires {}) with key(s) {} -> {}",
+        index.version,
+        rfc3339(index.expires),
+        ids.join(", "),
+        a.out.display()
+    );
+    Ok(())
+}
+
+fn rfc3339(t: OffsetDateTime) -> String {
+    t.format(&Rfc3339).unwrap_or_else(|_| t.to_string())
+}
+
+fn verify_cmd(a: VerifyArgs) -> Result<()> {
+    let keys = TrustedKeys::parse_list(&a.pubkeys.join(","))?.with_threshold(a.threshold)?;
+    let bytes =
+        fs::read(&a.signed).with_context(|| format!("cannot read {}", a.signed.display()))?;
+    let v = verify(&bytes, &keys, SystemTime::now(), None)
+        .with_context(|| format!("{}", a.signed.display()))?;
+    println!(
+        "OK: index version {}, expires {}, {} server(s), signed by {}",
+        v.index().version,
+        rfc3339(v.index().expires),
+        v.index().servers.len(),
+        v.signed_by().join(", ")
+    );
+    Ok(())
+}
+
+fn show(path: &Path) -> Result<()> {
+    let bytes = fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let envelope = gig_registry_schema::canonical::parse_strict(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    let signed = envelope
+        .get("signed")
+        .ok_or_else(|| anyhow!("{} is not a signed index (no `signed`)", path.display()))?;
+    let index = Index::from_json(&serde_json::to_vec(signed)?)?;
+    let keyids: Vec<&str> = envelope
+        .get("signatures")
+        .and_then(|s| s.as_array())
+        .map(|a| a.iter().filter_map(|s| s.get("keyid")?.as_str()).collect())
+        .unwrap_or_default();
+    let expired = if OffsetDateTime::now_utc() >= index.expires {
+        " EXPIRED"
+    } else {
+        ""
+    };
+    println!(
+        "index version {}, expires {}{expired}, {} server(s)",
+        index.version,
+        rfc3339(index.expires),
+        index.servers.len()
+    );
+    println!(
+        "signatures by: {} (NOT verified here; use `registryctl verify`)",
+        if keyids.is_empty() {
+            "nobody".into()
+        } else {
+            keyids.join(", ")
+        }
+    );
+    for (name, server) in &index.servers {
+        println!();
+        println!("{name} - {}", server.description);
+        for (version, e) in &server.versions {
+            let latest = if *version == server.latest {
+                " (latest)"
+            } else {
+                ""
+            };
+            println!("  {version}{latest}: {}", e.image);
+            let extract = match e.extract {
+                ExtractMode::Entrypoint => "entrypoint",
+                ExtractMode::Rootfs => "rootfs",
+            };
+            println!(
+                "    run      {} {}  [stdio, extract {extract}]",
+                e.entrypoint,
+                e.args.join(" ")
+            );
+            if !e.description.is_empty() {
+                println!("    about    {}", e.description);
+            }
+            if !e.env.is_empty() {
+                let env: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("    env      {}", env.join(" "));
+            }
+            let egress: Vec<String> = e.egress.iter().map(ToString::to_string).collect();
+            println!(
+                "    egress   {}",
+                if egress.is_empty() {
+                    "none".into()
+                } else {
+                    egress.join(", ")
+                }
+            );
+            for c in &e.credentials {
+                let hosts: Vec<String> = c.hosts.iter().map(ToString::to_string).collect();
+                println!(
+                    "    secret   {} (vault {}) only to {}",
+                    c.env,
+                    c.secret_name(),
+                    hosts.join(", ")
+                );
+            }
+            let l = &e.limits;
+            if l.memory_bytes.is_some() || l.max_processes.is_some() || l.cpu_millis.is_some() {
+                println!(
+                    "    limits   memory {} bytes, processes {}, cpu {} millis",
+                    l.memory_bytes.map_or("-".into(), |v| v.to_string()),
+                    l.max_processes.map_or("-".into(), |v| v.to_string()),
+                    l.cpu_millis.map_or("-".into(), |v| v.to_string()),
+                );
+            }
+        }
+    }
+    Ok(())
+}
