@@ -143,6 +143,15 @@ pub enum StoreError {
         source: sqlx::Error,
     },
 
+    /// A newer signed index (or another document under the same version) is already recorded.
+    #[error("index version {version} refused: {reason}")]
+    IndexNotNewer {
+        /// The version offered.
+        version: u64,
+        /// Why.
+        reason: String,
+    },
+
     /// The vault metadata is not in the state the operation requires.
     #[error("vault rotation: {reason}")]
     RotationState {

@@ -64,6 +64,7 @@ mod codec;
 mod credentials;
 mod error;
 mod fingerprints;
+mod index_state;
 mod model;
 mod open;
 mod servers;
@@ -74,6 +75,7 @@ use std::fmt;
 use sqlx::{PgPool, SqlitePool};
 
 pub use error::{Result, RotateError, StoreError};
+pub use index_state::AcceptedIndexState;
 pub use model::{
     AuditEntry, AuditRecord, BackendKind, CredentialMeta, CredentialRow, CredentialScope,
     FingerprintCheck, LoginSession, NewServer, NewSession, NewUser, Profile, ProfileToken,

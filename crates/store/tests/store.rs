@@ -252,6 +252,7 @@ both_backends!(
     users_roles_sessions,
     profiles_and_tokens,
     fingerprints_detect_changes,
+    index_state_only_moves_forward,
     audit_is_append_only,
     newer_schema_is_refused,
     concurrent_writers_lose_nothing,
@@ -959,6 +960,38 @@ mod cases {
         assert_eq!(s.get_profile_token("sha256:t2").await.unwrap(), None);
     }
 
+    pub async fn index_state_only_moves_forward(db: Arc<TestDb>) {
+        use gig_store::AcceptedIndexState;
+        let s = &db.store;
+        assert_eq!(s.accepted_index().await.unwrap(), None);
+        let v5 = AcceptedIndexState {
+            version: 5,
+            content_sha256: "aa".into(),
+        };
+        s.accept_index(&v5).await.unwrap();
+        s.accept_index(&v5).await.unwrap(); // the same document again is fine
+        for refused in [
+            AcceptedIndexState {
+                version: 4,
+                content_sha256: "bb".into(),
+            },
+            AcceptedIndexState {
+                version: 5,
+                content_sha256: "cc".into(),
+            },
+        ] {
+            let err = s.accept_index(&refused).await.unwrap_err();
+            assert!(matches!(err, StoreError::IndexNotNewer { .. }), "{err:?}");
+            assert_eq!(s.accepted_index().await.unwrap(), Some(v5.clone()));
+        }
+        let v6 = AcceptedIndexState {
+            version: 6,
+            content_sha256: "dd".into(),
+        };
+        s.accept_index(&v6).await.unwrap();
+        assert_eq!(s.accepted_index().await.unwrap(), Some(v6));
+    }
+
     pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
         let s = &db.store;
         assert_eq!(
@@ -1182,7 +1215,7 @@ mod cases {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99990101000000,
-                    supported: 1
+                    supported: 2
                 }
             ),
             "{err:?}"
