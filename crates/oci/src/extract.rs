@@ -268,7 +268,7 @@ fn for_each_item(
         if raw_path.len() > limits.max_path_bytes {
             return Err(hostile("path too long"));
         }
-        let path = normalize(&raw_path).map_err(|r| hostile(r))?;
+        let path = normalize(&raw_path).map_err(&hostile)?;
         let header = entry.header();
         let mode = header.mode().map_err(bad_archive)?;
         let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
@@ -429,7 +429,7 @@ fn apply_layers(
                 reason,
             };
             // A whiteout under a missing directory has nothing to hide.
-            if !parents_are_dirs(sink, target, false).map_err(|r| hostile(r))? {
+            if !parents_are_dirs(sink, target, false).map_err(hostile)? {
                 continue;
             }
             match (sink.kind(target)?, opaque) {
@@ -460,7 +460,7 @@ fn apply_layers(
                     }
                     return Ok(());
                 }
-                parents_are_dirs(sink, path, true).map_err(|r| hostile(r))?;
+                parents_are_dirs(sink, path, true).map_err(&hostile)?;
                 let existing = sink.kind(path)?;
                 if let Item::Dir { mode } = item {
                     if existing == Some(NodeKind::Dir) {
@@ -475,7 +475,7 @@ fn apply_layers(
                     if target == path {
                         return Err(hostile("hardlink to itself".into()));
                     }
-                    let ok = parents_are_dirs(sink, target, false).map_err(|r| hostile(r))?;
+                    let ok = parents_are_dirs(sink, target, false).map_err(&hostile)?;
                     if !ok || sink.kind(target)? != Some(NodeKind::File) {
                         return Err(hostile(format!(
                             "hardlink target {} is not a regular file in the image",

@@ -749,11 +749,11 @@ impl TestRegistry {
     pub fn request_summary(&self) -> BTreeMap<String, usize> {
         let mut out = BTreeMap::new();
         for line in self.log().lines() {
-            if let Some(start) = line.find("\"GET ").or_else(|| line.find("\"HEAD ")) {
-                if let Some(end) = line[start + 1..].find('"') {
-                    *out.entry(line[start + 1..start + 1 + end].to_string())
-                        .or_default() += 1;
-                }
+            if let Some(start) = line.find("\"GET ").or_else(|| line.find("\"HEAD "))
+                && let Some(end) = line[start + 1..].find('"')
+            {
+                *out.entry(line[start + 1..start + 1 + end].to_string())
+                    .or_default() += 1;
             }
         }
         out
