@@ -84,8 +84,20 @@ async fn main() {
         blob_bytes as f64 / (1 << 20) as f64,
         image.layers.len()
     );
-    println!("install (pull + verify + entrypoint), uncached: {:?}", median(cold_entry));
-    println!("install (pull + verify + entrypoint), cached:   {:?}", median(warm_entry));
-    println!("install (pull + verify + rootfs),     uncached: {:?}", median(cold_rootfs));
-    println!("install (pull + verify + rootfs),     cached:   {:?}", median(warm_rootfs));
+    println!(
+        "install (pull + verify + entrypoint), uncached: {:?}",
+        median(cold_entry)
+    );
+    println!(
+        "install (pull + verify + entrypoint), cached:   {:?}",
+        median(warm_entry)
+    );
+    println!(
+        "install (pull + verify + rootfs),     uncached: {:?}",
+        median(cold_rootfs)
+    );
+    println!(
+        "install (pull + verify + rootfs),     cached:   {:?}",
+        median(warm_rootfs)
+    );
 }

@@ -662,6 +662,53 @@ async fn registry_basic_auth_and_wrong_password() {
 }
 
 #[tokio::test]
+async fn registry_bearer_token_auth() {
+    let Some(reg) = TestRegistry::start_with_token_auth("bob", "t0ken-pw") else {
+        return;
+    };
+    let good = RegistryAuth::basic("bob", "t0ken-pw");
+    let digest = echo_image()
+        .push(reg.host(), "tok/echo", Some("v1"), &good)
+        .await;
+    let issued_for_push = reg.tokens_issued();
+    assert!(issued_for_push > 0, "push went through the token server");
+    let source = registry_source(&reg, "tok/echo", &digest);
+    for bad in [RegistryAuth::basic("bob", "wrong"), RegistryAuth::Anonymous] {
+        let f = Fixture::new();
+        let err = f.cache.pull(&source, &bad, &no_progress).await.unwrap_err();
+        assert!(
+            matches!(err, OciError::Unauthorized { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(
+        reg.tokens_issued(),
+        issued_for_push,
+        "no token for bad credentials"
+    );
+    let f = Fixture::new();
+    let pulled = f.cache.pull(&source, &good, &no_progress).await.unwrap();
+    assert_eq!(pulled.manifest_digest, digest);
+    assert!(
+        reg.tokens_issued() > issued_for_push,
+        "pull used a bearer token"
+    );
+    let ep = f.cache.entrypoint(&pulled, "/bin/echo-mcp").await.unwrap();
+    assert_eq!(std::fs::read(ep).unwrap(), b"#!echo v1\n");
+    let resolved = resolve_digest(
+        &format!("{}/tok/echo:v1", reg.host()),
+        &good,
+        &RegistryOptions {
+            plain_http: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resolved, digest);
+}
+
+#[tokio::test]
 async fn registry_manifest_list_picks_linux_amd64() {
     let Some(reg) = TestRegistry::start() else {
         return;
