@@ -142,6 +142,32 @@ async fn layout_source_pulls_and_extracts_rootfs_with_sanitized_modes() {
 }
 
 #[tokio::test]
+async fn interrupted_extraction_is_redone_not_trusted() {
+    let f = Fixture::new();
+    let pulled = f.pull_layout(&echo_image()).await.unwrap();
+    // What a crash between the rename and the marker leaves: a tree without its marker.
+    let dest = f
+        .cache
+        .root()
+        .join("rootfs")
+        .join(pulled.manifest_digest.hex());
+    std::fs::create_dir_all(dest.join("bin")).unwrap();
+    std::fs::write(dest.join("bin/echo-mcp"), b"half-written").unwrap();
+    let root = f.cache.rootfs(&pulled).await.unwrap();
+    assert_eq!(root, dest);
+    assert_eq!(
+        std::fs::read(root.join("bin/echo-mcp")).unwrap(),
+        b"#!echo v1\n"
+    );
+    // A pull record whose blobs are gone is not trusted either: the image is pulled again.
+    let layer = f.cache.blob_path(&pulled.layers[0].digest);
+    std::fs::remove_file(&layer).unwrap();
+    let again = f.pull_layout(&echo_image()).await.unwrap();
+    assert_eq!(again, pulled);
+    assert!(layer.is_file());
+}
+
+#[tokio::test]
 async fn gzip_zstd_and_plain_layers_extract() {
     let f = Fixture::new();
     let pulled = f.pull_layout(&echo_image()).await.unwrap();
