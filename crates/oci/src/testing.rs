@@ -64,8 +64,8 @@ pub enum TestEntry {
         mode: u32,
         data: Vec<u8>,
     },
-    /// A header claiming `size` bytes of data, followed by only `actual` bytes (a truncated or
-    /// lying archive; `size` counts against the extractor's limits before any data is read).
+    /// A lone header claiming `size` bytes of data that never follow (a lying, truncated
+    /// archive): the claim alone must trip the extractor's size limit.
     Oversized {
         path: String,
         size: u64,
