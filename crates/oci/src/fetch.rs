@@ -185,25 +185,21 @@ impl Fetcher {
         ensure_tls_provider();
         let client = new_client(image.registry(), options)?;
         let auth = auth.to_client();
-        let fetcher = Self::Registry {
+        let ctx = Ctx {
+            registry: image.registry(),
+            repository: image.repository(),
+        };
+        // Authenticate up front: oci-client would otherwise swallow a failed token negotiation
+        // and go on anonymously, turning "wrong password" into a confusing later error.
+        client
+            .auth(&image.to_client(), &auth, RegistryOperation::Pull)
+            .await
+            .map_err(|e| ctx.map(e, "authenticating", None))?;
+        Ok(Self::Registry {
             client,
             image: image.clone(),
             auth,
-        };
-        if let Self::Registry {
-            client,
-            image,
-            auth,
-        } = &fetcher
-        {
-            // Authenticate up front: oci-client would otherwise swallow a failed token
-            // negotiation and go on anonymously.
-            client
-                .auth(&image.to_client(), auth, RegistryOperation::Pull)
-                .await
-                .map_err(|e| fetcher.ctx().map(e, "authenticating", None))?;
-        }
-        Ok(fetcher)
+        })
     }
 
     fn ctx(&self) -> Ctx<'_> {

@@ -64,8 +64,8 @@ pub enum TestEntry {
         mode: u32,
         data: Vec<u8>,
     },
-    /// A header claiming `size` bytes of data, followed by only `actual` bytes (a truncated or
-    /// lying archive; `size` counts against the extractor's limits before any data is read).
+    /// A lone header claiming `size` bytes of data that never follow (a lying, truncated
+    /// archive): the claim alone must trip the extractor's size limit.
     Oversized {
         path: String,
         size: u64,
@@ -598,21 +598,43 @@ pub struct TestRegistry {
     child: Child,
     host: String,
     dir: tempfile::TempDir,
+    token: Option<TokenServer>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum TestAuth<'a> {
+    None,
+    Basic(&'a str, &'a str),
+    Token(&'a str, &'a str),
 }
 
 impl TestRegistry {
     /// Starts an anonymous registry, or returns `None` (after saying why) when `docker-registry`
     /// is not installed and [`registry_required`] is false. Panics when it is required.
     pub fn start() -> Option<Self> {
-        Self::start_inner(None)
+        Self::start_inner(TestAuth::None)
+    }
+
+    /// Like [`TestRegistry::start`], with bearer-token auth (`auth.token`): a token server on a
+    /// loopback thread takes `user`/`password` over HTTP basic and issues ES256 JWTs signed by a
+    /// fresh key whose certificate is the registry's root bundle (made with `openssl`).
+    pub fn start_with_token_auth(user: &str, password: &str) -> Option<Self> {
+        Self::start_inner(TestAuth::Token(user, password))
+    }
+
+    /// Tokens the token server has issued (0 without token auth).
+    pub fn tokens_issued(&self) -> usize {
+        self.token
+            .as_ref()
+            .map_or(0, |t| t.issued.load(std::sync::atomic::Ordering::SeqCst))
     }
 
     /// Like [`TestRegistry::start`], with HTTP basic auth (`htpasswd -Bbn`, apache2-utils).
     pub fn start_with_basic_auth(user: &str, password: &str) -> Option<Self> {
-        Self::start_inner(Some((user, password)))
+        Self::start_inner(TestAuth::Basic(user, password))
     }
 
-    fn start_inner(basic: Option<(&str, &str)>) -> Option<Self> {
+    fn start_inner(auth: TestAuth<'_>) -> Option<Self> {
         let have = |bin: &str| {
             std::env::var_os("PATH")
                 .is_some_and(|paths| std::env::split_paths(&paths).any(|p| p.join(bin).is_file()))
@@ -621,8 +643,11 @@ impl TestRegistry {
         if !have(REGISTRY_BIN) {
             missing.push("docker-registry (apt-get install -y docker-registry)");
         }
-        if basic.is_some() && !have("htpasswd") {
+        if matches!(auth, TestAuth::Basic(..)) && !have("htpasswd") {
             missing.push("htpasswd (apt-get install -y apache2-utils)");
+        }
+        if matches!(auth, TestAuth::Token(..)) && !have("openssl") {
+            missing.push("openssl (apt-get install -y openssl)");
         }
         if !missing.is_empty() {
             let msg = format!("test registry unavailable: missing {}", missing.join(", "));
@@ -632,10 +657,10 @@ impl TestRegistry {
             eprintln!("SKIP: {msg}");
             return None;
         }
-        Some(Self::spawn(basic))
+        Some(Self::spawn(auth))
     }
 
-    fn spawn(basic: Option<(&str, &str)>) -> Self {
+    fn spawn(auth: TestAuth<'_>) -> Self {
         let dir = tempfile::tempdir().expect("registry temp dir");
         let port = std::net::TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
@@ -650,7 +675,18 @@ impl TestRegistry {
              http:\n  addr: {host}\n",
             storage.display()
         );
-        if let Some((user, password)) = basic {
+        let mut token = None;
+        if let TestAuth::Token(user, password) = auth {
+            let (server, bundle) = TokenServer::start(dir.path(), user, password);
+            config.push_str(&format!(
+                "auth:\n  token:\n    realm: http://{}/token\n    service: {TOKEN_SERVICE}\n    \
+                 issuer: {TOKEN_ISSUER}\n    rootcertbundle: {}\n",
+                server.addr,
+                bundle.display()
+            ));
+            token = Some(server);
+        }
+        if let TestAuth::Basic(user, password) = auth {
             let out = Command::new("htpasswd")
                 .args(["-Bbn", user, password])
                 .output()
@@ -674,7 +710,12 @@ impl TestRegistry {
             .stderr(log)
             .spawn()
             .expect("starting docker-registry");
-        let mut registry = Self { child, host, dir };
+        let mut registry = Self {
+            child,
+            host,
+            dir,
+            token,
+        };
         registry.wait_ready();
         registry
     }
@@ -766,4 +807,237 @@ impl Drop for TestRegistry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A minimal token server for distribution's `auth.token`: checks HTTP basic credentials and
+/// issues ES256 JWTs whose `x5c` certificate is the registry's `rootcertbundle`. It runs on a
+/// thread in the test process and stops on drop.
+#[derive(Debug)]
+struct TokenServer {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    issued: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+const TOKEN_SERVICE: &str = "gig-test-registry";
+const TOKEN_ISSUER: &str = "gig-test-issuer";
+
+impl TokenServer {
+    /// Makes the key and certificate with `openssl` in `dir`; returns the server and the PEM
+    /// bundle path for the registry config.
+    fn start(dir: &Path, user: &str, password: &str) -> (Self, PathBuf) {
+        let run = |args: &[&str]| {
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("running openssl");
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        run(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            "token-key.pem",
+        ]);
+        run(&[
+            "pkcs8",
+            "-topk8",
+            "-nocrypt",
+            "-in",
+            "token-key.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "token-key.p8",
+        ]);
+        run(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            "token-key.pem",
+            "-subj",
+            "/CN=gig-test-token",
+            "-days",
+            "2",
+            "-out",
+            "token-cert.pem",
+        ]);
+        run(&[
+            "x509",
+            "-in",
+            "token-cert.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "token-cert.der",
+        ]);
+        let pkcs8 = std::fs::read(dir.join("token-key.p8")).expect("token key");
+        let cert_der = std::fs::read(dir.join("token-cert.der")).expect("token cert");
+        let rng = ring::rand::SystemRandom::new();
+        let key = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &pkcs8,
+            &rng,
+        )
+        .expect("token key pair");
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("token server bind");
+        let addr = listener.local_addr().expect("token server addr");
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let issued = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        use base64::Engine as _;
+        let expected_auth = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"))
+        );
+        let x5c = base64::engine::general_purpose::STANDARD.encode(&cert_der);
+        let user = user.to_string();
+        let (stop2, issued2) = (stop.clone(), issued.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if stop2.load(std::sync::atomic::Ordering::SeqCst) {
+                    break;
+                }
+                let Ok(mut conn) = conn else { continue };
+                let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") && buf.len() < 65536 {
+                    match conn.read(&mut chunk) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let request = String::from_utf8_lossy(&buf);
+                let authorized = request.lines().any(|l| {
+                    l.split_once(':').is_some_and(|(k, v)| {
+                        k.eq_ignore_ascii_case("authorization") && v.trim() == expected_auth
+                    })
+                });
+                let response = if authorized {
+                    issued2.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let target = request.split_whitespace().nth(1).unwrap_or("");
+                    let jwt = sign_token(&key, &rng, &x5c, &user, &scopes(target));
+                    let body =
+                        json!({ "token": jwt, "access_token": jwt, "expires_in": 300 }).to_string();
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                } else {
+                    let body =
+                        r#"{"errors":[{"code":"UNAUTHORIZED","message":"bad credentials"}]}"#;
+                    format!(
+                        "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                        body.len()
+                    )
+                };
+                let _ = conn.write_all(response.as_bytes());
+            }
+        });
+        (
+            Self {
+                addr,
+                stop,
+                issued,
+                thread: Some(thread),
+            },
+            dir.join("token-cert.pem"),
+        )
+    }
+}
+
+impl Drop for TokenServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wake the accept loop so it sees the flag.
+        let _ = TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// `repository:<name>:<actions>` scopes from a `/token?scope=…&service=…` request target.
+fn scopes(target: &str) -> Vec<serde_json::Value> {
+    let query = target.split_once('?').map(|(_, q)| q).unwrap_or("");
+    query
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| *k == "scope")
+        .filter_map(|(_, v)| {
+            let v = percent_decode(v);
+            let mut parts = v.splitn(3, ':');
+            let (kind, name, actions) = (parts.next()?, parts.next()?, parts.next()?);
+            Some(json!({
+                "type": kind,
+                "name": name,
+                "actions": actions.split(',').collect::<Vec<_>>(),
+            }))
+        })
+        .collect()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+        } else {
+            out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn sign_token(
+    key: &ring::signature::EcdsaKeyPair,
+    rng: &ring::rand::SystemRandom,
+    x5c: &str,
+    user: &str,
+    access: &[serde_json::Value],
+) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs();
+    let header = json!({ "typ": "JWT", "alg": "ES256", "x5c": [x5c] });
+    let claims = json!({
+        "iss": TOKEN_ISSUER,
+        "sub": user,
+        "aud": TOKEN_SERVICE,
+        "exp": now + 300,
+        "nbf": now - 10,
+        "iat": now,
+        "jti": format!("{now}-{}", access.len()),
+        "access": access,
+    });
+    let signing_input = format!(
+        "{}.{}",
+        b64.encode(header.to_string()),
+        b64.encode(claims.to_string())
+    );
+    let signature = key
+        .sign(rng, signing_input.as_bytes())
+        .expect("signing token");
+    format!("{signing_input}.{}", b64.encode(signature.as_ref()))
 }

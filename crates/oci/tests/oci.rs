@@ -142,6 +142,32 @@ async fn layout_source_pulls_and_extracts_rootfs_with_sanitized_modes() {
 }
 
 #[tokio::test]
+async fn interrupted_extraction_is_redone_not_trusted() {
+    let f = Fixture::new();
+    let pulled = f.pull_layout(&echo_image()).await.unwrap();
+    // What a crash between the rename and the marker leaves: a tree without its marker.
+    let dest = f
+        .cache
+        .root()
+        .join("rootfs")
+        .join(pulled.manifest_digest.hex());
+    std::fs::create_dir_all(dest.join("bin")).unwrap();
+    std::fs::write(dest.join("bin/echo-mcp"), b"half-written").unwrap();
+    let root = f.cache.rootfs(&pulled).await.unwrap();
+    assert_eq!(root, dest);
+    assert_eq!(
+        std::fs::read(root.join("bin/echo-mcp")).unwrap(),
+        b"#!echo v1\n"
+    );
+    // A pull record whose blobs are gone is not trusted either: the image is pulled again.
+    let layer = f.cache.blob_path(&pulled.layers[0].digest);
+    std::fs::remove_file(&layer).unwrap();
+    let again = f.pull_layout(&echo_image()).await.unwrap();
+    assert_eq!(again, pulled);
+    assert!(layer.is_file());
+}
+
+#[tokio::test]
 async fn gzip_zstd_and_plain_layers_extract() {
     let f = Fixture::new();
     let pulled = f.pull_layout(&echo_image()).await.unwrap();
@@ -659,6 +685,53 @@ async fn registry_basic_auth_and_wrong_password() {
     let f = Fixture::new();
     let pulled = f.cache.pull(&source, &good, &no_progress).await.unwrap();
     assert_eq!(pulled.manifest_digest, digest);
+}
+
+#[tokio::test]
+async fn registry_bearer_token_auth() {
+    let Some(reg) = TestRegistry::start_with_token_auth("bob", "t0ken-pw") else {
+        return;
+    };
+    let good = RegistryAuth::basic("bob", "t0ken-pw");
+    let digest = echo_image()
+        .push(reg.host(), "tok/echo", Some("v1"), &good)
+        .await;
+    let issued_for_push = reg.tokens_issued();
+    assert!(issued_for_push > 0, "push went through the token server");
+    let source = registry_source(&reg, "tok/echo", &digest);
+    for bad in [RegistryAuth::basic("bob", "wrong"), RegistryAuth::Anonymous] {
+        let f = Fixture::new();
+        let err = f.cache.pull(&source, &bad, &no_progress).await.unwrap_err();
+        assert!(
+            matches!(err, OciError::Unauthorized { .. }),
+            "{bad:?}: {err}"
+        );
+    }
+    assert_eq!(
+        reg.tokens_issued(),
+        issued_for_push,
+        "no token for bad credentials"
+    );
+    let f = Fixture::new();
+    let pulled = f.cache.pull(&source, &good, &no_progress).await.unwrap();
+    assert_eq!(pulled.manifest_digest, digest);
+    assert!(
+        reg.tokens_issued() > issued_for_push,
+        "pull used a bearer token"
+    );
+    let ep = f.cache.entrypoint(&pulled, "/bin/echo-mcp").await.unwrap();
+    assert_eq!(std::fs::read(ep).unwrap(), b"#!echo v1\n");
+    let resolved = resolve_digest(
+        &format!("{}/tok/echo:v1", reg.host()),
+        &good,
+        &RegistryOptions {
+            plain_http: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(resolved, digest);
 }
 
 #[tokio::test]
