@@ -13,7 +13,7 @@ use gig_config::{
 };
 use gig_gateway::hub::Hub;
 use gig_gateway::rugpull::FingerprintGate;
-use gig_gateway::sandboxed::SandboxRuntime;
+use gig_gateway::sandboxed::{ProgramSource, SandboxLaunch, SandboxRuntime};
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, Store};
 use gig_vault::MasterKey;
@@ -419,7 +419,12 @@ async fn sandbox_exec(
         limits: gig_config::DEFAULT_LIMITS,
         egress: Default::default(),
     };
-    let mut running = sandbox_runtime()?.start("exec", &command, &policy).await?;
+    let launch = SandboxLaunch {
+        command,
+        policy,
+        source: ProgramSource::HostPath,
+    };
+    let mut running = sandbox_runtime()?.start("exec", &launch).await?;
     let sandbox = &mut running.sandbox;
 
     // Pass stdio through; the sandbox's pipes close when the command ends.

@@ -85,8 +85,11 @@ pub fn launchers(
                 )),
                 (Some(policy), Some(runtime)) => Box::new(sandboxed::SandboxLauncher::new(
                     spec.name.clone(),
-                    &spec.command,
-                    policy,
+                    sandboxed::SandboxLaunch {
+                        command: spec.command.clone(),
+                        policy: policy.clone(),
+                        source: sandboxed::ProgramSource::HostPath,
+                    },
                     runtime.clone(),
                 )),
                 (Some(_), None) => return Err(GatewayError::SandboxUnavailable(spec.name)),

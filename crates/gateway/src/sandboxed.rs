@@ -31,6 +31,26 @@ impl std::fmt::Debug for SandboxRuntime {
     }
 }
 
+/// What to run in a sandbox and under which policy.
+#[derive(Debug, Clone)]
+pub struct SandboxLaunch {
+    /// `program` is the path inside the sandbox.
+    pub command: StdioCommand,
+    pub policy: SandboxPolicy,
+    /// Where the program comes from on the host.
+    pub source: ProgramSource,
+}
+
+#[derive(Debug, Clone)]
+pub enum ProgramSource {
+    /// The program is a host file at the same path (a servers-file declaration).
+    HostPath,
+    /// A host file bound at the program's path (an extracted entrypoint).
+    File(PathBuf),
+    /// A whole root filesystem (an extracted image) replaces the host's runtime.
+    RootFs(PathBuf),
+}
+
 /// A started sandbox with the host resources it holds. Field order is drop order: the
 /// processes die before their cgroup is removed.
 pub struct RunningSandbox {
@@ -68,23 +88,37 @@ impl SandboxRuntime {
         (limited, self.cgroups.describe())
     }
 
-    fn spec(&self, command: &StdioCommand, policy: &SandboxPolicy) -> SandboxSpec {
+    fn spec(&self, launch: &SandboxLaunch) -> Result<SandboxSpec, String> {
+        let (command, policy) = (&launch.command, &launch.policy);
         let mut spec = SandboxSpec::new(&command.program, &self.bootstrap);
         spec.args = command.args.iter().map(Into::into).collect();
         spec.env = command.env.clone();
         spec.env
             .entry("PATH".into())
             .or_insert_with(|| "/usr/local/bin:/usr/bin:/bin".into());
-        spec.ro_binds = std::iter::once(Bind::same(&command.program))
-            .chain(policy.bind_ro.iter().map(Bind::same))
-            .collect();
+        let program = match &launch.source {
+            ProgramSource::HostPath => Some(Bind::same(&command.program)),
+            ProgramSource::File(host) => Some(Bind {
+                host: host.clone(),
+                sandbox: PathBuf::from(&command.program),
+            }),
+            ProgramSource::RootFs(root) => {
+                spec.host_runtime = false;
+                let (binds, links) = root_entries(root)?;
+                spec.ro_binds.extend(binds);
+                spec.symlinks = links;
+                None
+            }
+        };
+        spec.ro_binds.extend(program);
+        spec.ro_binds.extend(policy.bind_ro.iter().map(Bind::same));
         spec.max_processes = policy.limits.max_processes;
         if matches!(self.cgroups, CgroupSupport::Unavailable { .. }) {
             // Without a memory cgroup, RLIMIT_DATA is the only memory bound left.
             spec.max_data_bytes = policy.limits.memory_bytes;
         }
         spec.layout = self.layout;
-        spec
+        Ok(spec)
     }
 
     /// Starts `command` under `policy`: bubblewrap is held until the sandbox is in its cgroup,
@@ -92,15 +126,14 @@ impl SandboxRuntime {
     pub async fn start(
         self: &Arc<Self>,
         name: &str,
-        command: &StdioCommand,
-        policy: &SandboxPolicy,
+        launch: &SandboxLaunch,
     ) -> Result<RunningSandbox, LaunchError> {
-        let spec = self.spec(command, policy);
+        let fail = |e: String| LaunchError::Other(format!("sandbox: {e}"));
+        let spec = self.spec(launch).map_err(fail)?;
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("{}-{}-{n}", cgroup_safe(name), std::process::id());
         let runtime = self.clone();
-        let limits = policy.limits;
-        let fail = |e: String| LaunchError::Other(format!("sandbox: {e}"));
+        let limits = launch.policy.limits;
         tokio::task::spawn_blocking(move || {
             let cgroup = runtime
                 .cgroups
@@ -127,6 +160,36 @@ impl SandboxRuntime {
     }
 }
 
+/// An extracted image's top level as binds and symlinks of a fresh root. The names the
+/// sandbox provides itself (`/proc`, `/dev`, `/tmp`, `/run`, `/sys`) are skipped. Symlinks are
+/// re-created, never followed on the host: they resolve inside the sandbox.
+fn root_entries(root: &std::path::Path) -> Result<(Vec<Bind>, Vec<(String, PathBuf)>), String> {
+    const PROVIDED: &[&str] = &["proc", "dev", "tmp", "run", "sys"];
+    let mut binds = Vec::new();
+    let mut links = Vec::new();
+    let entries = std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
+    entries.sort_by_key(|e| e.file_name());
+    for entry in entries {
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| !PROVIDED.contains(n)) else {
+            continue;
+        };
+        let inside = PathBuf::from("/").join(name);
+        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        if kind.is_symlink() {
+            let target = std::fs::read_link(entry.path()).map_err(|e| e.to_string())?;
+            links.push((target.to_string_lossy().into_owned(), inside));
+        } else if kind.is_dir() || kind.is_file() {
+            binds.push(Bind {
+                host: entry.path(),
+                sandbox: inside,
+            });
+        }
+    }
+    Ok((binds, links))
+}
+
 /// A server name made safe as one path component of a cgroup directory.
 fn cgroup_safe(name: &str) -> String {
     name.chars()
@@ -144,8 +207,7 @@ fn cgroup_safe(name: &str) -> String {
 /// Starts one declared server in a fresh sandbox per (re)start.
 pub struct SandboxLauncher {
     backend: String,
-    command: StdioCommand,
-    policy: SandboxPolicy,
+    launch: SandboxLaunch,
     runtime: Arc<SandboxRuntime>,
 }
 
@@ -161,23 +223,18 @@ impl SandboxLauncher {
     /// Only the declared `env` reaches the server: nothing of the gateway's environment does.
     pub fn new(
         backend: impl Into<String>,
-        command: &StdioCommand,
-        policy: &SandboxPolicy,
+        launch: SandboxLaunch,
         runtime: Arc<SandboxRuntime>,
     ) -> Self {
         Self {
             backend: backend.into(),
-            command: command.clone(),
-            policy: policy.clone(),
+            launch,
             runtime,
         }
     }
 
     async fn start(&self) -> Result<Connection, LaunchError> {
-        let mut running = self
-            .runtime
-            .start(&self.backend, &self.command, &self.policy)
-            .await?;
+        let mut running = self.runtime.start(&self.backend, &self.launch).await?;
         let sandbox = &mut running.sandbox;
         let pipe = |what: &str| LaunchError::Other(format!("sandbox {what} was not piped"));
         let stdin = sandbox.child.stdin.take().ok_or_else(|| pipe("stdin"))?;

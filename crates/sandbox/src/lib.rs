@@ -71,6 +71,12 @@ pub struct SandboxSpec {
     pub env: BTreeMap<String, String>,
     /// The server's own files, read-only.
     pub ro_binds: Vec<Bind>,
+    /// Symlinks created in the sandbox's root: (target, link path), e.g. an image's
+    /// `lib -> usr/lib`.
+    pub symlinks: Vec<(String, PathBuf)>,
+    /// Bind the host's `/usr` (and `/lib`, `/bin`...) as the runtime. Off for servers that
+    /// bring their own root filesystem (an image extracted whole): `ro_binds` then are the root.
+    pub host_runtime: bool,
     /// A private tmpfs at `/tmp` (otherwise the whole tree is read-only).
     pub writable_tmp: bool,
     pub uid: u32,
@@ -98,6 +104,8 @@ impl SandboxSpec {
             args: Vec::new(),
             env: BTreeMap::new(),
             ro_binds: Vec::new(),
+            symlinks: Vec::new(),
+            host_runtime: true,
             writable_tmp: true,
             uid: 65534,
             gid: 65534,
@@ -180,16 +188,23 @@ pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
     for (k, v) in &spec.env {
         push(&mut o, &[&"--setenv", k, v]);
     }
-    push(&mut o, &[&"--ro-bind", &"/usr", &"/usr"]);
-    for dir in RUNTIME_DIRS {
-        let abs = format!("/{dir}");
-        match spec.layout {
-            SystemLayout::MergedUsr => push(&mut o, &[&"--symlink", &format!("usr/{dir}"), &abs]),
-            SystemLayout::SplitUsr => push(&mut o, &[&"--ro-bind-try", &abs, &abs]),
+    if spec.host_runtime {
+        push(&mut o, &[&"--ro-bind", &"/usr", &"/usr"]);
+        for dir in RUNTIME_DIRS {
+            let abs = format!("/{dir}");
+            match spec.layout {
+                SystemLayout::MergedUsr => {
+                    push(&mut o, &[&"--symlink", &format!("usr/{dir}"), &abs]);
+                }
+                SystemLayout::SplitUsr => push(&mut o, &[&"--ro-bind-try", &abs, &abs]),
+            }
+        }
+        for path in OPTIONAL_SYSTEM_BINDS {
+            push(&mut o, &[&"--ro-bind-try", path, path]);
         }
     }
-    for path in OPTIONAL_SYSTEM_BINDS {
-        push(&mut o, &[&"--ro-bind-try", path, path]);
+    for (target, link) in &spec.symlinks {
+        push(&mut o, &[&"--symlink", target, link]);
     }
     push(&mut o, &[&"--proc", &"/proc", &"--dev", &"/dev"]);
     if spec.writable_tmp {
@@ -235,9 +250,11 @@ pub fn bwrap_command(spec: &SandboxSpec, fds: Fds) -> BwrapCommand {
 /// True if `path` would be visible inside the sandbox built from `spec` (used to refuse specs
 /// whose program is not bound).
 pub fn is_visible(spec: &SandboxSpec, path: &Path) -> bool {
-    path.starts_with("/usr")
+    (spec.host_runtime && path.starts_with("/usr"))
         || spec.ro_binds.iter().any(|b| path.starts_with(&b.sandbox))
-        || (spec.layout == SystemLayout::MergedUsr
+        || spec.symlinks.iter().any(|(_, link)| path.starts_with(link))
+        || (spec.host_runtime
+            && spec.layout == SystemLayout::MergedUsr
             && RUNTIME_DIRS
                 .iter()
                 .any(|d| path.starts_with(format!("/{d}"))))
