@@ -15,6 +15,7 @@
 mod addr;
 mod audit;
 mod ca;
+mod framing;
 mod proxy;
 mod resolve;
 mod scan;

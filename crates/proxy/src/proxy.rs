@@ -6,6 +6,7 @@ use std::convert::Infallible;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
@@ -41,6 +42,7 @@ use zeroize::Zeroizing;
 use crate::addr::{LocalAddrs, non_public_reason};
 use crate::audit::{AuditEvent, AuditSink, Decision, Scheme, redact_query};
 use crate::ca::{LeafCache, RuntimeCa};
+use crate::framing::FramingWatch;
 use crate::resolve::{Resolver, SystemResolver};
 use crate::scan::{Needles, ScrubSet, StreamScrubber, replace_all};
 use crate::upstream::{Destination, Upstream};
@@ -395,6 +397,7 @@ impl EgressProxy {
                 cancel: cancel.child_token(),
                 tracker: tracker.clone(),
                 permit: None,
+                framing: Arc::default(),
             };
             match permits.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -454,7 +457,7 @@ impl Drop for ListenerRegistration {
 async fn reject_connection(mut tcp: TcpStream) {
     let _ = tcp
         .write_all(
-            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 44\r\n\r\ntoo many open connections from this sandbox",
+            b"HTTP/1.1 503 Service Unavailable\r\nconnection: close\r\ncontent-length: 43\r\n\r\ntoo many open connections from this sandbox",
         )
         .await;
     let _ = tcp.shutdown().await;
@@ -518,6 +521,9 @@ struct Conn {
     /// Held by the client connection and any tunnel it becomes.
     #[allow(dead_code)]
     permit: Option<Arc<OwnedSemaphorePermit>>,
+    /// Raised by [`FramingWatch`] when this HTTP/1 connection sent a head with both
+    /// Content-Length and Transfer-Encoding.
+    framing: Arc<AtomicBool>,
 }
 
 impl Conn {
@@ -585,9 +591,45 @@ impl Conn {
         b
     }
 
+    /// Refuses oversized heads, and every request once the connection has shown conflicting
+    /// framing headers.
+    fn check_framing(&self, target: &Target, headers: &HeaderMap) -> Result<(), Response<Body>> {
+        let size: usize = headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum();
+        if size > self.inner.limits.max_header_bytes {
+            return Err(self.refuse(
+                target,
+                Refusal::new(
+                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                    format!(
+                        "request headers over {} bytes",
+                        self.inner.limits.max_header_bytes
+                    ),
+                ),
+            ));
+        }
+        if self.framing.load(Ordering::Acquire) {
+            return Err(self.refuse(
+                target,
+                Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "both Content-Length and Transfer-Encoding (request smuggling)",
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     async fn serve_client(self, tcp: TcpStream) {
         let _ = tcp.set_nodelay(true);
-        let this = self.clone();
+        let framing = Arc::new(AtomicBool::new(false));
+        let this = Conn {
+            framing: framing.clone(),
+            ..self.clone()
+        };
+        let tcp = FramingWatch::new(tcp, framing);
         let svc = service_fn(move |req| {
             let this = this.clone();
             async move { Ok::<_, Infallible>(this.outer(req).await) }
@@ -604,6 +646,19 @@ impl Conn {
 
     /// A request on the plaintext connection to the proxy: `CONNECT` or absolute-form HTTP.
     async fn outer(&self, req: Request<Incoming>) -> Response<Body> {
+        let head = Target {
+            scheme: Scheme::Connect,
+            method: req.method().to_string(),
+            host: req
+                .uri()
+                .authority()
+                .map_or_else(String::new, |a| a.to_string()),
+            port: 0,
+            path: String::new(),
+        };
+        if let Err(refused) = self.check_framing(&head, req.headers()) {
+            return refused;
+        }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
         }
@@ -855,7 +910,11 @@ impl Conn {
             addrs,
             tls: true,
         };
-        let this = self.clone();
+        let framing = Arc::new(AtomicBool::new(false));
+        let this = Conn {
+            framing: framing.clone(),
+            ..self.clone()
+        };
         let svc = service_fn(move |req| {
             let this = this.clone();
             let dest = dest.clone();
@@ -871,6 +930,7 @@ impl Conn {
                 _ = self.cancel.cancelled() => {}
             }
         } else {
+            let io = TokioIo::new(FramingWatch::new(io.into_inner(), framing));
             tokio::select! {
                 _ = self.http1_builder().serve_connection(io, svc) => {}
                 _ = self.cancel.cancelled() => {}
@@ -900,6 +960,9 @@ impl Conn {
                 .path_and_query()
                 .map_or_else(|| "/".into(), |p| redact_query(p.as_str())),
         };
+        if let Err(refused) = self.check_framing(&target, req.headers()) {
+            return refused;
+        }
         if req.method() == Method::CONNECT {
             return self.refuse(
                 &target,
@@ -1116,6 +1179,25 @@ impl Conn {
 
         let (mut rparts, rbody) = resp.into_parts();
         strip_hop_by_hop(&mut rparts.headers);
+        let no_body = target.method == "HEAD"
+            || rparts.status.is_informational()
+            || rparts.status == StatusCode::NO_CONTENT
+            || rparts.status == StatusCode::NOT_MODIFIED;
+        if no_body {
+            scrub_headers(&scrub, &mut rparts.headers);
+            let mut event = self.event(
+                &target,
+                rparts.status.as_u16(),
+                Decision::Allowed,
+                None,
+                false,
+            );
+            event.credentials = injected;
+            event.request_bytes = request_bytes;
+            event.upstream = Some(addr);
+            self.inner.audit.record(event);
+            return Response::from_parts(rparts, empty());
+        }
         let mut decoder = None;
         if !scrub.is_empty() {
             scrub_headers(&scrub, &mut rparts.headers);

@@ -164,8 +164,10 @@ impl ScrubSet {
             percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
                 .to_string();
         self.pairs.push((encoded.into_bytes(), ph.clone()));
-        let json = serde_json_escape(secret);
-        self.pairs.push((json.into_bytes(), ph.clone()));
+        for escape_slash in [false, true] {
+            let json = json_escape(secret, escape_slash);
+            self.pairs.push((json.into_bytes(), ph.clone()));
+        }
         if secret.len() >= 12 {
             for core in base64_cores(secret.as_bytes()) {
                 self.pairs.push((core, ph.clone()));
@@ -192,28 +194,56 @@ impl ScrubSet {
             .saturating_sub(1)
     }
 
+    /// Scrubs a complete value; `None` if nothing was found.
     pub(crate) fn scrub(&self, data: &[u8]) -> Option<Vec<u8>> {
-        let mut current: Option<Vec<u8>> = None;
-        for (from, to) in &self.pairs {
-            let src = current.as_deref().unwrap_or(data);
-            if let Some(next) = replace_all(src, from, to) {
-                current = Some(next);
+        let (out, rest, replaced) = self.scrub_prefix(data, data.len());
+        debug_assert!(rest == data.len());
+        replaced.then_some(out)
+    }
+
+    /// Leftmost-longest replacement of the matches that start before `limit`; returns the
+    /// output, how far into `data` it covers, and whether anything was replaced. Deciding only
+    /// starts before `limit` (with all needles fully visible there) makes streaming give the
+    /// same result as scrubbing the whole body at once.
+    fn scrub_prefix(&self, data: &[u8], limit: usize) -> (Vec<u8>, usize, bool) {
+        let mut out = Vec::with_capacity(data.len());
+        let mut pos = 0;
+        let mut replaced = false;
+        while pos < limit {
+            let mut best: Option<(usize, &(Vec<u8>, Vec<u8>))> = None;
+            for pair in &self.pairs {
+                if let Some(at) = memmem::find(&data[pos..], &pair.0) {
+                    let at = pos + at;
+                    // Pairs are sorted longest first, so `<` keeps the longest on a tie.
+                    if at < limit && best.is_none_or(|(b, _)| at < b) {
+                        best = Some((at, pair));
+                    }
+                }
             }
+            let Some((at, (from, to))) = best else {
+                out.extend_from_slice(&data[pos..limit]);
+                pos = limit;
+                break;
+            };
+            out.extend_from_slice(&data[pos..at]);
+            out.extend_from_slice(to);
+            pos = at + from.len();
+            replaced = true;
         }
-        current
+        (out, pos, replaced)
     }
 }
 
 use base64::engine::general_purpose::STANDARD;
 
 /// JSON string escaping of a secret, as a JSON encoder would write it (without quotes).
-fn serde_json_escape(s: &str) -> String {
+fn json_escape(s: &str, escape_slash: bool) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
             '"' => out.push_str("\\\""),
             '\\' => out.push_str("\\\\"),
-            '/' => out.push_str("\\/"),
+            '/' if escape_slash => out.push_str("\\/"),
             c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
             c => out.push(c),
         }
@@ -240,16 +270,15 @@ impl StreamScrubber {
     /// Feeds a chunk; returns what may be released now.
     pub(crate) fn push(&mut self, chunk: &[u8]) -> Vec<u8> {
         self.carry.extend_from_slice(chunk);
-        if let Some(scrubbed) = self.set.scrub(&self.carry) {
-            self.carry = scrubbed;
-        }
-        let keep = self.set.overlap().min(self.carry.len());
-        let release = self.carry.len() - keep;
-        self.carry.drain(..release).collect()
+        let limit = self.carry.len().saturating_sub(self.set.overlap());
+        let (out, used, _) = self.set.scrub_prefix(&self.carry, limit);
+        self.carry.drain(..used);
+        out
     }
 
     /// Releases what was held back at the end of the body.
     pub(crate) fn finish(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.carry)
+        let carry = std::mem::take(&mut self.carry);
+        self.set.scrub(&carry).unwrap_or(carry)
     }
 }
