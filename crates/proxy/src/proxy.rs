@@ -593,30 +593,24 @@ impl Conn {
 
     /// Refuses oversized heads, and every request once the connection has shown conflicting
     /// framing headers.
-    fn check_framing(&self, target: &Target, headers: &HeaderMap) -> Result<(), Response<Body>> {
+    fn check_framing(&self, headers: &HeaderMap) -> Result<(), Refusal> {
         let size: usize = headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum();
         if size > self.inner.limits.max_header_bytes {
-            return Err(self.refuse(
-                target,
-                Refusal::new(
-                    StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                    format!(
-                        "request headers over {} bytes",
-                        self.inner.limits.max_header_bytes
-                    ),
+            return Err(Refusal::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!(
+                    "request headers over {} bytes",
+                    self.inner.limits.max_header_bytes
                 ),
             ));
         }
         if self.framing.load(Ordering::Acquire) {
-            return Err(self.refuse(
-                target,
-                Refusal::new(
-                    StatusCode::BAD_REQUEST,
-                    "both Content-Length and Transfer-Encoding (request smuggling)",
-                ),
+            return Err(Refusal::new(
+                StatusCode::BAD_REQUEST,
+                "both Content-Length and Transfer-Encoding (request smuggling)",
             ));
         }
         Ok(())
@@ -656,8 +650,8 @@ impl Conn {
             port: 0,
             path: String::new(),
         };
-        if let Err(refused) = self.check_framing(&head, req.headers()) {
-            return refused;
+        if let Err(r) = self.check_framing(req.headers()) {
+            return self.refuse(&head, r);
         }
         if req.method() == Method::CONNECT {
             return self.connect(req).await;
@@ -960,8 +954,8 @@ impl Conn {
                 .path_and_query()
                 .map_or_else(|| "/".into(), |p| redact_query(p.as_str())),
         };
-        if let Err(refused) = self.check_framing(&target, req.headers()) {
-            return refused;
+        if let Err(r) = self.check_framing(req.headers()) {
+            return self.refuse(&target, r);
         }
         if req.method() == Method::CONNECT {
             return self.refuse(
@@ -1282,11 +1276,11 @@ fn inject_credential(
     let encoded_secret: String =
         percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    if let Some(query) = parts.uri.query() {
-        if let Some(replaced) = replace_all(query.as_bytes(), ph, encoded_secret.as_bytes()) {
-            let query = String::from_utf8(replaced).map_err(|_| "the query is not UTF-8")?;
-            set_query(&mut parts.uri, Some(&query))?;
-        }
+    if let Some(query) = parts.uri.query()
+        && let Some(replaced) = replace_all(query.as_bytes(), ph, encoded_secret.as_bytes())
+    {
+        let query = String::from_utf8(replaced).map_err(|_| "the query is not UTF-8")?;
+        set_query(&mut parts.uri, Some(&query))?;
     }
     if body_is_identity && let Some(replaced) = replace_all(body, ph, secret.as_bytes()) {
         *body = Bytes::from(replaced);

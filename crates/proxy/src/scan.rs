@@ -144,9 +144,26 @@ pub(crate) fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>
 }
 
 /// (secret form, what the server sees instead) pairs for one injected secret.
-#[derive(Debug, Clone, Default)]
+type ScrubPair = (Vec<u8>, Vec<u8>);
+
+/// Holds secret material: its `Debug` shows only how many forms it has.
+#[derive(Clone, Default)]
 pub(crate) struct ScrubSet {
-    pairs: Vec<(Vec<u8>, Vec<u8>)>,
+    pairs: Vec<ScrubPair>,
+}
+
+impl std::fmt::Debug for ScrubSet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ScrubSet({} forms)", self.pairs.len())
+    }
+}
+
+impl Drop for ScrubSet {
+    fn drop(&mut self) {
+        for (secret, _) in &mut self.pairs {
+            zeroize::Zeroize::zeroize(secret);
+        }
+    }
 }
 
 impl ScrubSet {
@@ -210,7 +227,7 @@ impl ScrubSet {
         let mut pos = 0;
         let mut replaced = false;
         while pos < limit {
-            let mut best: Option<(usize, &(Vec<u8>, Vec<u8>))> = None;
+            let mut best: Option<(usize, &ScrubPair)> = None;
             for pair in &self.pairs {
                 if let Some(at) = memmem::find(&data[pos..], &pair.0) {
                     let at = pos + at;
@@ -253,10 +270,15 @@ fn json_escape(s: &str, escape_slash: bool) -> String {
 
 /// A streaming scrubber: holds back the last `overlap` bytes so a secret split across chunks is
 /// still found.
-#[derive(Debug)]
 pub(crate) struct StreamScrubber {
     set: ScrubSet,
     carry: Vec<u8>,
+}
+
+impl std::fmt::Debug for StreamScrubber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StreamScrubber").finish_non_exhaustive()
+    }
 }
 
 impl StreamScrubber {

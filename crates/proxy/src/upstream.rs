@@ -151,10 +151,11 @@ impl Upstream {
         let idle = pool.get_mut(key)?;
         idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < self.idle_timeout);
         // h2 senders stay pooled (multiplexed); an h1 sender is taken out while in use.
-        if let Some(i) = idle.iter().position(|(s, _)| matches!(s, Sender::H2(_))) {
-            if let (Sender::H2(s), _) = &idle[i] {
-                return Some(Sender::H2(s.clone()));
-            }
+        if let Some(h2) = idle.iter().find_map(|(s, _)| match s {
+            Sender::H2(s) => Some(s.clone()),
+            Sender::H1(_) => None,
+        }) {
+            return Some(Sender::H2(h2));
         }
         idle.pop().map(|(s, _)| s)
     }
