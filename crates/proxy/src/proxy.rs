@@ -187,16 +187,22 @@ impl Default for ProxyConfig {
 struct Cred {
     spec: CredentialSpec,
     placeholder: String,
-    needles: Needles,
 }
+
+/// Secrets a cached [`ScrubSet`] was built from, so a rotated secret rebuilds it.
+type ScrubCache = HashMap<Vec<usize>, (Vec<Zeroizing<String>>, Arc<ScrubSet>)>;
+const SCRUB_CACHE_MAX: usize = 64;
 
 /// One sandbox's identity and rules: its server name, egress policy and placeholders.
 pub struct SandboxEgress {
     server: String,
     policy: EgressPolicy,
     creds: Vec<Cred>,
+    /// Every placeholder, in `creds` order.
+    detector: Needles,
     plain_http_credentials: HashSet<String>,
     tool_call: Mutex<Option<String>>,
+    scrub_cache: Mutex<ScrubCache>,
 }
 
 impl std::fmt::Debug for SandboxEgress {
@@ -250,13 +256,20 @@ impl SandboxEgress {
             creds.push(Cred {
                 spec: spec.clone(),
                 placeholder: placeholder.clone(),
-                needles: Needles::new(placeholder),
             });
         }
+        let detector = Needles::new(
+            &creds
+                .iter()
+                .map(|c| c.placeholder.as_str())
+                .collect::<Vec<_>>(),
+        );
         Ok(SandboxEgress {
             server,
             policy,
             creds,
+            detector,
+            scrub_cache: Mutex::new(HashMap::new()),
             plain_http_credentials: HashSet::new(),
             tool_call: Mutex::new(None),
         })
@@ -283,6 +296,35 @@ impl SandboxEgress {
     /// The tool call now running in this sandbox (`None` when idle); stamped on audit records.
     pub fn set_tool_call(&self, tool_call: Option<String>) {
         *self.tool_call.lock().unwrap_or_else(|p| p.into_inner()) = tool_call;
+    }
+
+    /// The scrubber for the secrets injected into one request (credential indexes `creds`),
+    /// built once per combination and secret version.
+    fn scrub_set(&self, creds: Vec<usize>, secrets: Vec<Zeroizing<String>>) -> Arc<ScrubSet> {
+        let mut cache = self.scrub_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_from, set)) = cache.get(&creds)
+            && *built_from == secrets
+        {
+            return set.clone();
+        }
+        let entries: Vec<(&str, &str, Option<&str>)> = creds
+            .iter()
+            .zip(&secrets)
+            .map(|(&i, secret)| {
+                let cred = &self.creds[i];
+                let basic_user = match &cred.spec.inject {
+                    Injection::Basic { username } => Some(username.as_str()),
+                    _ => None,
+                };
+                (secret.as_str(), cred.placeholder.as_str(), basic_user)
+            })
+            .collect();
+        let set = Arc::new(ScrubSet::new(&entries));
+        if cache.len() >= SCRUB_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(creds, (secrets, set.clone()));
+        set
     }
 
     fn tool_call(&self) -> Option<String> {
@@ -732,12 +774,18 @@ impl Conn {
         target.host = host;
         target.port = port;
         // Nothing on the CONNECT itself may carry a placeholder: it goes to no credential host.
-        if let Some(cred) = self.sandbox.creds.iter().find(|c| {
-            c.needles.found_in(auth.as_str().as_bytes())
-                || req.headers().iter().any(|(n, v)| {
-                    c.needles.found_in(n.as_str().as_bytes()) || c.needles.found_in(v.as_bytes())
-                })
-        }) {
+        let detector = &self.sandbox.detector;
+        let mut hits = detector.hits();
+        detector.mark(auth.as_str().as_bytes(), &mut hits);
+        for (name, value) in req.headers() {
+            detector.mark(name.as_str().as_bytes(), &mut hits);
+            detector.mark(value.as_bytes(), &mut hits);
+        }
+        if let Some(cred) = hits
+            .iter()
+            .position(|hit| *hit)
+            .map(|i| &self.sandbox.creds[i])
+        {
             return self.refuse(
                 &target,
                 Refusal::exfiltration(format!(
@@ -1071,19 +1119,20 @@ impl Conn {
         };
 
         // Which credentials go into this request; a placeholder anywhere else is refused.
-        let uri_text = parts.uri.to_string();
+        let detector = &self.sandbox.detector;
+        let mut hits = detector.hits();
+        detector.mark(parts.uri.to_string().as_bytes(), &mut hits);
+        for (name, value) in &parts.headers {
+            detector.mark(name.as_str().as_bytes(), &mut hits);
+            detector.mark(value.as_bytes(), &mut hits);
+        }
+        detector.mark(&decoded, &mut hits);
         let mut inject = Vec::new();
-        for cred in &self.sandbox.creds {
+        for (i, cred) in self.sandbox.creds.iter().enumerate() {
             let to_its_host = cred.spec.hosts.iter().any(|h| h.matches(&dest.host));
             let scheme_ok =
                 dest.tls || self.sandbox.plain_http_credentials.contains(&cred.spec.env);
-            let n = &cred.needles;
-            let carried = n.found_in(uri_text.as_bytes())
-                || parts
-                    .headers
-                    .iter()
-                    .any(|(k, v)| n.found_in(k.as_str().as_bytes()) || n.found_in(v.as_bytes()))
-                || n.found_in(&decoded);
+            let carried = hits[i];
             if carried && !to_its_host {
                 return self.refuse(
                     &target,
@@ -1103,15 +1152,16 @@ impl Conn {
                 );
             }
             if to_its_host && scheme_ok {
-                inject.push(cred);
+                inject.push(i);
             }
         }
         drop(decoded);
 
         let mut body = body;
-        let mut scrub = ScrubSet::default();
         let mut injected = Vec::new();
-        for cred in inject {
+        let mut secrets = Vec::new();
+        for &i in &inject {
+            let cred = &self.sandbox.creds[i];
             let secret = match self.inner.secrets.secret(cred.spec.secret_name()).await {
                 Ok(s) => s,
                 Err(e) => {
@@ -1135,13 +1185,10 @@ impl Conn {
                     ),
                 );
             }
-            let basic_user = match &cred.spec.inject {
-                Injection::Basic { username } => Some(username.as_str()),
-                _ => None,
-            };
-            scrub.add(&secret, &cred.placeholder, basic_user);
             injected.push(cred.spec.env.clone());
+            secrets.push(secret);
         }
+        let scrub = self.sandbox.scrub_set(inject, secrets);
 
         strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(header::CONTENT_LENGTH);
@@ -1555,7 +1602,7 @@ struct ProxiedBody {
     inner: Incoming,
     decoder: Option<Decoder>,
     scrubber: Option<StreamScrubber>,
-    scrub_trailers: ScrubSet,
+    scrub_trailers: Arc<ScrubSet>,
     pending_trailers: Option<HeaderMap>,
     finished: bool,
     audit: AuditGuard,

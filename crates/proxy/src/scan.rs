@@ -8,47 +8,78 @@
 
 use std::borrow::Cow;
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
 use memchr::memmem;
 
-/// The encodings of one value that are searched for.
+/// The encodings of a set of values (one sandbox's placeholders) searched for in one pass.
 #[derive(Debug, Clone)]
 pub(crate) struct Needles {
-    forms: Vec<Vec<u8>>,
+    /// `None` when there is nothing to look for.
+    matcher: Option<AhoCorasick>,
+    /// Pattern index → value index.
+    owner: Vec<usize>,
+    values: usize,
 }
 
 impl Needles {
-    pub(crate) fn new(value: &str) -> Self {
-        let mut forms = vec![value.as_bytes().to_vec()];
-        forms.extend(base64_cores(value.as_bytes()));
-        forms.sort();
-        forms.dedup();
-        Needles { forms }
-    }
-
-    fn in_raw(&self, hay: &[u8]) -> bool {
-        self.forms.iter().any(|n| memmem::find(hay, n).is_some())
-    }
-
-    /// Whether `hay` carries the value in any of the covered encodings.
-    pub(crate) fn found_in(&self, hay: &[u8]) -> bool {
-        if self.in_raw(hay) {
-            return true;
+    pub(crate) fn new(values: &[&str]) -> Self {
+        let mut patterns: Vec<Vec<u8>> = Vec::new();
+        let mut owner = Vec::new();
+        for (i, value) in values.iter().enumerate() {
+            let mut forms = vec![value.as_bytes().to_vec()];
+            forms.extend(base64_cores(value.as_bytes()));
+            forms.sort();
+            forms.dedup();
+            owner.extend(std::iter::repeat_n(i, forms.len()));
+            patterns.extend(forms);
         }
+        let matcher = (!patterns.is_empty()).then(|| {
+            AhoCorasick::new(&patterns).expect("placeholder patterns are small and valid")
+        });
+        Needles {
+            matcher,
+            owner,
+            values: values.len(),
+        }
+    }
+
+    pub(crate) fn hits(&self) -> Vec<bool> {
+        vec![false; self.values]
+    }
+
+    fn mark_raw(&self, matcher: &AhoCorasick, hay: &[u8], hits: &mut [bool]) {
+        for m in matcher.find_overlapping_iter(hay) {
+            hits[self.owner[m.pattern().as_usize()]] = true;
+        }
+    }
+
+    /// Marks in `hits` every value `hay` carries in any of the covered encodings.
+    pub(crate) fn mark(&self, hay: &[u8], hits: &mut [bool]) {
+        let Some(matcher) = &self.matcher else { return };
+        self.mark_raw(matcher, hay, hits);
         let mut current: Cow<'_, [u8]> = Cow::Borrowed(hay);
         for _ in 0..4 {
+            if memchr::memchr2(b'%', b'\\', &current).is_none() {
+                return;
+            }
             let decoded =
                 json_unescape(&percent_encoding::percent_decode(&current).collect::<Vec<u8>>());
             if decoded == *current {
-                return false;
+                return;
             }
-            if self.in_raw(&decoded) {
-                return true;
-            }
+            self.mark_raw(matcher, &decoded, hits);
             current = Cow::Owned(decoded);
         }
-        false
+    }
+
+    /// Whether `hay` carries any of the values.
+    #[cfg(test)]
+    pub(crate) fn found_in(&self, hay: &[u8]) -> bool {
+        let mut hits = self.hits();
+        self.mark(hay, &mut hits);
+        hits.contains(&true)
     }
 }
 
@@ -144,108 +175,114 @@ pub(crate) fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>
 }
 
 /// (secret form, what the server sees instead) pairs for one injected secret.
-type ScrubPair = (Vec<u8>, Vec<u8>);
-
-/// Holds secret material: its `Debug` shows only how many forms it has.
+/// (secret form, what the server sees instead) pairs for the secrets injected into a request,
+/// with a leftmost-longest matcher over the forms.
 #[derive(Clone, Default)]
 pub(crate) struct ScrubSet {
-    pairs: Vec<ScrubPair>,
+    from: Vec<Vec<u8>>,
+    to: Vec<Vec<u8>>,
+    matcher: Option<AhoCorasick>,
+    longest: usize,
 }
 
 impl std::fmt::Debug for ScrubSet {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "ScrubSet({} forms)", self.pairs.len())
+        write!(f, "ScrubSet({} forms)", self.from.len())
     }
 }
 
 impl Drop for ScrubSet {
     fn drop(&mut self) {
-        for (secret, _) in &mut self.pairs {
+        for secret in &mut self.from {
             zeroize::Zeroize::zeroize(secret);
         }
     }
 }
 
 impl ScrubSet {
-    /// Adds the forms of `secret` a response may carry: raw, percent-encoded, JSON-escaped, the
-    /// exact `Basic` value that was injected, and any base64 alignment of the secret.
-    pub(crate) fn add(&mut self, secret: &str, placeholder: &str, basic_user: Option<&str>) {
-        let ph = placeholder.as_bytes().to_vec();
-        if let Some(user) = basic_user {
-            let real = STANDARD.encode(format!("{user}:{secret}"));
-            let fake = STANDARD.encode(format!("{user}:{placeholder}"));
-            self.pairs.push((real.into_bytes(), fake.into_bytes()));
-        }
-        self.pairs.push((secret.as_bytes().to_vec(), ph.clone()));
-        let encoded =
-            percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
-                .to_string();
-        self.pairs.push((encoded.into_bytes(), ph.clone()));
-        for escape_slash in [false, true] {
-            let json = json_escape(secret, escape_slash);
-            self.pairs.push((json.into_bytes(), ph.clone()));
-        }
-        if secret.len() >= 12 {
-            for core in base64_cores(secret.as_bytes()) {
-                self.pairs.push((core, ph.clone()));
+    /// For each `(secret, placeholder, basic-auth user)`, the forms a response may carry: raw,
+    /// percent-encoded, JSON-escaped, the exact `Basic` value that was injected, and any base64
+    /// alignment of the secret (for secrets of 12 bytes or more).
+    pub(crate) fn new(entries: &[(&str, &str, Option<&str>)]) -> Self {
+        let mut pairs: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        for (secret, placeholder, basic_user) in entries {
+            let ph = placeholder.as_bytes().to_vec();
+            if let Some(user) = basic_user {
+                let real = STANDARD.encode(format!("{user}:{secret}"));
+                let fake = STANDARD.encode(format!("{user}:{placeholder}"));
+                pairs.push((real.into_bytes(), fake.into_bytes()));
+            }
+            pairs.push((secret.as_bytes().to_vec(), ph.clone()));
+            let encoded =
+                percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            pairs.push((encoded.into_bytes(), ph.clone()));
+            for escape_slash in [false, true] {
+                pairs.push((json_escape(secret, escape_slash).into_bytes(), ph.clone()));
+            }
+            if secret.len() >= 12 {
+                for core in base64_cores(secret.as_bytes()) {
+                    pairs.push((core, ph.clone()));
+                }
             }
         }
-        self.pairs.sort();
-        self.pairs.dedup();
-        // Longest first, so a form containing another is replaced whole.
-        self.pairs
-            .sort_by_key(|(from, _)| std::cmp::Reverse(from.len()));
+        pairs.retain(|(from, _)| !from.is_empty());
+        pairs.sort();
+        pairs.dedup_by(|a, b| a.0 == b.0);
+        let longest = pairs.iter().map(|(f, _)| f.len()).max().unwrap_or(0);
+        let (from, to): (Vec<_>, Vec<_>) = pairs.into_iter().unzip();
+        let matcher = (!from.is_empty()).then(|| {
+            AhoCorasickBuilder::new()
+                .match_kind(MatchKind::LeftmostLongest)
+                .build(&from)
+                .expect("secret forms are valid patterns")
+        });
+        ScrubSet {
+            from,
+            to,
+            matcher,
+            longest,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
+        self.matcher.is_none()
     }
 
     /// How many trailing bytes a streaming scrubber must hold back between chunks.
     pub(crate) fn overlap(&self) -> usize {
-        self.pairs
-            .iter()
-            .map(|(f, _)| f.len())
-            .max()
-            .unwrap_or(1)
-            .saturating_sub(1)
+        self.longest.saturating_sub(1)
     }
 
     /// Scrubs a complete value; `None` if nothing was found.
     pub(crate) fn scrub(&self, data: &[u8]) -> Option<Vec<u8>> {
-        let (out, rest, replaced) = self.scrub_prefix(data, data.len());
-        debug_assert!(rest == data.len());
+        let (out, _, replaced) = self.scrub_prefix(data, data.len());
         replaced.then_some(out)
     }
 
     /// Leftmost-longest replacement of the matches that start before `limit`; returns the
     /// output, how far into `data` it covers, and whether anything was replaced. Deciding only
-    /// starts before `limit` (with all needles fully visible there) makes streaming give the
-    /// same result as scrubbing the whole body at once.
+    /// starts before `limit` (where every form is fully visible) makes streaming give the same
+    /// result as scrubbing the whole body at once.
     fn scrub_prefix(&self, data: &[u8], limit: usize) -> (Vec<u8>, usize, bool) {
+        let Some(matcher) = &self.matcher else {
+            return (data[..limit].to_vec(), limit, false);
+        };
         let mut out = Vec::with_capacity(data.len());
         let mut pos = 0;
         let mut replaced = false;
-        while pos < limit {
-            let mut best: Option<(usize, &ScrubPair)> = None;
-            for pair in &self.pairs {
-                if let Some(at) = memmem::find(&data[pos..], &pair.0) {
-                    let at = pos + at;
-                    // Pairs are sorted longest first, so `<` keeps the longest on a tie.
-                    if at < limit && best.is_none_or(|(b, _)| at < b) {
-                        best = Some((at, pair));
-                    }
-                }
-            }
-            let Some((at, (from, to))) = best else {
-                out.extend_from_slice(&data[pos..limit]);
-                pos = limit;
+        for m in matcher.find_iter(data) {
+            if m.start() >= limit {
                 break;
-            };
-            out.extend_from_slice(&data[pos..at]);
-            out.extend_from_slice(to);
-            pos = at + from.len();
+            }
+            out.extend_from_slice(&data[pos..m.start()]);
+            out.extend_from_slice(&self.to[m.pattern().as_usize()]);
+            pos = m.end();
             replaced = true;
+        }
+        if pos < limit {
+            out.extend_from_slice(&data[pos..limit]);
+            pos = limit;
         }
         (out, pos, replaced)
     }
@@ -271,7 +308,7 @@ fn json_escape(s: &str, escape_slash: bool) -> String {
 /// A streaming scrubber: holds back the last `overlap` bytes so a secret split across chunks is
 /// still found.
 pub(crate) struct StreamScrubber {
-    set: ScrubSet,
+    set: std::sync::Arc<ScrubSet>,
     carry: Vec<u8>,
 }
 
@@ -282,7 +319,7 @@ impl std::fmt::Debug for StreamScrubber {
 }
 
 impl StreamScrubber {
-    pub(crate) fn new(set: ScrubSet) -> Self {
+    pub(crate) fn new(set: std::sync::Arc<ScrubSet>) -> Self {
         StreamScrubber {
             set,
             carry: Vec::new(),

@@ -32,7 +32,7 @@ fn sandbox_env_points_everything_at_the_proxy_and_ca() {
 #[test]
 fn needles_find_the_placeholder_in_every_covered_encoding() {
     let ph = new_placeholder();
-    let n = Needles::new(&ph);
+    let n = Needles::new(&[&ph]);
     let pct: String = ph.bytes().map(|b| format!("%{b:02X}")).collect();
     let json: String = ph.chars().map(|c| format!("\\u{:04x}", c as u32)).collect();
     let double_pct = pct.replace('%', "%25");
@@ -82,8 +82,7 @@ fn base64_cores_match_every_alignment() {
 fn scrubbing_replaces_every_form_even_split_byte_by_byte() {
     let secret = "sk-live-REAL/secret\"value+42";
     let ph = new_placeholder();
-    let mut set = ScrubSet::default();
-    set.add(secret, &ph, Some("api"));
+    let set = std::sync::Arc::new(ScrubSet::new(&[(secret, &ph, Some("api"))]));
     let basic = STANDARD.encode(format!("api:{secret}"));
     let pct = percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
         .to_string();
