@@ -160,10 +160,13 @@ impl SandboxRuntime {
     }
 }
 
+/// Binds and (target, link) symlinks that make up a server's own root.
+type RootEntries = (Vec<Bind>, Vec<(String, PathBuf)>);
+
 /// An extracted image's top level as binds and symlinks of a fresh root. The names the
 /// sandbox provides itself (`/proc`, `/dev`, `/tmp`, `/run`, `/sys`) are skipped. Symlinks are
 /// re-created, never followed on the host: they resolve inside the sandbox.
-fn root_entries(root: &std::path::Path) -> Result<(Vec<Bind>, Vec<(String, PathBuf)>), String> {
+fn root_entries(root: &std::path::Path) -> Result<RootEntries, String> {
     const PROVIDED: &[&str] = &["proc", "dev", "tmp", "run", "sys"];
     let mut binds = Vec::new();
     let mut links = Vec::new();
