@@ -12,6 +12,7 @@ mod client;
 pub mod http;
 pub mod hub;
 pub mod naming;
+pub mod egress;
 pub mod rugpull;
 pub mod sandboxed;
 pub mod stdout_guard;

@@ -74,10 +74,14 @@ pub struct SecretError {
     pub reason: String,
 }
 
-/// Where real secret values come from (the gateway implements it over its vault).
+/// Where real secret values come from (the gateway implements it over its vault). `server`
+/// is the sandbox's server: a secret is looked up in that server's scope only.
 pub trait SecretSource: Send + Sync + 'static {
-    fn secret<'a>(&'a self, name: &'a str)
-    -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>>;
+    fn secret<'a>(
+        &'a self,
+        server: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>>;
 }
 
 /// A fixed set of secrets in memory (tests, and embedders without a vault).
@@ -104,6 +108,7 @@ impl StaticSecrets {
 impl SecretSource for StaticSecrets {
     fn secret<'a>(
         &'a self,
+        _server: &'a str,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>> {
         let found = self.0.get(name).cloned().ok_or_else(|| SecretError {
@@ -1162,7 +1167,12 @@ impl Conn {
         let mut secrets = Vec::new();
         for &i in &inject {
             let cred = &self.sandbox.creds[i];
-            let secret = match self.inner.secrets.secret(cred.spec.secret_name()).await {
+            let secret = match self
+                .inner
+                .secrets
+                .secret(self.sandbox.server_name(), cred.spec.secret_name())
+                .await
+            {
                 Ok(s) => s,
                 Err(e) => {
                     return self.refuse(

@@ -1,0 +1,113 @@
+//! The egress proxy's two gateway-side dependencies: real secrets from the vault, and audit
+//! records into the store. Both are written so the proxy never waits on storage longer than a
+//! vault read: audit records go through a bounded queue to one writer task.
+
+use std::sync::Arc;
+
+use futures::future::BoxFuture;
+use gig_proxy::{AuditEvent, AuditSink, Decision, SecretError, SecretSource, Zeroizing};
+use gig_secrets::Secrets;
+use gig_store::{AuditEntry, CredentialScope, Store};
+use tokio::sync::mpsc;
+
+/// Secrets of a sandbox's own server scope (`gigmcp secret set SERVER NAME`), never another's.
+#[derive(Debug, Clone)]
+pub struct VaultSecrets(pub Arc<Secrets>);
+
+impl SecretSource for VaultSecrets {
+    fn secret<'a>(
+        &'a self,
+        server: &'a str,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>> {
+        Box::pin(async move {
+            let fail = |reason: String| SecretError {
+                name: name.to_owned(),
+                reason,
+            };
+            let scope = CredentialScope {
+                server,
+                user_id: None,
+                profile_id: None,
+            };
+            let value = self
+                .0
+                .get(&scope, name)
+                .await
+                .map_err(|e| fail(e.to_string()))?
+                .ok_or_else(|| {
+                    fail(format!(
+                        "not in the vault; set it with `gigmcp secret set {server} {name}`"
+                    ))
+                })?;
+            let text = std::str::from_utf8(value.expose())
+                .map_err(|_| fail("the stored value is not UTF-8 text".into()))?;
+            Ok(Zeroizing::new(text.to_owned()))
+        })
+    }
+}
+
+/// Records beyond this many waiting are dropped (and counted in a warning) rather than
+/// slowing the proxy down.
+const AUDIT_QUEUE: usize = 4096;
+
+/// Writes every proxy decision into the store's append-only audit log.
+#[derive(Debug, Clone)]
+pub struct StoreAudit {
+    queue: mpsc::Sender<AuditEvent>,
+}
+
+impl StoreAudit {
+    /// Starts the writer task (on the current runtime).
+    pub fn start(store: Store) -> Self {
+        let (queue, mut events) = mpsc::channel::<AuditEvent>(AUDIT_QUEUE);
+        tokio::spawn(async move {
+            while let Some(event) = events.recv().await {
+                let detail = serde_json::json!({
+                    "toolCall": event.tool_call,
+                    "method": event.method,
+                    "host": event.host,
+                    "port": event.port,
+                    "path": event.path,
+                    "status": event.status,
+                    "requestBytes": event.request_bytes,
+                    "responseBytes": event.response_bytes,
+                    "credentials": event.credentials,
+                    "reason": event.reason,
+                    "exfiltration": event.exfiltration,
+                    "upstream": event.upstream.map(|a| a.to_string()),
+                });
+                let result = match (event.decision, event.exfiltration) {
+                    (_, true) => "exfiltration",
+                    (Decision::Allowed, false) => "ok",
+                    (Decision::Refused, false) => "denied",
+                };
+                let target = format!("{}:{}", event.host, event.port);
+                if let Err(e) = store
+                    .append_audit(&AuditEntry {
+                        actor: &event.server,
+                        action: "egress.request",
+                        target: &target,
+                        result,
+                        detail: &detail,
+                    })
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot write an egress audit record");
+                }
+            }
+        });
+        StoreAudit { queue }
+    }
+}
+
+impl AuditSink for StoreAudit {
+    fn record(&self, event: AuditEvent) {
+        if event.exfiltration {
+            tracing::warn!(server = %event.server, host = %event.host, reason = ?event.reason, "egress: credential placeholder sent to a host it does not belong to");
+        }
+        if self.queue.try_send(event).is_err() {
+            tracing::warn!("egress audit queue full: a record was dropped");
+        }
+    }
+}
