@@ -106,7 +106,10 @@ pub enum NetError {
         source: std::io::Error,
     },
     #[error("nft failed to {action}: {detail}")]
-    Nft { action: &'static str, detail: String },
+    Nft {
+        action: &'static str,
+        detail: String,
+    },
 }
 
 /// What a new manager removed from a previous (crashed) one.
@@ -159,7 +162,11 @@ impl NetManager {
         )
         .await?;
         if !removed_links.is_empty() || removed_table {
-            tracing::info!(?removed_links, removed_table, "reclaimed stale sandbox networking");
+            tracing::info!(
+                ?removed_links,
+                removed_table,
+                "reclaimed stale sandbox networking"
+            );
         }
         let pool = Mutex::new(Pool::new(config.pool));
         Ok(NetManager {
@@ -192,16 +199,13 @@ impl NetManager {
     /// is left behind.
     pub async fn attach(&self, child_pid: u32, proxy_port: u16) -> Result<SandboxNet, NetError> {
         let netns = open_foreign_netns(child_pid)?;
-        let slot = self
-            .inner
-            .pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .allocate()
-            .ok_or_else(|| NetError::PoolExhausted {
+        let slot = {
+            let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
+            pool.allocate().ok_or_else(|| NetError::PoolExhausted {
                 pool: self.inner.config.pool,
-                slots: self.capacity(),
-            })?;
+                slots: pool.capacity(),
+            })?
+        };
         let host_ifname = format!("{}{}", self.inner.config.ifname_prefix, slot.index);
         let net = SandboxNet {
             host_addr: slot.host_addr,
@@ -438,14 +442,14 @@ fn validate(config: &NetConfig) -> Result<(), NetError> {
         ));
     }
     if SANDBOX_IFNAME.starts_with(prefix.as_str()) || "lo".starts_with(prefix.as_str()) {
-        return bad(format!("interface prefix {prefix:?} would match eth0 or lo"));
+        return bad(format!(
+            "interface prefix {prefix:?} would match eth0 or lo"
+        ));
     }
     let table = &config.nft_table;
     if table.is_empty()
         || table.len() > 32
-        || !table
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        || !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
         return bad(format!(
             "nft table name {table:?} must be 1-32 ASCII letters, digits or '_'"
@@ -462,8 +466,8 @@ fn open_foreign_netns(pid: u32) -> Result<OwnedFd, NetError> {
     let theirs = netns
         .metadata()
         .map_err(|source| NetError::Netns { pid, source })?;
-    let ours = std::fs::metadata("/proc/self/ns/net")
-        .map_err(|source| NetError::Netns { pid, source })?;
+    let ours =
+        std::fs::metadata("/proc/self/ns/net").map_err(|source| NetError::Netns { pid, source })?;
     if (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()) {
         return Err(NetError::SharedNetns(pid));
     }

@@ -37,7 +37,9 @@ pub(crate) async fn create_veth(
     peer: &str,
     netns_fd: RawFd,
 ) -> Result<u32, NetError> {
-    let peer_msg = LinkUnspec::new_with_name(peer).setns_by_fd(netns_fd).build();
+    let peer_msg = LinkUnspec::new_with_name(peer)
+        .setns_by_fd(netns_fd)
+        .build();
     let msg = LinkVeth::new(host, peer)
         .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
         .build();
@@ -71,9 +73,15 @@ async fn link_index(handle: &Handle, name: &str) -> Result<Option<u32>, NetError
 /// IPv6 address-generation mode, and not at creation), hence procfs.
 pub(crate) fn harden_host_end(ifname: &str) -> Result<(), NetError> {
     for (path, value) in [
-        (format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"), "1"),
+        (
+            format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6"),
+            "1",
+        ),
         (format!("/proc/sys/net/ipv4/conf/{ifname}/arp_ignore"), "1"),
-        (format!("/proc/sys/net/ipv4/conf/{ifname}/arp_announce"), "2"),
+        (
+            format!("/proc/sys/net/ipv4/conf/{ifname}/arp_announce"),
+            "2",
+        ),
         (format!("/proc/sys/net/ipv4/conf/{ifname}/rp_filter"), "1"),
     ] {
         // A kernel without IPv6 has no IPv6 to disable.

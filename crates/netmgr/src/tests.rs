@@ -18,16 +18,28 @@ fn pool_hands_out_host_dot1_sandbox_dot2_and_exhausts() {
     let a = pool.allocate().unwrap();
     assert_eq!(
         (a.index, a.host_addr, a.sandbox_addr),
-        (0, Ipv4Addr::new(198, 19, 4, 1), Ipv4Addr::new(198, 19, 4, 2))
+        (
+            0,
+            Ipv4Addr::new(198, 19, 4, 1),
+            Ipv4Addr::new(198, 19, 4, 2)
+        )
     );
     let b = pool.allocate().unwrap();
     assert_eq!(
         (b.index, b.host_addr, b.sandbox_addr),
-        (1, Ipv4Addr::new(198, 19, 4, 5), Ipv4Addr::new(198, 19, 4, 6))
+        (
+            1,
+            Ipv4Addr::new(198, 19, 4, 5),
+            Ipv4Addr::new(198, 19, 4, 6)
+        )
     );
     assert_eq!(pool.allocate(), None);
     pool.release(0);
-    assert_eq!(pool.allocate().unwrap().index, 0, "lowest free slot is reused");
+    assert_eq!(
+        pool.allocate().unwrap().index,
+        0,
+        "lowest free slot is reused"
+    );
     assert_eq!(pool.allocate(), None);
     pool.release(99); // out of range: ignored
 }
@@ -74,7 +86,17 @@ fn config_validation_rejects_bad_pools_prefixes_and_tables() {
             "{pool} accepted"
         );
     }
-    for prefix in ["", "Gig", "gig*", "g-ig", "9gig", "e", "eth", "l", "averylongprefix"] {
+    for prefix in [
+        "",
+        "Gig",
+        "gig*",
+        "g-ig",
+        "9gig",
+        "e",
+        "eth",
+        "l",
+        "averylongprefix",
+    ] {
         assert!(
             matches!(
                 with(&|c| c.ifname_prefix = prefix.into()),
@@ -120,7 +142,10 @@ fn ruleset_confines_prefix_links_to_the_allowed_set() {
         let chain = r.split(&format!("hook {hook};")).nth(1).unwrap();
         let body = &chain[..chain.find('}').unwrap()];
         assert!(body.contains("policy accept;"), "{hook}: {body}");
-        assert!(body.contains("iifname \"nmt*\" jump from_sandbox"), "{hook}");
+        assert!(
+            body.contains("iifname \"nmt*\" jump from_sandbox"),
+            "{hook}"
+        );
     }
     let fwd = r.split("hook forward").nth(1).unwrap();
     assert!(fwd.contains("iifname \"nmt*\" drop") && fwd.contains("oifname \"nmt*\" drop"));
