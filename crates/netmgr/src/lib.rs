@@ -279,13 +279,10 @@ impl Inner {
         link::address_and_up(&self.handle, index, &net.host_ifname, net.host_addr).await
     }
 
-    /// Best effort and idempotent: the link may already be gone with its netns.
+    /// Best effort and idempotent: the link may already be gone with its netns. The link and
+    /// the allowance go concurrently (both wait on kernel RCU work); a link without its
+    /// allowance is dropped by the wildcard rule, so the order does not matter for safety.
     async fn teardown(&self, net: &SandboxNet) {
-        if let Err(e) = link::delete_by_name(&self.handle, &net.host_ifname).await {
-            tracing::warn!(ifname = %net.host_ifname, error = %e, "deleting sandbox link");
-            // The slot stays taken: reusing it would collide with the leftover link.
-            return;
-        }
         let script = format!(
             "delete {}\n",
             allow_element(
@@ -296,9 +293,19 @@ impl Inner {
                 net.proxy_port,
             )
         );
-        if let Err(e) = self.nft.apply("remove a sandbox allowance", &script).await {
+        let (link, element) = tokio::join!(
+            link::delete_by_name(&self.handle, &net.host_ifname),
+            self.nft.apply("remove a sandbox allowance", &script),
+        );
+        if let Err(e) = element {
             // Missing element (never added, or table recreated): nothing to remove.
             tracing::debug!(ifname = %net.host_ifname, error = %e, "removing allowance");
+        }
+        if let Err(e) = link {
+            // The slot stays taken: reusing it would collide with the leftover link, which
+            // the next manager's reclaim removes.
+            tracing::warn!(ifname = %net.host_ifname, error = %e, "deleting sandbox link");
+            return;
         }
         self.pool
             .lock()

@@ -165,6 +165,58 @@ fn tcp_reaches(to: SocketAddr) -> bool {
     TcpStream::connect_timeout(&to, BLOCKED_TIMEOUT).is_ok()
 }
 
+/// Sends one ICMP echo request from a raw socket and waits for the matching reply.
+fn icmp_echo_answered(to: Ipv4Addr) -> bool {
+    use nix::sys::socket::{self, AddressFamily, MsgFlags, SockFlag, SockProtocol, SockType};
+    use std::os::fd::AsRawFd;
+    let fd = socket::socket(
+        AddressFamily::Inet,
+        SockType::Raw,
+        SockFlag::empty(),
+        SockProtocol::Icmp,
+    )
+    .expect("raw ICMP socket");
+    let timeout = nix::sys::time::TimeVal::new(0, 50_000);
+    socket::setsockopt(&fd, socket::sockopt::ReceiveTimeout, &timeout).unwrap();
+    let id = (std::process::id() & 0xffff) as u16;
+    let mut pkt = [
+        8u8,
+        0,
+        0,
+        0,
+        (id >> 8) as u8,
+        id as u8,
+        0,
+        1,
+        b'g',
+        b'i',
+        b'g',
+        b'!',
+    ];
+    let sum = pkt
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum::<u32>();
+    let sum = !(((sum & 0xffff) + (sum >> 16)) as u16);
+    pkt[2..4].copy_from_slice(&sum.to_be_bytes());
+    let dest = socket::SockaddrIn::from(std::net::SocketAddrV4::new(to, 0));
+    socket::sendto(fd.as_raw_fd(), &pkt, &dest, MsgFlags::empty()).expect("sending echo");
+    let deadline = Instant::now() + BLOCKED_TIMEOUT;
+    let mut buf = [0u8; 512];
+    while Instant::now() < deadline {
+        let Ok(n) = socket::recv(fd.as_raw_fd(), &mut buf, MsgFlags::empty()) else {
+            continue;
+        };
+        let ihl = usize::from(buf[0] & 0x0f) * 4;
+        let from = Ipv4Addr::new(buf[12], buf[13], buf[14], buf[15]);
+        let icmp = &buf[ihl.min(n)..n];
+        if from == to && icmp.len() >= 8 && icmp[0] == 0 && icmp[4..6] == pkt[4..6] {
+            return true;
+        }
+    }
+    false
+}
+
 /// An unused port (picked by the kernel, then released).
 fn free_port() -> u16 {
     TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
@@ -390,6 +442,17 @@ async fn isolation_matrix_with_real_packets() {
         "IPv6 link-local reached the host side"
     );
     assert!(!udp_arrives(&ns_a), "UDP 53 to the host side arrived");
+    let gateway = a.host_addr;
+    let ping_gateway = move || icmp_echo_answered(gateway);
+    assert!(
+        !ns_a.run_in(ping_gateway),
+        "ICMP echo to the host side answered"
+    );
+    let ping_outside = move || icmp_echo_answered(Ipv4Addr::new(203, 0, 113, 2));
+    assert!(
+        !ns_a.run_in(ping_outside),
+        "ICMP echo to the outside host answered"
+    );
     assert!(
         !ns_b.tcp_reaches(v4(a.host_addr, proxy_a)),
         "sandbox B reached A's proxy"
@@ -410,6 +473,14 @@ async fn isolation_matrix_with_real_packets() {
     assert!(
         udp_arrives(&ns_a),
         "control: UDP unreachable even without the firewall"
+    );
+    assert!(
+        ns_a.run_in(ping_gateway),
+        "control: no ICMP echo reply without the firewall"
+    );
+    assert!(
+        ns_a.run_in(ping_outside),
+        "control: no forwarded ICMP without the firewall"
     );
 
     a.teardown().await;
