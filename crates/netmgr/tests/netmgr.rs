@@ -690,3 +690,36 @@ async fn a_new_manager_reclaims_stale_links_and_table() {
     let manager = NetManager::new(config("198.18.254.0/24")).await.unwrap();
     assert_eq!(manager.reclaimed(), &gig_netmgr::ReclaimReport::default());
 }
+
+#[tokio::test]
+async fn concurrent_attaches_get_distinct_slots_and_all_tear_down() {
+    let _serial = SERIAL.lock().await;
+    if !host_ready() {
+        return;
+    }
+    let _table = TableGuard;
+    let manager = NetManager::new(config("198.18.248.0/24")).await.unwrap();
+    let nss: Vec<Netns> = (0..8).map(|_| Netns::new()).collect();
+    let nets: Vec<SandboxNet> =
+        futures::future::join_all(nss.iter().map(|ns| manager.attach(ns.pid(), 3128)))
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()
+            .unwrap();
+    let mut names: Vec<&str> = nets.iter().map(|n| n.host_ifname.as_str()).collect();
+    names.sort_unstable();
+    names.dedup();
+    assert_eq!(names.len(), 8, "two sandboxes got the same slot");
+    let set = allowed_set();
+    for net in &nets {
+        assert!(link_exists(&net.host_ifname));
+        assert!(set.contains(&format!("\"{}\"", net.host_ifname)), "{set}");
+    }
+    let names: Vec<String> = nets.iter().map(|n| n.host_ifname.clone()).collect();
+    futures::future::join_all(nets.into_iter().map(SandboxNet::teardown)).await;
+    let set = allowed_set();
+    for name in &names {
+        assert!(!link_exists(name), "{name} left behind");
+        assert!(!set.contains(name), "{name}'s allowance left behind");
+    }
+}
