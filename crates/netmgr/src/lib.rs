@@ -11,6 +11,7 @@
 //! gateway.
 
 mod firewall;
+mod inside;
 mod link;
 mod pool;
 #[cfg(test)]
@@ -77,6 +78,8 @@ impl Default for NetConfig {
 pub enum NetError {
     #[error("invalid network config: {0}")]
     Config(String),
+    #[error("configuring the sandbox's side of its link: {step}: {reason}")]
+    Inside { step: &'static str, reason: String },
     #[error("host cannot run sandbox networking: {0}")]
     Host(String),
     #[error("address pool {pool} is exhausted: all {slots} /30s are in use")]
@@ -192,13 +195,10 @@ impl NetManager {
         &self.inner.config
     }
 
-    /// Gives the sandbox whose init has pid `child_pid` (still blocked, in its own netns) a
-    /// veth pair: `eth0` inside, unconfigured (bootstrap sets `sandbox_addr/30`, the default
-    /// route via `host_addr`, and `lo`), and `<prefix><n>` outside with `host_addr/30`, IPv6
-    /// disabled, up, and the firewall allowance for `host_addr:proxy_port`. On error nothing
-    /// is left behind.
-    pub async fn attach(&self, child_pid: u32, proxy_port: u16) -> Result<SandboxNet, NetError> {
-        let netns = open_foreign_netns(child_pid)?;
+    /// Takes a /30 for a sandbox about to start, so its addresses (the proxy's address goes into
+    /// its environment) are known before it exists. Nothing is created until
+    /// [`NetManager::attach_reserved`]; dropping or tearing down the reservation frees it.
+    pub fn reserve(&self, proxy_port: u16) -> Result<SandboxNet, NetError> {
         let slot = {
             let mut pool = self.inner.pool.lock().unwrap_or_else(|p| p.into_inner());
             pool.allocate().ok_or_else(|| NetError::PoolExhausted {
@@ -206,18 +206,35 @@ impl NetManager {
                 slots: pool.capacity(),
             })?
         };
-        let host_ifname = format!("{}{}", self.inner.config.ifname_prefix, slot.index);
-        let net = SandboxNet {
+        Ok(SandboxNet {
             host_addr: slot.host_addr,
             sandbox_addr: slot.sandbox_addr,
             prefix_len: PREFIX_LEN,
-            host_ifname,
+            host_ifname: format!("{}{}", self.inner.config.ifname_prefix, slot.index),
             sandbox_ifname: SANDBOX_IFNAME.to_string(),
             proxy_port,
             slot: slot.index,
             owner: Some(self.inner.clone()),
-        };
-        match self.inner.setup(&net, &netns).await {
+        })
+    }
+
+    /// Wires a reservation to the sandbox whose init has pid `child_pid` (still blocked, in its
+    /// own netns): `eth0` is created inside with `sandbox_addr/30`, a default route via
+    /// `host_addr`, `lo` up and IPv6 off; `<prefix><n>` outside with `host_addr/30`, IPv6
+    /// disabled, up, and the firewall allowance for `host_addr:proxy_port`. On error, tear the
+    /// reservation down (nothing else is left behind).
+    pub async fn attach_reserved(&self, net: &SandboxNet, child_pid: u32) -> Result<(), NetError> {
+        let netns = open_foreign_netns(child_pid)?;
+        self.inner.setup(net, &netns).await?;
+        inside::configure(&netns, net.sandbox_addr, net.host_addr).await
+    }
+
+    /// [`NetManager::reserve`] and [`NetManager::attach_reserved`] in one step.
+    pub async fn attach(&self, child_pid: u32, proxy_port: u16) -> Result<SandboxNet, NetError> {
+        // Checked before taking a slot, so a bad pid costs nothing.
+        open_foreign_netns(child_pid)?;
+        let net = self.reserve(proxy_port)?;
+        match self.attach_reserved(&net, child_pid).await {
             Ok(()) => Ok(net),
             Err(e) => {
                 // Dropping `net` here would schedule the same cleanup; do it in line instead.

@@ -141,12 +141,27 @@ impl Netns {
         .expect("netns thread panicked")
     }
 
-    /// What bootstrap does inside a real sandbox.
-    fn configure_as_sandbox(&self, net: &SandboxNet) {
+    fn ip_out(&self, args: &[&str]) -> String {
+        let pid = self.pid().to_string();
+        let mut full = vec!["nsenter", "-t", &pid, "-n", "ip"];
+        full.extend_from_slice(args);
+        run(&full)
+    }
+
+    /// `attach` configured the sandbox's side from the host: address, default route, `lo`
+    /// up, IPv6 off.
+    fn assert_configured_by_attach(&self, net: &SandboxNet) {
         let addr = format!("{}/{}", net.sandbox_addr, net.prefix_len);
-        self.ip(&["addr", "add", &addr, "dev", &net.sandbox_ifname]);
-        self.ip(&["link", "set", &net.sandbox_ifname, "up"]);
-        self.ip(&["route", "add", "default", "via", &net.host_addr.to_string()]);
+        let eth0 = self.ip_out(&["addr", "show", "dev", &net.sandbox_ifname]);
+        assert!(eth0.contains(&addr) && eth0.contains("UP"), "{eth0}");
+        assert!(!eth0.contains("inet6"), "IPv6 address inside: {eth0}");
+        let routes = self.ip_out(&["route", "show", "default"]);
+        assert!(
+            routes.contains(&format!("via {}", net.host_addr)),
+            "{routes}"
+        );
+        let lo = self.ip_out(&["link", "show", "dev", "lo"]);
+        assert!(lo.contains("UP"), "{lo}");
     }
 
     fn tcp_reaches(&self, to: SocketAddr) -> bool {
@@ -296,8 +311,8 @@ async fn isolation_matrix_with_real_packets() {
         )
     );
     assert_eq!(b.host_ifname, "nmt1");
-    ns_a.configure_as_sandbox(&a);
-    ns_b.configure_as_sandbox(&b);
+    ns_a.assert_configured_by_attach(&a);
+    ns_b.assert_configured_by_attach(&b);
 
     // Whatever the host says about forwarding, nothing is forwarded.
     let _forward = IpForward::set("1");
@@ -352,6 +367,9 @@ async fn isolation_matrix_with_real_packets() {
     assert_eq!(std::fs::read_to_string(&v6_conf).unwrap().trim(), "1");
     let v6_service = TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).unwrap();
     let v6_port = v6_service.local_addr().unwrap().port();
+    // attach turned IPv6 off inside; a sandbox cannot turn it on (no CAP_NET_ADMIN), but this
+    // probe does, to show the firewall blocks IPv6 even then.
+    ns_a.sysctl("net.ipv6.conf.eth0.disable_ipv6", "0");
     ns_a.ip(&["-6", "addr", "add", "fe80::2/64", "dev", "eth0", "nodad"]);
     let v6_probe = move || {
         let scope = nix::net::if_::if_nametoindex("eth0").unwrap();
@@ -493,7 +511,10 @@ async fn isolation_matrix_with_real_packets() {
 fn a_routes_loopback_to_host(ns: &Netns, net: &SandboxNet) {
     ns.sysctl("net.ipv4.conf.eth0.route_localnet", "1");
     ns.sysctl("net.ipv4.conf.all.route_localnet", "1");
-    // lo stays down in this netns, so the local table has no 127/8 route to override this.
+    // With lo flushed and down the local table has no 127/8 route to override this (attach brought lo up;
+    // the probe plays a sandbox that somehow had the privileges to undo it).
+    ns.ip(&["addr", "flush", "dev", "lo"]);
+    ns.ip(&["link", "set", "lo", "down"]);
     ns.ip(&[
         "route",
         "add",
