@@ -8,12 +8,13 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use gig_config::{
-    GatewayConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig, master_key_hex,
-    parse_servers_file,
+    EgressConfig, GatewayConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig,
+    master_key_hex, parse_servers_file,
 };
+use gig_gateway::egress::{StoreAudit, VaultSecrets};
 use gig_gateway::hub::Hub;
 use gig_gateway::rugpull::FingerprintGate;
-use gig_gateway::sandboxed::{ProgramSource, SandboxLaunch, SandboxRuntime};
+use gig_gateway::sandboxed::{Egress, NetConfig, ProgramSource, SandboxLaunch, SandboxRuntime};
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, Store};
 use gig_vault::MasterKey;
@@ -185,7 +186,7 @@ async fn open_secrets(config: &StoreConfig) -> anyhow::Result<Secrets> {
 
 async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     // The vault is checked before anything listens: a wrong key stops the gateway here.
-    let secrets = open_secrets(&config.store).await?;
+    let secrets = Arc::new(open_secrets(&config.store).await?);
     tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
     let specs = match &config.servers_file {
         Some(path) => parse_servers_file(path)?,
@@ -196,7 +197,26 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     };
     let parent_env: Vec<(String, String)> = std::env::vars().collect();
     let sandbox = if specs.iter().any(|s| s.sandbox.is_some()) {
-        Some(sandbox_runtime()?)
+        let mut runtime = sandbox_runtime()?;
+        let audit = Arc::new(StoreAudit::start(secrets.store().clone()));
+        let vault = Arc::new(VaultSecrets(secrets.clone()));
+        let egress_config = EgressConfig::from_env(&ProcessEnv)?;
+        let net = NetConfig {
+            pool: egress_config.pool,
+            ..NetConfig::default()
+        };
+        let public = gig_gateway::public_dir(&config.store.data_dir);
+        gig_gateway::prepare_data_dir(&config.store.data_dir)?;
+        match Egress::start(&egress_config, net, &public, vault, audit).await {
+            Ok(egress) => {
+                tracing::info!(pool = %egress_config.pool, port = egress_config.proxy_port, "sandbox networking and egress proxy ready");
+                runtime = runtime.with_egress(Arc::new(egress));
+            }
+            Err(e) => tracing::warn!(
+                "sandbox networking unavailable ({e}): servers whose policy allows egress will not start"
+            ),
+        }
+        Some(Arc::new(runtime))
     } else {
         None
     };
@@ -359,7 +379,7 @@ fn bootstrap_path() -> anyhow::Result<PathBuf> {
 /// Bubblewrap, bootstrap and the host's cgroups, detected at start (with install advice when
 /// something is missing). As root, bubblewrap runs as `nobody`, so the sandbox's uid maps to an
 /// unprivileged host user and RLIMIT_NPROC binds.
-fn sandbox_runtime() -> anyhow::Result<Arc<SandboxRuntime>> {
+fn sandbox_runtime() -> anyhow::Result<SandboxRuntime> {
     let mut spawner = gig_sandbox::BwrapSpawner::detect()?;
     if nix_is_root() {
         spawner.host_ids = Some((65534, 65534));
@@ -369,7 +389,7 @@ fn sandbox_runtime() -> anyhow::Result<Arc<SandboxRuntime>> {
         (true, text) => tracing::info!("sandbox limits: {text}"),
         (false, text) => tracing::warn!("sandbox limits: {text}"),
     }
-    Ok(Arc::new(runtime))
+    Ok(runtime)
 }
 
 fn nix_is_root() -> bool {
@@ -394,12 +414,13 @@ async fn sandbox_exec(
     allow_host: Vec<String>,
     command: Vec<std::ffi::OsString>,
 ) -> anyhow::Result<i32> {
-    if !allow_host.is_empty() {
-        bail!(
-            "--allow-host needs the egress proxy and per-sandbox networking, which are not built \
-             yet; today a sandbox has no network at all"
-        );
-    }
+    let allow = allow_host
+        .iter()
+        .map(|h| {
+            h.parse::<gig_policy::EgressRule>()
+                .with_context(|| format!("--allow-host {h}"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let Some((program, args)) = command.split_first() else {
         bail!("no command given");
     };
@@ -417,14 +438,52 @@ async fn sandbox_exec(
     let policy = SandboxPolicy {
         bind_ro,
         limits: gig_config::DEFAULT_LIMITS,
-        egress: Default::default(),
+        egress: gig_policy::EgressPolicy {
+            allow,
+            ..Default::default()
+        },
     };
     let launch = SandboxLaunch {
         command,
         policy,
         source: ProgramSource::HostPath,
     };
-    let mut running = sandbox_runtime()?.start("exec", &launch).await?;
+    let mut runtime = sandbox_runtime()?;
+    let mut egress = None;
+    if !launch.policy.egress.allow.is_empty() {
+        // Its own links, table and pool: reclaiming at start must never touch a running
+        // gateway's (or another exec's) sandboxes.
+        let id = std::process::id();
+        let net = NetConfig {
+            pool: "198.18.255.0/24".parse().expect("literal"),
+            ifname_prefix: format!("gx{id}x"),
+            nft_table: format!("gigmcp_exec_{id}"),
+            ..NetConfig::default()
+        };
+        let config = EgressConfig::from_env(&ProcessEnv)?;
+        let public = tempfile::Builder::new()
+            .prefix("gigmcp-exec-")
+            .tempdir()
+            .context("creating a directory for the proxy's CA certificate")?;
+        std::fs::set_permissions(
+            public.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )?;
+        let started = Egress::start(
+            &config,
+            net,
+            public.path(),
+            Arc::new(gig_proxy::StaticSecrets::default()),
+            Arc::new(gig_proxy::TracingAudit),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("sandbox networking: {e}"))?;
+        let started = Arc::new(started);
+        runtime = runtime.with_egress(started.clone());
+        egress = Some((started, public));
+    }
+    let runtime = Arc::new(runtime);
+    let mut running = runtime.start("exec", &launch).await?;
     let sandbox = &mut running.sandbox;
 
     // Pass stdio through; the sandbox's pipes close when the command ends.
@@ -438,9 +497,18 @@ async fn sandbox_exec(
         std::thread::spawn(move || std::io::copy(&mut child_out, &mut std::io::stdout().lock()));
     let err =
         std::thread::spawn(move || std::io::copy(&mut child_err, &mut std::io::stderr().lock()));
-    // Nothing else runs on this one-thread runtime, so blocking on the wait is fine.
-    let status = sandbox.wait()?;
+    // The wait blocks, and the proxy serving this sandbox runs on this runtime: wait off it.
+    let (running, status) = tokio::task::spawn_blocking(move || {
+        let status = running.sandbox.wait();
+        (running, status)
+    })
+    .await?;
+    let status = status?;
     let _ = out.join();
     let _ = err.join();
+    drop(running);
+    if let Some((egress, _ca_dir)) = egress {
+        egress.stop().await;
+    }
     Ok(status.code().unwrap_or(128 + 9))
 }

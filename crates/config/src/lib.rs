@@ -5,6 +5,7 @@
 //! Defaults fail closed. Nothing here reads the process environment directly: callers pass an
 //! [`Env`], so tests substitute a map instead of mutating global state.
 
+mod runtime;
 mod servers;
 
 use std::collections::BTreeMap;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use runtime::{EgressConfig, InstallConfig};
 pub use servers::{
     DEFAULT_LIMITS, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
 };
@@ -87,7 +89,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_DATA_DIR",
         default: "./data",
-        meaning: "Directory for the gateway's state; created with mode 0700 if missing.",
+        meaning: "Directory for the gateway's state; created with mode 0711 (not listable; state files are 0600). Its `public/` subdirectory holds what sandboxes read: extracted images and the egress proxy's CA certificate.",
     },
     VarDoc {
         name: "GIG_SERVERS_FILE",
@@ -138,6 +140,51 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "GIG_SHUTDOWN_GRACE_SECS",
         default: "15",
         meaning: "On SIGTERM/SIGINT, how long in-flight calls may finish before sessions are closed.",
+    },
+    VarDoc {
+        name: "GIG_INDEX_URL",
+        default: "(none: installs off)",
+        meaning: "The signed server index: `https://…` or `file://…`.",
+    },
+    VarDoc {
+        name: "GIG_INDEX_PUBKEYS",
+        default: "(none)",
+        meaning: "Comma-separated `ed25519:<base64>` public keys (printed by `registryctl keygen`); the index must carry a valid signature by one of them.",
+    },
+    VarDoc {
+        name: "GIG_INSTALL",
+        default: "(none)",
+        meaning: "Comma-separated refs (`echo`, `fetch@1.0.0`) installed from the index at start; a failed install stops the start with its reason.",
+    },
+    VarDoc {
+        name: "GIG_REGISTRY_PLAIN_HTTP",
+        default: "0",
+        meaning: "1: speak plain HTTP to OCI registries on loopback (tests, local mirrors); never honoured for other hosts.",
+    },
+    VarDoc {
+        name: "GIG_SANDBOX_POOL",
+        default: "198.19.0.0/16",
+        meaning: "IPv4 range each sandbox's /30 veth pair comes from (RFC 2544 benchmarking space: clear of LANs, CGNAT and 169.254/16).",
+    },
+    VarDoc {
+        name: "GIG_EGRESS_PORT",
+        default: "3128",
+        meaning: "The egress proxy's port on every sandbox's host-side address.",
+    },
+    VarDoc {
+        name: "GIG_EGRESS_EXTRA_ROOTS",
+        default: "(none)",
+        meaning: "PEM file of extra CA certificates the proxy trusts for upstream TLS, besides the public roots.",
+    },
+    VarDoc {
+        name: "GIG_EGRESS_HOSTS",
+        default: "(none)",
+        meaning: "Comma-separated `NAME=IP` the proxy resolves without DNS (like /etc/hosts).",
+    },
+    VarDoc {
+        name: "GIG_EGRESS_ALLOW_ADDRESSES",
+        default: "(none)",
+        meaning: "Comma-separated IPs/CIDRs every sandboxed server may reach although they are not public (internal services). Loopback, private and link-local destinations are refused otherwise.",
     },
 ];
 
@@ -363,7 +410,7 @@ impl GatewayConfig {
     }
 }
 
-fn invalid(name: &'static str, value: &str, reason: impl ToString) -> ConfigError {
+pub(crate) fn invalid(name: &'static str, value: &str, reason: impl ToString) -> ConfigError {
     ConfigError::Invalid {
         name,
         value: value.to_owned(),

@@ -51,20 +51,37 @@ pub enum GatewayError {
     Serve(std::io::Error),
 }
 
-/// Creates the data directory with mode 0700, tightening an existing one.
+/// Creates the data directory with mode 0711, tightening an existing one: nobody else may list
+/// it, and every file holding state is 0600. Others may traverse it only to reach
+/// [`public_dir`], whose contents (extracted images, the proxy's CA certificate) bubblewrap,
+/// running as an unprivileged user, must read.
 pub fn prepare_data_dir(path: &Path) -> Result<(), GatewayError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let fail = |source| GatewayError::DataDir {
-        path: path.to_owned(),
-        source,
+    let fail = |path: &Path| {
+        let path = path.to_owned();
+        move |source| GatewayError::DataDir { path, source }
     };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(0o711)
         .create(path)
-        .map_err(fail)?;
-    // An existing directory may be wider; state under it can include secrets later.
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700)).map_err(fail)
+        .map_err(fail(path))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o711)).map_err(fail(path))?;
+    let public = public_dir(path);
+    std::fs::DirBuilder::new()
+        .mode(0o755)
+        .create(&public)
+        .or_else(|e| match e.kind() {
+            std::io::ErrorKind::AlreadyExists => Ok(()),
+            _ => Err(e),
+        })
+        .map_err(fail(&public))?;
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o755)).map_err(fail(&public))
+}
+
+/// The world-readable part of the data directory: nothing secret ever goes here.
+pub fn public_dir(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("public")
 }
 
 /// Launchers for the backends declared in the servers file. Sandboxed ones need a spawner

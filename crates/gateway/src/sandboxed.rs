@@ -5,12 +5,107 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gig_config::{SandboxPolicy, StdioCommand};
+use gig_config::{EgressConfig, SandboxPolicy, StdioCommand};
+pub use gig_netmgr::NetConfig;
+use gig_netmgr::{NetManager, SandboxNet};
+use gig_proxy::{
+    AuditSink, EgressProxy, ProxyConfig, RuntimeCa, SandboxEgress, SecretSource, StaticResolver,
+    SystemResolver,
+};
 use gig_sandbox::{
     Bind, CgroupSupport, Sandbox, SandboxCgroup, SandboxSpec, Spawner, SystemLayout,
 };
+use tokio_util::sync::{CancellationToken, DropGuard};
 
 use crate::backend::{Connection, LaunchError, LaunchFuture, Launcher, log_stderr};
+
+/// Where every sandbox finds the proxy's CA certificate.
+pub const CA_PATH_IN_SANDBOX: &str = "/run/gig/egress-ca.pem";
+
+/// Per-sandbox networking and the egress proxy: the only way out of a sandbox.
+pub struct Egress {
+    net: NetManager,
+    proxy: EgressProxy,
+    ca_file: PathBuf,
+    port: u16,
+    allow_addresses: Vec<gig_policy::IpNet>,
+}
+
+impl std::fmt::Debug for Egress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Egress")
+            .field("pool", &self.net.config().pool)
+            .field("port", &self.port)
+            .finish()
+    }
+}
+
+impl Egress {
+    /// Sets up the host side (reclaiming what a crashed gateway left: links, firewall table),
+    /// generates the runtime CA and writes its certificate to `public_dir` for sandboxes.
+    /// `net` names the links, table and pool this process owns (the gateway's defaults, or a
+    /// private set for `gigmcp sandbox exec` so it never reclaims a running gateway's links).
+    pub async fn start(
+        config: &EgressConfig,
+        net: NetConfig,
+        public_dir: &std::path::Path,
+        secrets: Arc<dyn SecretSource>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, String> {
+        let net = NetManager::new(net).await.map_err(|e| e.to_string())?;
+        let reclaimed = net.reclaimed();
+        if !reclaimed.removed_links.is_empty() || reclaimed.removed_table {
+            tracing::info!(links = ?reclaimed.removed_links, table = reclaimed.removed_table, "reclaimed sandbox networking left by an earlier run");
+        }
+        let ca = RuntimeCa::generate().map_err(|e| e.to_string())?;
+        let ca_file = public_dir.join("egress-ca.pem");
+        write_public_file(&ca_file, ca.cert_pem().as_bytes())?;
+        let extra_roots = match &config.extra_roots {
+            Some(path) => gig_proxy::load_pem_certificates(path).map_err(|e| e.to_string())?,
+            None => Vec::new(),
+        };
+        let mut resolver = StaticResolver::new().with_fallback(Arc::new(SystemResolver));
+        for (name, ips) in &config.hosts {
+            resolver = resolver.insert(name, ips.iter().copied());
+        }
+        let proxy = EgressProxy::new(
+            ca,
+            ProxyConfig {
+                extra_roots,
+                public_roots: true,
+                resolver: Arc::new(resolver),
+                limits: Default::default(),
+            },
+            secrets,
+            audit,
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Egress {
+            net,
+            proxy,
+            ca_file,
+            port: config.proxy_port,
+            allow_addresses: config.allow_addresses.clone(),
+        })
+    }
+
+    /// Removes the firewall table at a clean shutdown (a crash is reclaimed at the next start).
+    pub async fn stop(&self) {
+        if let Err(e) = self.net.remove_firewall().await {
+            tracing::warn!(error = %e, "removing the sandbox firewall table");
+        }
+    }
+}
+
+/// Writes a world-readable file atomically (temp file + rename).
+fn write_public_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)
+        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("writing {}: {e}", path.display()))
+}
 
 /// What every sandbox needs from the host, detected once at start and shared by all servers
 /// (and by `gigmcp sandbox exec`, so an operator debugs in exactly a server's sandbox).
@@ -20,6 +115,9 @@ pub struct SandboxRuntime {
     cgroups: CgroupSupport,
     layout: SystemLayout,
     started: AtomicU64,
+    /// `None`: the host cannot give sandboxes a network (why is logged at start); servers that
+    /// need egress are then refused, the others run with no network at all.
+    egress: Option<Arc<Egress>>,
 }
 
 impl std::fmt::Debug for SandboxRuntime {
@@ -55,6 +153,10 @@ pub enum ProgramSource {
 /// processes die before their cgroup is removed.
 pub struct RunningSandbox {
     pub sandbox: Sandbox,
+    /// Cancels this sandbox's proxy listener.
+    _proxy: Option<DropGuard>,
+    /// Tears the veth pair down (on drop, asynchronously).
+    _net: Option<SandboxNet>,
     _cgroup: SandboxCgroup,
 }
 
@@ -79,7 +181,18 @@ impl SandboxRuntime {
             cgroups: CgroupSupport::detect(cgroup_group),
             layout: SystemLayout::detect(),
             started: AtomicU64::new(0),
+            egress: None,
         }
+    }
+
+    /// Gives sandboxes whose policy allows egress a network that leads only to the proxy.
+    pub fn with_egress(mut self, egress: Arc<Egress>) -> Self {
+        self.egress = Some(egress);
+        self
+    }
+
+    pub fn egress(&self) -> Option<&Arc<Egress>> {
+        self.egress.as_ref()
     }
 
     /// What the host provides, for the start-up log (no cgroups is worth a warning).
@@ -121,20 +234,51 @@ impl SandboxRuntime {
         Ok(spec)
     }
 
-    /// Starts `command` under `policy`: bubblewrap is held until the sandbox is in its cgroup,
-    /// so nothing untrusted runs unconstrained.
+    /// Starts a sandbox: bubblewrap is held until the sandbox is in its cgroup and, when its
+    /// policy allows egress, its veth pair is configured and its proxy listener is up, so
+    /// nothing untrusted ever runs unconstrained or with a half-built network.
     pub async fn start(
         self: &Arc<Self>,
         name: &str,
         launch: &SandboxLaunch,
     ) -> Result<RunningSandbox, LaunchError> {
         let fail = |e: String| LaunchError::Other(format!("sandbox: {e}"));
-        let spec = self.spec(launch).map_err(fail)?;
+        let mut spec = self.spec(launch).map_err(fail)?;
+        let mut egress_policy = launch.policy.egress.clone();
+        let network = if egress_policy.allow.is_empty() {
+            None
+        } else {
+            let egress = self.egress.clone().ok_or_else(|| {
+                fail("its policy allows egress, but sandbox networking is unavailable on this host (see the start-up log)".into())
+            })?;
+            let net = egress
+                .net
+                .reserve(egress.port)
+                .map_err(|e| fail(e.to_string()))?;
+            let mut placeholders = std::collections::HashMap::new();
+            for credential in &egress_policy.credentials {
+                let placeholder = gig_proxy::new_placeholder();
+                spec.env.insert(credential.env.clone(), placeholder.clone());
+                placeholders.insert(credential.env.clone(), placeholder);
+            }
+            let proxy_url = format!("http://{}:{}", net.host_addr, egress.port);
+            spec.env
+                .extend(gig_proxy::sandbox_env(&proxy_url, CA_PATH_IN_SANDBOX));
+            spec.ro_binds.push(Bind {
+                host: egress.ca_file.clone(),
+                sandbox: CA_PATH_IN_SANDBOX.into(),
+            });
+            spec.expect_addr = Some(net.sandbox_addr);
+            egress_policy
+                .allow_addresses
+                .extend(egress.allow_addresses.iter().copied());
+            Some((egress, net, placeholders))
+        };
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("{}-{}-{n}", cgroup_safe(name), std::process::id());
         let runtime = self.clone();
         let limits = launch.policy.limits;
-        tokio::task::spawn_blocking(move || {
+        let (mut sandbox, pid, cgroup) = tokio::task::spawn_blocking(move || {
             let cgroup = runtime
                 .cgroups
                 .create(&cgroup_name, &limits)
@@ -148,15 +292,47 @@ impl SandboxRuntime {
                 .add(sandbox.child.id())
                 .and_then(|()| cgroup.add(pid))
                 .map_err(|e| e.to_string())?;
-            sandbox.release().map_err(|e| e.to_string())?;
-            Ok(RunningSandbox {
-                sandbox,
-                _cgroup: cgroup,
-            })
+            Ok::<_, String>((sandbox, pid, cgroup))
         })
         .await
         .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)
+        .map_err(fail)?;
+        let (proxy, net) = match network {
+            None => (None, None),
+            Some((egress, net, placeholders)) => {
+                // On any error below, `net` and `sandbox` drop: the sandbox dies still held.
+                egress
+                    .net
+                    .attach_reserved(&net, pid)
+                    .await
+                    .map_err(|e| fail(e.to_string()))?;
+                let listener = tokio::net::TcpListener::bind((net.host_addr, egress.port))
+                    .await
+                    .map_err(|e| fail(format!("binding the proxy on {}: {e}", net.host_addr)))?;
+                let sandbox_egress = SandboxEgress::new(name, egress_policy, placeholders)
+                    .map_err(|e| fail(e.to_string()))?;
+                let stop = CancellationToken::new();
+                let proxy = egress.proxy.clone();
+                let serve_stop = stop.clone();
+                let server = name.to_owned();
+                tokio::spawn(async move {
+                    if let Err(e) = proxy
+                        .serve(listener, Arc::new(sandbox_egress), serve_stop)
+                        .await
+                    {
+                        tracing::warn!(%server, error = %e, "egress proxy listener ended");
+                    }
+                });
+                (Some(stop.drop_guard()), Some(net))
+            }
+        };
+        sandbox.release().map_err(|e| fail(e.to_string()))?;
+        Ok(RunningSandbox {
+            sandbox,
+            _proxy: proxy,
+            _net: net,
+            _cgroup: cgroup,
+        })
     }
 }
 

@@ -83,3 +83,21 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 #[cfg(test)]
 mod tests;
+
+/// Reads every certificate in a PEM file (for [`ProxyConfig::extra_roots`]).
+pub fn load_pem_certificates(
+    path: &std::path::Path,
+) -> std::io::Result<Vec<CertificateDer<'static>>> {
+    use rustls::pki_types::pem::PemObject;
+    let certs = CertificateDer::pem_file_iter(path)
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| std::io::Error::other(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{}: no PEM certificate in it",
+            path.display()
+        )));
+    }
+    Ok(certs)
+}
