@@ -11,7 +11,7 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## Build and start the gateway on embedded defaults (echo backend, generated dev token).
-run:
+run: bootstrap
 	$(CARGO) build --workspace
 	scripts/run-dev.sh
 

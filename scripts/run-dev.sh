@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
-# `make run`: start the gateway on embedded defaults — data under ./data, echo-mcp as the one
-# backend, and a freshly generated bearer token printed once. Any GIG_* variable you set wins.
+# `make run`: what the quickstart does, without Docker or internet. The echo and fetch servers
+# are packed into OCI images in a local image layout, a dev key signs a local index naming them by
+# digest, and the gateway starts with GIG_INSTALL=echo: signed index -> image verified by digest ->
+# entrypoint extracted -> recorded -> started in the sandbox -> `echo_echo` on /mcp. A bearer
+# token is generated and printed once. Any GIG_* variable you set wins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target="${CARGO_TARGET_DIR:-target}/debug"
@@ -8,11 +11,39 @@ target="${CARGO_TARGET_DIR:-target}/debug"
 export GIG_DATA_DIR="${GIG_DATA_DIR:-./data}"
 export GIG_LISTEN="${GIG_LISTEN:-127.0.0.1:8080}"
 mkdir -p "$GIG_DATA_DIR"
-chmod 700 "$GIG_DATA_DIR"
+# Not listable by others; `public/` (extracted images) must be reachable by bubblewrap's user.
+chmod 711 "$GIG_DATA_DIR"
+dev="$GIG_DATA_DIR/dev-index"
+mkdir -p "$dev"
+chmod 700 "$dev"
 
-if [ -z "${GIG_SERVERS_FILE:-}" ]; then
-  export GIG_SERVERS_FILE="$GIG_DATA_DIR/servers.json"
-  printf '{"mcpServers": {"echo": {"command": "%s"}}}\n' "$(pwd)/$target/echo-mcp" >"$GIG_SERVERS_FILE"
+if [ -z "${GIG_BOOTSTRAP:-}" ]; then
+  GIG_BOOTSTRAP="$(pwd)/target/static/$(rustc -vV | sed -n 's/^host: //p')/release/bootstrap"
+  export GIG_BOOTSTRAP
+fi
+
+if [ -z "${GIG_INDEX_URL:-}" ]; then
+  # The dev signing key: generated once, mode 0600, its public half kept beside it.
+  if [ ! -s "$dev/index.key" ]; then
+    "$target/registryctl" keygen --out "$dev/index.key" | grep -o 'ed25519:[A-Za-z0-9+/=]*' >"$dev/index.pub"
+  fi
+  layout="$dev/layout"
+  index="$dev/index.json"
+  rm -f "$index"
+  for server in echo fetch; do
+    # Debug info is most of a debug build's size: pack a stripped copy.
+    objcopy --strip-debug "$target/$server-mcp" "$dev/$server-mcp"
+    digest="$("$target/gig-devimage" --file "$dev/$server-mcp" --name "$server-mcp" --layout "$layout")"
+    "$target/registryctl" add --index "$index" --name "$server" --version 0.1.0 \
+      --image "localhost/gigmcp/$server-mcp@$digest" --entrypoint "/srv/$server-mcp" \
+      --description "Gig'MCP's $server test server" >/dev/null
+  done
+  "$target/registryctl" sign --index "$index" --key "$dev/index.key" --expires-in 30d \
+    --out "$dev/index.signed.json" >/dev/null
+  export GIG_INDEX_URL="file://$(cd "$dev" && pwd)/index.signed.json"
+  export GIG_INDEX_PUBKEYS="${GIG_INDEX_PUBKEYS:-$(cat "$dev/index.pub")}"
+  export GIG_OCI_LAYOUT="${GIG_OCI_LAYOUT:-$layout}"
+  export GIG_INSTALL="${GIG_INSTALL:-echo}"
 fi
 
 # A dev master key, kept (mode 0600) so secrets stored in one run open in the next.
@@ -35,7 +66,7 @@ fi
 cat <<MSG
 Gig'MCP dev gateway
   endpoint : http://$GIG_LISTEN/mcp   (Streamable HTTP; health: /healthz, /readyz)
-  backends : $GIG_SERVERS_FILE
+  installs : ${GIG_INSTALL:-(none)} from $GIG_INDEX_URL
   store    : ${GIG_DATABASE_URL:-sqlite://$GIG_DATA_DIR/gigmcp.db}
 MSG
 if [ -n "${generated:-}" ]; then

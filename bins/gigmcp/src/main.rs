@@ -1,6 +1,7 @@
 //! `gigmcp`: the gateway and its operator commands. Thin by design: read configuration, set
 //! up logging, hand over to the library crates.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use gig_config::{
-    EgressConfig, GatewayConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig,
+    EgressConfig, GatewayConfig, InstallConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig,
     master_key_hex, parse_servers_file,
 };
 use gig_gateway::egress::{StoreAudit, VaultSecrets};
@@ -50,11 +51,24 @@ enum Command {
         #[command(subcommand)]
         action: SandboxAction,
     },
+    /// Install a server from the signed index (GIG_INDEX_URL, GIG_INDEX_PUBKEYS): `echo` or
+    /// `echo@1.2.0`.
+    Install { reference: String },
+    /// Remove an installed server (its cached image stays for a reinstall).
+    Uninstall { name: String },
+    /// List installed servers.
+    List,
     /// Review tool definitions that changed since first seen (hidden until approved).
     Tools {
         #[command(subcommand)]
         action: ToolsAction,
     },
+}
+
+enum InstallAction {
+    Install { reference: String },
+    Uninstall { name: String },
+    List,
 }
 
 #[derive(Subcommand)]
@@ -139,6 +153,18 @@ fn main() -> anyhow::Result<()> {
         Command::Vault {
             action: VaultAction::Rotate { new_key_file },
         } => runtime(1)?.block_on(rotate(StoreConfig::from_env(&ProcessEnv)?, new_key_file)),
+        Command::Install { reference } => runtime(1)?.block_on(install_cmd(
+            StoreConfig::from_env(&ProcessEnv)?,
+            InstallAction::Install { reference },
+        )),
+        Command::Uninstall { name } => runtime(1)?.block_on(install_cmd(
+            StoreConfig::from_env(&ProcessEnv)?,
+            InstallAction::Uninstall { name },
+        )),
+        Command::List => runtime(1)?.block_on(install_cmd(
+            StoreConfig::from_env(&ProcessEnv)?,
+            InstallAction::List,
+        )),
         Command::Tools { action } => {
             runtime(1)?.block_on(tools(StoreConfig::from_env(&ProcessEnv)?, action))
         }
@@ -196,7 +222,11 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         }
     };
     let parent_env: Vec<(String, String)> = std::env::vars().collect();
-    let sandbox = if specs.iter().any(|s| s.sandbox.is_some()) {
+    let install = InstallConfig::from_env(&ProcessEnv)?;
+    // Installed servers always run sandboxed: with installs configured (or already recorded),
+    // the sandbox is required, not optional.
+    let has_installs = install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
+    let sandbox = if has_installs || specs.iter().any(|s| s.sandbox.is_some()) {
         let mut runtime = sandbox_runtime()?;
         let audit = Arc::new(StoreAudit::start(secrets.store().clone()));
         let vault = Arc::new(VaultSecrets(secrets.clone()));
@@ -220,7 +250,20 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     } else {
         None
     };
-    let backends = gig_gateway::launchers(specs, &parent_env, sandbox)?;
+    if !install.install.is_empty() {
+        let installer = installer(&config.store, &install, Some(secrets.clone()))?;
+        let index = installer.load_index().await?;
+        tracing::info!(version = index.index().version, "signed index verified");
+        for reference in &install.install {
+            let record = installer
+                .install_from(&index, reference, &|_| {})
+                .await
+                .with_context(|| format!("GIG_INSTALL {reference}"))?;
+            tracing::info!(server = %record.name, version = %record.version, digest = %record.image_digest, "GIG_INSTALL ready");
+        }
+    }
+    let reserved: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let backends = gig_gateway::launchers(specs, &parent_env, sandbox.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
         config.limits,
@@ -229,9 +272,122 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         Some(gate.clone()),
     );
     tokio::spawn(refresh_approved(hub.clone(), gate));
+    if let Some(runtime) = &sandbox {
+        let mut current = BTreeMap::new();
+        let store = secrets.store().clone();
+        gig_gateway::installed::reconcile_once(&hub, &store, runtime, &reserved, &mut current).await;
+        tokio::spawn(gig_gateway::installed::keep_in_step(
+            hub.clone(),
+            store,
+            runtime.clone(),
+            reserved,
+            current,
+        ));
+    }
     gig_gateway::run_hub(config, hub, gig_gateway::shutdown_signal()).await?;
+    if let Some(egress) = sandbox.as_ref().and_then(|r| r.egress()) {
+        egress.stop().await;
+    }
     secrets.store().close().await;
     Ok(())
+}
+
+/// The installer for `gigmcp install` and `GIG_INSTALL`: the signed index and its keys are
+/// required; extracted images live under the data directory's public part.
+fn installer(
+    store: &StoreConfig,
+    install: &InstallConfig,
+    secrets: Option<Arc<Secrets>>,
+) -> anyhow::Result<gig_registry::Installer> {
+    let (Some(url), Some(keys)) = (&install.index_url, &install.index_pubkeys) else {
+        bail!("installing needs GIG_INDEX_URL (the signed index) and GIG_INDEX_PUBKEYS (its keys)");
+    };
+    let keys = gig_registry_schema::TrustedKeys::parse_list(keys).context("GIG_INDEX_PUBKEYS")?;
+    let store_handle = match &secrets {
+        Some(s) => s.store().clone(),
+        None => bail!("the vault is required to install (registry logins live in it)"),
+    };
+    gig_gateway::prepare_data_dir(&store.data_dir)?;
+    let installer = gig_registry::Installer::new(
+        store_handle,
+        secrets,
+        &gig_gateway::public_dir(&store.data_dir).join("oci"),
+        url,
+        keys,
+        gig_oci::RegistryOptions {
+            plain_http: install.registry_plain_http,
+            ..Default::default()
+        },
+    )?;
+    Ok(match &install.oci_layout {
+        Some(dir) => installer.with_layout(dir.clone()),
+        None => installer,
+    })
+}
+
+async fn install_cmd(config: StoreConfig, action: InstallAction) -> anyhow::Result<()> {
+    let install = InstallConfig::from_env(&ProcessEnv)?;
+    let secrets = Arc::new(open_secrets(&config).await?);
+    match action {
+        InstallAction::Install { reference } => {
+            let installer = installer(&config, &install, Some(secrets.clone()))?;
+            let record = installer
+                .install(&reference, &|p| print_progress(&p))
+                .await?;
+            eprintln!();
+            println!(
+                "installed {} {} ({}); a running gateway starts it within seconds",
+                record.name, record.version, record.image_digest
+            );
+        }
+        InstallAction::Uninstall { name } => {
+            if !secrets.store().delete_server(&name).await? {
+                bail!("{name:?} is not installed");
+            }
+            println!("uninstalled {name}; a running gateway stops it within seconds");
+        }
+        InstallAction::List => {
+            let servers = secrets.store().list_servers().await?;
+            if servers.is_empty() {
+                println!("no servers installed");
+            }
+            for s in servers {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    s.name,
+                    s.version,
+                    s.state.as_str(),
+                    s.image_digest
+                );
+            }
+        }
+    }
+    secrets.store().close().await;
+    Ok(())
+}
+
+/// One status line on stderr, rewritten in place: `pulling layer 1/2  1.2 MiB / 5.0 MiB`.
+fn print_progress(progress: &gig_registry::InstallProgress) {
+    use gig_registry::InstallProgress;
+    use std::io::Write;
+    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+    let line = match progress {
+        InstallProgress::Index => "verifying the signed index".to_string(),
+        InstallProgress::Pull(p) if p.cached => "image already in the cache".to_string(),
+        InstallProgress::Pull(p) if p.layer == 0 => "fetching manifest and config".to_string(),
+        InstallProgress::Pull(p) => format!(
+            "pulling layer {}/{}  {:.1} MiB / {:.1} MiB",
+            p.layer,
+            p.layers,
+            mib(p.bytes_done),
+            mib(p.bytes_total)
+        ),
+        InstallProgress::Extract => "extracting".to_string(),
+        InstallProgress::Record => "recording the install".to_string(),
+    };
+    let mut err = std::io::stderr().lock();
+    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = err.flush();
 }
 
 /// Shows a tool again soon after an operator approved its changed definition.

@@ -162,6 +162,11 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "1: speak plain HTTP to OCI registries on loopback (tests, local mirrors); never honoured for other hosts.",
     },
     VarDoc {
+        name: "GIG_OCI_LAYOUT",
+        default: "(none)",
+        meaning: "An OCI image-layout directory to take images from instead of their registries (air-gapped installs); every image is still verified against the index's digest.",
+    },
+    VarDoc {
         name: "GIG_SANDBOX_POOL",
         default: "198.19.0.0/16",
         meaning: "IPv4 range each sandbox's /30 veth pair comes from (RFC 2544 benchmarking space: clear of LANs, CGNAT and 169.254/16).",

@@ -84,6 +84,8 @@ pub struct InstallConfig {
     pub install: Vec<String>,
     /// Speak plain HTTP to loopback registries (tests, local mirrors).
     pub registry_plain_http: bool,
+    /// Take images from this OCI image layout instead of their registries (air-gapped).
+    pub oci_layout: Option<PathBuf>,
 }
 
 impl InstallConfig {
@@ -121,6 +123,10 @@ impl InstallConfig {
             index_pubkeys,
             install,
             registry_plain_http,
+            oci_layout: env
+                .var("GIG_OCI_LAYOUT")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
         })
     }
 }

@@ -10,6 +10,7 @@ pub mod backend;
 pub mod catalog;
 mod client;
 pub mod egress;
+pub mod installed;
 pub mod http;
 pub mod hub;
 pub mod naming;

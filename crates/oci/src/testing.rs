@@ -565,15 +565,20 @@ fn write_layout(p: Publication<'_>, dir: &Path, tag: &str, top_size: usize) {
         std::fs::write(blobs.join(digest.hex()), bytes).expect("layout manifest");
     }
     let (top, media_type, _) = p.manifests.last().expect("a manifest");
-    let index = json!({
-        "schemaVersion": 2,
-        "manifests": [{
-            "mediaType": if *media_type == DOCKER_LIST { OCI_INDEX } else { media_type },
-            "digest": top.to_string(),
-            "size": top_size,
-            "annotations": { "org.opencontainers.image.ref.name": tag },
-        }],
-    });
+    // Several images may share one layout: keep the other tags' entries.
+    let mut manifests: Vec<serde_json::Value> = std::fs::read(dir.join("index.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["manifests"].as_array().cloned())
+        .unwrap_or_default();
+    manifests.retain(|m| m["annotations"]["org.opencontainers.image.ref.name"] != tag);
+    manifests.push(json!({
+        "mediaType": if *media_type == DOCKER_LIST { OCI_INDEX } else { media_type },
+        "digest": top.to_string(),
+        "size": top_size,
+        "annotations": { "org.opencontainers.image.ref.name": tag },
+    }));
+    let index = json!({ "schemaVersion": 2, "manifests": manifests });
     std::fs::write(
         dir.join("index.json"),
         serde_json::to_vec(&index).expect("json"),

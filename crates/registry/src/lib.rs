@@ -65,6 +65,9 @@ pub struct Installer {
     index_url: String,
     keys: TrustedKeys,
     registry: RegistryOptions,
+    /// An OCI image layout to take images from instead of their registries (air-gapped
+    /// installs); images are still named, and verified, by the index's digests.
+    layout: Option<PathBuf>,
 }
 
 /// An installed server, ready to run: its index entry and where its files are.
@@ -146,7 +149,14 @@ impl Installer {
             index_url: index_url.to_owned(),
             keys,
             registry,
+            layout: None,
         })
+    }
+
+    /// Takes images from the OCI layout at `dir` instead of their registries.
+    pub fn with_layout(mut self, dir: PathBuf) -> Self {
+        self.layout = Some(dir);
+        self
     }
 
     /// Fetches and verifies the index, and records it as the newest accepted one. Refused
@@ -186,10 +196,22 @@ impl Installer {
             source,
         };
         let image = gig_oci::ImageRef::parse(entry.image.as_str()).map_err(image_err)?;
-        let auth = self.registry_auth(image.registry()).await?;
-        let source = ImageSource::Registry {
-            image,
-            options: self.registry.clone(),
+        let (source, auth) = match &self.layout {
+            Some(dir) => (
+                ImageSource::Layout {
+                    dir: dir.clone(),
+                    digest: image.digest().clone(),
+                },
+                RegistryAuth::Anonymous,
+            ),
+            None => {
+                let auth = self.registry_auth(image.registry()).await?;
+                let source = ImageSource::Registry {
+                    image,
+                    options: self.registry.clone(),
+                };
+                (source, auth)
+            }
         };
         let pulled = self
             .cache
