@@ -1,0 +1,186 @@
+"""Installs end to end, as the seed's walking skeleton describes: a real OCI registry (Debian's
+`docker-registry`) on loopback, images pushed without Docker, an index signed with `registryctl`,
+and the real gateway booting with GIG_INSTALL: signed index -> pull by digest -> verify ->
+extract -> record -> start in the sandbox -> `echo_echo` on /mcp. Installing and uninstalling while
+the gateway runs changes what clients see; a tampered index installs nothing."""
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from conftest import TARGET, connect, free_port, start_gateway, stop, wait_port
+
+REGISTRY_BIN = shutil.which("docker-registry") or "/usr/bin/docker-registry"
+
+
+def required() -> bool:
+    return os.environ.get("CI") is not None or os.environ.get("GIG_REQUIRE_SANDBOX") == "1"
+
+
+@pytest.fixture
+def registry(tmp_path):
+    if not Path(REGISTRY_BIN).exists():
+        if required():
+            pytest.fail("docker-registry is required (apt-get install docker-registry)")
+        pytest.skip("docker-registry not installed")
+    port = free_port()
+    storage = tmp_path / "registry"
+    storage.mkdir()
+    config = tmp_path / "registry.yml"
+    config.write_text(
+        "version: 0.1\nlog:\n  level: warn\nstorage:\n  filesystem:\n"
+        f"    rootdirectory: {storage}\nhttp:\n  addr: 127.0.0.1:{port}\n"
+    )
+    proc = subprocess.Popen([REGISTRY_BIN, "serve", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_port(port)
+        yield f"127.0.0.1:{port}"
+    finally:
+        stop(proc)
+
+
+def world_reachable(path: Path) -> Path:
+    """bubblewrap runs as `nobody` when the tests run as root: the data directory's public part
+    (extracted images) must be reachable through every parent."""
+    path.mkdir(parents=True, exist_ok=True)
+    for p in [path, *path.parents]:
+        if str(p) in ("/", "/tmp"):
+            break
+        p.chmod(p.stat().st_mode | 0o711)
+    return path
+
+
+def run(*args, env=None, check=True, input=None):
+    out = subprocess.run([str(a) for a in args], capture_output=True, text=True, env=env, input=input, timeout=120)
+    if check and out.returncode != 0:
+        raise AssertionError(f"{args} failed ({out.returncode}):\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def push_image(tmp_path: Path, registry: str, server: str) -> str:
+    stripped = tmp_path / f"{server}-mcp"
+    run("objcopy", "--strip-debug", TARGET / f"{server}-mcp", stripped)
+    out = run(TARGET / "gig-devimage", "--file", stripped, "--name", f"{server}-mcp",
+              "--push", f"{registry}/{server}-mcp:0.1.0")
+    return out.stdout.strip()
+
+
+class Index:
+    """An index file signed with a fresh key; `add` resolves tags against the real registry."""
+
+    def __init__(self, tmp_path: Path):
+        self.dir = tmp_path / "index"
+        self.dir.mkdir()
+        self.key = self.dir / "index.key"
+        line = run(TARGET / "registryctl", "keygen", "--out", self.key).stdout
+        self.pubkey = next(w for w in line.split() if w.startswith("ed25519:"))
+        self.file = self.dir / "index.json"
+        self.signed = self.dir / "index.signed.json"
+
+    def add(self, name: str, image: str, *extra: str):
+        run(TARGET / "registryctl", "add", "--index", self.file, "--name", name, "--version", "0.1.0",
+            "--image", image, "--entrypoint", f"/srv/{name}-mcp", "--insecure-registry", *extra)
+
+    def sign(self):
+        run(TARGET / "registryctl", "sign", "--index", self.file, "--key", self.key,
+            "--expires-in", "1d", "--out", self.signed)
+
+    def env(self, install: str = "") -> dict:
+        return {
+            "GIG_INDEX_URL": f"file://{self.signed}",
+            "GIG_INDEX_PUBKEYS": self.pubkey,
+            "GIG_INSTALL": install,
+            "GIG_REGISTRY_PLAIN_HTTP": "1",
+        }
+
+
+def cli_env(data: Path, master_key: str, index: Index) -> dict:
+    return {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(data), "GIG_MASTER_KEY": master_key,
+            "GIG_LOG": "warn", **index.env()}
+
+
+async def tool_names(gw) -> set:
+    async with connect(gw) as session:
+        return {t.name for t in (await session.list_tools()).tools}
+
+
+def wait_for(predicate, what: str, timeout: float = 30.0):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def names(gw) -> set:
+    return anyio.run(tool_names, gw)
+
+
+async def call_echo(gw, text: str) -> str:
+    async with connect(gw) as session:
+        result = await session.call_tool("echo_echo", {"message": text})
+        return result.content[0].text
+
+
+def test_gig_install_boots_echo_from_a_signed_index_and_runtime_installs_follow(tmp_path, sandbox_bins, registry):
+    echo_digest = push_image(tmp_path, registry, "echo")
+    push_image(tmp_path, registry, "fetch")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-mcp:0.1.0")
+    index.add("fetch", f"{registry}/fetch-mcp:0.1.0")
+    index.sign()
+    pinned = json.loads(index.file.read_text())["servers"]["echo"]["versions"]["0.1.0"]["image"]
+    assert pinned.endswith("@" + echo_digest), f"registryctl pinned {pinned}, pushed {echo_digest}"
+
+    home = world_reachable(tmp_path / "gw")
+    master_key = os.urandom(32).hex()
+    gw = start_gateway(home, {}, GIG_MASTER_KEY=master_key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                       **index.env(install="echo"))
+    try:
+        assert "echo_echo" in names(gw), gw.logs()
+        assert "fetch_fetch" not in names(gw)
+        assert "through the signed index" in anyio.run(call_echo, gw, "through the signed index")
+        logs = gw.logs()
+        assert "installed" in logs and echo_digest in logs
+
+        data = home / "data"
+        env = cli_env(data, master_key, index)
+        out = run(TARGET / "gigmcp", "install", "fetch", env=env)
+        assert "installed fetch 0.1.0" in out.stdout, out.stdout + out.stderr
+        wait_for(lambda: "fetch_fetch" in names(gw), "fetch_fetch to appear after `gigmcp install fetch`")
+        listed = run(TARGET / "gigmcp", "list", env=env).stdout
+        assert "echo\t0.1.0\tinstalled" in listed and "fetch\t0.1.0\tinstalled" in listed, listed
+
+        run(TARGET / "gigmcp", "uninstall", "fetch", env=env)
+        wait_for(lambda: "fetch_fetch" not in names(gw), "fetch_fetch to go after `gigmcp uninstall`")
+        assert "echo_echo" in names(gw)
+        # The installed server ran in the sandbox, as nobody, not as the gateway's user.
+        assert "backend up" in gw.logs()
+    finally:
+        stop(gw.proc)
+
+
+def test_a_tampered_index_stops_the_boot_and_installs_nothing(tmp_path, sandbox_bins, registry):
+    push_image(tmp_path, registry, "echo")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-mcp:0.1.0")
+    index.sign()
+    signed = json.loads(index.signed.read_text())
+    signed["signed"]["servers"]["echo"]["versions"]["0.1.0"]["args"] = ["--evil"]
+    index.signed.write_text(json.dumps(signed))
+
+    home = world_reachable(tmp_path / "gw")
+    master_key = os.urandom(32).hex()
+    with pytest.raises(AssertionError) as failed:
+        start_gateway(home, {}, GIG_MASTER_KEY=master_key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                      **index.env(install="echo"))
+    assert "signature" in str(failed.value), str(failed.value)
+    env = cli_env(home / "data", master_key, index)
+    assert "no servers installed" in run(TARGET / "gigmcp", "list", env=env).stdout
