@@ -5,9 +5,10 @@
 //! invalid command) so an allowed call fails with EBADF/EFAULT/EINVAL and only a filtered or
 //! refused call fails with EPERM/ENOSYS. It must never be run outside a sandbox.
 //!
-//! `escape-probe --net SPEC...` runs the network half instead (see `net`): it waits for a line
-//! on stdin (the test's go-ahead once it has set up its observers), then tries to reach what the
-//! SPECs name and to change its own network.
+//! `escape-probe --net [SPEC]...` runs the network half instead (see `net`): it reads more SPECs
+//! from stdin, one per line, and starts once stdin closes (so the test can first read the
+//! sandbox's addresses and set up its observers), then tries to reach what the SPECs name and to
+//! change its own network.
 //!
 //! `unsafe` is allowed because the probe's whole job is to make raw syscalls.
 #![allow(unsafe_code)]
@@ -622,10 +623,20 @@ fn json_str(s: &str) -> String {
     out
 }
 
-fn net_main(specs: &[String]) {
-    let mut go = String::new();
-    let _ = std::io::stdin().read_line(&mut go);
-    match net::run(specs) {
+fn net_main(args: &[String]) {
+    // More SPECs come one per line on stdin; nothing is tried before it closes, so the test can
+    // read the sandbox's addresses and set up its observers first.
+    let mut specs = args.to_vec();
+    let mut input = String::new();
+    let _ = std::io::stdin().read_to_string(&mut input);
+    specs.extend(
+        input
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from),
+    );
+    match net::run(&specs) {
         Ok(rows) => {
             for row in rows {
                 println!(

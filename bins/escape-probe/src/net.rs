@@ -16,7 +16,8 @@
 //! - `tcp=NAME@ADDR`, `udp=NAME@ADDR`: a direct TCP connect / UDP datagram (a DNS query) that must
 //!   not get through; ADDR is `IP:PORT` or `[IPv6%ifname]:PORT`.
 //! - `icmp=NAME@IP`: an ICMP echo over an unprivileged ping socket and a raw socket.
-//! - `spoof=NAME@SRC>IP:PORT`: TCP from a source address that is not the sandbox's (IP_FREEBIND).
+//! - `spoof=NAME@SRC>IP:PORT`: TCP from a source address that is not the sandbox's (IP_FREEBIND);
+//!   NAME says whose address SRC is.
 //! - `resolve=HOST`: the libc resolver must not resolve anything.
 //!
 //! Fixed attempts follow: raw and packet sockets, and netlink/sysctl changes to the sandbox's own
@@ -231,7 +232,7 @@ fn tcp_attempt(name: &str, addr: SocketAddr) -> Row {
 }
 
 fn spoof_attempt(name: &str, src: Ipv4Addr, dst: SocketAddrV4) -> Row {
-    let attempt = format!("TCP from spoofed {src} to {name} ({dst})");
+    let attempt = format!("TCP from spoofed {src} ({name}) to {dst}");
     match tcp4_connect(Some(src), dst) {
         Ok(()) => escaped(&attempt, "connected"),
         Err(errno) => blocked(&attempt, &errno, "no connection"),
@@ -378,6 +379,31 @@ fn connect_attempt(proxy: SocketAddr, target: &str, must_succeed: bool) -> Row {
         },
         (false, true) => escaped(&attempt, detail),
         (false, false) => blocked(&attempt, &errno, detail),
+    }
+}
+
+/// IP_TRANSPARENT would let the sandbox send from (and accept for) any address.
+fn transparent_attempt() -> Row {
+    let attempt = "IP_TRANSPARENT (send from any address)";
+    let sock = match socket(libc::AF_INET, libc::SOCK_STREAM, 0) {
+        Ok(s) => s,
+        Err(errno) => return blocked(attempt, &errno, "socket refused"),
+    };
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a live c_int of the size passed.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.0,
+            libc::SOL_IP,
+            libc::IP_TRANSPARENT,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        escaped(attempt, "set")
+    } else {
+        blocked(attempt, &last_errno(), "refused")
     }
 }
 
@@ -701,6 +727,7 @@ pub fn run(specs: &[String]) -> Result<Vec<Row>, String> {
         );
     }
     rows.extend(resolves.iter().map(|h| resolve_attempt(h)));
+    rows.push(transparent_attempt());
     rows.extend(raw_socket_attempts());
     rows.extend(reconfigure_attempts());
     // The own proxy must still answer after all of the above.
