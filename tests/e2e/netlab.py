@@ -5,6 +5,7 @@ sandbox must run (bubblewrap runs as `nobody` when the tests run as root).
 Network hygiene: everything here listens on loopback or on addresses the tests create themselves.
 """
 
+import gzip
 import json
 import os
 import shutil
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -20,9 +22,11 @@ import pytest
 
 from conftest import REPO, TARGET
 
-# Names the test upstream's certificate covers; GIG_EGRESS_HOSTS maps them all to 127.0.0.1 so
-# nothing ever asks real DNS.
+# Names the test upstreams' certificate covers, and where GIG_EGRESS_HOSTS sends them (so nothing
+# ever asks real DNS). other.example.test has an upstream of its own, on 127.0.0.2, so the tests
+# can tell which address the proxy really dialled.
 UPSTREAM_NAMES = ("api.example.test", "other.example.test", "allowed.test", "denied.test")
+UPSTREAM_ADDRS = {"other.example.test": "127.0.0.2"}
 
 
 def require_sandbox_net() -> None:
@@ -111,7 +115,7 @@ class TlsUpstream:
     """An HTTPS server on 127.0.0.1 that records every request and echoes its Authorization
     header back, in a response header and in the JSON body (so a leak would be visible)."""
 
-    def __init__(self, tls: dict):
+    def __init__(self, tls: dict, host: str = "127.0.0.1", port: int = 0):
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         upstream = self
@@ -135,6 +139,21 @@ class TlsUpstream:
                 self.send_response(200)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("X-Echo-Authorization", auth)
+                if self.path.startswith("/echo-split"):
+                    # The echoed value cut in two chunks, sent apart: a scrubber must see across.
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    cut = out.find(auth.encode()) + len(auth) // 2 if auth else len(out) // 2
+                    for part in (out[:cut], out[cut:]):
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+                        self.wfile.flush()
+                        time.sleep(0.05)
+                    self.wfile.write(b"0\r\n\r\n")
+                    return
+                if self.path.startswith("/echo-gzip"):
+                    # Compressed although the proxy asked for identity.
+                    out = gzip.compress(out)
+                    self.send_header("Content-Encoding", "gzip")
                 self.send_header("Content-Length", str(len(out)))
                 self.end_headers()
                 self.wfile.write(out)
@@ -146,7 +165,7 @@ class TlsUpstream:
 
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(tls["cert"], tls["key"])
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, port), Handler)
         self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
@@ -165,8 +184,8 @@ def egress_env(tls: dict, port: int | None = None) -> dict:
     """Gateway/exec variables for a proxy that resolves the test names to the loopback upstream
     (never real DNS), may connect to loopback, and trusts the test CA."""
     env = {
-        "GIG_EGRESS_HOSTS": ",".join(f"{n}=127.0.0.1" for n in UPSTREAM_NAMES),
-        "GIG_EGRESS_ALLOW_ADDRESSES": "127.0.0.1",
+        "GIG_EGRESS_HOSTS": ",".join(f"{n}={UPSTREAM_ADDRS.get(n, '127.0.0.1')}" for n in UPSTREAM_NAMES),
+        "GIG_EGRESS_ALLOW_ADDRESSES": "127.0.0.1,127.0.0.2",
         "GIG_EGRESS_EXTRA_ROOTS": str(tls["ca"]),
     }
     if port:

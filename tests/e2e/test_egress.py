@@ -54,6 +54,14 @@ def upstream(tls):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def other_upstream(tls, upstream):
+    """other.example.test's own upstream: 127.0.0.2, on the same port as the main one."""
+    server = TlsUpstream(tls, host="127.0.0.2", port=upstream.port)
+    yield server
+    server.stop()
+
+
 # ------------------------------------------------------------------ credentials through the gateway
 
 
@@ -108,50 +116,65 @@ def text_of(result) -> str:
     return json.dumps(result.model_dump(mode="json"))
 
 
+class CredentialSetup:
+    """A gateway whose sandboxed fetch-mcp has one credential (API_KEY, for api.example.test)
+    whose real value sits in the vault."""
+
+    def __init__(self, tmp_path, sandbox_bins, tls, upstream):
+        self.real = "sk-live-" + secrets.token_hex(20)
+        # Every form the key may take on the wire: raw, and percent-encoded in a query string
+        # (the proxy encodes everything but letters and digits; other encoders leave '-' alone).
+        self.forms = {
+            self.real,
+            quote(self.real, safe=""),
+            "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in self.real),
+        }
+        master = secrets.token_hex(32)
+        # The proxy's CA certificate is bound into the sandbox from GIG_DATA_DIR/public: `nobody`
+        # must be able to traverse to it (pytest makes tmp_path 0700).
+        tmp_path.chmod(0o711)
+        self.data_dir = tmp_path / "data"
+        gigmcp_secret_set({"GIG_MASTER_KEY": master, "GIG_DATA_DIR": str(self.data_dir)}, self.real)
+        port = upstream.port
+        self.fetch_mcp = sandbox_bins["fetch-mcp"]
+        servers = {
+            SERVER: {
+                "command": str(self.fetch_mcp),
+                "sandbox": {
+                    "egress": [f"api.example.test:{port}", f"other.example.test:{port}"],
+                    "allowAddresses": ["127.0.0.1/32", "127.0.0.2/32"],
+                    "credentials": [
+                        {
+                            "env": "API_KEY",
+                            "secret": SECRET_NAME,
+                            "hosts": ["api.example.test"],
+                            "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"},
+                        }
+                    ],
+                },
+            }
+        }
+        self.gw = start_gateway(
+            tmp_path,
+            servers,
+            GIG_MASTER_KEY=master,
+            GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+            GIG_SANDBOX_POOL="198.19.201.0/24",
+            **egress_env(tls),
+        )
+
+    def leaked(self, text: str) -> bool:
+        return any(f in text for f in self.forms)
+
+
 @pytest.mark.anyio
 async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_server(
-    tmp_path, sandbox_bins, tls, upstream
+    tmp_path, sandbox_bins, tls, upstream, other_upstream
 ):
     require_sandbox_net()
-    real = "sk-live-" + secrets.token_hex(20)
-    # Every form the key may take on the wire: raw, and percent-encoded in a query string (the
-    # proxy encodes everything but letters and digits; other encoders leave '-' alone).
-    forms = {real, quote(real, safe=""), "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in real)}
-    leaked = lambda text: any(f in text for f in forms)  # noqa: E731
-    master = secrets.token_hex(32)
-    # The proxy's CA certificate is bound into the sandbox from GIG_DATA_DIR/public: `nobody`
-    # must be able to traverse to it (pytest makes tmp_path 0700).
-    tmp_path.chmod(0o711)
-    data_dir = tmp_path / "data"
-    gigmcp_secret_set({"GIG_MASTER_KEY": master, "GIG_DATA_DIR": str(data_dir)}, real)
-
+    setup = CredentialSetup(tmp_path, sandbox_bins, tls, upstream)
+    gw, real, leaked, data_dir, fetch_mcp = setup.gw, setup.real, setup.leaked, setup.data_dir, setup.fetch_mcp
     port = upstream.port
-    fetch_mcp = sandbox_bins["fetch-mcp"]
-    servers = {
-        SERVER: {
-            "command": str(fetch_mcp),
-            "sandbox": {
-                "egress": [f"api.example.test:{port}", f"other.example.test:{port}"],
-                "allowAddresses": ["127.0.0.1/32"],
-                "credentials": [
-                    {
-                        "env": "API_KEY",
-                        "secret": SECRET_NAME,
-                        "hosts": ["api.example.test"],
-                        "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"},
-                    }
-                ],
-            },
-        }
-    }
-    gw = start_gateway(
-        tmp_path,
-        servers,
-        GIG_MASTER_KEY=master,
-        GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
-        GIG_SANDBOX_POOL="198.19.201.0/24",
-        **egress_env(tls),
-    )
     api = f"https://api.example.test:{port}"
     other = f"https://other.example.test:{port}"
     try:
@@ -201,6 +224,7 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
 
             # 3. A host the policy does not list: refused, nothing reaches the upstream.
             before = upstream.count()
+            other_before = other_upstream.count()
             result = await session.call_tool("fetch_fetch", {"url": f"https://denied.test:{port}/"})
             assert result.is_error or result.structured_content["status"] == 403, text_of(result)
             # 4. An allowed host on a port the policy does not list.
@@ -220,14 +244,34 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
                 assert result.is_error or result.structured_content["status"] == 403, (args, text_of(result))
                 assert not leaked(text_of(result))
             assert upstream.count() == before, upstream.requests[before:]
+            assert other_upstream.count() == other_before, other_upstream.requests[other_before:]
 
             # 6. The same host without the placeholder is fine, and gets no credential.
             result = await session.call_tool("fetch_fetch", {"url": f"{other}/public"})
             assert not result.is_error and result.structured_content["status"] == 200, text_of(result)
-            assert upstream.count() == before + 1
-            assert "authorization" not in upstream.requests[-1]["headers"]
+            assert other_upstream.count() == other_before + 1
+            assert "authorization" not in other_upstream.requests[-1]["headers"]
 
-        rows = audit_rows(data_dir / "gigmcp.db", want=9)
+            # 7. A Host header naming the other host does not move the credential: whatever the
+            # proxy does, the key never reaches other.example.test's address ...
+            other_before = other_upstream.count()
+            result = await session.call_tool(
+                "fetch_fetch", {"url": f"{api}/host-swap", "headers": {"Host": f"other.example.test:{port}"}}
+            )
+            assert not leaked(text_of(result))
+            assert other_upstream.count() == other_before, other_upstream.requests[other_before:]
+            # ... and naming the credential's host on a request to the other one does not bring it.
+            result = await session.call_tool(
+                "fetch_fetch", {"url": f"{other}/host-swap", "headers": {"Host": f"api.example.test:{port}"}}
+            )
+            assert not leaked(text_of(result))
+            for seen in other_upstream.requests[other_before:]:
+                assert not leaked(json.dumps(seen)), f"other.example.test received the key: {seen}"
+            # (The proxy refuses a Host that does not match the CONNECT target outright.)
+            swapped = [r for r in upstream.requests + other_upstream.requests if r["path"] == "/host-swap"]
+            assert swapped == [], swapped
+
+        rows = audit_rows(data_dir / "gigmcp.db", want=11)
     finally:
         stop(gw.proc)
 
@@ -245,7 +289,7 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
     assert [r["result"] for r in by_target[f"denied.test:{port}"]] == ["denied"]
     assert [r["result"] for r in by_target[f"api.example.test:{port + 1}"]] == ["denied"]
     other_results = [r["result"] for r in by_target[f"other.example.test:{port}"]]
-    assert other_results == ["exfiltration"] * 4 + ["ok"], by_target[f"other.example.test:{port}"]
+    assert other_results[:5] == ["exfiltration"] * 4 + ["ok"], by_target[f"other.example.test:{port}"]
     for r in by_target[f"other.example.test:{port}"][:4]:
         assert r["detail"]["exfiltration"] is True and "API_KEY" in r["detail"]["reason"], r
     # Nothing at rest or in the logs holds the value either (the vault keeps it encrypted).
@@ -391,3 +435,28 @@ def test_without_allow_host_there_is_no_network(sandbox_bins, tls, upstream, pyt
     )
     assert done.returncode != 0 and "Connection refused" in done.stderr, done.stderr
     assert upstream.count() == before
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("echo", ["echo-split", "echo-gzip"])
+async def test_scrubbing_survives_chunk_boundaries_and_compression(echo, tmp_path, sandbox_bins, tls, upstream):
+    """The upstream echoes the key cut across two chunks sent apart, or gzip-compressed although
+    the proxy asked for identity: neither may carry the key to the server."""
+    require_sandbox_net()
+    setup = CredentialSetup(tmp_path, sandbox_bins, tls, upstream)
+    try:
+        async with connect(setup.gw) as session:
+            before = upstream.count()
+            result = await session.call_tool("fetch_fetch", {"url": f"https://api.example.test:{upstream.port}/{echo}"})
+            assert upstream.count() == before + 1
+            assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {setup.real}"
+            out = text_of(result)
+            assert not setup.leaked(out), f"the real key reached the MCP client: {out}"
+            if not result.is_error and result.structured_content["status"] == 200:
+                body = result.structured_content["body"]
+                if result.structured_content["headers"].get("content-encoding") == "gzip":
+                    pytest.fail(f"the proxy passed a compressed body through unscrubbed: {body!r}")
+                assert json.loads(body)["authorization"].startswith("Bearer gigph_"), body
+            print(f"{echo}: {out[:300]}")
+    finally:
+        stop(setup.gw.proc)
