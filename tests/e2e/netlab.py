@@ -50,6 +50,10 @@ def ip_tool() -> str:
     return shutil.which("ip") or "/usr/sbin/ip"
 
 
+def nft_tool() -> str:
+    return shutil.which("nft") or "/usr/sbin/nft"
+
+
 def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(list(args), capture_output=True, text=True, check=check, timeout=30)
 

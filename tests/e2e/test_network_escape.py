@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from conftest import connect, start_gateway, stop
-from netlab import egress_env, exec_argv, exec_env, ip_tool, make_tls, require_sandbox_net, sh
+from netlab import egress_env, exec_argv, exec_env, ip_tool, make_tls, nft_tool, require_sandbox_net, sh
 
 OUTSIDE = "203.0.113.10"
 OUTSIDE_GW = "203.0.113.1"
@@ -155,7 +155,7 @@ class Outside:
             sh(ip, "-n", self.ns, *cmd)
         # Counts every IPv4 packet reaching the outside host from anywhere but the host itself.
         subprocess.run(
-            [ip, "netns", "exec", self.ns, "nft", "-f", "-"],
+            [ip, "netns", "exec", self.ns, nft_tool(), "-f", "-"],
             input="table ip obs {\n counter foreign {}\n chain input {\n"
             "  type filter hook prerouting priority -400; policy accept;\n"
             f"  ip saddr != {OUTSIDE_GW} counter name foreign\n }}\n}}\n",
@@ -171,7 +171,7 @@ class Outside:
         assert self.listener.stdout.readline().strip() == "ready"
 
     def foreign_packets(self) -> int:
-        out = sh(ip_tool(), "netns", "exec", self.ns, "nft", "-j", "list", "counter", "ip", "obs", "foreign").stdout
+        out = sh(ip_tool(), "netns", "exec", self.ns, nft_tool(), "-j", "list", "counter", "ip", "obs", "foreign").stdout
         return next(o["counter"]["packets"] for o in json.loads(out)["nftables"] if "counter" in o)
 
     def listener_counts(self) -> dict:
@@ -293,7 +293,7 @@ async def test_network_escape_matrix(tmp_path, sandbox_bins):
             forwarding = Path(f"/proc/sys/net/ipv4/conf/{link}/forwarding")
             forwarding.write_text("1")
             subprocess.run(
-                ["nft", "-f", "-"], check=True, capture_output=True, text=True, timeout=30,
+                [nft_tool(), "-f", "-"], check=True, capture_output=True, text=True, timeout=30,
                 input=f"table inet {obs_table} {{\n counter proxy {{}}\n counter other {{}}\n"
                 " chain prerouting {\n  type filter hook prerouting priority -400; policy accept;\n"
                 f'  iifname "{link}" ip daddr {host_side} tcp dport 3128 counter name proxy\n'
@@ -307,7 +307,7 @@ async def test_network_escape_matrix(tmp_path, sandbox_bins):
         rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
         counters = {
             o["counter"]["name"]: o["counter"]["packets"]
-            for o in json.loads(sh("nft", "-j", "list", "counters", "table", "inet", obs_table).stdout)["nftables"]
+            for o in json.loads(sh(nft_tool(), "-j", "list", "counters", "table", "inet", obs_table).stdout)["nftables"]
             if "counter" in o
         }
         foreign = outside.foreign_packets()
@@ -318,7 +318,7 @@ async def test_network_escape_matrix(tmp_path, sandbox_bins):
             probe.wait()
         if gw:
             stop(gw.proc)
-        sh("nft", "delete", "table", "inet", obs_table, check=False)
+        sh(nft_tool(), "delete", "table", "inet", obs_table, check=False)
         if host:
             host.close()
         if outside:
