@@ -140,8 +140,9 @@ def gateway(tmp_path):
 
 @pytest.fixture
 def sandbox_bins(tmp_path_factory):
-    """echo-mcp and bootstrap copied into a 0755 directory: as root the sandbox runs as `nobody`,
-    which must be able to reach what it binds even when the checkout is under /root."""
+    """echo-mcp, fetch-mcp, escape-probe and bootstrap copied into a 0755 directory: as root the
+    sandbox runs as `nobody`, which must be able to reach what it binds even when the checkout is
+    under /root."""
     import shutil
 
     base = tmp_path_factory.mktemp("sandbox-bins")
@@ -151,7 +152,7 @@ def sandbox_bins(tmp_path_factory):
             break
         parent.chmod(parent.stat().st_mode | 0o755)
     copies = {}
-    for name in ("echo-mcp", "bootstrap"):
+    for name in ("echo-mcp", "fetch-mcp", "escape-probe", "bootstrap"):
         copy = base / name
         shutil.copy(TARGET / name, copy)
         copy.chmod(0o755)

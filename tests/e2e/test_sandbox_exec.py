@@ -59,15 +59,19 @@ def test_the_command_sees_no_host_secrets_or_files():
     assert sandbox("/bin/sh", "-c", f"echo x > {hidden}", binds=[tmp_path]).returncode != 0, "bind must be read-only"
 
 
-def test_allow_host_is_refused_until_egress_exists():
-    refused = sandbox("/bin/true")
-    assert refused.returncode == 0
-    result = subprocess.run(
-        [str(TARGET / "gigmcp"), "sandbox", "exec", "--allow-host", "api.example.com", "--", "/bin/true"],
-        capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "GIG_BOOTSTRAP": BOOTSTRAP}, timeout=60,
-    )
-    assert result.returncode != 0
-    assert "egress proxy" in result.stderr
+def test_invalid_allow_host_is_refused_before_anything_runs():
+    # (Egress itself is covered by test_egress.py and test_network_escape.py.)
+    for bad, why in (
+        ("not a host!", "invalid host pattern"),
+        ("api.example.com:99999", "ports are numbers from 1 to 65535"),
+        ("*", "'*' is only allowed as the whole first label"),
+    ):
+        result = subprocess.run(
+            [str(TARGET / "gigmcp"), "sandbox", "exec", "--allow-host", bad, "--", "/bin/sh", "-c", "echo ran"],
+            capture_output=True, text=True, env={"PATH": "/usr/bin:/bin", "GIG_BOOTSTRAP": BOOTSTRAP}, timeout=60,
+        )
+        assert result.returncode != 0 and result.stdout == "", result
+        assert f"--allow-host {bad}" in result.stderr and why in result.stderr, result.stderr
 
 
 def test_memory_and_tmp_are_bounded():

@@ -5,8 +5,15 @@
 //! invalid command) so an allowed call fails with EBADF/EFAULT/EINVAL and only a filtered or
 //! refused call fails with EPERM/ENOSYS. It must never be run outside a sandbox.
 //!
+//! `escape-probe --net [SPEC]...` runs the network half instead (see `net`): it reads more SPECs
+//! from stdin, one per line, and starts once stdin closes (so the test can first read the
+//! sandbox's addresses and set up its observers), then tries to reach what the SPECs name and to
+//! change its own network.
+//!
 //! `unsafe` is allowed because the probe's whole job is to make raw syscalls.
 #![allow(unsafe_code)]
+
+mod net;
 
 use std::ffi::CString;
 use std::io::Read;
@@ -616,7 +623,43 @@ fn json_str(s: &str) -> String {
     out
 }
 
+fn net_main(args: &[String]) {
+    // More SPECs come one per line on stdin; nothing is tried before it closes, so the test can
+    // read the sandbox's addresses and set up its observers first.
+    let mut specs = args.to_vec();
+    let mut input = String::new();
+    let _ = std::io::stdin().read_to_string(&mut input);
+    specs.extend(
+        input
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from),
+    );
+    match net::run(&specs) {
+        Ok(rows) => {
+            for row in rows {
+                println!(
+                    "{{\"attempt\":{},\"outcome\":\"{}\",\"errno\":{},\"detail\":{}}}",
+                    json_str(&row.attempt),
+                    row.outcome,
+                    json_str(&row.errno),
+                    json_str(&row.detail)
+                );
+            }
+        }
+        Err(e) => {
+            eprintln!("escape-probe: {e}");
+            std::process::exit(2);
+        }
+    }
+}
+
 fn main() {
+    let all: Vec<String> = std::env::args().skip(1).collect();
+    if all.first().is_some_and(|a| a == "--net") {
+        return net_main(&all[1..]);
+    }
     let mut args = std::env::args().skip(1);
     let mut ctx = Ctx {
         marker: String::new(),

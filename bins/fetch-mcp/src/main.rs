@@ -4,8 +4,15 @@
 //! stands in for an untrusted server: the gateway's sandbox and egress proxy, not this
 //! program, decide what actually leaves the machine. It honours `HTTPS_PROXY`/`HTTP_PROXY`
 //! and trusts exactly the certificates in `SSL_CERT_FILE` (the proxy's CA inside a sandbox).
+//!
+//! Two more tools serve the end-to-end tests: `env` returns the server's own environment (what a
+//! hostile server could read and leak: inside a sandbox, credential placeholders only), and, with
+//! `--listen ADDR`, `accepted` counts the TCP connections that reached a listener the server
+//! opened inside its sandbox (another sandbox must never reach it).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
@@ -31,6 +38,8 @@ struct FetchArgs {
 #[derive(Debug, Clone)]
 struct Fetch {
     http: reqwest::Client,
+    /// Connections accepted by the `--listen` listener.
+    accepted: Arc<AtomicU64>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -42,6 +51,21 @@ impl Fetch {
             Ok(value) => CallToolResult::structured(value),
             Err(message) => CallToolResult::error(vec![ContentBlock::text(message)]),
         }
+    }
+
+    #[tool(description = "Returns this server's environment variables")]
+    async fn env(&self) -> CallToolResult {
+        let vars: BTreeMap<String, String> = std::env::vars_os()
+            .map(|(k, v)| (k.to_string_lossy().into(), v.to_string_lossy().into()))
+            .collect();
+        CallToolResult::structured(serde_json::json!({ "env": vars }))
+    }
+
+    #[tool(description = "Counts the connections the --listen listener accepted")]
+    async fn accepted(&self) -> CallToolResult {
+        CallToolResult::structured(
+            serde_json::json!({ "accepted": self.accepted.load(Ordering::SeqCst) }),
+        )
     }
 }
 
@@ -123,11 +147,41 @@ fn http_client() -> anyhow::Result<reqwest::Client> {
     Ok(builder.build()?)
 }
 
+/// `--listen ADDR`: accepts TCP connections on ADDR and counts them (each is closed at once).
+fn listen_from_args() -> anyhow::Result<Option<std::net::TcpListener>> {
+    let mut args = std::env::args().skip(1);
+    match (args.next().as_deref(), args.next(), args.next()) {
+        (None, _, _) => Ok(None),
+        (Some("--listen"), Some(addr), None) => Ok(Some(
+            std::net::TcpListener::bind(&addr)
+                .map_err(|e| anyhow::anyhow!("--listen {addr}: {e}"))?,
+        )),
+        _ => anyhow::bail!("usage: fetch-mcp [--listen ADDR]"),
+    }
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let listener = listen_from_args()?;
+    let accepted = Arc::new(AtomicU64::new(0));
+    let mut tool_router = Fetch::tool_router();
+    match listener {
+        Some(listener) => {
+            let count = accepted.clone();
+            std::thread::spawn(move || {
+                for connection in listener.incoming() {
+                    if connection.is_ok() {
+                        count.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            });
+        }
+        None => tool_router.remove_route("accepted"),
+    }
     let server = Fetch {
         http: http_client()?,
-        tool_router: Fetch::tool_router(),
+        accepted,
+        tool_router,
     };
     let service = server.serve(rmcp::transport::stdio()).await?;
     service.waiting().await?;
