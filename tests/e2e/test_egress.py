@@ -493,11 +493,6 @@ async def test_gateway_shutdown_removes_its_sandbox_links(tmp_path, sandbox_bins
     assert host_links("gigmcp") == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: `gigmcp` (serve) never calls Egress::stop on a clean shutdown, so its nftables "
-    "table `inet gigmcp` stays behind until the next start reclaims it (only `sandbox exec` removes its table)",
-)
 def test_gateway_shutdown_removes_its_firewall_table(tmp_path, sandbox_bins, tls):
     require_sandbox_net()
     gw = start_egress_gateway(tmp_path, sandbox_bins, tls)

@@ -392,12 +392,6 @@ def net_specs(host_side: str, sibling_host: str, sibling: str, host: HostListene
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: every `gigmcp sandbox exec --allow-host` takes the fixed pool 198.18.255.0/24, "
-    "so a second one while the first runs fails with 'pool 198.18.255.0/24 overlaps 198.18.255.1/30 "
-    "already configured on interface index N'",
-)
 def test_two_sandbox_execs_with_network_at_once(sandbox_bins, tmp_path):
     """Two `sandbox exec --allow-host` at the same time (a debugging session while another runs).
     When this passes, extend it: the second must not reach the first (the matrix above does this

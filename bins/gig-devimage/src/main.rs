@@ -29,10 +29,15 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if !args.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+    if !args
+        .name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
         bail!("--name must be letters, digits, '-' or '_'");
     }
-    let bytes = std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
+    let bytes =
+        std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let entrypoint = format!("/srv/{}", args.name);
     let image = ImageBuilder::new()
         .layer(TestLayer::gzip(vec![
@@ -49,7 +54,9 @@ async fn main() -> anyhow::Result<()> {
         let (host, rest) = target
             .split_once('/')
             .context("--push wants HOST:PORT/REPO:TAG")?;
-        let (repo, tag) = rest.rsplit_once(':').context("--push wants HOST:PORT/REPO:TAG")?;
+        let (repo, tag) = rest
+            .rsplit_once(':')
+            .context("--push wants HOST:PORT/REPO:TAG")?;
         image
             .push(host, repo, Some(tag), &gig_oci::RegistryAuth::Anonymous)
             .await;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use gig_config::{
-    EgressConfig, GatewayConfig, InstallConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand, StoreConfig,
-    master_key_hex, parse_servers_file,
+    EgressConfig, GatewayConfig, InstallConfig, LogConfig, ProcessEnv, SandboxPolicy, StdioCommand,
+    StoreConfig, master_key_hex, parse_servers_file,
 };
 use gig_gateway::egress::{StoreAudit, VaultSecrets};
 use gig_gateway::hub::Hub;
@@ -225,7 +225,8 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     let install = InstallConfig::from_env(&ProcessEnv)?;
     // Installed servers always run sandboxed: with installs configured (or already recorded),
     // the sandbox is required, not optional.
-    let has_installs = install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
+    let has_installs =
+        install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
     let sandbox = if has_installs || specs.iter().any(|s| s.sandbox.is_some()) {
         let mut runtime = sandbox_runtime()?;
         let audit = Arc::new(StoreAudit::start(secrets.store().clone()));
@@ -237,6 +238,21 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         };
         let public = gig_gateway::public_dir(&config.store.data_dir);
         gig_gateway::prepare_data_dir(&config.store.data_dir)?;
+        if nix_is_root() {
+            for (what, path) in [
+                ("GIG_DATA_DIR", public.as_path()),
+                ("GIG_BOOTSTRAP", &bootstrap_path()?),
+            ] {
+                if let Some(dir) = gig_gateway::sandboxed::blocked_for_others(path) {
+                    bail!(
+                        "{what}: {} is not reachable by other users, but sandboxes are started as \
+                         `nobody` and must read {}: make it traversable (chmod o+x) or move it",
+                        dir.display(),
+                        path.display()
+                    );
+                }
+            }
+        }
         match Egress::start(&egress_config, net, &public, vault, audit).await {
             Ok(egress) => {
                 tracing::info!(pool = %egress_config.pool, port = egress_config.proxy_port, "sandbox networking and egress proxy ready");
@@ -275,7 +291,8 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
     if let Some(runtime) = &sandbox {
         let mut current = BTreeMap::new();
         let store = secrets.store().clone();
-        gig_gateway::installed::reconcile_once(&hub, &store, runtime, &reserved, &mut current).await;
+        gig_gateway::installed::reconcile_once(&hub, &store, runtime, &reserved, &mut current)
+            .await;
         tokio::spawn(gig_gateway::installed::keep_in_step(
             hub.clone(),
             store,
@@ -607,15 +624,9 @@ async fn sandbox_exec(
     let mut runtime = sandbox_runtime()?;
     let mut egress = None;
     if !launch.policy.egress.allow.is_empty() {
-        // Its own links, table and pool: reclaiming at start must never touch a running
-        // gateway's (or another exec's) sandboxes.
+        // Its own links, table and /30: reclaiming at start must never touch a running
+        // gateway's (or another exec's) sandboxes. Execs take free /30s of 198.18.255.0/24.
         let id = std::process::id();
-        let net = NetConfig {
-            pool: "198.18.255.0/24".parse().expect("literal"),
-            ifname_prefix: format!("gx{id}x"),
-            nft_table: format!("gigmcp_exec_{id}"),
-            ..NetConfig::default()
-        };
         let config = EgressConfig::from_env(&ProcessEnv)?;
         let public = tempfile::Builder::new()
             .prefix("gigmcp-exec-")
@@ -625,15 +636,38 @@ async fn sandbox_exec(
             public.path(),
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )?;
-        let started = Egress::start(
-            &config,
-            net,
-            public.path(),
-            Arc::new(gig_proxy::StaticSecrets::default()),
-            Arc::new(gig_proxy::TracingAudit),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("sandbox networking: {e}"))?;
+        let mut started = None;
+        for attempt in 0..64u32 {
+            let slot = (id.wrapping_add(attempt) % 64) as u8;
+            let pool = format!("198.18.255.{}/30", slot * 4)
+                .parse()
+                .expect("valid /30");
+            let net = NetConfig {
+                pool,
+                ifname_prefix: format!("gx{id}x"),
+                nft_table: format!("gigmcp_exec_{id}"),
+                ..NetConfig::default()
+            };
+            match Egress::start(
+                &config,
+                net,
+                public.path(),
+                Arc::new(gig_proxy::StaticSecrets::default()),
+                Arc::new(gig_proxy::TracingAudit),
+            )
+            .await
+            {
+                Ok(egress) => {
+                    started = Some(egress);
+                    break;
+                }
+                // Another exec holds this /30: try the next.
+                Err(e) if e.contains("overlaps") => continue,
+                Err(e) => bail!("sandbox networking: {e}"),
+            }
+        }
+        let started = started
+            .context("sandbox networking: all 64 exec /30s of 198.18.255.0/24 are in use")?;
         let started = Arc::new(started);
         runtime = runtime.with_egress(started.clone());
         egress = Some((started, public));

@@ -78,9 +78,14 @@ pub async fn reconcile_once(
         }
         match Installed::from_record(record) {
             Ok(installed) => {
-                wanted.insert(record.name.clone(), (record.image_digest.clone(), installed));
+                wanted.insert(
+                    record.name.clone(),
+                    (record.image_digest.clone(), installed),
+                );
             }
-            Err(why) => tracing::debug!(server = %record.name, %why, "installed server not runnable"),
+            Err(why) => {
+                tracing::debug!(server = %record.name, %why, "installed server not runnable")
+            }
         }
     }
     let gone: Vec<String> = current

@@ -97,6 +97,23 @@ impl Egress {
     }
 }
 
+/// The first directory on the way to `path` that other users cannot traverse (or `path`
+/// itself if they cannot read it). When the gateway runs as root, bubblewrap runs as `nobody`
+/// and can bind only what `nobody` reaches; checking at start turns bubblewrap's failure deep
+/// in a restart loop into one clear message.
+pub fn blocked_for_others(path: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::fs::canonicalize(path).ok()?;
+    let readable = std::fs::metadata(&path).ok()?.permissions().mode() & 0o004 != 0;
+    if !readable {
+        return Some(path);
+    }
+    path.ancestors()
+        .skip(1)
+        .find(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
+        .map(|dir| dir.to_path_buf())
+}
+
 /// Writes a world-readable file atomically (temp file + rename).
 fn write_public_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
     use std::os::unix::fs::PermissionsExt;

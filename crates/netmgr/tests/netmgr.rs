@@ -1,7 +1,7 @@
 //! The real kernel, as root: sandboxes are network namespaces held by `unshare --net sleep`
 //! processes this test spawns; the sandbox side is configured with `ip` through `nsenter` (what
 //! bootstrap will do inside a real sandbox), and every check sends real packets. Packets go only
-//! to namespaces and addresses the test creates (198.18.250.0/24 pool, 192.0.2.1 on a dummy,
+//! to namespaces and addresses the test creates (198.18.250.0/24 pool, 198.51.100.201 on a spare link (192.0.2.0/24 is this kind of machine's own LAN),
 //! 203.0.113.0/24 "outside" netns) and to loopback.
 //!
 //! Every "blocked" probe is then repeated with the firewall table removed and must succeed: the
@@ -330,7 +330,7 @@ async fn isolation_matrix_with_real_packets() {
         "ip", "link", "add", "nmd0", "type", "veth", "peer", "name", "nmd1",
     ]);
     let _dummy = HostLink("nmd0");
-    run(&["ip", "addr", "add", "192.0.2.1/32", "dev", "nmd0"]);
+    run(&["ip", "addr", "add", "198.51.100.201/32", "dev", "nmd0"]);
     run(&["ip", "link", "set", "nmd0", "up"]);
     // An outside host, routed from the host through its own veth.
     let outside = Netns::new();
@@ -443,7 +443,7 @@ async fn isolation_matrix_with_real_packets() {
         ("the other host-side address", v4(b.host_addr, any_port)),
         (
             "a host address on another interface",
-            v4(Ipv4Addr::new(192, 0, 2, 1), any_port),
+            v4(Ipv4Addr::new(198, 51, 100, 201), any_port),
         ),
         (
             "the host's loopback service",

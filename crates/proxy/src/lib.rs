@@ -68,7 +68,7 @@ pub fn sandbox_env(proxy_url: &str, ca_path: &str) -> BTreeMap<String, String> {
     ] {
         env.insert(name.to_string(), ca_path.to_string());
     }
-    // Node's built-in fetch honours HTTPS_PROXY only with this (Node >= 24).
+    // Node's built-in fetch and https honour HTTPS_PROXY only with this (seen working on 22.23).
     env.insert("NODE_USE_ENV_PROXY".into(), "1".into());
     env
 }
