@@ -46,6 +46,7 @@ lint:
 ## Direct stdio vs through the gateway vs the load generator's ceiling (release build).
 bench: peers
 	scripts/bench.sh
+	scripts/bench-isolation.sh
 
 clean:
 	$(CARGO) clean

@@ -184,3 +184,58 @@ def test_a_tampered_index_stops_the_boot_and_installs_nothing(tmp_path, sandbox_
     assert "signature" in str(failed.value), str(failed.value)
     env = cli_env(home / "data", master_key, index)
     assert "no servers installed" in run(TARGET / "gigmcp", "list", env=env).stdout
+
+
+def test_gig_install_echo_and_fetch_with_a_credential_the_server_never_sees(tmp_path, sandbox_bins, registry):
+    """The issue's end to end: GIG_INSTALL=echo,fetch from a signed index on a real registry;
+    the index entry declares fetch's credential (hosts, injection) and egress; the real key is
+    in the vault; the upstream gets it, the installed server and the client see a placeholder."""
+    import secrets as pysecrets
+
+    from netlab import TlsUpstream, egress_env, make_tls, require_sandbox_net
+
+    require_sandbox_net()
+    tls = make_tls(world_reachable(tmp_path / "tls"))
+    upstream = TlsUpstream(tls)
+    push_image(tmp_path, registry, "echo")
+    push_image(tmp_path, registry, "fetch")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-mcp:0.1.0")
+    credential = {"env": "API_KEY", "secret": "api-key", "hosts": ["api.example.test"],
+                  "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}}
+    index.add("fetch", f"{registry}/fetch-mcp:0.1.0", "--egress", f"api.example.test:{upstream.port}",
+              "--credential", json.dumps(credential))
+    index.sign()
+
+    home = world_reachable(tmp_path / "gw")
+    master_key = os.urandom(32).hex()
+    real = "sk-live-" + pysecrets.token_hex(20)
+    data = home / "data"
+    run(TARGET / "gigmcp", "secret", "set", "fetch", "api-key", input=real,
+        env=cli_env(data, master_key, index))
+    gw = start_gateway(home, {}, GIG_MASTER_KEY=master_key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                       GIG_SANDBOX_POOL="198.19.203.0/24", **egress_env(tls), **index.env(install="echo,fetch"))
+
+    async def scenario():
+        async with connect(gw) as session:
+            names = {t.name for t in (await session.list_tools()).tools}
+            assert {"echo_echo", "fetch_fetch"} <= names, gw.logs()
+            env = (await session.call_tool("fetch_env", {})).structured_content["env"]
+            placeholder = env["API_KEY"]
+            assert placeholder.startswith("gigph_") and real not in json.dumps(env)
+            before = upstream.count()
+            result = await session.call_tool("fetch_fetch", {
+                "url": f"https://api.example.test:{upstream.port}/v1/echo",
+                "headers": {"Authorization": f"Bearer {placeholder}"},
+            })
+            assert not result.is_error, result
+            assert upstream.count() == before + 1
+            assert upstream.requests[-1]["headers"]["authorization"] == f"Bearer {real}"
+            assert real not in json.dumps(result.structured_content), "the key reached the client"
+
+    try:
+        anyio.run(scenario)
+        assert real not in gw.logs()
+    finally:
+        stop(gw.proc)
+        upstream.stop()

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
+
+mod sandbox;
 use rmcp::ServiceExt;
 use rmcp::model::CallToolRequestParams;
 use rmcp::transport::async_rw::AsyncRwTransport;
@@ -25,6 +27,20 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Sandbox start-up cost (plain child vs sandbox vs sandbox + network) and footprint.
+    Sandbox {
+        /// The server's executable (echo-mcp), reachable by `nobody` when run as root.
+        #[arg(long)]
+        server: std::path::PathBuf,
+        /// The bootstrap binary (`make bootstrap`).
+        #[arg(long)]
+        bootstrap: std::path::PathBuf,
+        #[arg(long, default_value_t = 50)]
+        starts: usize,
+        /// Sandboxed servers held open at once for the footprint measurement.
+        #[arg(long, default_value_t = 20)]
+        idle: usize,
+    },
     /// Calls `echo` on a stdio MCP server directly.
     Direct {
         /// The server's executable (echo-mcp).
@@ -61,6 +77,12 @@ const CANNED: &str = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"te
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Command::Sandbox {
+            server,
+            bootstrap,
+            starts,
+            idle,
+        } => sandbox::run(server, bootstrap, starts, idle).await,
         Command::Direct {
             server,
             concurrency,
