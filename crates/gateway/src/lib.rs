@@ -140,13 +140,17 @@ pub async fn run(
     backends: Vec<NamedLauncher>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
+    let listener = bind(&config).await?;
+    serve(listener, config, backends, shutdown).await
+}
+
+async fn bind(config: &GatewayConfig) -> Result<tokio::net::TcpListener, GatewayError> {
+    tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|source| GatewayError::Bind {
             addr: config.listen,
             source,
-        })?;
-    serve(listener, config, backends, shutdown).await
+        })
 }
 
 /// Binds `GIG_LISTEN` and serves a hub the caller built (with a tool gate, say).
@@ -155,12 +159,7 @@ pub async fn run_hub(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let listener = tokio::net::TcpListener::bind(config.listen)
-        .await
-        .map_err(|source| GatewayError::Bind {
-            addr: config.listen,
-            source,
-        })?;
+    let listener = bind(&config).await?;
     serve_hub(listener, config, hub, shutdown).await
 }
 

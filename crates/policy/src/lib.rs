@@ -305,23 +305,26 @@ impl EgressPolicy {
     }
 }
 
+/// Implements serde for a type through its `Display` and `FromStr` (for value types written as
+/// one string, so a bad value fails with the type's own parse error).
+#[macro_export]
 macro_rules! serde_via_str {
-    ($t:ty, $expecting:literal) => {
-        impl Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+    ($t:ty) => {
+        impl ::serde::Serialize for $t {
+            fn serialize<S: ::serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 s.collect_str(self)
             }
         }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
+        impl<'de> ::serde::Deserialize<'de> for $t {
+            fn deserialize<D: ::serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <String as ::serde::Deserialize>::deserialize(d)?;
+                s.parse().map_err(::serde::de::Error::custom)
             }
         }
     };
 }
-serde_via_str!(HostPattern, "a host pattern");
-serde_via_str!(EgressRule, "an egress rule");
+serde_via_str!(HostPattern);
+serde_via_str!(EgressRule);
 
 #[cfg(test)]
 mod tests;

@@ -257,21 +257,7 @@ impl fmt::Display for ImageRef {
     }
 }
 
-macro_rules! serde_via_str {
-    ($t:ty) => {
-        impl Serialize for $t {
-            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-                s.collect_str(self)
-            }
-        }
-        impl<'de> Deserialize<'de> for $t {
-            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                let s = String::deserialize(d)?;
-                s.parse().map_err(serde::de::Error::custom)
-            }
-        }
-    };
-}
+use gig_policy::serde_via_str;
 serde_via_str!(ServerName);
 serde_via_str!(ImageRef);
 
