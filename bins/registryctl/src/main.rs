@@ -182,8 +182,6 @@ struct VerifyArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    // reqwest is built without a bundled provider; `Err` only means one is already installed.
-    let _ = rustls::crypto::ring::default_provider().install_default();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -2,31 +2,17 @@
 //!
 //! The pin is the digest of whatever the tag points to — for a multi-platform image that is the
 //! index (manifest list) itself, so the signed index covers every platform's manifest and the
-//! installer picks linux/amd64 from content it can verify. The digest is computed here from the
-//! manifest bytes the registry served, and must agree with the registry's `Docker-Content-Digest`.
+//! installer picks linux/amd64 from content it can verify. gig-oci computes the digest from the
+//! manifest bytes the registry served, never from a header.
 
 use std::fs;
 
 use anyhow::{Context, Result, anyhow, bail};
+use gig_oci::{RegistryAuth, RegistryOptions};
 use gig_registry_schema::ImageRef;
-use oci_client::client::{ClientConfig, ClientProtocol};
-use oci_client::manifest::{
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE, IMAGE_MANIFEST_MEDIA_TYPE, OCI_IMAGE_INDEX_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-};
-use oci_client::secrets::RegistryAuth;
-use oci_client::{Client, Reference};
-use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
 use crate::RegistryArgs;
-
-const MANIFEST_TYPES: &[&str] = &[
-    OCI_IMAGE_INDEX_MEDIA_TYPE,
-    IMAGE_MANIFEST_LIST_MEDIA_TYPE,
-    OCI_IMAGE_MEDIA_TYPE,
-    IMAGE_MANIFEST_MEDIA_TYPE,
-];
 
 fn auth(args: &RegistryArgs) -> Result<RegistryAuth> {
     let password = match (&args.password_env, &args.password_file) {
@@ -47,7 +33,7 @@ fn auth(args: &RegistryArgs) -> Result<RegistryAuth> {
     };
     match (&args.username, password) {
         (None, None) => Ok(RegistryAuth::Anonymous),
-        (Some(user), Some(pw)) => Ok(RegistryAuth::Basic(user.clone(), pw.to_string())),
+        (Some(user), Some(pw)) => Ok(RegistryAuth::basic(user.clone(), pw.to_string())),
         (Some(_), None) => bail!("--username needs --password-env VAR or --password-file FILE"),
         (None, Some(_)) => bail!("a registry password needs --username"),
     }
@@ -58,28 +44,18 @@ pub async fn pin(image: &str, args: &RegistryArgs) -> Result<ImageRef> {
     if image.contains('@') {
         return image.parse().map_err(|e: String| anyhow!(e));
     }
-    let reference: Reference = image
-        .parse()
-        .with_context(|| format!("invalid image reference {image:?}"))?;
-    let registry = reference.registry().to_owned();
-    let protocol = if args.insecure_registry {
-        ClientProtocol::HttpsExcept(vec![registry.clone()])
-    } else {
-        ClientProtocol::Https
-    };
-    let client = Client::new(ClientConfig {
-        protocol,
+    let options = RegistryOptions {
+        // gig-oci honours plain HTTP only for loopback registries.
+        plain_http: args.insecure_registry,
         ..Default::default()
-    });
-    let (body, served_digest) = client
-        .pull_manifest_raw(&reference, &auth(args)?, MANIFEST_TYPES)
+    };
+    let digest = gig_oci::resolve_digest(image, &auth(args)?, &options)
         .await
-        .with_context(|| format!("cannot fetch the manifest of {image} from {registry}"))?;
-    let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-    if served_digest != digest {
-        bail!("{registry} says {image} is {served_digest} but served content hashing to {digest}");
-    }
-    let tag = reference.tag().unwrap_or("latest");
-    let pinned = format!("{registry}/{}:{tag}@{digest}", reference.repository());
+        .with_context(|| format!("cannot resolve {image} to a digest"))?;
+    let pinned = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+        format!("{image}@{digest}")
+    } else {
+        format!("{image}:latest@{digest}")
+    };
     pinned.parse().map_err(|e: String| anyhow!(e))
 }

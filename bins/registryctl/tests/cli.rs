@@ -578,7 +578,7 @@ fn add_pins_a_tag_to_the_pushed_manifest_digest() {
         ],
         &[],
     );
-    assert!(e.contains("cannot fetch the manifest of"), "{e}");
+    assert!(e.contains("cannot resolve"), "{e}");
     assert_eq!(fs::read(dir.join("index.json")).unwrap(), before);
 }
 
