@@ -15,6 +15,7 @@ GIG_REQUIRE_SANDBOX=1.
 import json
 import os
 import secrets
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -198,13 +199,13 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
                 assert f"API_KEY={placeholder}" in environ.split("\0")
                 assert not leaked(environ)
 
-            # 1. To the credential's host: the upstream gets the real key (header and query),
+            # 1. To the credential's host: the upstream gets the real key in the declared header,
             # the server gets the upstream's echo back with the key scrubbed.
             before = upstream.count()
             result = await session.call_tool(
                 "fetch_fetch",
                 {
-                    "url": f"{api}/v1/echo?key={placeholder}",
+                    "url": f"{api}/v1/echo",
                     "headers": {"Authorization": f"Bearer {placeholder}"},
                 },
             )
@@ -212,11 +213,33 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
             assert upstream.count() == before + 1
             seen = upstream.requests[-1]
             assert seen["headers"]["authorization"] == f"Bearer {real}"
-            assert unquote(seen["path"]) == f"/v1/echo?key={real}"
             out = text_of(result)
             assert result.structured_content["status"] == 200
             assert not leaked(out), f"the real key reached the MCP client: {out}"
             assert placeholder in result.structured_content["headers"]["x-echo-authorization"]
+
+            # 1b. The placeholder anywhere but the declared header, even to its own host (the
+            # query, a body an upstream could reflect in some other form): refused.
+            for args in (
+                {"url": f"{api}/v1/echo?key={placeholder}"},
+                {"url": f"{api}/v1/chat", "method": "POST", "body": json.dumps({"prompt": placeholder})},
+            ):
+                result = await session.call_tool("fetch_fetch", args)
+                assert result.is_error or result.structured_content["status"] == 403, (args, text_of(result))
+            assert upstream.count() == before + 1, upstream.requests[before + 1:]
+
+            # 1c. The proxy listener serves only the sandbox's own address: the host (any local
+            # user) connecting to it gets nothing, so it cannot borrow the injected key.
+            proxy_host, proxy_port = env["HTTPS_PROXY"].removeprefix("http://").rsplit(":", 1)
+            with socket.create_connection((proxy_host, int(proxy_port)), timeout=5) as s:
+                s.sendall(f"CONNECT api.example.test:{port} HTTP/1.1\r\nHost: api.example.test:{port}\r\n\r\n".encode())
+                s.settimeout(5)
+                try:
+                    answer = s.recv(100)
+                except ConnectionResetError:
+                    answer = b""
+                assert answer == b"", f"the proxy answered a connection from the host: {answer!r}"
+            assert upstream.count() == before + 1
 
             # 2. The header is injected on every request to the credential's host.
             result = await session.call_tool("fetch_fetch", {"url": f"{api}/v1/plain"})
@@ -273,7 +296,7 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
             swapped = [r for r in upstream.requests + other_upstream.requests if r["path"] == "/host-swap"]
             assert swapped == [], swapped
 
-        rows = audit_rows(data_dir / "gigmcp.db", want=11)
+        rows = audit_rows(data_dir / "gigmcp.db", want=13)
     finally:
         stop(gw.proc)
 
@@ -285,9 +308,10 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
         r["detail"] = json.loads(r["detail"])
         by_target.setdefault(r["target"], []).append(r)
     api_rows = by_target[f"api.example.test:{port}"]
-    assert [r["result"] for r in api_rows[:2]] == ["ok", "ok"], api_rows
+    assert [r["result"] for r in api_rows[:3]] == ["ok", "exfiltration", "exfiltration"], api_rows
+    ok_rows = [r for r in api_rows if r["result"] == "ok"]
     # The credential is named (by the variable the server sees), its value is not.
-    assert all(r["detail"]["credentials"] == ["API_KEY"] for r in api_rows[:2]), api_rows
+    assert len(ok_rows) >= 2 and all(r["detail"]["credentials"] == ["API_KEY"] for r in ok_rows), api_rows
     assert [r["result"] for r in by_target[f"denied.test:{port}"]] == ["denied"]
     assert [r["result"] for r in by_target[f"api.example.test:{port + 1}"]] == ["denied"]
     other_results = [r["result"] for r in by_target[f"other.example.test:{port}"]]

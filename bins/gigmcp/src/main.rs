@@ -302,8 +302,18 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
         ));
     }
     gig_gateway::run_hub(config, hub, gig_gateway::shutdown_signal()).await?;
-    if let Some(egress) = sandbox.as_ref().and_then(|r| r.egress()) {
-        egress.stop().await;
+    if let Some(runtime) = &sandbox {
+        if !runtime
+            .wait_all_stopped(std::time::Duration::from_secs(10))
+            .await
+        {
+            tracing::warn!(
+                "sandboxes still alive 10 s after shutdown; removing the firewall anyway"
+            );
+        }
+        if let Some(egress) = runtime.egress() {
+            egress.stop().await;
+        }
     }
     secrets.store().close().await;
     Ok(())
@@ -673,7 +683,15 @@ async fn sandbox_exec(
         egress = Some((started, public));
     }
     let runtime = Arc::new(runtime);
-    let mut running = runtime.start("exec", &launch).await?;
+    let mut running = match runtime.start("exec", &launch).await {
+        Ok(running) => running,
+        Err(e) => {
+            if let Some((egress, _)) = &egress {
+                egress.stop().await;
+            }
+            return Err(e.into());
+        }
+    };
     let sandbox = &mut running.sandbox;
 
     // Pass stdio through; the sandbox's pipes close when the command ends.

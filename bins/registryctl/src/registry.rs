@@ -52,7 +52,11 @@ pub async fn pin(image: &str, args: &RegistryArgs) -> Result<ImageRef> {
     let digest = gig_oci::resolve_digest(image, &auth(args)?, &options)
         .await
         .with_context(|| format!("cannot resolve {image} to a digest"))?;
-    let pinned = if image.rsplit('/').next().is_some_and(|last| last.contains(':')) {
+    let pinned = if image
+        .rsplit('/')
+        .next()
+        .is_some_and(|last| last.contains(':'))
+    {
         format!("{image}@{digest}")
     } else {
         format!("{image}:latest@{digest}")

@@ -138,6 +138,10 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
     };
     let mut specs = Vec::new();
     for (name, server) in raw.mcp_servers {
+        // `@` is reserved for the gateway's own vault scopes (registry logins).
+        if name.starts_with('@') {
+            return Err(fail(&name, "names starting with '@' are reserved"));
+        }
         if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
             return Err(fail(
                 &name,

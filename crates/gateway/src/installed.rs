@@ -52,7 +52,7 @@ pub fn launch_for(installed: &Installed) -> SandboxLaunch {
 }
 
 /// Brings the hub's installed backends in line with the store, once. `current` maps each
-/// installed backend the hub runs to the image digest it runs. Names taken by servers-file
+/// installed backend the hub runs to what it runs (image digest and manifest). Names taken by servers-file
 /// backends (`reserved`) are never replaced by an install.
 pub async fn reconcile_once(
     hub: &Arc<Hub>,
@@ -78,10 +78,10 @@ pub async fn reconcile_once(
         }
         match Installed::from_record(record) {
             Ok(installed) => {
-                wanted.insert(
-                    record.name.clone(),
-                    (record.image_digest.clone(), installed),
-                );
+                // The image *and* its policy: a new index may keep the digest but drop a
+                // credential host or tighten egress, and that must reach the running sandbox.
+                let version = format!("{} {}", record.image_digest, record.manifest);
+                wanted.insert(record.name.clone(), (version, installed));
             }
             Err(why) => {
                 tracing::debug!(server = %record.name, %why, "installed server not runnable")

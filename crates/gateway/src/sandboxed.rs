@@ -132,6 +132,8 @@ pub struct SandboxRuntime {
     cgroups: CgroupSupport,
     layout: SystemLayout,
     started: AtomicU64,
+    /// Sandboxes alive (until their processes are killed and reaped).
+    alive: Arc<AtomicU64>,
     /// `None`: the host cannot give sandboxes a network (why is logged at start); servers that
     /// need egress are then refused, the others run with no network at all.
     egress: Option<Arc<Egress>>,
@@ -175,6 +177,16 @@ pub struct RunningSandbox {
     /// Tears the veth pair down (on drop, asynchronously).
     _net: Option<SandboxNet>,
     _cgroup: SandboxCgroup,
+    /// Last: counts the sandbox as gone only after everything above was dropped.
+    _alive: AliveGuard,
+}
+
+struct AliveGuard(Arc<AtomicU64>);
+
+impl Drop for AliveGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl std::fmt::Debug for RunningSandbox {
@@ -198,6 +210,7 @@ impl SandboxRuntime {
             cgroups: CgroupSupport::detect(cgroup_group),
             layout: SystemLayout::detect(),
             started: AtomicU64::new(0),
+            alive: Arc::new(AtomicU64::new(0)),
             egress: None,
         }
     }
@@ -210,6 +223,19 @@ impl SandboxRuntime {
 
     pub fn egress(&self) -> Option<&Arc<Egress>> {
         self.egress.as_ref()
+    }
+
+    /// Waits (up to `limit`) until every sandbox has been killed; the firewall must outlive
+    /// the last sandbox, or a server still alive at shutdown would have a route and no filter.
+    pub async fn wait_all_stopped(&self, limit: std::time::Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.alive.load(Ordering::Acquire) > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// What the host provides, for the start-up log (no cgroups is worth a warning).
@@ -327,7 +353,8 @@ impl SandboxRuntime {
                     .await
                     .map_err(|e| fail(format!("binding the proxy on {}: {e}", net.host_addr)))?;
                 let sandbox_egress = SandboxEgress::new(name, egress_policy, placeholders)
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(|e| fail(e.to_string()))?
+                    .only_from(net.sandbox_addr.into());
                 let stop = CancellationToken::new();
                 let proxy = egress.proxy.clone();
                 let serve_stop = stop.clone();
@@ -343,12 +370,15 @@ impl SandboxRuntime {
                 (Some(stop.drop_guard()), Some(net))
             }
         };
+        self.alive.fetch_add(1, Ordering::AcqRel);
+        let alive = AliveGuard(self.alive.clone());
         sandbox.release().map_err(|e| fail(e.to_string()))?;
         Ok(RunningSandbox {
             sandbox,
             _proxy: proxy,
             _net: net,
             _cgroup: cgroup,
+            _alive: alive,
         })
     }
 }

@@ -44,7 +44,7 @@ use crate::audit::{AuditEvent, AuditSink, Decision, Scheme, redact_query};
 use crate::ca::{LeafCache, RuntimeCa};
 use crate::framing::FramingWatch;
 use crate::resolve::{Resolver, SystemResolver};
-use crate::scan::{Needles, ScrubSet, StreamScrubber, replace_all};
+use crate::scan::{Needles, ScrubSet, StreamScrubber};
 use crate::upstream::{Destination, Upstream};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -206,6 +206,9 @@ pub struct SandboxEgress {
     /// Every placeholder, in `creds` order.
     detector: Needles,
     plain_http_credentials: HashSet<String>,
+    /// The only source address this sandbox's listener serves (its own `eth0`); `None` in
+    /// tests that connect from loopback.
+    client: Option<std::net::IpAddr>,
     tool_call: Mutex<Option<String>>,
     scrub_cache: Mutex<ScrubCache>,
 }
@@ -276,6 +279,7 @@ impl SandboxEgress {
             detector,
             scrub_cache: Mutex::new(HashMap::new()),
             plain_http_credentials: HashSet::new(),
+            client: None,
             tool_call: Mutex::new(None),
         })
     }
@@ -292,6 +296,14 @@ impl SandboxEgress {
         }
         self.plain_http_credentials.insert(env.to_string());
         Ok(self)
+    }
+
+    /// Serves only connections from `addr` (the sandbox's own address). The listener sits on
+    /// the host, so without this any local process, or a LAN host routing the pool through the
+    /// gateway, could connect and have the sandbox's credentials injected.
+    pub fn only_from(mut self, addr: std::net::IpAddr) -> Self {
+        self.client = Some(addr);
+        self
     }
 
     pub fn server_name(&self) -> &str {
@@ -429,7 +441,7 @@ impl EgressProxy {
                 _ = cancel.cancelled() => break,
                 accepted = listener.accept() => accepted,
             };
-            let (tcp, _peer) = match accepted {
+            let (tcp, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Out of descriptors and the like: back off instead of spinning.
@@ -438,6 +450,11 @@ impl EgressProxy {
                     continue;
                 }
             };
+            if sandbox.client.is_some_and(|only| only != peer.ip()) {
+                tracing::warn!(server = %sandbox.server, %peer, "egress listener: connection from another address refused");
+                drop(tcp);
+                continue;
+            }
             let conn = Conn {
                 inner: self.inner.clone(),
                 sandbox: sandbox.clone(),
@@ -1157,12 +1174,28 @@ impl Conn {
                 );
             }
             if to_its_host && scheme_ok {
+                // The real value goes only where the credential says. A placeholder anywhere
+                // else in a request to its own host (another header, the query, the body) could
+                // be reflected back in a form the response scrubber does not know (spelled out
+                // by a model, stored and served later), so it is refused like exfiltration.
+                if carried
+                    && placeholder_outside_declared_position(detector, i, cred, &parts, &decoded)
+                {
+                    return self.refuse(
+                        &target,
+                        Refusal::exfiltration(format!(
+                            "the placeholder of credential {} appears outside its declared \
+                             position ({}); the proxy writes the real value only there",
+                            cred.spec.env,
+                            declared_position(&cred.spec.inject)
+                        )),
+                    );
+                }
                 inject.push(i);
             }
         }
         drop(decoded);
 
-        let mut body = body;
         let mut injected = Vec::new();
         let mut secrets = Vec::new();
         for &i in &inject {
@@ -1184,9 +1217,7 @@ impl Conn {
                     );
                 }
             };
-            if let Err(why) =
-                inject_credential(cred, &secret, &mut parts, &mut body, encoding.is_none())
-            {
+            if let Err(why) = inject_credential(cred, &secret, &mut parts) {
                 return self.refuse(
                     &target,
                     Refusal::new(
@@ -1312,36 +1343,17 @@ impl Conn {
     }
 }
 
-/// Writes the secret where the credential says, and replaces the raw placeholder in header
-/// values, the query and (uncompressed) body with it. The injected header is set last: it wins.
+/// Writes the secret where the credential says, and nowhere else (a placeholder elsewhere was
+/// refused before). Whatever the server put in that position is overwritten: the injected
+/// value wins.
 fn inject_credential(
     cred: &Cred,
     secret: &str,
     parts: &mut http::request::Parts,
-    body: &mut Bytes,
-    body_is_identity: bool,
 ) -> Result<(), &'static str> {
-    let ph = cred.placeholder.as_bytes();
-    for value in parts.headers.values_mut() {
-        if let Some(replaced) = replace_all(value.as_bytes(), ph, secret.as_bytes()) {
-            let replaced = Zeroizing::new(replaced);
-            *value = HeaderValue::from_bytes(&replaced)
-                .map_err(|_| "the secret is not a valid header value")?;
-            value.set_sensitive(true);
-        }
-    }
     let encoded_secret: String =
         percent_encoding::utf8_percent_encode(secret, percent_encoding::NON_ALPHANUMERIC)
             .to_string();
-    if let Some(query) = parts.uri.query()
-        && let Some(replaced) = replace_all(query.as_bytes(), ph, encoded_secret.as_bytes())
-    {
-        let query = String::from_utf8(replaced).map_err(|_| "the query is not UTF-8")?;
-        set_query(&mut parts.uri, Some(&query))?;
-    }
-    if body_is_identity && let Some(replaced) = replace_all(body, ph, secret.as_bytes()) {
-        *body = Bytes::from(replaced);
-    }
     match &cred.spec.inject {
         Injection::Header { name, template } => {
             let name =
@@ -1384,6 +1396,58 @@ fn inject_credential(
         }
     }
     Ok(())
+}
+
+/// Where a credential's real value goes, for messages.
+fn declared_position(inject: &Injection) -> String {
+    match inject {
+        Injection::Header { name, .. } => format!("header {name}"),
+        Injection::Basic { .. } => "the Authorization header (Basic)".into(),
+        Injection::Query { param } => format!("query parameter {param}"),
+    }
+}
+
+/// True if credential `i`'s placeholder appears in the request anywhere but the position the
+/// proxy overwrites: every header but the declared one, the target without the declared query
+/// parameter, and the body.
+fn placeholder_outside_declared_position(
+    detector: &Needles,
+    i: usize,
+    cred: &Cred,
+    parts: &http::request::Parts,
+    decoded_body: &[u8],
+) -> bool {
+    let declared_header = match &cred.spec.inject {
+        Injection::Header { name, .. } => HeaderName::from_bytes(name.as_bytes()).ok(),
+        Injection::Basic { .. } => Some(header::AUTHORIZATION),
+        Injection::Query { .. } => None,
+    };
+    let target = match &cred.spec.inject {
+        Injection::Query { param } => {
+            let kept: Vec<&str> = parts
+                .uri
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter(|p| {
+                    let key = p.split('=').next().unwrap_or("");
+                    percent_encoding::percent_decode_str(key).decode_utf8_lossy() != param.as_str()
+                })
+                .collect();
+            format!("{}?{}", parts.uri.path(), kept.join("&"))
+        }
+        _ => parts.uri.to_string(),
+    };
+    let mut hits = detector.hits();
+    detector.mark(target.as_bytes(), &mut hits);
+    for (name, value) in &parts.headers {
+        if Some(name) != declared_header.as_ref() {
+            detector.mark(name.as_str().as_bytes(), &mut hits);
+            detector.mark(value.as_bytes(), &mut hits);
+        }
+    }
+    detector.mark(decoded_body, &mut hits);
+    hits[i]
 }
 
 fn set_query(uri: &mut Uri, query: Option<&str>) -> Result<(), &'static str> {

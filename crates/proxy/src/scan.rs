@@ -11,7 +11,6 @@ use std::borrow::Cow;
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD_NO_PAD, URL_SAFE_NO_PAD};
-use memchr::memmem;
 
 /// The encodings of a set of values (one sandbox's placeholders) searched for in one pass.
 #[derive(Debug, Clone)]
@@ -151,27 +150,6 @@ fn json_unescape(input: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
-}
-
-/// Replaces every occurrence of `from` in `data` with `to`.
-pub(crate) fn replace_all(data: &[u8], from: &[u8], to: &[u8]) -> Option<Vec<u8>> {
-    if from.is_empty() {
-        return None;
-    }
-    let mut found = memmem::find_iter(data, from).peekable();
-    found.peek()?;
-    let mut out = Vec::with_capacity(data.len());
-    let mut last = 0;
-    for at in found {
-        if at < last {
-            continue;
-        }
-        out.extend_from_slice(&data[last..at]);
-        out.extend_from_slice(to);
-        last = at + from.len();
-    }
-    out.extend_from_slice(&data[last..]);
-    Some(out)
 }
 
 /// (secret form, what the server sees instead) pairs for one injected secret.

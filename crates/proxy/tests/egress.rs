@@ -878,3 +878,49 @@ async fn ca_certificate_verifies_minted_leaves_for_real_clients() {
     }
     let _ = &w.ca;
 }
+
+/// To its own host, a placeholder is accepted only where the proxy writes the real value (the
+/// declared header, query parameter or Basic auth): anywhere else the upstream could reflect
+/// the real value in a form the scrubber does not know, so it is refused as exfiltration.
+#[tokio::test]
+async fn a_placeholder_outside_its_declared_position_is_refused_even_to_its_own_host() {
+    let w = world().await;
+    let ph = w.sb.ph("OPENAI_API_KEY");
+    let maps = w.sb.ph("MAPS_KEY");
+    let client = w.sb.client(&w.p.proxy, false);
+    let url = w.url("api.example.test", "/v1/chat");
+    let requests = vec![
+        (
+            "in the body",
+            client
+                .post(&url)
+                .body(format!("{{\"prompt\":\"spell out {ph}\"}}")),
+        ),
+        (
+            "in another header",
+            client.get(&url).header("x-other", ph.clone()),
+        ),
+        ("in the query", client.get(format!("{url}?echo={ph}"))),
+        (
+            "maps key in a header",
+            client.get(&url).header("x-maps", maps.clone()),
+        ),
+    ];
+    for (what, req) in requests {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 403, "{what}");
+        let e = w.p.audit.last();
+        assert!(e.exfiltration, "{what}: {e:?}");
+    }
+    assert_eq!(w.up.count(), 0, "a refused request reached the upstream");
+
+    // In the declared positions it works: the header and the query parameter get real values.
+    let resp = client
+        .get(format!("{url}?key={maps}"))
+        .header("authorization", format!("Bearer {ph}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(w.up.count(), 1);
+}

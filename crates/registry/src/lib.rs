@@ -17,9 +17,11 @@ use gig_registry_schema::{
 use gig_secrets::Secrets;
 use gig_store::{AcceptedIndexState, CredentialScope, NewServer, ServerRecord, ServerState, Store};
 
-/// The credential scope (server name) under which registry logins are kept in the vault, one
-/// secret per registry host holding `user:password`.
-pub const REGISTRY_SECRETS_SCOPE: &str = "registry";
+/// The credential scope under which registry logins are kept in the vault, one secret per
+/// registry host holding `user:password`.
+/// `@` cannot start a server name (index names are `[a-z0-9-]`, and the servers file refuses it),
+/// so no server's credentials can ever name a registry login.
+pub const REGISTRY_SECRETS_SCOPE: &str = "@registry";
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -227,7 +229,7 @@ impl Installer {
                 .map_err(image_err)?,
             ExtractMode::Rootfs => {
                 let root = self.cache.rootfs(&pulled).await.map_err(image_err)?;
-                check_rootfs_entrypoint(&root, &name, &entry.entrypoint)?;
+                check_rootfs_entrypoint(&root, &name, &entry.entrypoint, 0)?;
                 root
             }
         };
@@ -300,11 +302,17 @@ fn check_rootfs_entrypoint(
     root: &Path,
     server: &str,
     entrypoint: &str,
+    hops: u32,
 ) -> Result<(), InstallError> {
+    /// Symlinks followed before giving up (the kernel's own limit): a loop is an error.
+    const MAX_HOPS: u32 = 40;
     let bad = || InstallError::Entrypoint {
         server: server.to_owned(),
         entrypoint: entrypoint.to_owned(),
     };
+    if hops > MAX_HOPS {
+        return Err(bad());
+    }
     let relative = entrypoint.trim_start_matches('/');
     let mut path = root.to_path_buf();
     // Walk component by component without following symlinks: the sandbox resolves links
@@ -328,7 +336,12 @@ fn check_rootfs_entrypoint(
                     .ok_or_else(bad)?;
                 format!("/{}/{}", parent.display(), target)
             };
-            return check_rootfs_entrypoint(root, server, &normalize(&next).ok_or_else(bad)?);
+            return check_rootfs_entrypoint(
+                root,
+                server,
+                &normalize(&next).ok_or_else(bad)?,
+                hops + 1,
+            );
         }
     }
     if std::fs::symlink_metadata(&path).is_ok_and(|m| m.is_file()) {
