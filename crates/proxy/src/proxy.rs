@@ -1286,10 +1286,13 @@ impl Conn {
             match content_encoding(&rparts.headers).as_deref() {
                 None | Some("identity") => {}
                 Some("gzip" | "x-gzip") => {
-                    decoder = Some(Decoder::Gzip(flate2::write::GzDecoder::new(Vec::new())))
+                    decoder = Some(Decoder::Gzip(flate2::write::GzDecoder::new(Vec::new()), 0))
                 }
                 Some("deflate") => {
-                    decoder = Some(Decoder::Zlib(flate2::write::ZlibDecoder::new(Vec::new())))
+                    decoder = Some(Decoder::Zlib(
+                        flate2::write::ZlibDecoder::new(Vec::new()),
+                        0,
+                    ))
                 }
                 Some(other) => {
                     let mut event = self.event(
@@ -1611,30 +1614,41 @@ fn text_response(status: StatusCode, text: String) -> Response<Body> {
 }
 
 enum Decoder {
-    Gzip(flate2::write::GzDecoder<Vec<u8>>),
-    Zlib(flate2::write::ZlibDecoder<Vec<u8>>),
+    Gzip(flate2::write::GzDecoder<Vec<u8>>, u64),
+    Zlib(flate2::write::ZlibDecoder<Vec<u8>>, u64),
 }
+
+/// Most bytes a compressed response may expand to when the proxy must decode it to scrub a
+/// secret: a small body that inflates a thousandfold must not exhaust the gateway's memory.
+const MAX_DECODED_RESPONSE: u64 = 256 << 20;
 
 impl Decoder {
     fn feed(&mut self, data: &[u8]) -> io::Result<Vec<u8>> {
-        match self {
-            Decoder::Gzip(d) => {
+        let (out, total) = match self {
+            Decoder::Gzip(d, total) => {
                 d.write_all(data)?;
-                Ok(std::mem::take(d.get_mut()))
+                (std::mem::take(d.get_mut()), total)
             }
-            Decoder::Zlib(d) => {
+            Decoder::Zlib(d, total) => {
                 d.write_all(data)?;
-                Ok(std::mem::take(d.get_mut()))
+                (std::mem::take(d.get_mut()), total)
             }
+        };
+        *total += out.len() as u64;
+        if *total > MAX_DECODED_RESPONSE {
+            return Err(io::Error::other(format!(
+                "the compressed response expands beyond {MAX_DECODED_RESPONSE} bytes"
+            )));
         }
+        Ok(out)
     }
     fn finish(&mut self) -> io::Result<Vec<u8>> {
         match self {
-            Decoder::Gzip(d) => {
+            Decoder::Gzip(d, _) => {
                 d.try_finish()?;
                 Ok(std::mem::take(d.get_mut()))
             }
-            Decoder::Zlib(d) => {
+            Decoder::Zlib(d, _) => {
                 d.try_finish()?;
                 Ok(std::mem::take(d.get_mut()))
             }
