@@ -239,3 +239,37 @@ def test_gig_install_echo_and_fetch_with_a_credential_the_server_never_sees(tmp_
     finally:
         stop(gw.proc)
         upstream.stop()
+
+
+def test_a_whole_image_root_runs_without_the_host_runtime(tmp_path, sandbox_bins, registry):
+    """`extract: rootfs`: the image's root filesystem becomes the sandbox's root, so a server
+    that needs its own runtime (here: echo-mcp and the shared libraries it links) runs from the
+    image alone. A control image without the libraries does not start: nothing of the host's
+    /usr leaks in."""
+    stripped = tmp_path / "echo-mcp"
+    run("objcopy", "--strip-debug", TARGET / "echo-mcp", stripped)
+    libs = [line.split()[-2] if "=>" in line else line.split()[0]
+            for line in run("ldd", stripped).stdout.splitlines() if "/" in line]
+    adds = []
+    for lib in libs:
+        adds += ["--add", f"{lib}:{lib}"]
+    with_libs = run(TARGET / "gig-devimage", "--file", stripped, "--name", "echo-mcp",
+                    "--push", f"{registry}/echo-root:1", *adds).stdout.strip()
+    run(TARGET / "gig-devimage", "--file", stripped, "--name", "bare-mcp", "--push", f"{registry}/echo-bare:1")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-root:1", "--extract", "rootfs")
+    index.add("bare", f"{registry}/echo-bare:1", "--extract", "rootfs")
+    index.sign()
+    assert with_libs in index.file.read_text()
+
+    home = world_reachable(tmp_path / "gw")
+    gw = start_gateway(home, {}, GIG_MASTER_KEY=os.urandom(32).hex(), GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                       **index.env(install="echo,bare"))
+    try:
+        assert "through the image root" in anyio.run(call_echo, gw, "through the image root"), gw.logs()
+        tools = names(gw)
+        assert not any(t.startswith("bare_") for t in tools), tools
+        logs = gw.logs()
+        assert "backend down" in logs and "bare" in logs, logs
+    finally:
+        stop(gw.proc)

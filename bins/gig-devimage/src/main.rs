@@ -24,6 +24,10 @@ struct Args {
     /// Push to a loopback registry: HOST:PORT/REPO:TAG (plain HTTP).
     #[arg(long)]
     push: Option<String>,
+    /// Also add HOST_PATH at IMAGE_PATH (repeatable): e.g. the shared libraries a dynamically
+    /// linked server needs, for an image installed whole (`extract: rootfs`).
+    #[arg(long = "add", value_name = "HOST_PATH:IMAGE_PATH")]
+    add: Vec<String>,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -39,11 +43,32 @@ async fn main() -> anyhow::Result<()> {
     let bytes =
         std::fs::read(&args.file).with_context(|| format!("reading {}", args.file.display()))?;
     let entrypoint = format!("/srv/{}", args.name);
+    let mut entries = vec![
+        TestEntry::dir("srv"),
+        TestEntry::file(&entrypoint[1..], 0o755, bytes),
+    ];
+    let mut dirs = std::collections::BTreeSet::from(["srv".to_string()]);
+    for item in &args.add {
+        let (host, inside) = item
+            .split_once(':')
+            .context("--add wants HOST_PATH:IMAGE_PATH")?;
+        let inside = inside.trim_start_matches('/');
+        let mut parent = std::path::Path::new(inside).parent();
+        let mut chain = Vec::new();
+        while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+            chain.push(p.display().to_string());
+            parent = p.parent();
+        }
+        for dir in chain.into_iter().rev() {
+            if dirs.insert(dir.clone()) {
+                entries.push(TestEntry::dir(&dir));
+            }
+        }
+        let data = std::fs::read(host).with_context(|| format!("reading {host}"))?;
+        entries.push(TestEntry::file(inside, 0o755, data));
+    }
     let image = ImageBuilder::new()
-        .layer(TestLayer::gzip(vec![
-            TestEntry::dir("srv"),
-            TestEntry::file(&entrypoint[1..], 0o755, bytes),
-        ]))
+        .layer(TestLayer::gzip(entries))
         .entrypoint(&[&entrypoint])
         .build();
     if let Some(dir) = &args.layout {
