@@ -312,6 +312,8 @@ async def test_credential_is_injected_only_for_its_host_and_never_seen_by_the_se
     ok_rows = [r for r in api_rows if r["result"] == "ok"]
     # The credential is named (by the variable the server sees), its value is not.
     assert len(ok_rows) >= 2 and all(r["detail"]["credentials"] == ["API_KEY"] for r in ok_rows), api_rows
+    # Each record names the tool call that caused it.
+    assert all(r["detail"]["toolCall"] == f"{SERVER}/fetch" for r in api_rows), api_rows
     assert [r["result"] for r in by_target[f"denied.test:{port}"]] == ["denied"]
     assert [r["result"] for r in by_target[f"api.example.test:{port + 1}"]] == ["denied"]
     other_results = [r["result"] for r in by_target[f"other.example.test:{port}"]]

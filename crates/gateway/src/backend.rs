@@ -22,7 +22,13 @@ pub struct Connection {
     pub writer: Pin<Box<dyn AsyncWrite + Send>>,
     /// Dropping this ends the server (kills its process group).
     pub guard: Box<dyn Send + Sync>,
+    /// Told which tool call is running (`None` when it ends), so the egress proxy's audit
+    /// records name the call that caused a request. Sandboxed servers only.
+    pub on_tool_call: Option<ToolCallHook>,
 }
+
+/// See [`Connection::on_tool_call`].
+pub type ToolCallHook = std::sync::Arc<dyn Fn(Option<String>) + Send + Sync>;
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -116,6 +122,7 @@ impl StdioLauncher {
         };
         tokio::spawn(log_stderr(self.backend.clone(), stderr));
         Ok(Connection {
+            on_tool_call: None,
             reader: Box::pin(stdout),
             writer: Box::pin(stdin),
             guard: Box::new(ProcessGroup::new(child)),

@@ -83,6 +83,8 @@ pub struct Backend {
     first_attempt_done: tokio::sync::watch::Sender<bool>,
     /// Cancelled when this backend is removed (a child of the hub's shutdown token).
     stop: CancellationToken,
+    /// The live connection's tool-call hook (egress audit attribution).
+    tool_call_hook: RwLock<Option<crate::backend::ToolCallHook>>,
 }
 
 impl std::fmt::Debug for Backend {
@@ -109,6 +111,15 @@ impl Drop for InflightGuard<'_> {
         {
             inflight.remove(&self.token);
         }
+    }
+}
+
+/// Clears the sandbox's current tool call when the call ends, however it ends.
+struct ClearOnDrop(crate::backend::ToolCallHook);
+
+impl Drop for ClearOnDrop {
+    fn drop(&mut self) {
+        (self.0)(None);
     }
 }
 
@@ -234,6 +245,16 @@ impl Backend {
             })?
             .map_err(|_| self.unavailable())?;
         let peer = read(&self.live).clone().ok_or_else(|| self.unavailable())?;
+        // Egress audit records name the tool call that caused them. Calls in flight at once
+        // share one sandbox, so the most recent call is named (documented as approximate).
+        let hook = read(&self.tool_call_hook).clone();
+        let _attribution = match (&request, hook) {
+            (ClientRequest::CallToolRequest(call), Some(hook)) => {
+                hook(Some(format!("{}/{}", self.name, call.params.name)));
+                Some(ClearOnDrop(hook))
+            }
+            _ => None,
+        };
 
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let options = PeerRequestOptions::with_timeout(remaining.max(Duration::from_millis(1)))
@@ -440,6 +461,7 @@ impl Hub {
                 refresh: Notify::new(),
                 first_attempt_done: tokio::sync::watch::Sender::new(false),
                 stop: self.shutdown.child_token(),
+                tool_call_hook: RwLock::new(None),
             });
             backends.insert(name.clone(), backend.clone());
             backend
@@ -704,6 +726,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         Ok(connection) => connection,
         Err(e) => return e.to_string(),
     };
+    *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
     let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
     let transport = AsyncRwTransport::new_client(reader, connection.writer)
         .with_max_line_length(limits.max_message_bytes);

@@ -172,6 +172,8 @@ pub enum ProgramSource {
 /// processes die before their cgroup is removed.
 pub struct RunningSandbox {
     pub sandbox: Sandbox,
+    /// The sandbox's egress state (its proxy listener's), for tool-call attribution.
+    pub egress: Option<Arc<SandboxEgress>>,
     /// Cancels this sandbox's proxy listener.
     _proxy: Option<DropGuard>,
     /// Tears the veth pair down (on drop, asynchronously).
@@ -340,8 +342,8 @@ impl SandboxRuntime {
         .await
         .map_err(|e| fail(e.to_string()))?
         .map_err(fail)?;
-        let (proxy, net) = match network {
-            None => (None, None),
+        let (proxy, net, sandbox_egress) = match network {
+            None => (None, None, None),
             Some((egress, net, placeholders)) => {
                 // On any error below, `net` and `sandbox` drop: the sandbox dies still held.
                 egress
@@ -352,22 +354,22 @@ impl SandboxRuntime {
                 let listener = tokio::net::TcpListener::bind((net.host_addr, egress.port))
                     .await
                     .map_err(|e| fail(format!("binding the proxy on {}: {e}", net.host_addr)))?;
-                let sandbox_egress = SandboxEgress::new(name, egress_policy, placeholders)
-                    .map_err(|e| fail(e.to_string()))?
-                    .only_from(net.sandbox_addr.into());
+                let sandbox_egress = Arc::new(
+                    SandboxEgress::new(name, egress_policy, placeholders)
+                        .map_err(|e| fail(e.to_string()))?
+                        .only_from(net.sandbox_addr.into()),
+                );
                 let stop = CancellationToken::new();
                 let proxy = egress.proxy.clone();
                 let serve_stop = stop.clone();
                 let server = name.to_owned();
+                let served = sandbox_egress.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = proxy
-                        .serve(listener, Arc::new(sandbox_egress), serve_stop)
-                        .await
-                    {
+                    if let Err(e) = proxy.serve(listener, served, serve_stop).await {
                         tracing::warn!(%server, error = %e, "egress proxy listener ended");
                     }
                 });
-                (Some(stop.drop_guard()), Some(net))
+                (Some(stop.drop_guard()), Some(net), Some(sandbox_egress))
             }
         };
         self.alive.fetch_add(1, Ordering::AcqRel);
@@ -375,6 +377,7 @@ impl SandboxRuntime {
         sandbox.release().map_err(|e| fail(e.to_string()))?;
         Ok(RunningSandbox {
             sandbox,
+            egress: sandbox_egress,
             _proxy: proxy,
             _net: net,
             _cgroup: cgroup,
@@ -471,7 +474,12 @@ impl SandboxLauncher {
         let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
         let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
         tokio::spawn(log_stderr(self.backend.clone(), stderr));
+        let on_tool_call = running.egress.clone().map(|egress| {
+            std::sync::Arc::new(move |call: Option<String>| egress.set_tool_call(call))
+                as crate::backend::ToolCallHook
+        });
         Ok(Connection {
+            on_tool_call,
             reader: Box::pin(stdout),
             writer: Box::pin(stdin),
             guard: Box::new(SandboxGuard(Some(running))),
