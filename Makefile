@@ -22,6 +22,9 @@ peers:
 ## Everything: lint, Rust unit + integration tests, end-to-end tests with real MCP clients.
 test: peers lint build
 	GIG_REQUIRE_SANDBOX=1 scripts/with-postgres.sh $(CARGO) test --workspace
+	@# The escape matrix's tally (the full table: add --nocapture to the test).
+	@GIG_REQUIRE_SANDBOX=1 $(CARGO) test -q -p gig-sandbox --test escape_matrix \
+	  escape_matrix_every_attempt_is_blocked -- --nocapture 2>&1 | grep -E '^(escape matrix|cgroups):'
 	$(MAKE) test-e2e
 
 ## Host-side Rust tests only (the store's Postgres tests skip without GIG_TEST_DATABASE_URL).

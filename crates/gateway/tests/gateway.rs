@@ -105,6 +105,7 @@ impl TestGateway {
     }
 
     async fn client_with(&self, handler: TestClient) -> RunningService<RoleClient, TestClient> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let transport = StreamableHttpClientTransport::from_config(
             StreamableHttpClientTransportConfig::with_uri(self.url.clone()).auth_header(TOKEN),
         );
