@@ -244,12 +244,17 @@ async fn serve(config: GatewayConfig) -> anyhow::Result<()> {
                 ("GIG_BOOTSTRAP", &bootstrap_path()?),
             ] {
                 if let Some(dir) = gig_gateway::sandboxed::blocked_for_others(path) {
-                    bail!(
+                    let why = format!(
                         "{what}: {} is not reachable by other users, but sandboxes are started as \
                          `nobody` and must read {}: make it traversable (chmod o+x) or move it",
                         dir.display(),
                         path.display()
                     );
+                    // Installed servers always need it; hand-declared ones only for egress.
+                    if has_installs || what == "GIG_BOOTSTRAP" {
+                        bail!(why);
+                    }
+                    tracing::warn!("{why}; sandboxed servers with egress will not start");
                 }
             }
         }
