@@ -321,27 +321,31 @@ impl SandboxRuntime {
         };
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("{}-{}-{n}", cgroup_safe(name), std::process::id());
-        let runtime = self.clone();
         let limits = launch.policy.limits;
-        let (mut sandbox, pid, cgroup) = tokio::task::spawn_blocking(move || {
-            let cgroup = runtime
-                .cgroups
-                .create(&cgroup_name, &limits)
-                .map_err(|e| e.to_string())?;
-            let mut sandbox = runtime
-                .spawner
-                .spawn(&spec, true)
-                .map_err(|e| e.to_string())?;
+        let cgroup = self
+            .cgroups
+            .create(&cgroup_name, &limits)
+            .map_err(|e| fail(e.to_string()))?;
+        // Spawned on this (runtime) thread, never on a blocking-pool thread: bubblewrap's
+        // `--die-with-parent` follows the *thread* that forked it, and the pool retires idle
+        // threads after 10 s, which would kill every sandbox 10 s after its start.
+        let sandbox = self
+            .spawner
+            .spawn(&spec, true)
+            .map_err(|e| fail(e.to_string()))?;
+        // Reading the child's pid waits for bubblewrap to build the namespaces: off the runtime.
+        let (mut sandbox, pid) = tokio::task::spawn_blocking(move || {
+            let mut sandbox = sandbox;
             let pid = sandbox.child_pid().map_err(|e| e.to_string())?;
-            cgroup
-                .add(sandbox.child.id())
-                .and_then(|()| cgroup.add(pid))
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((sandbox, pid, cgroup))
+            Ok::<_, String>((sandbox, pid))
         })
         .await
         .map_err(|e| fail(e.to_string()))?
         .map_err(fail)?;
+        cgroup
+            .add(sandbox.child.id())
+            .and_then(|()| cgroup.add(pid))
+            .map_err(|e| fail(e.to_string()))?;
         let (proxy, net, sandbox_egress) = match network {
             None => (None, None, None),
             Some((egress, net, placeholders)) => {
