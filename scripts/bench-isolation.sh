@@ -32,7 +32,14 @@ cp target/release/echo-mcp "target/static/$triple/release/bootstrap" "$work/"
 echo "== 1. sandbox start-up and footprint"
 target/release/gig-bench sandbox --server "$work/echo-mcp" --bootstrap "$work/bootstrap" --starts 50 --idle 20
 
-echo "== 2. egress proxy (cargo bench -p gig-proxy)"
+echo "== 2. egress proxy (cargo bench -p gig-proxy), and mitmproxy on the same workload"
+# mitmproxy (PyPI) for comparison, in its own venv under .bench/ (installed once).
+mitm="$out/mitm/bin/mitmdump"
+if [ ! -x "$mitm" ]; then
+  python3 -m venv "$out/mitm" && "$out/mitm/bin/pip" install -q mitmproxy==11.0.2 >/dev/null 2>&1 \
+    || echo "(mitmproxy could not be installed: comparison skipped)"
+fi
+[ -x "$mitm" ] && export GIG_BENCH_MITMDUMP="$here/$mitm"
 cargo bench --quiet -p gig-proxy 2>&1 | grep -v '^\s*$' | grep -v 'Running\|Finished\|Compiling'
 
 echo "== 3. netmgr attach / teardown"

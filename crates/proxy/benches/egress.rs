@@ -5,6 +5,10 @@
 //! reports requests/s and p50/p99 latency; then the time to mint a leaf certificate.
 //! The proxied path goes to a host with two credentials: every request is injected and its
 //! response scrubbed (the worst case).
+//!
+//! With `GIG_BENCH_MITMDUMP=/path/to/mitmdump` (PyPI `mitmproxy`), the same workload also runs
+//! through mitmproxy (TLS interception, upstream verified against the same test CA, no
+//! injection or scrubbing), for comparison in the same run.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -56,6 +60,86 @@ async fn drive(client: reqwest::Client, url: String, concurrency: usize, time: D
     }
 }
 
+/// The same workload through mitmproxy (mitmdump), against the same upstream by IP literal
+/// (mitmproxy resolves names itself; the upstream's certificate covers 127.0.0.1).
+async fn mitmproxy_points(mitmdump: &std::ffi::OsStr, ca: &TestCa, upstream: std::net::SocketAddr) {
+    use base64::Engine;
+    let dir = std::env::temp_dir().join(format!("gig-bench-mitm-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pem = format!(
+        "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+        base64::engine::general_purpose::STANDARD.encode(&ca.der)
+    );
+    let upstream_ca = dir.join("upstream-ca.pem");
+    std::fs::write(&upstream_ca, pem).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut child = std::process::Command::new(mitmdump)
+        .args([
+            "-q",
+            "--listen-host",
+            "127.0.0.1",
+            "--listen-port",
+            &port.to_string(),
+        ])
+        .args(["--set", &format!("confdir={}", dir.display())])
+        .args([
+            "--set",
+            &format!("ssl_verify_upstream_trusted_ca={}", upstream_ca.display()),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("starting mitmdump");
+    let cert = dir.join("mitmproxy-ca-cert.pem");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while (std::net::TcpStream::connect(("127.0.0.1", port)).is_err() || !cert.exists())
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mitm_ca =
+        reqwest::Certificate::from_pem(&std::fs::read(&cert).expect("mitmproxy CA")).unwrap();
+    let url = format!("https://127.0.0.1:{}/", upstream.port());
+    let direct = reqwest::Client::builder()
+        .no_proxy()
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(reqwest::Certificate::from_der(&ca.der).unwrap())
+        .build()
+        .unwrap();
+    let through = reqwest::Client::builder()
+        .proxy(reqwest::Proxy::all(format!("http://127.0.0.1:{port}")).unwrap())
+        .tls_built_in_root_certs(false)
+        .add_root_certificate(mitm_ca)
+        .build()
+        .unwrap();
+    println!("mitmproxy (mitmdump, same upstream, no injection or scrubbing):");
+    for concurrency in [1, 32] {
+        drive(direct.clone(), url.clone(), concurrency, WARMUP).await;
+        let d = drive(direct.clone(), url.clone(), concurrency, RUN).await;
+        drive(through.clone(), url.clone(), concurrency, WARMUP).await;
+        let x = drive(through.clone(), url.clone(), concurrency, RUN).await;
+        println!(
+            "{concurrency:>4} {:>9} {:>11.0} {:>10.3?} {:>10.3?} | {:>11.0} {:>10.3?} {:>10.3?} | {:>6.1}% {:>11.3?}",
+            "mitm",
+            d.rps,
+            d.p50,
+            d.p99,
+            x.rps,
+            x.p50,
+            x.p99,
+            100.0 * x.rps / d.rps,
+            x.p50.saturating_sub(d.p50),
+        );
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 fn main() {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -97,6 +181,9 @@ fn main() {
                 100.0 * x.rps / d.rps,
                 x.p50.saturating_sub(d.p50),
             );
+        }
+        if let Some(mitmdump) = std::env::var_os("GIG_BENCH_MITMDUMP") {
+            mitmproxy_points(&mitmdump, &ca, up.addr).await;
         }
         let total = up.count();
         println!("(upstream served {total} requests)");
