@@ -31,12 +31,16 @@ DUMMY = "198.51.100.10"  # a second host address, on the outside link's host sid
 SIBLING_PORT = 7070
 SIBLING_POOL = "198.19.202.0/24"
 
+# The egress proxy's port on every sandbox's host side (GIG_EGRESS_PORT's default).
+PROXY_PORT = 1023
+
 # Runs inside the outside netns: TCP listeners that count accepts, UDP sockets that count and
 # echo datagrams (an escaped probe would see the echo). Prints the counts when stdin closes.
 OUTSIDE_LISTENER = r"""
 import json, socket, sys, threading
 tcp_ports, udp_ports = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 counts = {}
+
 def tcp(port):
     s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("0.0.0.0", port)); s.listen(64)
@@ -296,7 +300,7 @@ async def test_network_escape_matrix(tmp_path, sandbox_bins):
                 [nft_tool(), "-f", "-"], check=True, capture_output=True, text=True, timeout=30,
                 input=f"table inet {obs_table} {{\n counter proxy {{}}\n counter other {{}}\n"
                 " chain prerouting {\n  type filter hook prerouting priority -400; policy accept;\n"
-                f'  iifname "{link}" ip daddr {host_side} tcp dport 3128 counter name proxy\n'
+                f'  iifname "{link}" ip daddr {host_side} tcp dport {PROXY_PORT} counter name proxy\n'
                 f'  iifname "{link}" counter name other\n }}\n}}\n',
             )
             specs = net_specs(host_side, sibling_host, sibling, host)
@@ -352,7 +356,7 @@ async def test_network_escape_matrix(tmp_path, sandbox_bins):
 def net_specs(host_side: str, sibling_host: str, sibling: str, host: HostListeners) -> list[str]:
     any_port, lo_port, udp_port = host.tcp_any, host.tcp_lo, host.udp_any
     return [
-        f"proxy={host_side}:3128",
+        f"proxy={host_side}:{PROXY_PORT}",
         "connect-ok=allowed.test:443",
         # Through the own proxy to what the policy does not allow.
         "connect-refused=denied.test:443",
@@ -372,7 +376,7 @@ def net_specs(host_side: str, sibling_host: str, sibling: str, host: HostListene
         f"tcp=the host side, the loopback listener's port@{host_side}:{lo_port}",
         f"tcp=the host side's DNS@{host_side}:53",
         f"tcp=another sandbox@{sibling}:{SIBLING_PORT}",
-        f"tcp=another sandbox's proxy@{sibling_host}:3128",
+        f"tcp=another sandbox's proxy@{sibling_host}:{PROXY_PORT}",
         f"tcp=IPv6 loopback@[::1]:{any_port}",
         f"tcp=IPv6 link-local on eth0@[fe80::1%eth0]:{any_port}",
         f"tcp=the outside host as an IPv4-mapped IPv6 address@[::ffff:{OUTSIDE}]:8080",
@@ -386,7 +390,7 @@ def net_specs(host_side: str, sibling_host: str, sibling: str, host: HostListene
         f"icmp=the outside host@{OUTSIDE}",
         f"icmp=the host side@{host_side}",
         f"icmp=another sandbox@{sibling}",
-        f"spoof=another sandbox's address@{sibling}>{host_side}:3128",
+        f"spoof=another sandbox's address@{sibling}>{host_side}:{PROXY_PORT}",
         f"spoof=the host side's address@{host_side}>{OUTSIDE}:8080",
         "resolve=allowed.test",
     ]

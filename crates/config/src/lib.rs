@@ -173,8 +173,8 @@ pub const VARIABLES: &[VarDoc] = &[
     },
     VarDoc {
         name: "GIG_EGRESS_PORT",
-        default: "3128",
-        meaning: "The egress proxy's port on every sandbox's host-side address.",
+        default: "1023",
+        meaning: "The egress proxy's port on every sandbox's host-side address. Privileged by default, so no unprivileged local user can bind it first (IP_FREEBIND) and deny sandboxes their egress; it must not be taken by a service bound to 0.0.0.0.",
     },
     VarDoc {
         name: "GIG_EGRESS_EXTRA_ROOTS",

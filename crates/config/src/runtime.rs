@@ -33,7 +33,7 @@ impl EgressConfig {
             })?,
         };
         let proxy_port = match env.var("GIG_EGRESS_PORT").filter(|v| !v.is_empty()) {
-            None => 3128,
+            None => 1023,
             Some(v) => v
                 .parse::<u16>()
                 .ok()
@@ -158,7 +158,7 @@ mod tests {
         let c = EgressConfig::from_env(&env(&[])).unwrap();
         assert_eq!(
             (c.pool.to_string(), c.proxy_port),
-            ("198.19.0.0/16".into(), 3128)
+            ("198.19.0.0/16".into(), 1023)
         );
         let c = EgressConfig::from_env(&env(&[
             ("GIG_EGRESS_HOSTS", "api.example.test=127.0.0.1, a.test=::1"),
