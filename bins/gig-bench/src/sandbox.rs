@@ -103,20 +103,7 @@ pub async fn run(
         let before = own_rss_kib()?;
         let mut held = Vec::new();
         for _ in 0..idle {
-            let running = runtime
-                .start("bench", &with_net)
-                .await
-                .map_err(|e| anyhow::anyhow!("{e}"))?;
-            let mut running = running;
-            let stdin = running.sandbox.child.stdin.take().context("stdin")?;
-            let stdout = running.sandbox.child.stdout.take().context("stdout")?;
-            let client = ()
-                .serve(AsyncRwTransport::new_client(
-                    tokio::process::ChildStdout::from_std(stdout)?,
-                    tokio::process::ChildStdin::from_std(stdin)?,
-                ))
-                .await?;
-            held.push((running, client));
+            held.push(start_initialized(&runtime, &with_net).await?);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
         let gateway_kib = own_rss_kib()?.saturating_sub(before);
@@ -156,11 +143,16 @@ async fn plain_start(server: &PathBuf) -> anyhow::Result<f64> {
     Ok(elapsed)
 }
 
-async fn sandbox_start(
+type Initialized = (
+    gig_gateway::sandboxed::RunningSandbox,
+    rmcp::service::RunningService<rmcp::RoleClient, ()>,
+);
+
+/// Starts a sandboxed server and completes `initialize` with it.
+async fn start_initialized(
     runtime: &Arc<SandboxRuntime>,
     launch: &SandboxLaunch,
-) -> anyhow::Result<f64> {
-    let start = Instant::now();
+) -> anyhow::Result<Initialized> {
     let mut running = runtime
         .start("bench", launch)
         .await
@@ -173,6 +165,15 @@ async fn sandbox_start(
             tokio::process::ChildStdin::from_std(stdin)?,
         ))
         .await?;
+    Ok((running, client))
+}
+
+async fn sandbox_start(
+    runtime: &Arc<SandboxRuntime>,
+    launch: &SandboxLaunch,
+) -> anyhow::Result<f64> {
+    let start = Instant::now();
+    let (running, client) = start_initialized(runtime, launch).await?;
     let elapsed = start.elapsed().as_secs_f64() * 1000.0;
     drop(client);
     tokio::task::spawn_blocking(move || drop(running)).await?;

@@ -118,26 +118,36 @@ async fn mitmproxy_points(mitmdump: &std::ffi::OsStr, ca: &TestCa, upstream: std
         .unwrap();
     println!("mitmproxy (mitmdump, same upstream, no injection or scrubbing):");
     for concurrency in [1, 32] {
-        drive(direct.clone(), url.clone(), concurrency, WARMUP).await;
-        let d = drive(direct.clone(), url.clone(), concurrency, RUN).await;
-        drive(through.clone(), url.clone(), concurrency, WARMUP).await;
-        let x = drive(through.clone(), url.clone(), concurrency, RUN).await;
-        println!(
-            "{concurrency:>4} {:>9} {:>11.0} {:>10.3?} {:>10.3?} | {:>11.0} {:>10.3?} {:>10.3?} | {:>6.1}% {:>11.3?}",
-            "mitm",
-            d.rps,
-            d.p50,
-            d.p99,
-            x.rps,
-            x.p50,
-            x.p99,
-            100.0 * x.rps / d.rps,
-            x.p50.saturating_sub(d.p50),
-        );
+        compare("mitm", &direct, &through, &url, concurrency).await;
     }
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One row: `direct` and `through` on the same URL at one concurrency, each after a warm-up.
+async fn compare(
+    label: &str,
+    direct: &reqwest::Client,
+    through: &reqwest::Client,
+    url: &str,
+    concurrency: usize,
+) {
+    drive(direct.clone(), url.to_owned(), concurrency, WARMUP).await;
+    let d = drive(direct.clone(), url.to_owned(), concurrency, RUN).await;
+    drive(through.clone(), url.to_owned(), concurrency, WARMUP).await;
+    let x = drive(through.clone(), url.to_owned(), concurrency, RUN).await;
+    println!(
+        "{concurrency:>4} {label:>9} {:>11.0} {:>10.3?} {:>10.3?} | {:>11.0} {:>10.3?} {:>10.3?} | {:>6.1}% {:>11.3?}",
+        d.rps,
+        d.p50,
+        d.p99,
+        x.rps,
+        x.p50,
+        x.p99,
+        100.0 * x.rps / d.rps,
+        x.p50.saturating_sub(d.p50),
+    );
 }
 
 fn main() {
@@ -149,7 +159,13 @@ fn main() {
         let ca = TestCa::new();
         let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
         let p = start_proxy(&ca, Limits::default());
-        let sb = Sandbox::start(&p.proxy, "bench", policy(up.addr.port(), &[]), placeholders()).await;
+        let sb = Sandbox::start(
+            &p.proxy,
+            "bench",
+            policy(up.addr.port(), &[]),
+            placeholders(),
+        )
+        .await;
         let url = format!("https://api.example.test:{}/", up.addr.port());
         let direct = reqwest::Client::builder()
             .no_proxy()
@@ -165,22 +181,7 @@ fn main() {
             "conc", "", "direct r/s", "p50", "p99", "proxy r/s", "p50", "p99", "ratio", "added p50"
         );
         for concurrency in [1, 32] {
-            drive(direct.clone(), url.clone(), concurrency, WARMUP).await;
-            let d = drive(direct.clone(), url.clone(), concurrency, RUN).await;
-            drive(proxied.clone(), url.clone(), concurrency, WARMUP).await;
-            let x = drive(proxied.clone(), url.clone(), concurrency, RUN).await;
-            println!(
-                "{concurrency:>4} {:>9} {:>11.0} {:>10.3?} {:>10.3?} | {:>11.0} {:>10.3?} {:>10.3?} | {:>6.1}% {:>11.3?}",
-                "",
-                d.rps,
-                d.p50,
-                d.p99,
-                x.rps,
-                x.p50,
-                x.p99,
-                100.0 * x.rps / d.rps,
-                x.p50.saturating_sub(d.p50),
-            );
+            compare("", &direct, &proxied, &url, concurrency).await;
         }
         if let Some(mitmdump) = std::env::var_os("GIG_BENCH_MITMDUMP") {
             mitmproxy_points(&mitmdump, &ca, up.addr).await;
