@@ -448,7 +448,8 @@ mod tests {
     use super::*;
     use secrecy::ExposeSecret;
 
-    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    /// A test environment from pairs (shared with the other modules' tests).
+    pub(crate) fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
