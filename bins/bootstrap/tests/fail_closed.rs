@@ -1,6 +1,9 @@
 //! bootstrap fails closed: a bad argument or a failing isolation step exits with that step's code
 //! and the server never runs.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::process::{Command, Output};
 
 const BOOTSTRAP: &str = env!("CARGO_BIN_EXE_bootstrap");

@@ -4,6 +4,8 @@
 //! every kind of aggregated item end to end. It must stay static and dependency-light so it
 //! can run inside the sandbox from a bare image.
 
+#![forbid(unsafe_code)]
+
 use rmcp::handler::server::router::prompt::PromptRouter;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;

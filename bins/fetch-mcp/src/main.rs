@@ -10,6 +10,10 @@
 //! `--listen ADDR`, `accepted` counts the TCP connections that reached a listener the server
 //! opened inside its sandbox (another sandbox must never reach it).
 
+// A test MCP server: it reports and uses its own environment, as a backend does.
+#![allow(clippy::disallowed_methods)]
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

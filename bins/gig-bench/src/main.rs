@@ -7,6 +7,8 @@
 //!
 //! Output is one JSON line per run, so the script can put the figures side by side.
 
+#![forbid(unsafe_code)]
+
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

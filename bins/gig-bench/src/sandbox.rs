@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use gig_config::{EgressConfig, SandboxPolicy, StdioCommand};
-use gig_gateway::sandboxed::{Egress, NetConfig, ProgramSource, SandboxLaunch, SandboxRuntime};
+use gig_runtime::{NetConfig, ProgramSource, SandboxLaunch, SandboxNetwork, SandboxRuntime};
 use rmcp::ServiceExt;
 use rmcp::transport::async_rw::AsyncRwTransport;
 
@@ -33,7 +33,7 @@ pub async fn run(
         public.path(),
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
     )?;
-    let egress = Egress::start(
+    let egress = SandboxNetwork::start(
         &EgressConfig::from_env(&std::collections::BTreeMap::<String, String>::new())?,
         NetConfig {
             pool: "198.18.240.0/22".parse()?,
@@ -50,7 +50,7 @@ pub async fn run(
     let egress = Arc::new(egress);
     let runtime = Arc::new(
         SandboxRuntime::new(Arc::new(spawner), bootstrap, "gigmcp-bench")
-            .with_egress(egress.clone()),
+            .with_network(egress.clone()),
     );
     let allow: gig_policy::EgressRule = "example.test".parse()?;
     let launch = |network: bool| SandboxLaunch {
@@ -144,7 +144,7 @@ async fn plain_start(server: &PathBuf) -> anyhow::Result<f64> {
 }
 
 type Initialized = (
-    gig_gateway::sandboxed::RunningSandbox,
+    gig_runtime::RunningSandbox,
     rmcp::service::RunningService<rmcp::RoleClient, ()>,
 );
 

@@ -4,6 +4,8 @@
 //! tests, built on gig-oci's test image builder; production images come from real build
 //! pipelines.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};

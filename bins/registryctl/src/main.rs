@@ -5,6 +5,8 @@
 //! files that no group or other user can read; registry passwords only from an environment
 //! variable or a file — never from argv, where any local user can read them in /proc.
 
+#![forbid(unsafe_code)]
+
 mod registry;
 
 use std::collections::BTreeMap;

@@ -1,6 +1,9 @@
 //! Drives the real `registryctl` binary; `add` and `import` resolve tags against a real
 //! CNCF distribution registry (Debian's `docker-registry`) started on loopback per test.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};

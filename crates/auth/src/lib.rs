@@ -4,6 +4,8 @@
 //! This crate decides *whether* a credential is valid; it never logs, stores or returns a
 //! credential, and it holds the static token only as a SHA-256 digest.
 
+#![forbid(unsafe_code)]
+
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use secrecy::{ExposeSecret, SecretString};

@@ -5,6 +5,10 @@
 //! Defaults fail closed. Nothing here reads the process environment directly: callers pass an
 //! [`Env`], so tests substitute a map instead of mutating global state.
 
+#![forbid(unsafe_code)]
+// The one place the process environment is read (clippy.toml bans it everywhere else).
+#![allow(clippy::disallowed_methods)]
+
 mod runtime;
 mod servers;
 
@@ -33,6 +37,22 @@ impl Env for ProcessEnv {
     fn var(&self, name: &str) -> Option<String> {
         std::env::var(name).ok()
     }
+}
+
+impl ProcessEnv {
+    /// Every variable of the process environment, for the few variables a plain stdio child
+    /// inherits (the launcher filters them; nothing else of this list is used).
+    pub fn all(&self) -> Vec<(String, String)> {
+        std::env::vars().collect()
+    }
+}
+
+/// `GIG_BOOTSTRAP`: the in-sandbox init to bind into every sandbox, when not the `bootstrap`
+/// installed next to the gateway's executable.
+pub fn bootstrap_override(env: &dyn Env) -> Option<PathBuf> {
+    env.var("GIG_BOOTSTRAP")
+        .filter(|p| !p.is_empty())
+        .map(PathBuf::from)
 }
 
 impl Env for BTreeMap<String, String> {

@@ -24,8 +24,9 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler};
 use tokio::sync::broadcast;
 
+use crate::backend::Backend;
 use crate::catalog::{expose_contents_uri, resource_origin};
-use crate::hub::{Backend, Hub, ListChange};
+use crate::hub::{Hub, ListChange};
 
 /// The handler rmcp instantiates per session (initialize era) or per request (2026-07-28).
 /// Cheap to create: it is one `Arc`.
@@ -304,7 +305,8 @@ impl ServerHandler for Aggregator {
         let request = ClientRequest::SubscribeRequest(SubscribeRequest::new(forwarded));
         backend.forward(request, &context, &self.hub.limits).await?;
         self.hub
-            .subscribe_resource(&backend.name, &uri, &session, context.peer.clone());
+            .subscriptions()
+            .subscribe(&backend.name, &uri, &session, context.peer.clone());
         Ok(())
     }
 
@@ -315,7 +317,11 @@ impl ServerHandler for Aggregator {
     ) -> Result<(), ErrorData> {
         let (backend, uri, session) = self.subscription_target(&request.uri, &context)?;
         // The backend keeps its subscription while any other session still wants it.
-        if self.hub.unsubscribe_resource(&backend.name, &uri, &session) {
+        if self
+            .hub
+            .subscriptions()
+            .unsubscribe(&backend.name, &uri, &session)
+        {
             let forwarded = UnsubscribeRequestParams::new(uri);
             let request = ClientRequest::UnsubscribeRequest(UnsubscribeRequest::new(forwarded));
             backend.forward(request, &context, &self.hub.limits).await?;

@@ -1,261 +1,365 @@
-//! How the gateway reaches a backend: the [`Launcher`] trait and its stdio implementation.
-//!
-//! A launcher knows how to produce one live byte channel to an MCP server; everything above it
-//! (supervision, aggregation, routing) is the same whether the server is a plain child process,
-//! a sandboxed one, or a remote endpoint. The sandbox and registry add launchers; nothing else
-//! changes.
+//! One backend: its launcher, its live connection, its calls in flight, and how a call is
+//! forwarded to it (bounded in time and concurrency, progress and server-to-client requests
+//! routed back to the calling client).
 
-use std::collections::BTreeMap;
-use std::future::Future;
-use std::pin::Pin;
-use std::process::Stdio;
+use std::collections::HashMap;
+use std::sync::{Mutex, RwLock};
+use std::time::{Duration, Instant};
 
-use gig_config::StdioCommand;
-use nix::sys::signal::{Signal, killpg};
-use nix::unistd::Pid;
-use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader};
-use tokio::process::{Child, Command};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+use rmcp::model::{
+    ClientCapabilities, ClientRequest, ClientResult, ErrorCode, ErrorData, ProgressToken,
+    ProtocolVersion, RequestMetaObject, ServerRequest, ServerResult,
+};
+use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
+use rmcp::{RoleClient, RoleServer};
+use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
 
-/// A byte channel to a running MCP server plus whatever must be torn down with it.
-pub struct Connection {
-    pub reader: Pin<Box<dyn AsyncRead + Send>>,
-    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
-    /// Dropping this ends the server (kills its process group).
-    pub guard: Box<dyn Send + Sync>,
-    /// Told which tool call is running (`None` when it ends), so the egress proxy's audit
-    /// records name the call that caused a request. Sandboxed servers only.
-    pub on_tool_call: Option<ToolCallHook>,
+use crate::catalog::BackendLists;
+use crate::launcher::{Launcher, ToolCallHook};
+use gig_config::Limits;
+
+use crate::sync::{lock, read};
+
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum BackendStatus {
+    Starting,
+    Up { tools: usize },
+    Down { reason: String, restarts: u32 },
 }
 
-/// See [`Connection::on_tool_call`].
-pub type ToolCallHook = std::sync::Arc<dyn Fn(Option<String>) + Send + Sync>;
-
-impl std::fmt::Debug for Connection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Connection")
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum LaunchError {
-    #[error("cannot start {program:?}: {source}")]
-    Spawn {
-        program: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Other(String),
-}
-
-pub type LaunchFuture<'a> =
-    Pin<Box<dyn Future<Output = Result<Connection, LaunchError>> + Send + 'a>>;
-
-/// Produces a fresh connection to one backend each time it is called (first start and every
-/// restart).
-pub trait Launcher: Send + Sync + 'static {
-    fn launch(&self) -> LaunchFuture<'_>;
-}
-
-/// Variables a stdio child inherits from the gateway. Everything else — notably
-/// `GIG_BEARER_TOKEN`, `GIG_MASTER_KEY` and any cloud credentials in the gateway's environment —
-/// is withheld: a backend gets only these plus what its declaration names.
-const INHERITED_ENV: &[&str] = &[
-    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
-];
-
-/// Runs an MCP server as a direct child process speaking JSON-RPC over stdin/stdout.
+/// The client a backend-originated request or notification is routed to.
 #[derive(Debug, Clone)]
-pub struct StdioLauncher {
-    backend: String,
-    command: StdioCommand,
-    inherited: BTreeMap<String, String>,
+pub struct Caller {
+    pub peer: Peer<RoleServer>,
+    /// The client's own progress token, when it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+    /// `None` when the client cannot take server-to-client requests (the stateless
+    /// 2026-07-28 protocol forbids them), so backends' requests are refused, not misrouted.
+    pub capabilities: Option<ClientCapabilities>,
+    /// Hands a backend's server-to-client request to the task serving the client's call, so
+    /// rmcp sends it on that call's response stream.
+    pub upstream: mpsc::Sender<UpstreamRequest>,
+    /// The client's MCP session, when it has one.
+    session: Option<String>,
+    call_id: u64,
+    started: Instant,
 }
 
-impl StdioLauncher {
-    /// `parent_env` is the gateway's own environment (injected so tests need not mutate it).
-    pub fn new(
-        backend: impl Into<String>,
-        command: StdioCommand,
-        parent_env: impl IntoIterator<Item = (String, String)>,
-    ) -> Self {
-        let inherited = parent_env
-            .into_iter()
-            .filter(|(k, _)| INHERITED_ENV.contains(&k.as_str()))
-            .collect();
-        Self {
-            backend: backend.into(),
-            command,
-            inherited,
-        }
-    }
-
-    /// The exact environment the child gets.
-    pub fn child_env(&self) -> BTreeMap<String, String> {
-        let mut env = self.inherited.clone();
-        env.extend(self.command.env.clone());
-        env
-    }
-
-    fn spawn(&self) -> Result<Connection, LaunchError> {
-        let mut command = Command::new(&self.command.program);
-        command
-            .args(&self.command.args)
-            .env_clear()
-            .envs(self.child_env())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            // Its own process group, so teardown reaches grandchildren too (npx, uvx, shells).
-            .process_group(0)
-            .kill_on_drop(true);
-        if let Some(cwd) = &self.command.cwd {
-            command.current_dir(cwd);
-        }
-        let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
-            program: self.command.program.clone(),
-            source,
-        })?;
-        let (Some(stdin), Some(stdout), Some(stderr)) =
-            (child.stdin.take(), child.stdout.take(), child.stderr.take())
-        else {
-            return Err(LaunchError::Other("child stdio was not piped".into()));
-        };
-        tokio::spawn(log_stderr(self.backend.clone(), stderr));
-        Ok(Connection {
-            on_tool_call: None,
-            reader: Box::pin(stdout),
-            writer: Box::pin(stdin),
-            guard: Box::new(ProcessGroup::new(child)),
-        })
-    }
-}
-
-impl Launcher for StdioLauncher {
-    fn launch(&self) -> LaunchFuture<'_> {
-        Box::pin(async move { self.spawn() })
-    }
-}
-
-/// Owns a child process group; dropping it kills the whole group and reaps the leader.
+/// A backend's sampling/elicitation/roots request on its way to the calling client.
 #[derive(Debug)]
-pub struct ProcessGroup {
-    child: Option<Child>,
-    pgid: Option<Pid>,
+pub struct UpstreamRequest {
+    pub request: ServerRequest,
+    pub reply: oneshot::Sender<Result<ClientResult, ErrorData>>,
 }
 
-impl ProcessGroup {
-    pub fn new(child: Child) -> Self {
-        let pgid = child
-            .id()
-            .and_then(|id| i32::try_from(id).ok())
-            .map(Pid::from_raw);
-        Self {
-            child: Some(child),
-            pgid,
+/// One backend: its launcher, its live connection (if any) and its calls in flight.
+pub struct Backend {
+    pub name: String,
+    pub(crate) launcher: Box<dyn Launcher>,
+    pub(crate) live: RwLock<Option<Peer<RoleClient>>>,
+    pub(crate) lists: RwLock<Option<BackendLists>>,
+    pub(crate) status: RwLock<BackendStatus>,
+    /// Keyed by the progress token rmcp put on the forwarded request (unique per connection).
+    pub(crate) inflight: Mutex<HashMap<ProgressToken, Caller>>,
+    pub(crate) permits: Semaphore,
+    pub(crate) notify_permits: Semaphore,
+    pub(crate) refresh: Notify,
+    pub(crate) first_attempt_done: tokio::sync::watch::Sender<bool>,
+    /// Cancelled when this backend is removed (a child of the hub's shutdown token).
+    pub(crate) stop: CancellationToken,
+    /// The live connection's tool-call hook (egress audit attribution).
+    pub(crate) tool_call_hook: RwLock<Option<ToolCallHook>>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend").field("name", &self.name).finish()
+    }
+}
+
+/// Removes an in-flight entry however the call ends (answer, error, timeout, cancellation).
+struct InflightGuard<'a> {
+    backend: &'a Backend,
+    token: ProgressToken,
+    call_id: u64,
+}
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        // rmcp restarts progress tokens with each connection, so a call outliving its
+        // connection must not remove a newer call's entry under the same token.
+        let mut inflight = lock(&self.backend.inflight);
+        if inflight
+            .get(&self.token)
+            .is_some_and(|c| c.call_id == self.call_id)
+        {
+            inflight.remove(&self.token);
         }
     }
 }
 
-impl Drop for ProcessGroup {
+/// Clears the sandbox's current tool call when the call ends, however it ends.
+struct ClearOnDrop(ToolCallHook);
+
+impl Drop for ClearOnDrop {
     fn drop(&mut self) {
-        if let Some(pgid) = self.pgid {
-            // ESRCH (already gone) is the normal case after a crash.
-            let _ = killpg(pgid, Signal::SIGKILL);
+        (self.0)(None);
+    }
+}
+
+/// Distinguishes calls across backend connections.
+static NEXT_CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+/// Server-to-client requests a backend may relay during one call.
+const MAX_RELAYED_PER_CALL: usize = 16;
+/// Notifications from one backend being forwarded at once; more are dropped.
+const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 64;
+/// How long forwarding one notification to a client may take before it is dropped.
+pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// `_meta` keys the gateway owns on each hop and therefore never forwards.
+fn forwardable_meta(meta: &RequestMetaObject) -> RequestMetaObject {
+    let mut forwarded = RequestMetaObject::new();
+    for (key, value) in meta.iter() {
+        if key != "progressToken" && !key.starts_with("io.modelcontextprotocol/") {
+            forwarded.insert(key.clone(), value.clone());
         }
-        if let Some(mut child) = self.child.take() {
-            // Reap the leader so it never lingers as a zombie.
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn(async move {
-                        let _ = child.wait().await;
+    }
+    forwarded
+}
+
+impl Backend {
+    /// A backend not yet started; `stop` is a child of the hub's shutdown token.
+    pub(crate) fn new(
+        name: String,
+        launcher: Box<dyn Launcher>,
+        max_inflight: usize,
+        stop: CancellationToken,
+    ) -> Self {
+        Backend {
+            name,
+            launcher,
+            live: RwLock::new(None),
+            lists: RwLock::new(None),
+            status: RwLock::new(BackendStatus::Starting),
+            inflight: Mutex::new(HashMap::new()),
+            permits: Semaphore::new(max_inflight),
+            notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
+            refresh: Notify::new(),
+            first_attempt_done: tokio::sync::watch::Sender::new(false),
+            stop,
+            tool_call_hook: RwLock::new(None),
+        }
+    }
+
+    pub fn status(&self) -> BackendStatus {
+        read(&self.status).clone()
+    }
+
+    pub fn lists(&self) -> Option<BackendLists> {
+        read(&self.lists).clone()
+    }
+
+    /// The caller a backend-originated request belongs to. Stdio carries no link from a
+    /// server-to-client request to the call that caused it, so the oldest call in flight whose
+    /// client declared the needed capability is chosen (exact whenever one call is in flight).
+    ///
+    /// Only when every call in flight on this backend belongs to the same client session:
+    /// otherwise one session's roots, sampling or logs could reach another's backend work, so
+    /// the request is refused (or the log dropped) instead.
+    pub fn caller_for(&self, capable: impl Fn(&ClientCapabilities) -> bool) -> Option<Caller> {
+        let inflight = lock(&self.inflight);
+        let mut callers = inflight.values();
+        let first = callers.next()?;
+        let one_session = first.session.is_some() && callers.all(|c| c.session == first.session);
+        if inflight.len() > 1 && !one_session {
+            return None;
+        }
+        inflight
+            .values()
+            .filter(|c| c.capabilities.as_ref().is_some_and(&capable))
+            .min_by_key(|c| c.started)
+            .cloned()
+    }
+
+    /// A permit to forward one notification; `None` (drop it) when this backend already has
+    /// the maximum in flight, so a flood cannot pile up tasks and payloads in the gateway.
+    pub fn notification_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
+        self.notify_permits.try_acquire().ok()
+    }
+
+    pub fn caller_by_token(&self, token: &ProgressToken) -> Option<Caller> {
+        lock(&self.inflight).get(token).cloned()
+    }
+
+    /// Whether the live connection declared the logging capability.
+    pub fn supports_logging(&self) -> bool {
+        read(&self.live)
+            .as_ref()
+            .and_then(|peer| peer.peer_info())
+            .is_some_and(|info| info.capabilities.logging.is_some())
+    }
+
+    /// The oldest call in flight on this backend, if any.
+    pub fn oldest_caller(&self) -> Option<Caller> {
+        self.caller_for(|_| true)
+    }
+
+    pub fn request_refresh(&self) {
+        self.refresh.notify_one();
+    }
+
+    fn unavailable(&self) -> ErrorData {
+        ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!("backend {:?} is unavailable (restarting)", self.name),
+            Some(serde_json::json!({ "backend": self.name })),
+        )
+    }
+
+    /// Forwards one request to this backend on behalf of a client, passing progress and
+    /// cancellation through, under the per-call deadline.
+    pub async fn forward(
+        &self,
+        request: ClientRequest,
+        caller: &RequestContext<RoleServer>,
+        limits: &Limits,
+    ) -> Result<ServerResult, ErrorData> {
+        let deadline = tokio::time::Instant::now() + limits.call_timeout;
+        let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
+            .await
+            .map_err(|_| {
+                ErrorData::new(
+                    ErrorCode::INTERNAL_ERROR,
+                    format!(
+                        "backend {:?} is saturated: no call slot freed in time",
+                        self.name
+                    ),
+                    Some(serde_json::json!({ "backend": self.name })),
+                )
+            })?
+            .map_err(|_| self.unavailable())?;
+        let peer = read(&self.live).clone().ok_or_else(|| self.unavailable())?;
+        // Egress audit records name the tool call that caused them. Calls in flight at once
+        // share one sandbox, so the most recent call is named (documented as approximate).
+        let hook = read(&self.tool_call_hook).clone();
+        let _attribution = match (&request, hook) {
+            (ClientRequest::CallToolRequest(call), Some(hook)) => {
+                hook(Some(format!("{}/{}", self.name, call.params.name)));
+                Some(ClearOnDrop(hook))
+            }
+            _ => None,
+        };
+
+        let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let options = PeerRequestOptions::with_timeout(remaining.max(Duration::from_millis(1)))
+            .with_meta(forwardable_meta(&caller.meta));
+        let handle = peer
+            .send_request_with_option(request, options)
+            .await
+            .map_err(|_| self.unavailable())?;
+        let call_id = NEXT_CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _guard = InflightGuard {
+            backend: self,
+            token: handle.progress_token.clone(),
+            call_id,
+        };
+        let (upstream, mut upstream_requests) = mpsc::channel(4);
+        let stateless = caller
+            .protocol_version()
+            .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
+        lock(&self.inflight).insert(
+            handle.progress_token.clone(),
+            Caller {
+                peer: caller.peer.clone(),
+                progress_token: caller.meta.get_progress_token(),
+                capabilities: if stateless {
+                    None
+                } else {
+                    caller.client_capabilities()
+                },
+                upstream,
+                session: caller
+                    .extensions
+                    .get::<http::request::Parts>()
+                    .and_then(|parts| parts.headers.get("mcp-session-id"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_owned),
+                call_id,
+                started: Instant::now(),
+            },
+        );
+
+        let request_id = handle.id.clone();
+        let backend_peer = handle.peer.clone();
+        let mut response = std::pin::pin!(handle.await_response());
+        // Server-to-client requests run here, inside the client's request task, so rmcp
+        // associates them with the client's call (its SSE stream in the legacy protocol).
+        let mut relayed = FuturesUnordered::new();
+        let mut relayed_total = 0;
+        loop {
+            tokio::select! {
+                result = &mut response => return result.map_err(|e| self.call_error(e)),
+                Some(UpstreamRequest { request, reply }) = upstream_requests.recv() => {
+                    if relayed_total == MAX_RELAYED_PER_CALL {
+                        let _ = reply.send(Err(ErrorData::invalid_request(
+                            format!("a backend may make at most {MAX_RELAYED_PER_CALL} requests to the client per call"),
+                            None,
+                        )));
+                        continue;
+                    }
+                    relayed_total += 1;
+                    let client = caller.peer.clone();
+                    relayed.push(async move {
+                        let answer = client.send_request(request).await.map_err(|e| match e {
+                            ServiceError::McpError(error) => error,
+                            other => ErrorData::internal_error(format!("client did not answer: {other}"), None),
+                        });
+                        let _ = reply.send(answer);
                     });
                 }
-                Err(_) => {
-                    let _ = child.start_kill();
+                Some(()) = relayed.next(), if !relayed.is_empty() => {}
+                () = caller.ct.cancelled() => {
+                    // The client cancelled: tell the backend, so it can stop working too.
+                    let _ = backend_peer
+                        .notify_cancelled(rmcp::model::CancelledNotificationParam::new(
+                            Some(request_id),
+                            Some("cancelled by the client".into()),
+                        ))
+                        .await;
+                    return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled", None));
                 }
             }
         }
     }
-}
 
-/// Forwards a backend's stderr to the log: bounded lines, at most `STDERR_LINES_PER_SEC` per
-/// second (the rest counted and dropped), yielding between lines — a backend flooding
-/// stderr must not starve the runtime or fill the operator's disk.
-pub(crate) async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
-    const MAX_LINE: u64 = 64 * 1024;
-    const MAX_LOGGED: usize = 2048;
-    const STDERR_LINES_PER_SEC: u32 = 50;
-    let mut lines = BufReader::new(stderr);
-    let mut line = Vec::new();
-    let mut window = tokio::time::Instant::now();
-    let (mut logged, mut dropped) = (0u32, 0u64);
-    loop {
-        line.clear();
-        let mut limited = (&mut lines).take(MAX_LINE);
-        match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
+    fn call_error(&self, error: ServiceError) -> ErrorData {
+        match error {
+            // The backend's own JSON-RPC error goes back to the client unchanged.
+            ServiceError::McpError(error) => error,
+            ServiceError::Timeout { timeout } => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "backend {:?} did not answer within {}s",
+                    self.name,
+                    timeout.as_secs_f32().ceil()
+                ),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
+            ServiceError::TransportClosed | ServiceError::TransportSend(_) => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("backend {:?} stopped while handling the call", self.name),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
+            other => ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!("backend {:?} failed: {other}", self.name),
+                Some(serde_json::json!({ "backend": self.name })),
+            ),
         }
-        if window.elapsed() >= std::time::Duration::from_secs(1) {
-            if dropped > 0 {
-                tracing::warn!(target: "backend_stderr", backend = %backend, dropped, "stderr lines dropped (rate limit)");
-            }
-            window = tokio::time::Instant::now();
-            (logged, dropped) = (0, 0);
-        }
-        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LOGGED)]);
-        let text = text.trim_end();
-        if !text.is_empty() {
-            if logged < STDERR_LINES_PER_SEC {
-                logged += 1;
-                tracing::info!(target: "backend_stderr", backend = %backend, "{text}");
-            } else {
-                dropped += 1;
-            }
-        }
-        tokio::task::yield_now().await;
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn command(env: &[(&str, &str)]) -> StdioCommand {
-        StdioCommand {
-            program: "/bin/sh".into(),
-            args: vec![],
-            env: env
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            cwd: None,
-        }
-    }
-
-    #[test]
-    fn child_env_withholds_gateway_secrets() {
-        let parent = [
-            ("PATH", "/usr/bin"),
-            ("GIG_BEARER_TOKEN", "secret"),
-            ("GIG_MASTER_KEY", "secret"),
-            ("AWS_SECRET_ACCESS_KEY", "secret"),
-            ("HOME", "/root"),
-        ]
-        .map(|(k, v)| (k.to_string(), v.to_string()));
-        let launcher = StdioLauncher::new("t", command(&[("API_KEY", "declared")]), parent);
-        let env = launcher.child_env();
-        assert_eq!(
-            env.keys().map(String::as_str).collect::<Vec<_>>(),
-            ["API_KEY", "HOME", "PATH"]
-        );
-        assert!(!env.values().any(|v| v == "secret"));
-    }
-
-    #[test]
-    fn declared_env_overrides_inherited() {
-        let parent = [("PATH".to_string(), "/usr/bin".to_string())];
-        let launcher = StdioLauncher::new("t", command(&[("PATH", "/opt/bin")]), parent);
-        assert_eq!(launcher.child_env()["PATH"], "/opt/bin");
     }
 }

@@ -21,7 +21,8 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregator::Aggregator;
-use crate::hub::{BackendStatus, Hub};
+use crate::backend::BackendStatus;
+use crate::hub::Hub;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 

@@ -155,14 +155,13 @@ impl Nft {
     }
 }
 
-/// `nft` from `PATH`, else the usual sbin locations (a non-login root shell may lack them).
+/// `nft` from the system's sbin/bin directories, never from `PATH`: the gateway runs as root,
+/// and a `PATH` entry an unprivileged user can write would run their `nft` with CAP_NET_ADMIN.
+/// `NetConfig::nft_path` names another one explicitly.
 pub(crate) fn find_nft() -> Option<PathBuf> {
-    let from_path = std::env::var_os("PATH")
-        .map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
-        .unwrap_or_default();
-    from_path
+    ["/usr/sbin", "/sbin", "/usr/bin", "/bin", "/usr/local/sbin"]
+        .map(PathBuf::from)
         .into_iter()
-        .chain(["/usr/sbin", "/sbin", "/usr/bin"].map(PathBuf::from))
         .map(|dir| dir.join("nft"))
         .find(|p| is_executable(p))
 }

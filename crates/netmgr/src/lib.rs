@@ -10,6 +10,8 @@
 //! touches links or tables outside its own name prefix and table, and never depends on the
 //! gateway.
 
+#![forbid(unsafe_code)]
+
 mod firewall;
 mod inside;
 mod link;
@@ -82,6 +84,12 @@ pub enum NetError {
     Inside { step: &'static str, reason: String },
     #[error("host cannot run sandbox networking: {0}")]
     Host(String),
+    #[error("pool {pool} overlaps {address} already configured on interface index {ifindex}")]
+    PoolInUse {
+        pool: Ipv4Net,
+        address: String,
+        ifindex: u32,
+    },
     #[error("address pool {pool} is exhausted: all {slots} /30s are in use")]
     PoolExhausted { pool: Ipv4Net, slots: usize },
     #[error("cannot open the network namespace of pid {pid}: {source}")]

@@ -180,10 +180,11 @@ pub(crate) async fn refuse_pool_overlap(handle: &Handle, pool: Ipv4Net) -> Resul
             if let AddressAttribute::Address(IpAddr::V4(a)) = attr {
                 let theirs = Ipv4Net::new(*a, msg.header.prefix_len).unwrap_or_default();
                 if pool.contains(a) || theirs.contains(&pool.network()) {
-                    return Err(NetError::Config(format!(
-                        "pool {pool} overlaps {a}/{} already configured on interface index {}",
-                        msg.header.prefix_len, msg.header.index
-                    )));
+                    return Err(NetError::PoolInUse {
+                        pool,
+                        address: format!("{a}/{}", msg.header.prefix_len),
+                        ifindex: msg.header.index,
+                    });
                 }
             }
         }

@@ -12,6 +12,9 @@
 //! The tests share the host's firewall and links, so they run one at a time (`SERIAL`), with their
 //! own prefix (`nmt`), table and pool so a gateway on the same machine is not disturbed.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{

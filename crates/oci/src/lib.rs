@@ -9,6 +9,8 @@
 //! fifos, and anything over [`Limits`]. It must never depend on the gateway or the API, and never
 //! hold registry credentials beyond one pull.
 
+#![forbid(unsafe_code)]
+
 mod auth;
 mod cache;
 mod digest;

@@ -5,6 +5,9 @@
 //!
 //! Not for production: it panics on setup failures, as test helpers do.
 
+// Test support only (the `testing` feature): it finds peers on PATH and reads test switches.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -5,6 +5,8 @@
 //! sandbox: one definition, so a hand-declared server gets exactly the protection an installed one
 //! gets. Every constructor validates; a value of these types is always well formed.
 
+#![forbid(unsafe_code)]
+
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;

@@ -10,6 +10,9 @@
 //! through mitmproxy (TLS interception, upstream verified against the same test CA, no
 //! injection or scrubbing), for comparison in the same run.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -12,6 +12,8 @@
 //! This crate must never log or audit a secret value, never follow a redirect, never connect to an
 //! address it did not check, and never write the CA key anywhere.
 
+#![forbid(unsafe_code)]
+
 mod addr;
 mod audit;
 mod ca;

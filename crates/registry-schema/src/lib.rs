@@ -7,6 +7,8 @@
 //! ([`import`]). It does no I/O of its own: it never fetches an index or an image, and it never
 //! trusts index content before its signature has been checked against the canonical bytes.
 
+#![forbid(unsafe_code)]
+
 pub mod canonical;
 pub mod import;
 mod keys;

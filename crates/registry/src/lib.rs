@@ -7,6 +7,8 @@
 //! is written last, and the only other thing touched is the content-addressed image cache,
 //! whose entries are immutable and complete or absent.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 

@@ -65,6 +65,15 @@ pub struct Sandbox {
     child_pid: Option<u32>,
 }
 
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("bwrap_pid", &self.child.id())
+            .field("child_pid", &self.child_pid)
+            .finish()
+    }
+}
+
 impl Sandbox {
     /// The host pid of the sandbox's pid 1, from bubblewrap's info fd (for netmgr's veth).
     pub fn child_pid(&mut self) -> Result<u32, Error> {

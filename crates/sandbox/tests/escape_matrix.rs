@@ -2,6 +2,9 @@
 //! pass-through, and the declared environment. Needs bubblewrap; on CI (`CI` set) or with
 //! `GIG_REQUIRE_SANDBOX=1` a missing bubblewrap fails the tests instead of skipping them.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;

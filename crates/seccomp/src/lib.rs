@@ -5,6 +5,8 @@
 //! except through [`install`], which only `bootstrap` calls. Denied calls return an errno (`EPERM`,
 //! or `ENOSYS` where a libc must fall back), never kill, so a server fails cleanly.
 
+#![forbid(unsafe_code)]
+
 use std::collections::BTreeMap;
 use std::io::Write;
 

@@ -4,6 +4,8 @@
 //! the master key is the one the database was sealed with, and key rotation. It never logs,
 //! prints or returns a plaintext except through [`gig_vault::SecretBytes`] to its caller.
 
+#![forbid(unsafe_code)]
+
 use gig_store::{
     CredentialMeta, CredentialRow, CredentialScope, SealedCredential, Store, StoreError,
 };

@@ -2,6 +2,9 @@
 //! there and opens to its value; nothing is half-written. On SQLite always; on PostgreSQL when
 //! `GIG_TEST_DATABASE_URL` is set (required when `GIG_REQUIRE_POSTGRES=1`).
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 

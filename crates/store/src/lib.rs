@@ -37,6 +37,8 @@
 //! with `BEGIN IMMEDIATE`, so they queue on the busy timeout instead of failing on a lock
 //! upgrade; on PostgreSQL, key rotation also locks the credentials table against writers.
 
+#![forbid(unsafe_code)]
+
 macro_rules! on_backend {
     ($store:expr, |$pool:ident| $body:expr) => {
         match &$store.backend {

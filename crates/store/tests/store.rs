@@ -4,6 +4,9 @@
 //! `sqlite_only` and `postgres_only` hold what only one backend has (file corruption,
 //! connection retries).
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::sync::Arc;
 
 use gig_store::{

@@ -1,6 +1,8 @@
 //! Helpers shared by integration tests: locating the workspace's binaries, and waiting for a
 //! condition without turning time into an assertion.
 
+#![forbid(unsafe_code)]
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -4,6 +4,8 @@
 //! sampling, roots, list changes); hostile tools crash, hang, flood or write garbage. The
 //! hostile ones write to the real stdout directly, as a broken or malicious server would.
 
+// A test fixture: its switches come from its environment.
+#![allow(clippy::disallowed_methods)]
 // Sampling and roots are deprecated in 2026-07-28 but are what these tools exist to test.
 #![allow(deprecated)]
 

@@ -1,6 +1,8 @@
 //! End-to-end tests of the gateway in-process, with real stdio backends (`echo-mcp`,
 //! `fixture-mcp`) and a real MCP client (rmcp's Streamable HTTP client) over loopback.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
 #![allow(deprecated)] // Sampling and roots: deprecated in 2026-07-28, tested for older eras.
 
 use std::collections::BTreeMap;
@@ -62,7 +64,12 @@ impl TestGateway {
         let backends = gig_gateway::stdio_launchers(specs.to_vec(), &parent_env);
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            gig_gateway::serve(listener, config, backends, async {
+            let hub = gig_gateway::Hub::start(
+                config.limits,
+                backends,
+                tokio_util::sync::CancellationToken::new(),
+            );
+            gig_server::serve(listener, config, hub, async {
                 let _ = stopped.await;
             })
             .await
@@ -631,14 +638,9 @@ async fn a_changed_tool_definition_is_hidden_until_approved() {
         Some(gate.clone()),
     );
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(gig_gateway::serve_hub(
-        listener,
-        config,
-        hub.clone(),
-        async {
-            let _ = stopped.await;
-        },
-    ));
+    let task = tokio::spawn(gig_server::serve(listener, config, hub.clone(), async {
+        let _ = stopped.await;
+    }));
     let gateway = TestGateway {
         url: format!("http://{addr}/mcp"),
         stop: Some(stop),

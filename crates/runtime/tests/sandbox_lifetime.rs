@@ -5,13 +5,16 @@
 //! into its life. This runtime retires them after 50 ms, so the test shows the bug in well under
 //! a second. Needs root and bubblewrap; required on CI.
 
+// Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
+#![allow(clippy::disallowed_methods)]
+
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::sync::Arc;
 use std::time::Duration;
 
 use gig_config::{DEFAULT_LIMITS, SandboxPolicy, StdioCommand};
-use gig_gateway::sandboxed::{ProgramSource, SandboxLaunch, SandboxRuntime};
+use gig_runtime::{ProgramSource, SandboxLaunch, SandboxRuntime};
 
 fn required() -> bool {
     std::env::var_os("CI").is_some() || std::env::var("GIG_REQUIRE_SANDBOX").is_ok_and(|v| v == "1")

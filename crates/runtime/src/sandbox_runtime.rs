@@ -1,127 +1,60 @@
-//! A backend run inside the sandbox: bubblewrap + bootstrap + seccomp, through the same
-//! [`Launcher`] interface as a plain stdio child, so supervision and aggregation do not change.
+//! What every sandbox needs from the host, and starting one: bubblewrap held until the sandbox
+//! is in its cgroup and, when its policy allows egress, its veth pair is configured and its
+//! proxy listener is up — nothing untrusted ever runs unconstrained or with a half-built network.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use gig_config::{EgressConfig, SandboxPolicy, StdioCommand};
-pub use gig_netmgr::NetConfig;
-use gig_netmgr::{NetManager, SandboxNet};
-use gig_proxy::{
-    AuditSink, EgressProxy, ProxyConfig, RuntimeCa, SandboxEgress, SecretSource, StaticResolver,
-    SystemResolver,
-};
+use gig_config::{SandboxPolicy, StdioCommand};
+use gig_netmgr::{NetError, SandboxNet};
+use gig_proxy::{ProxyError, SandboxEgress};
 use gig_sandbox::{
-    Bind, CgroupSupport, Sandbox, SandboxCgroup, SandboxSpec, Spawner, SystemLayout,
+    Bind, CgroupError, CgroupSupport, Sandbox, SandboxCgroup, SandboxSpec, Spawner, SystemLayout,
 };
 use tokio_util::sync::{CancellationToken, DropGuard};
 
-use crate::backend::{Connection, LaunchError, LaunchFuture, Launcher, log_stderr};
+use crate::network::{CA_PATH_IN_SANDBOX, SandboxNetwork};
 
-/// Where every sandbox finds the proxy's CA certificate.
-pub const CA_PATH_IN_SANDBOX: &str = "/run/gig/egress-ca.pem";
-
-/// Per-sandbox networking and the egress proxy: the only way out of a sandbox.
-pub struct Egress {
-    net: NetManager,
-    proxy: EgressProxy,
-    ca_file: PathBuf,
-    port: u16,
-    allow_addresses: Vec<gig_policy::IpNet>,
+/// Why a sandbox did not start; one variant per step, each with its context.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxStartError {
+    #[error("reading the image root {path}: {source}")]
+    ImageRoot {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(
+        "its policy allows egress, but sandbox networking is unavailable on this host (see the start-up log)"
+    )]
+    NoNetwork,
+    #[error("reserving its network: {0}")]
+    Reserve(NetError),
+    #[error("creating its cgroup: {0}")]
+    Cgroup(CgroupError),
+    #[error("starting bubblewrap: {0}")]
+    Spawn(gig_sandbox::Error),
+    #[error("waiting for the sandboxed process: {0}")]
+    ChildPid(String),
+    #[error("moving it into its cgroup: {0}")]
+    JoinCgroup(CgroupError),
+    #[error("attaching its network: {0}")]
+    Attach(NetError),
+    #[error("binding the proxy on {addr}: {source}")]
+    ProxyBind {
+        addr: std::net::Ipv4Addr,
+        source: std::io::Error,
+    },
+    #[error("its egress policy: {0}")]
+    Egress(ProxyError),
+    #[error("releasing bubblewrap: {0}")]
+    Release(gig_sandbox::Error),
 }
 
-impl std::fmt::Debug for Egress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Egress")
-            .field("pool", &self.net.config().pool)
-            .field("port", &self.port)
-            .finish()
+impl From<SandboxStartError> for gig_gateway::launcher::LaunchError {
+    fn from(e: SandboxStartError) -> Self {
+        gig_gateway::launcher::LaunchError::Other(format!("sandbox: {e}"))
     }
-}
-
-impl Egress {
-    /// Sets up the host side (reclaiming what a crashed gateway left: links, firewall table),
-    /// generates the runtime CA and writes its certificate to `public_dir` for sandboxes.
-    /// `net` names the links, table and pool this process owns (the gateway's defaults, or a
-    /// private set for `gigmcp sandbox exec` so it never reclaims a running gateway's links).
-    pub async fn start(
-        config: &EgressConfig,
-        net: NetConfig,
-        public_dir: &std::path::Path,
-        secrets: Arc<dyn SecretSource>,
-        audit: Arc<dyn AuditSink>,
-    ) -> Result<Self, String> {
-        let net = NetManager::new(net).await.map_err(|e| e.to_string())?;
-        let reclaimed = net.reclaimed();
-        if !reclaimed.removed_links.is_empty() || reclaimed.removed_table {
-            tracing::info!(links = ?reclaimed.removed_links, table = reclaimed.removed_table, "reclaimed sandbox networking left by an earlier run");
-        }
-        let ca = RuntimeCa::generate().map_err(|e| e.to_string())?;
-        let ca_file = public_dir.join("egress-ca.pem");
-        write_public_file(&ca_file, ca.cert_pem().as_bytes())?;
-        let extra_roots = match &config.extra_roots {
-            Some(path) => gig_proxy::load_pem_certificates(path).map_err(|e| e.to_string())?,
-            None => Vec::new(),
-        };
-        let mut resolver = StaticResolver::new().with_fallback(Arc::new(SystemResolver));
-        for (name, ips) in &config.hosts {
-            resolver = resolver.insert(name, ips.iter().copied());
-        }
-        let proxy = EgressProxy::new(
-            ca,
-            ProxyConfig {
-                extra_roots,
-                public_roots: true,
-                resolver: Arc::new(resolver),
-                limits: Default::default(),
-            },
-            secrets,
-            audit,
-        )
-        .map_err(|e| e.to_string())?;
-        Ok(Egress {
-            net,
-            proxy,
-            ca_file,
-            port: config.proxy_port,
-            allow_addresses: config.allow_addresses.clone(),
-        })
-    }
-
-    /// Removes the firewall table at a clean shutdown (a crash is reclaimed at the next start).
-    pub async fn stop(&self) {
-        if let Err(e) = self.net.remove_firewall().await {
-            tracing::warn!(error = %e, "removing the sandbox firewall table");
-        }
-    }
-}
-
-/// The first directory on the way to `path` that other users cannot traverse (or `path`
-/// itself if they cannot read it). When the gateway runs as root, bubblewrap runs as `nobody`
-/// and can bind only what `nobody` reaches; checking at start turns bubblewrap's failure deep
-/// in a restart loop into one clear message.
-pub fn blocked_for_others(path: &std::path::Path) -> Option<PathBuf> {
-    use std::os::unix::fs::PermissionsExt;
-    let path = std::fs::canonicalize(path).ok()?;
-    let readable = std::fs::metadata(&path).ok()?.permissions().mode() & 0o004 != 0;
-    if !readable {
-        return Some(path);
-    }
-    path.ancestors()
-        .skip(1)
-        .find(|dir| std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o001 == 0))
-        .map(|dir| dir.to_path_buf())
-}
-
-/// Writes a world-readable file atomically (temp file + rename).
-fn write_public_file(path: &std::path::Path, bytes: &[u8]) -> Result<(), String> {
-    use std::os::unix::fs::PermissionsExt;
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)))
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .map_err(|e| format!("writing {}: {e}", path.display()))
 }
 
 /// What every sandbox needs from the host, detected once at start and shared by all servers
@@ -136,7 +69,7 @@ pub struct SandboxRuntime {
     alive: Arc<AtomicU64>,
     /// `None`: the host cannot give sandboxes a network (why is logged at start); servers that
     /// need egress are then refused, the others run with no network at all.
-    egress: Option<Arc<Egress>>,
+    egress: Option<Arc<SandboxNetwork>>,
 }
 
 impl std::fmt::Debug for SandboxRuntime {
@@ -218,12 +151,12 @@ impl SandboxRuntime {
     }
 
     /// Gives sandboxes whose policy allows egress a network that leads only to the proxy.
-    pub fn with_egress(mut self, egress: Arc<Egress>) -> Self {
+    pub fn with_network(mut self, egress: Arc<SandboxNetwork>) -> Self {
         self.egress = Some(egress);
         self
     }
 
-    pub fn egress(&self) -> Option<&Arc<Egress>> {
+    pub fn network(&self) -> Option<&Arc<SandboxNetwork>> {
         self.egress.as_ref()
     }
 
@@ -246,7 +179,7 @@ impl SandboxRuntime {
         (limited, self.cgroups.describe())
     }
 
-    fn spec(&self, launch: &SandboxLaunch) -> Result<SandboxSpec, String> {
+    fn spec(&self, launch: &SandboxLaunch) -> Result<SandboxSpec, SandboxStartError> {
         let (command, policy) = (&launch.command, &launch.policy);
         let mut spec = SandboxSpec::new(&command.program, &self.bootstrap);
         spec.args = command.args.iter().map(Into::into).collect();
@@ -286,20 +219,17 @@ impl SandboxRuntime {
         self: &Arc<Self>,
         name: &str,
         launch: &SandboxLaunch,
-    ) -> Result<RunningSandbox, LaunchError> {
-        let fail = |e: String| LaunchError::Other(format!("sandbox: {e}"));
-        let mut spec = self.spec(launch).map_err(fail)?;
+    ) -> Result<RunningSandbox, SandboxStartError> {
+        let mut spec = self.spec(launch)?;
         let mut egress_policy = launch.policy.egress.clone();
         let network = if egress_policy.allow.is_empty() {
             None
         } else {
-            let egress = self.egress.clone().ok_or_else(|| {
-                fail("its policy allows egress, but sandbox networking is unavailable on this host (see the start-up log)".into())
-            })?;
+            let egress = self.egress.clone().ok_or(SandboxStartError::NoNetwork)?;
             let net = egress
                 .net
                 .reserve(egress.port)
-                .map_err(|e| fail(e.to_string()))?;
+                .map_err(SandboxStartError::Reserve)?;
             let mut placeholders = std::collections::HashMap::new();
             for credential in &egress_policy.credentials {
                 let placeholder = gig_proxy::new_placeholder();
@@ -325,27 +255,28 @@ impl SandboxRuntime {
         let cgroup = self
             .cgroups
             .create(&cgroup_name, &limits)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(SandboxStartError::Cgroup)?;
         // Spawned on this (runtime) thread, never on a blocking-pool thread: bubblewrap's
         // `--die-with-parent` follows the *thread* that forked it, and the pool retires idle
         // threads after 10 s, which would kill every sandbox 10 s after its start.
         let sandbox = self
             .spawner
             .spawn(&spec, true)
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(SandboxStartError::Spawn)?;
         // Reading the child's pid waits for bubblewrap to build the namespaces: off the runtime.
         let (mut sandbox, pid) = tokio::task::spawn_blocking(move || {
             let mut sandbox = sandbox;
-            let pid = sandbox.child_pid().map_err(|e| e.to_string())?;
-            Ok::<_, String>((sandbox, pid))
+            let pid = sandbox
+                .child_pid()
+                .map_err(|e| SandboxStartError::ChildPid(e.to_string()))?;
+            Ok::<_, SandboxStartError>((sandbox, pid))
         })
         .await
-        .map_err(|e| fail(e.to_string()))?
-        .map_err(fail)?;
+        .map_err(|e| SandboxStartError::ChildPid(e.to_string()))??;
         cgroup
             .add(sandbox.child.id())
             .and_then(|()| cgroup.add(pid))
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(SandboxStartError::JoinCgroup)?;
         let (proxy, net, sandbox_egress) = match network {
             None => (None, None, None),
             Some((egress, net, placeholders)) => {
@@ -354,13 +285,16 @@ impl SandboxRuntime {
                     .net
                     .attach_reserved(&net, pid)
                     .await
-                    .map_err(|e| fail(e.to_string()))?;
+                    .map_err(SandboxStartError::Attach)?;
                 let listener = tokio::net::TcpListener::bind((net.host_addr, egress.port))
                     .await
-                    .map_err(|e| fail(format!("binding the proxy on {}: {e}", net.host_addr)))?;
+                    .map_err(|source| SandboxStartError::ProxyBind {
+                        addr: net.host_addr,
+                        source,
+                    })?;
                 let sandbox_egress = Arc::new(
                     SandboxEgress::new(name, egress_policy, placeholders)
-                        .map_err(|e| fail(e.to_string()))?
+                        .map_err(SandboxStartError::Egress)?
                         .only_from(net.sandbox_addr.into()),
                 );
                 let stop = CancellationToken::new();
@@ -378,7 +312,7 @@ impl SandboxRuntime {
         };
         self.alive.fetch_add(1, Ordering::AcqRel);
         let alive = AliveGuard(self.alive.clone());
-        sandbox.release().map_err(|e| fail(e.to_string()))?;
+        sandbox.release().map_err(SandboxStartError::Release)?;
         Ok(RunningSandbox {
             sandbox,
             egress: sandbox_egress,
@@ -396,11 +330,15 @@ type RootEntries = (Vec<Bind>, Vec<(String, PathBuf)>);
 /// An extracted image's top level as binds and symlinks of a fresh root. The names the
 /// sandbox provides itself (`/proc`, `/dev`, `/tmp`, `/run`, `/sys`) are skipped. Symlinks are
 /// re-created, never followed on the host: they resolve inside the sandbox.
-fn root_entries(root: &std::path::Path) -> Result<RootEntries, String> {
+fn root_entries(root: &Path) -> Result<RootEntries, SandboxStartError> {
+    let fail = |source| SandboxStartError::ImageRoot {
+        path: root.to_owned(),
+        source,
+    };
     const PROVIDED: &[&str] = &["proc", "dev", "tmp", "run", "sys"];
     let mut binds = Vec::new();
     let mut links = Vec::new();
-    let entries = std::fs::read_dir(root).map_err(|e| format!("{}: {e}", root.display()))?;
+    let entries = std::fs::read_dir(root).map_err(fail)?;
     let mut entries: Vec<_> = entries.filter_map(Result::ok).collect();
     entries.sort_by_key(|e| e.file_name());
     for entry in entries {
@@ -409,9 +347,9 @@ fn root_entries(root: &std::path::Path) -> Result<RootEntries, String> {
             continue;
         };
         let inside = PathBuf::from("/").join(name);
-        let kind = entry.file_type().map_err(|e| e.to_string())?;
+        let kind = entry.file_type().map_err(fail)?;
         if kind.is_symlink() {
-            let target = std::fs::read_link(entry.path()).map_err(|e| e.to_string())?;
+            let target = std::fs::read_link(entry.path()).map_err(fail)?;
             links.push((target.to_string_lossy().into_owned(), inside));
         } else if kind.is_dir() || kind.is_file() {
             binds.push(Bind {
@@ -435,81 +373,4 @@ fn cgroup_safe(name: &str) -> String {
         })
         .take(48)
         .collect()
-}
-
-/// Starts one declared server in a fresh sandbox per (re)start.
-pub struct SandboxLauncher {
-    backend: String,
-    launch: SandboxLaunch,
-    runtime: Arc<SandboxRuntime>,
-}
-
-impl std::fmt::Debug for SandboxLauncher {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SandboxLauncher")
-            .field("backend", &self.backend)
-            .finish()
-    }
-}
-
-impl SandboxLauncher {
-    /// Only the declared `env` reaches the server: nothing of the gateway's environment does.
-    pub fn new(
-        backend: impl Into<String>,
-        launch: SandboxLaunch,
-        runtime: Arc<SandboxRuntime>,
-    ) -> Self {
-        Self {
-            backend: backend.into(),
-            launch,
-            runtime,
-        }
-    }
-
-    async fn start(&self) -> Result<Connection, LaunchError> {
-        let mut running = self.runtime.start(&self.backend, &self.launch).await?;
-        let sandbox = &mut running.sandbox;
-        let pipe = |what: &str| LaunchError::Other(format!("sandbox {what} was not piped"));
-        let stdin = sandbox.child.stdin.take().ok_or_else(|| pipe("stdin"))?;
-        let stdout = sandbox.child.stdout.take().ok_or_else(|| pipe("stdout"))?;
-        let stderr = sandbox.child.stderr.take().ok_or_else(|| pipe("stderr"))?;
-        let io = |e: std::io::Error| LaunchError::Other(format!("sandbox stdio: {e}"));
-        let stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
-        let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
-        let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
-        tokio::spawn(log_stderr(self.backend.clone(), stderr));
-        let on_tool_call = running.egress.clone().map(|egress| {
-            std::sync::Arc::new(move |call: Option<String>| egress.set_tool_call(call))
-                as crate::backend::ToolCallHook
-        });
-        Ok(Connection {
-            on_tool_call,
-            reader: Box::pin(stdout),
-            writer: Box::pin(stdin),
-            guard: Box::new(SandboxGuard(Some(running))),
-        })
-    }
-}
-
-impl Launcher for SandboxLauncher {
-    fn launch(&self) -> LaunchFuture<'_> {
-        Box::pin(self.start())
-    }
-}
-
-/// Ends the sandbox when the connection ends. Killing and reaping bubblewrap blocks briefly,
-/// so it happens off the async runtime.
-struct SandboxGuard(Option<RunningSandbox>);
-
-impl Drop for SandboxGuard {
-    fn drop(&mut self) {
-        if let Some(sandbox) = self.0.take() {
-            match tokio::runtime::Handle::try_current() {
-                Ok(handle) => {
-                    handle.spawn_blocking(move || drop(sandbox));
-                }
-                Err(_) => drop(sandbox),
-            }
-        }
-    }
 }

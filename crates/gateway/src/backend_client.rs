@@ -2,7 +2,8 @@
 //!
 //! Routes what a backend sends unprompted back to the right client: progress to the call it
 //! belongs to, sampling/elicitation/roots requests to a calling client that declared the
-//! capability (or a clear refusal), and list changes to the hub.
+//! capability (or a clear refusal), resource updates to subscribed sessions, and list changes
+//! to the backend's supervisor.
 
 // Sampling, roots and logging are deprecated by the 2026-07-28 protocol (SEP-2577) but are
 // live in every initialize-era version clients and servers speak today; relaying them is
@@ -22,18 +23,22 @@ use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, RoleClient};
 use tokio::sync::oneshot;
 
+use crate::backend::{Backend, NOTIFY_TIMEOUT, UpstreamRequest};
 use crate::catalog::exposed_resource_uri;
-use crate::hub::{Backend, Hub, NOTIFY_TIMEOUT, UpstreamRequest};
+use crate::subscriptions::ResourceSubscriptions;
 
 #[derive(Debug, Clone)]
 pub struct BackendClient {
     backend: Weak<Backend>,
-    hub: Weak<Hub>,
+    subscriptions: Weak<ResourceSubscriptions>,
 }
 
 impl BackendClient {
-    pub fn new(backend: Weak<Backend>, hub: Weak<Hub>) -> Self {
-        Self { backend, hub }
+    pub fn new(backend: Weak<Backend>, subscriptions: Weak<ResourceSubscriptions>) -> Self {
+        Self {
+            backend,
+            subscriptions,
+        }
     }
 
     /// Sends a backend's server-to-client request to a calling client able to answer it.
@@ -175,7 +180,9 @@ impl ClientHandler for BackendClient {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let (Some(backend), Some(hub)) = (self.backend.upgrade(), self.hub.upgrade()) else {
+        let (Some(backend), Some(subscriptions)) =
+            (self.backend.upgrade(), self.subscriptions.upgrade())
+        else {
             return;
         };
         let Some(_permit) = backend.notification_permit() else {
@@ -183,7 +190,7 @@ impl ClientHandler for BackendClient {
         };
         let mut forwarded = params.clone();
         forwarded.uri = exposed_resource_uri(&backend.name, &params.uri);
-        for peer in hub.resource_subscribers(&backend.name, &params.uri) {
+        for peer in subscriptions.subscribers(&backend.name, &params.uri) {
             let _ = tokio::time::timeout(
                 NOTIFY_TIMEOUT,
                 peer.notify_resource_updated(forwarded.clone()),

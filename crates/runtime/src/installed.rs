@@ -12,8 +12,9 @@ use gig_registry::Installed;
 use gig_registry_schema::ExtractMode;
 use gig_store::Store;
 
-use crate::hub::Hub;
-use crate::sandboxed::{ProgramSource, SandboxLaunch, SandboxLauncher, SandboxRuntime};
+use crate::launcher::SandboxLauncher;
+use crate::sandbox_runtime::{ProgramSource, SandboxLaunch, SandboxRuntime};
+use gig_gateway::Hub;
 
 /// How often the store is checked for installs and removals.
 const RECONCILE_EVERY: Duration = Duration::from_secs(2);

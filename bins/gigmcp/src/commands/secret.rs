@@ -1,0 +1,71 @@
+//! `gigmcp secret set|list|delete`: stored secrets. Values come from stdin or a file, never
+//! from arguments (which other users can read in /proc).
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use gig_config::StoreConfig;
+use gig_store::CredentialScope;
+
+use super::open_secrets;
+use crate::SecretAction;
+
+/// Largest secret value accepted from stdin or a file.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+fn read_value(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
+    let mut value = Vec::new();
+    match &file {
+        Some(path) => std::fs::File::open(path)
+            .with_context(|| format!("cannot read {}", path.display()))?
+            .take(MAX_SECRET_BYTES + 1)
+            .read_to_end(&mut value)?,
+        None => std::io::stdin()
+            .take(MAX_SECRET_BYTES + 1)
+            .read_to_end(&mut value)?,
+    };
+    if value.len() as u64 > MAX_SECRET_BYTES {
+        bail!("secret values are limited to {MAX_SECRET_BYTES} bytes");
+    }
+    // A trailing newline from `echo` or an editor is never part of a key.
+    while value.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+        value.pop();
+    }
+    if value.is_empty() {
+        bail!("empty secret value");
+    }
+    Ok(value)
+}
+
+pub async fn run(config: StoreConfig, action: SecretAction) -> anyhow::Result<()> {
+    let secrets = open_secrets(&config).await?;
+    let scope = |server| CredentialScope {
+        server,
+        user_id: None,
+        profile_id: None,
+    };
+    match action {
+        SecretAction::Set { server, name, file } => {
+            let value = zeroize::Zeroizing::new(read_value(file)?);
+            secrets.set(&scope(&server), &name, &value).await?;
+            println!("stored {name} for {server}");
+        }
+        SecretAction::List { server } => {
+            for meta in secrets.list(server.as_deref()).await? {
+                println!(
+                    "{}\t{}\tkey {}\tupdated {}",
+                    meta.server, meta.name, meta.key_id, meta.updated_at
+                );
+            }
+        }
+        SecretAction::Delete { server, name } => {
+            if !secrets.delete(&scope(&server), &name).await? {
+                bail!("no secret {name} for {server}");
+            }
+            println!("deleted {name} for {server}");
+        }
+    }
+    secrets.store().close().await;
+    Ok(())
+}

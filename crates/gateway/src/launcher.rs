@@ -1,0 +1,261 @@
+//! How the gateway reaches a backend: the [`Launcher`] trait and its stdio implementation.
+//!
+//! A launcher knows how to produce one live byte channel to an MCP server; everything above it
+//! (supervision, aggregation, routing) is the same whether the server is a plain child process,
+//! a sandboxed one, or a remote endpoint. The sandbox and registry add launchers; nothing else
+//! changes.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::process::Stdio;
+
+use gig_config::StdioCommand;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader};
+use tokio::process::{Child, Command};
+
+/// A byte channel to a running MCP server plus whatever must be torn down with it.
+pub struct Connection {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
+    /// Dropping this ends the server (kills its process group).
+    pub guard: Box<dyn Send + Sync>,
+    /// Told which tool call is running (`None` when it ends), so the egress proxy's audit
+    /// records name the call that caused a request. Sandboxed servers only.
+    pub on_tool_call: Option<ToolCallHook>,
+}
+
+/// See [`Connection::on_tool_call`].
+pub type ToolCallHook = std::sync::Arc<dyn Fn(Option<String>) + Send + Sync>;
+
+impl std::fmt::Debug for Connection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Connection")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error("cannot start {program:?}: {source}")]
+    Spawn {
+        program: String,
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type LaunchFuture<'a> =
+    Pin<Box<dyn Future<Output = Result<Connection, LaunchError>> + Send + 'a>>;
+
+/// Produces a fresh connection to one backend each time it is called (first start and every
+/// restart).
+pub trait Launcher: Send + Sync + 'static {
+    fn launch(&self) -> LaunchFuture<'_>;
+}
+
+/// Variables a stdio child inherits from the gateway. Everything else — notably
+/// `GIG_BEARER_TOKEN`, `GIG_MASTER_KEY` and any cloud credentials in the gateway's environment —
+/// is withheld: a backend gets only these plus what its declaration names.
+const INHERITED_ENV: &[&str] = &[
+    "PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "TERM",
+];
+
+/// Runs an MCP server as a direct child process speaking JSON-RPC over stdin/stdout.
+#[derive(Debug, Clone)]
+pub struct StdioLauncher {
+    backend: String,
+    command: StdioCommand,
+    inherited: BTreeMap<String, String>,
+}
+
+impl StdioLauncher {
+    /// `parent_env` is the gateway's own environment (injected so tests need not mutate it).
+    pub fn new(
+        backend: impl Into<String>,
+        command: StdioCommand,
+        parent_env: impl IntoIterator<Item = (String, String)>,
+    ) -> Self {
+        let inherited = parent_env
+            .into_iter()
+            .filter(|(k, _)| INHERITED_ENV.contains(&k.as_str()))
+            .collect();
+        Self {
+            backend: backend.into(),
+            command,
+            inherited,
+        }
+    }
+
+    /// The exact environment the child gets.
+    pub fn child_env(&self) -> BTreeMap<String, String> {
+        let mut env = self.inherited.clone();
+        env.extend(self.command.env.clone());
+        env
+    }
+
+    fn spawn(&self) -> Result<Connection, LaunchError> {
+        let mut command = Command::new(&self.command.program);
+        command
+            .args(&self.command.args)
+            .env_clear()
+            .envs(self.child_env())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            // Its own process group, so teardown reaches grandchildren too (npx, uvx, shells).
+            .process_group(0)
+            .kill_on_drop(true);
+        if let Some(cwd) = &self.command.cwd {
+            command.current_dir(cwd);
+        }
+        let mut child = command.spawn().map_err(|source| LaunchError::Spawn {
+            program: self.command.program.clone(),
+            source,
+        })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) =
+            (child.stdin.take(), child.stdout.take(), child.stderr.take())
+        else {
+            return Err(LaunchError::Other("child stdio was not piped".into()));
+        };
+        tokio::spawn(log_stderr(self.backend.clone(), stderr));
+        Ok(Connection {
+            on_tool_call: None,
+            reader: Box::pin(stdout),
+            writer: Box::pin(stdin),
+            guard: Box::new(ProcessGroup::new(child)),
+        })
+    }
+}
+
+impl Launcher for StdioLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(async move { self.spawn() })
+    }
+}
+
+/// Owns a child process group; dropping it kills the whole group and reaps the leader.
+#[derive(Debug)]
+pub struct ProcessGroup {
+    child: Option<Child>,
+    pgid: Option<Pid>,
+}
+
+impl ProcessGroup {
+    pub fn new(child: Child) -> Self {
+        let pgid = child
+            .id()
+            .and_then(|id| i32::try_from(id).ok())
+            .map(Pid::from_raw);
+        Self {
+            child: Some(child),
+            pgid,
+        }
+    }
+}
+
+impl Drop for ProcessGroup {
+    fn drop(&mut self) {
+        if let Some(pgid) = self.pgid {
+            // ESRCH (already gone) is the normal case after a crash.
+            let _ = killpg(pgid, Signal::SIGKILL);
+        }
+        if let Some(mut child) = self.child.take() {
+            // Reap the leader so it never lingers as a zombie.
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn(async move {
+                        let _ = child.wait().await;
+                    });
+                }
+                Err(_) => {
+                    let _ = child.start_kill();
+                }
+            }
+        }
+    }
+}
+
+/// Forwards a backend's stderr to the log: bounded lines, at most `STDERR_LINES_PER_SEC` per
+/// second (the rest counted and dropped), yielding between lines — a backend flooding
+/// stderr must not starve the runtime or fill the operator's disk.
+pub async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
+    const MAX_LINE: u64 = 64 * 1024;
+    const MAX_LOGGED: usize = 2048;
+    const STDERR_LINES_PER_SEC: u32 = 50;
+    let mut lines = BufReader::new(stderr);
+    let mut line = Vec::new();
+    let mut window = tokio::time::Instant::now();
+    let (mut logged, mut dropped) = (0u32, 0u64);
+    loop {
+        line.clear();
+        let mut limited = (&mut lines).take(MAX_LINE);
+        match tokio::io::AsyncBufReadExt::read_until(&mut limited, b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        if window.elapsed() >= std::time::Duration::from_secs(1) {
+            if dropped > 0 {
+                tracing::warn!(target: "backend_stderr", backend = %backend, dropped, "stderr lines dropped (rate limit)");
+            }
+            window = tokio::time::Instant::now();
+            (logged, dropped) = (0, 0);
+        }
+        let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LOGGED)]);
+        let text = text.trim_end();
+        if !text.is_empty() {
+            if logged < STDERR_LINES_PER_SEC {
+                logged += 1;
+                tracing::info!(target: "backend_stderr", backend = %backend, "{text}");
+            } else {
+                dropped += 1;
+            }
+        }
+        tokio::task::yield_now().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn command(env: &[(&str, &str)]) -> StdioCommand {
+        StdioCommand {
+            program: "/bin/sh".into(),
+            args: vec![],
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            cwd: None,
+        }
+    }
+
+    #[test]
+    fn child_env_withholds_gateway_secrets() {
+        let parent = [
+            ("PATH", "/usr/bin"),
+            ("GIG_BEARER_TOKEN", "secret"),
+            ("GIG_MASTER_KEY", "secret"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("HOME", "/root"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()));
+        let launcher = StdioLauncher::new("t", command(&[("API_KEY", "declared")]), parent);
+        let env = launcher.child_env();
+        assert_eq!(
+            env.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["API_KEY", "HOME", "PATH"]
+        );
+        assert!(!env.values().any(|v| v == "secret"));
+    }
+
+    #[test]
+    fn declared_env_overrides_inherited() {
+        let parent = [("PATH".to_string(), "/usr/bin".to_string())];
+        let launcher = StdioLauncher::new("t", command(&[("PATH", "/opt/bin")]), parent);
+        assert_eq!(launcher.child_env()["PATH"], "/opt/bin");
+    }
+}

@@ -1,0 +1,194 @@
+//! Supervision: keeps one backend running for the life of the gateway — start, initialize,
+//! fetch its lists (bounded), serve it until it ends, restart with backoff.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rmcp::RoleClient;
+use rmcp::ServiceExt;
+use rmcp::model::PaginatedRequestParams;
+use rmcp::service::{Peer, RunningService};
+use rmcp::transport::async_rw::AsyncRwTransport;
+
+use crate::backend::{Backend, BackendStatus};
+use crate::backend_client::BackendClient;
+use crate::catalog::BackendLists;
+use crate::hub::Hub;
+use crate::stdout_guard::StdoutGuard;
+use crate::sync::write;
+
+/// Restart delays: 250 ms doubling to 30 s; a backend that stayed up a minute starts over.
+const BACKOFF_START: Duration = Duration::from_millis(250);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+const STABLE_AFTER: Duration = Duration::from_secs(60);
+/// Most items accepted from one backend per list kind, and most pages followed.
+const MAX_LIST_ITEMS: usize = 10_000;
+const MAX_LIST_PAGES: usize = 100;
+
+/// Fetches every list a backend declared, bounded in pages and items.
+async fn fetch_lists(peer: &Peer<RoleClient>, max_bytes: usize) -> Result<BackendLists, String> {
+    let capabilities = peer
+        .peer_info()
+        .map(|info| info.capabilities.clone())
+        .unwrap_or_default();
+    let mut lists = BackendLists::default();
+
+    macro_rules! all_pages {
+        ($method:ident, $field:ident) => {{
+            let mut cursor = None;
+            for _page in 0..MAX_LIST_PAGES {
+                let page = peer
+                    .$method(Some(PaginatedRequestParams::default().with_cursor(cursor)))
+                    .await
+                    .map_err(|e| format!("{} failed: {e}", stringify!($method)))?;
+                lists.$field.extend(page.$field);
+                if lists.$field.len() > MAX_LIST_ITEMS {
+                    return Err(format!(
+                        "{} returned more than {MAX_LIST_ITEMS} items",
+                        stringify!($method)
+                    ));
+                }
+                cursor = page.next_cursor;
+                if cursor.is_none() {
+                    break;
+                }
+            }
+            if cursor.is_some() {
+                return Err(format!(
+                    "{} paginated past {MAX_LIST_PAGES} pages",
+                    stringify!($method)
+                ));
+            }
+        }};
+    }
+
+    if capabilities.tools.is_some() {
+        all_pages!(list_tools, tools);
+    }
+    if capabilities.prompts.is_some() {
+        all_pages!(list_prompts, prompts);
+    }
+    if capabilities.resources.is_some() {
+        all_pages!(list_resources, resources);
+        all_pages!(list_resource_templates, resource_templates);
+    }
+    // Every client's list response carries all of this, so one backend's lists together must
+    // fit in one message.
+    let size = json_size(&lists.tools)
+        + json_size(&lists.prompts)
+        + json_size(&lists.resources)
+        + json_size(&lists.resource_templates);
+    if size > max_bytes {
+        return Err(format!(
+            "its lists total {size} bytes, more than the {max_bytes}-byte message limit"
+        ));
+    }
+    Ok(lists)
+}
+
+fn json_size<T: serde::Serialize>(items: &[T]) -> usize {
+    serde_json::to_vec(items).map_or(usize::MAX, |bytes| bytes.len())
+}
+
+/// Keeps one backend running for the life of the gateway.
+pub(crate) async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
+    let mut attempt: u32 = 0;
+    let mut restarts: u32 = 0;
+    loop {
+        *write(&backend.status) = BackendStatus::Starting;
+        let started = Instant::now();
+        let outcome = run_once(&hub, &backend).await;
+        // Whatever happened, this connection is gone: drop out of the catalog.
+        *write(&backend.live) = None;
+        *write(&backend.lists) = None;
+        hub.rebuild_catalog();
+        backend.first_attempt_done.send_replace(true);
+        if backend.stop.is_cancelled() {
+            return;
+        }
+        if started.elapsed() >= STABLE_AFTER {
+            attempt = 0;
+        }
+        let delay = BACKOFF_START
+            .saturating_mul(2u32.saturating_pow(attempt))
+            .min(BACKOFF_MAX);
+        attempt = attempt.saturating_add(1);
+        restarts = restarts.saturating_add(1);
+        tracing::warn!(backend = %backend.name, reason = %outcome, retry_in_ms = delay.as_millis() as u64, "backend down");
+        *write(&backend.status) = BackendStatus::Down {
+            reason: outcome,
+            restarts,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(delay) => {}
+            () = backend.stop.cancelled() => return,
+        }
+    }
+}
+
+/// Starts the backend once and serves it until it ends; returns why it ended.
+async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
+    let limits = &hub.limits;
+    let connection = match backend.launcher.launch().await {
+        Ok(connection) => connection,
+        Err(e) => return e.to_string(),
+    };
+    *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
+    let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
+    let transport = AsyncRwTransport::new_client(reader, connection.writer)
+        .with_max_line_length(limits.max_message_bytes);
+    let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(&hub.subscriptions));
+
+    let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));
+    let running: RunningService<RoleClient, BackendClient> = tokio::select! {
+        result = init => match result {
+            Ok(Ok(running)) => running,
+            Ok(Err(e)) => return format!("initialize failed: {e}"),
+            Err(_) => return format!("no initialize answer within {}s", limits.call_timeout.as_secs()),
+        },
+        () = backend.stop.cancelled() => return "shutting down".into(),
+    };
+    let peer = running.peer().clone();
+    let closed = running.cancellation_token();
+    let mut waiting = std::pin::pin!(running.waiting());
+
+    let mut first = true;
+    let reason = loop {
+        let refreshed = tokio::time::timeout(
+            limits.call_timeout,
+            fetch_lists(&peer, limits.max_message_bytes),
+        )
+        .await;
+        match refreshed {
+            Ok(Ok(mut lists)) => {
+                if let Some(gate) = &hub.gate {
+                    lists.tools = gate.admit(&backend.name, lists.tools).await;
+                }
+                let tools = lists.tools.len();
+                *write(&backend.lists) = Some(lists);
+                *write(&backend.live) = Some(peer.clone());
+                *write(&backend.status) = BackendStatus::Up { tools };
+                hub.rebuild_catalog();
+                if first {
+                    tracing::info!(backend = %backend.name, tools, "backend up");
+                    backend.first_attempt_done.send_replace(true);
+                    first = false;
+                }
+            }
+            Ok(Err(e)) => break format!("listing failed: {e}"),
+            Err(_) => break "listing timed out".to_owned(),
+        }
+        tokio::select! {
+            quit = &mut waiting => break match quit {
+                Ok(reason) => format!("connection ended ({reason:?})"),
+                Err(e) => format!("connection task failed: {e}"),
+            },
+            () = backend.refresh.notified() => continue,
+            () = backend.stop.cancelled() => break "shutting down".to_owned(),
+        }
+    };
+    closed.cancel();
+    // Dropping the guard kills the process group.
+    drop(connection.guard);
+    reason
+}

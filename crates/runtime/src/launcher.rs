@@ -1,0 +1,126 @@
+//! A backend run inside the sandbox: bubblewrap + bootstrap + seccomp, through the same
+//! [`Launcher`] interface as a plain stdio child, so supervision and aggregation do not change.
+
+use std::sync::Arc;
+
+use gig_config::ServerSpec;
+use gig_gateway::launcher::{Connection, LaunchError, LaunchFuture, ToolCallHook, log_stderr};
+use gig_gateway::{Launcher, NamedLauncher, StdioLauncher};
+
+use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime};
+
+/// A servers-file entry asks for a sandbox, but this host cannot give one.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "server {0:?} is declared sandboxed, but the sandbox is unavailable (bubblewrap or bootstrap missing)"
+)]
+pub struct SandboxUnavailable(pub String);
+
+/// Launchers for the backends declared in the servers file. Sandboxed ones need the runtime;
+/// without it a sandboxed declaration is refused (never run unsandboxed by accident).
+pub fn launchers(
+    specs: Vec<ServerSpec>,
+    parent_env: &[(String, String)],
+    sandbox: Option<Arc<SandboxRuntime>>,
+) -> Result<Vec<NamedLauncher>, SandboxUnavailable> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let launcher: Box<dyn Launcher> = match (&spec.sandbox, &sandbox) {
+                (None, _) => Box::new(StdioLauncher::new(
+                    spec.name.clone(),
+                    spec.command,
+                    parent_env.to_vec(),
+                )),
+                (Some(policy), Some(runtime)) => Box::new(SandboxLauncher::new(
+                    spec.name.clone(),
+                    SandboxLaunch {
+                        command: spec.command.clone(),
+                        policy: policy.clone(),
+                        source: ProgramSource::HostPath,
+                    },
+                    runtime.clone(),
+                )),
+                (Some(_), None) => return Err(SandboxUnavailable(spec.name)),
+            };
+            Ok((spec.name, launcher))
+        })
+        .collect()
+}
+
+/// Starts one declared server in a fresh sandbox per (re)start.
+pub struct SandboxLauncher {
+    backend: String,
+    launch: SandboxLaunch,
+    runtime: Arc<SandboxRuntime>,
+}
+
+impl std::fmt::Debug for SandboxLauncher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SandboxLauncher")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl SandboxLauncher {
+    /// Only the declared `env` reaches the server: nothing of the gateway's environment does.
+    pub fn new(
+        backend: impl Into<String>,
+        launch: SandboxLaunch,
+        runtime: Arc<SandboxRuntime>,
+    ) -> Self {
+        Self {
+            backend: backend.into(),
+            launch,
+            runtime,
+        }
+    }
+
+    async fn start(&self) -> Result<Connection, LaunchError> {
+        let mut running = self.runtime.start(&self.backend, &self.launch).await?;
+        let sandbox = &mut running.sandbox;
+        let pipe = |what: &str| LaunchError::Other(format!("sandbox {what} was not piped"));
+        let stdin = sandbox.child.stdin.take().ok_or_else(|| pipe("stdin"))?;
+        let stdout = sandbox.child.stdout.take().ok_or_else(|| pipe("stdout"))?;
+        let stderr = sandbox.child.stderr.take().ok_or_else(|| pipe("stderr"))?;
+        let io = |e: std::io::Error| LaunchError::Other(format!("sandbox stdio: {e}"));
+        let stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
+        let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
+        let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
+        tokio::spawn(log_stderr(self.backend.clone(), stderr));
+        let on_tool_call = running.egress.clone().map(|egress| {
+            std::sync::Arc::new(move |call: Option<String>| egress.set_tool_call(call))
+                as ToolCallHook
+        });
+        Ok(Connection {
+            on_tool_call,
+            reader: Box::pin(stdout),
+            writer: Box::pin(stdin),
+            guard: Box::new(SandboxGuard(Some(running))),
+        })
+    }
+}
+
+impl Launcher for SandboxLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(self.start())
+    }
+}
+
+/// Ends the sandbox when the connection ends. Killing and reaping bubblewrap blocks briefly,
+/// so it happens off the async runtime.
+struct SandboxGuard(Option<RunningSandbox>);
+
+impl Drop for SandboxGuard {
+    fn drop(&mut self) {
+        if let Some(sandbox) = self.0.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(handle) => {
+                    handle.spawn_blocking(move || drop(sandbox));
+                }
+                Err(_) => drop(sandbox),
+            }
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! The host runtime: everything that turns a server declaration or an install into a running,
+//! confined process — the sandbox (bubblewrap + bootstrap + cgroup), its network (a veth pair
+//! to its own egress proxy listener), the data directory's layout, the vault and audit adapters
+//! the proxy needs, and the reconciler that keeps installed servers in step with the store.
+//!
+//! It plugs into the MCP layer only through `gig_gateway::Launcher`: `gig-gateway` knows
+//! nothing of sandboxes, networks or images. It never reads the environment (see `gig-config`)
+//! and never holds a real credential longer than one proxied request (the proxy asks the vault).
+
+#![forbid(unsafe_code)]
+
+pub mod data_dir;
+pub mod installed;
+pub mod launcher;
+pub mod network;
+pub mod sandbox_runtime;
+pub mod vault_and_audit;
+
+pub use launcher::{SandboxLauncher, SandboxUnavailable, launchers};
+pub use network::{NetConfig, NetworkError, SandboxNetwork};
+pub use sandbox_runtime::{
+    ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime, SandboxStartError,
+};
+pub use vault_and_audit::{StoreAudit, VaultSecrets};

@@ -1,0 +1,302 @@
+//! Start-up: the order in which the gateway's parts come up, each only once what it relies on
+//! is there — the vault (a wrong master key stops everything before anything listens), the
+//! sandbox runtime and its network, boot-time installs, the hub with its backends, the
+//! installed-server reconciler — then serving, then [`crate::shutdown`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gig_config::{EgressConfig, Env, GatewayConfig, InstallConfig, StoreConfig};
+use gig_gateway::Hub;
+use gig_gateway::rugpull::FingerprintGate;
+use gig_runtime::{NetConfig, SandboxNetwork, SandboxRuntime, StoreAudit, VaultSecrets, data_dir};
+use gig_secrets::Secrets;
+use gig_store::Store;
+use secrecy::ExposeSecret;
+use tokio_util::sync::CancellationToken;
+
+/// Why the gateway did not start; each names the step and carries its cause.
+#[derive(Debug, thiserror::Error)]
+pub enum BootError {
+    #[error(transparent)]
+    Config(#[from] gig_config::ConfigError),
+    #[error(transparent)]
+    ServersFile(#[from] gig_config::ServersFileError),
+    #[error(transparent)]
+    DataDir(#[from] data_dir::DataDirError),
+    #[error("opening the store: {0}")]
+    Store(#[from] gig_store::StoreError),
+    #[error("opening the vault: {0}")]
+    Vault(#[from] gig_secrets::SecretsError),
+    #[error("GIG_MASTER_KEY: {0}")]
+    MasterKey(#[from] gig_vault::VaultError),
+    #[error("the sandbox: {0}")]
+    Sandbox(#[from] gig_sandbox::Error),
+    #[error(
+        "the sandbox init {0} is missing: build it with `make bootstrap` and set GIG_BOOTSTRAP"
+    )]
+    NoBootstrap(PathBuf),
+    #[error("cannot locate the gigmcp executable: {0}")]
+    NoExecutable(std::io::Error),
+    #[error(
+        "{what}: {blocked} is not reachable by other users, but sandboxes are started as `nobody` and must read {path}: make it traversable (chmod o+x) or move it"
+    )]
+    Unreachable {
+        what: &'static str,
+        blocked: PathBuf,
+        path: PathBuf,
+    },
+    #[error(transparent)]
+    SandboxUnavailable(#[from] gig_runtime::SandboxUnavailable),
+    #[error("installing needs GIG_INDEX_URL (the signed index) and GIG_INDEX_PUBKEYS (its keys)")]
+    InstallsOff,
+    #[error("GIG_INDEX_PUBKEYS: {0}")]
+    IndexKeys(#[from] gig_registry_schema::KeyError),
+    #[error("GIG_INSTALL {reference}: {source}")]
+    Install {
+        reference: String,
+        source: Box<gig_registry::InstallError>,
+    },
+    #[error(transparent)]
+    Installer(Box<gig_registry::InstallError>),
+    #[error(transparent)]
+    Serve(#[from] crate::serve::ServeError),
+}
+
+impl From<gig_registry::InstallError> for BootError {
+    fn from(e: gig_registry::InstallError) -> Self {
+        BootError::Installer(Box::new(e))
+    }
+}
+
+/// Opens the store, creating the data directory first.
+pub async fn open_store(config: &StoreConfig) -> Result<Store, BootError> {
+    data_dir::prepare(&config.data_dir)?;
+    Ok(Store::open(config.database_url.expose_secret()).await?)
+}
+
+/// Opens the store and the vault over it; a wrong master key is refused here.
+pub async fn open_secrets(config: &StoreConfig, env: &dyn Env) -> Result<Secrets, BootError> {
+    let master = master_key(env, "GIG_MASTER_KEY")?;
+    Ok(Secrets::open(open_store(config).await?, &master).await?)
+}
+
+/// The master key named `name` (`GIG_MASTER_KEY`, or `GIG_NEW_MASTER_KEY` for rotation).
+pub fn master_key(env: &dyn Env, name: &'static str) -> Result<gig_vault::MasterKey, BootError> {
+    let hex = gig_config::master_key_hex(env, name)?;
+    Ok(gig_vault::MasterKey::from_hex(hex.expose_secret())?)
+}
+
+/// Runs the gateway until SIGTERM/SIGINT, then shuts down in order.
+pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> {
+    // The vault is checked before anything listens: a wrong key stops the gateway here.
+    let secrets = Arc::new(open_secrets(&config.store, env).await?);
+    tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
+    let specs = match &config.servers_file {
+        Some(path) => gig_config::parse_servers_file(path)?,
+        None => {
+            tracing::warn!("GIG_SERVERS_FILE is not set: no backends");
+            Vec::new()
+        }
+    };
+    let install = InstallConfig::from_env(env)?;
+    // Installed servers always run sandboxed: with installs configured (or already recorded),
+    // the sandbox is required, not optional.
+    let has_installs =
+        install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
+    let sandboxes = if has_installs || specs.iter().any(|s| s.sandbox.is_some()) {
+        Some(Arc::new(
+            sandboxes(&config, env, &secrets, has_installs).await?,
+        ))
+    } else {
+        None
+    };
+    if !install.install.is_empty() {
+        install_at_boot(&config.store, &install, &secrets).await?;
+    }
+    let reserved: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let backends = gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
+    let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
+    let hub = Hub::start_gated(
+        config.limits,
+        backends,
+        CancellationToken::new(),
+        Some(gate.clone()),
+    );
+    tokio::spawn(refresh_approved(hub.clone(), gate));
+    if let Some(runtime) = &sandboxes {
+        let mut current = BTreeMap::new();
+        let store = secrets.store().clone();
+        gig_runtime::installed::reconcile_once(&hub, &store, runtime, &reserved, &mut current)
+            .await;
+        tokio::spawn(gig_runtime::installed::keep_in_step(
+            hub.clone(),
+            store,
+            runtime.clone(),
+            reserved,
+            current,
+        ));
+    }
+    let listener = crate::serve::bind(&config).await?;
+    let served = crate::serve::serve(listener, config, hub, crate::serve::shutdown_signal()).await;
+    let confinement = sandboxes
+        .as_deref()
+        .map(|s| s as &dyn crate::shutdown::Confinement);
+    crate::shutdown::after_serve(confinement, secrets.store()).await;
+    Ok(served?)
+}
+
+/// The sandbox runtime, with networking and the egress proxy when the host allows them.
+async fn sandboxes(
+    config: &GatewayConfig,
+    env: &dyn Env,
+    secrets: &Arc<Secrets>,
+    has_installs: bool,
+) -> Result<SandboxRuntime, BootError> {
+    let bootstrap = existing_bootstrap(env)?;
+    let mut runtime = sandbox_runtime(bootstrap.clone())?;
+    let egress_config = EgressConfig::from_env(env)?;
+    let public = data_dir::public_dir(&config.store.data_dir);
+    data_dir::prepare(&config.store.data_dir)?;
+    if is_root() {
+        for (what, path) in [
+            ("GIG_DATA_DIR", public.clone()),
+            ("GIG_BOOTSTRAP", bootstrap),
+        ] {
+            if let Some(blocked) = data_dir::blocked_for_others(&path) {
+                let why = BootError::Unreachable {
+                    what,
+                    blocked,
+                    path,
+                };
+                // Installed servers always need it; hand-declared ones only for egress.
+                if has_installs || what == "GIG_BOOTSTRAP" {
+                    return Err(why);
+                }
+                tracing::warn!("{why}; sandboxed servers with egress will not start");
+            }
+        }
+    }
+    let audit = Arc::new(StoreAudit::start(secrets.store().clone()));
+    let vault = Arc::new(VaultSecrets(secrets.clone()));
+    let net = NetConfig {
+        pool: egress_config.pool,
+        ..NetConfig::default()
+    };
+    match SandboxNetwork::start(&egress_config, net, &public, vault, audit).await {
+        Ok(network) => {
+            tracing::info!(pool = %egress_config.pool, port = egress_config.proxy_port, "sandbox networking and egress proxy ready");
+            runtime = runtime.with_network(Arc::new(network));
+        }
+        Err(e) => tracing::warn!(
+            "sandbox networking unavailable ({e}): servers whose policy allows egress will not start"
+        ),
+    }
+    Ok(runtime)
+}
+
+async fn install_at_boot(
+    store: &StoreConfig,
+    install: &InstallConfig,
+    secrets: &Arc<Secrets>,
+) -> Result<(), BootError> {
+    let installer = installer(store, install, secrets.clone())?;
+    let index = installer.load_index().await?;
+    tracing::info!(version = index.index().version, "signed index verified");
+    for reference in &install.install {
+        let record = installer
+            .install_from(&index, reference, &|_| {})
+            .await
+            .map_err(|source| BootError::Install {
+                reference: reference.clone(),
+                source: Box::new(source),
+            })?;
+        tracing::info!(server = %record.name, version = %record.version, digest = %record.image_digest, "GIG_INSTALL ready");
+    }
+    Ok(())
+}
+
+/// The installer for `gigmcp install` and `GIG_INSTALL`: the signed index and its keys are
+/// required; extracted images live under the data directory's public part.
+pub fn installer(
+    store: &StoreConfig,
+    install: &InstallConfig,
+    secrets: Arc<Secrets>,
+) -> Result<gig_registry::Installer, BootError> {
+    let (Some(url), Some(keys)) = (&install.index_url, &install.index_pubkeys) else {
+        return Err(BootError::InstallsOff);
+    };
+    let keys = gig_registry_schema::TrustedKeys::parse_list(keys)?;
+    data_dir::prepare(&store.data_dir)?;
+    let installer = gig_registry::Installer::new(
+        secrets.store().clone(),
+        Some(secrets),
+        &data_dir::public_dir(&store.data_dir).join("oci"),
+        url,
+        keys,
+        gig_oci::RegistryOptions {
+            plain_http: install.registry_plain_http,
+            ..Default::default()
+        },
+    )?;
+    Ok(match &install.oci_layout {
+        Some(dir) => installer.with_layout(dir.clone()),
+        None => installer,
+    })
+}
+
+/// Shows a tool again soon after an operator approved its changed definition.
+async fn refresh_approved(hub: Arc<Hub>, gate: Arc<FingerprintGate>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(2));
+    loop {
+        tick.tick().await;
+        for backend in gate.approved_since().await {
+            hub.refresh_backend(&backend);
+        }
+    }
+}
+
+/// The bootstrap binary bound into every sandbox: `GIG_BOOTSTRAP`, else the one installed next
+/// to this executable.
+pub fn bootstrap_path(env: &dyn Env) -> Result<PathBuf, BootError> {
+    if let Some(path) = gig_config::bootstrap_override(env) {
+        return Ok(path);
+    }
+    let exe = std::env::current_exe().map_err(BootError::NoExecutable)?;
+    Ok(exe.with_file_name("bootstrap"))
+}
+
+fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
+    let path = bootstrap_path(env)?;
+    if !path.is_file() {
+        return Err(BootError::NoBootstrap(path));
+    }
+    Ok(path)
+}
+
+/// Bubblewrap, bootstrap and the host's cgroups, detected at start. As root, bubblewrap runs
+/// as `nobody`, so the sandbox's uid maps to an unprivileged host user and RLIMIT_NPROC binds.
+pub fn sandbox_runtime(bootstrap: PathBuf) -> Result<SandboxRuntime, BootError> {
+    let mut spawner = gig_sandbox::BwrapSpawner::detect()?;
+    if is_root() {
+        spawner.host_ids = Some((65534, 65534));
+    }
+    let runtime = SandboxRuntime::new(Arc::new(spawner), bootstrap, "gigmcp");
+    match runtime.describe() {
+        (true, text) => tracing::info!("sandbox limits: {text}"),
+        (false, text) => tracing::warn!("sandbox limits: {text}"),
+    }
+    Ok(runtime)
+}
+
+/// Whether this process runs as root (the owner of `/proc/self`).
+pub fn is_root() -> bool {
+    std::fs::metadata("/proc/self").is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+}
+
+/// The sandbox init for `gigmcp sandbox exec`: present, or a clear error.
+pub fn sandbox_runtime_from_env(env: &dyn Env) -> Result<SandboxRuntime, BootError> {
+    sandbox_runtime(existing_bootstrap(env)?)
+}
