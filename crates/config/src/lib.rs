@@ -129,7 +129,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_WORKER_THREADS",
         default: "1",
-        meaning: "Async runtime threads. 1 runs everything on one thread, which measured fastest on 2 cores shared with backends (see DESIGN.md); raise it on larger machines.",
+        meaning: "Async runtime threads. 1 runs everything on one thread, which measured fastest on 2 cores shared with backends (see docs/design/gateway.md, decision 18); raise it on larger machines.",
     },
     VarDoc {
         name: "GIG_CALL_TIMEOUT_SECS",

@@ -6,9 +6,12 @@
 //!
 //! Links go through netlink (`rtnetlink`); the firewall through `nft -f -` (see `firewall`).
 //! Needs CAP_NET_ADMIN in the host's network namespace ([`check_host`] says what is missing).
-//! This crate never configures the sandbox side (that is `bootstrap`'s job, inside), never
-//! touches links or tables outside its own name prefix and table, and never depends on the
-//! gateway.
+//! The sandbox side (address, default route, `lo` up, IPv6 off) is configured from the host
+//! too, by a short-lived thread that has `setns`'d into the sandbox's netns while bubblewrap is
+//! held at `--block-fd` (see `inside`, and decision 30 in docs/design/sandbox.md): nothing inside
+//! the sandbox could, and the sandbox never holds CAP_NET_ADMIN. `bootstrap` only checks that
+//! `eth0` carries the expected address and exits 76 otherwise. This crate never touches links
+//! or tables outside its own name prefix and table, and never depends on the gateway.
 
 #![forbid(unsafe_code)]
 
