@@ -70,8 +70,8 @@ class Gateway:
         return self.log.read_text(errors="replace")
 
 
-def start_gateway(tmp_path: Path, servers: dict, **env) -> Gateway:
-    port = free_port()
+def start_gateway(tmp_path: Path, servers: dict, port: int | None = None, **env) -> Gateway:
+    port = port or free_port()
     token = secrets.token_hex(24)
     servers_file = tmp_path / "servers.json"
     servers_file.write_text(json.dumps({"mcpServers": servers}))

@@ -9,6 +9,7 @@
 // The one place the process environment is read (clippy.toml bans it everywhere else).
 #![allow(clippy::disallowed_methods)]
 
+mod control_plane;
 mod runtime;
 mod servers;
 
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
+pub use control_plane::{OidcConfig, Role};
 pub use runtime::{EgressConfig, InstallConfig};
 pub use servers::{
     DEFAULT_LIMITS, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
@@ -211,8 +213,47 @@ pub const VARIABLES: &[VarDoc] = &[
         default: "(none)",
         meaning: "Comma-separated IPs/CIDRs every sandboxed server may reach although they are not public (internal services). Loopback, private and link-local destinations are refused otherwise.",
     },
+    VarDoc {
+        name: "GIG_OIDC_ISSUER",
+        default: "(none: control plane off)",
+        meaning: "OpenID Connect issuer for sign-in to `/api` and the dashboard. Unset: every `/api` route answers 503 saying how to enable it; `/mcp` keeps working with the static token.",
+    },
+    VarDoc {
+        name: "GIG_OIDC_CLIENT_ID",
+        default: "(required with GIG_OIDC_ISSUER)",
+        meaning: "The gateway's client id at the identity provider.",
+    },
+    VarDoc {
+        name: "GIG_OIDC_CLIENT_SECRET",
+        default: "(required with GIG_OIDC_ISSUER)",
+        meaning: "The gateway's client secret at the identity provider (never logged).",
+    },
+    VarDoc {
+        name: "GIG_OIDC_REDIRECT_URL",
+        default: "$GIG_PUBLIC_URL/api/auth/callback",
+        meaning: "Where the identity provider sends the browser back; register exactly this URL there.",
+    },
+    VarDoc {
+        name: "GIG_OIDC_SCOPES",
+        default: "openid email profile groups",
+        meaning: "Scopes requested at sign-in (`openid` is always included).",
+    },
+    VarDoc {
+        name: "GIG_OIDC_GROUPS_CLAIM",
+        default: "groups",
+        meaning: "The ID-token claim holding the user's groups (a list of strings).",
+    },
+    VarDoc {
+        name: "GIG_OIDC_ROLE_MAP",
+        default: "(none: everyone is member)",
+        meaning: "Group to role, e.g. `gig-admins=admin,gig-ops=operator,gig-viewers=viewer`; a user in several mapped groups gets the highest role, in none `member`. Roles are set at every sign-in.",
+    },
+    VarDoc {
+        name: "GIG_OIDC_DISCOVERY_TIMEOUT_SECS",
+        default: "10",
+        meaning: "How long the gateway waits for the issuer's discovery document at start before it stops with an error.",
+    },
 ];
-
 /// Reads `name` as a master key: exactly 64 hex characters. The value never appears in an error.
 pub fn master_key_hex(env: &dyn Env, name: &'static str) -> Result<SecretString, ConfigError> {
     let value = env
@@ -243,6 +284,8 @@ pub struct GatewayConfig {
     pub logging: LogConfig,
     pub worker_threads: usize,
     pub limits: Limits,
+    /// OIDC sign-in for `/api`; `None`: the control plane is off.
+    pub oidc: Option<OidcConfig>,
 }
 
 /// Where state lives; all the operator CLI needs besides the master key.
@@ -418,6 +461,7 @@ impl GatewayConfig {
 
         let store = StoreConfig::from_env(env)?;
         let logging = LogConfig::from_env(env)?;
+        let oidc = OidcConfig::from_env(env, &public_url)?;
 
         Ok(Self {
             bearer_token: SecretString::from(token),
@@ -431,6 +475,7 @@ impl GatewayConfig {
             logging,
             worker_threads: positive(env, "GIG_WORKER_THREADS", 1)?,
             limits,
+            oidc,
         })
     }
 }

@@ -63,6 +63,8 @@ pub enum BootError {
     Installer(Box<gig_registry::InstallError>),
     #[error(transparent)]
     Serve(#[from] crate::serve::ServeError),
+    #[error(transparent)]
+    Oidc(#[from] gig_api::OidcError),
 }
 
 impl From<gig_registry::InstallError> for BootError {
@@ -94,6 +96,20 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     // The vault is checked before anything listens: a wrong key stops the gateway here.
     let secrets = Arc::new(open_secrets(&config.store, env).await?);
     tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
+    // The identity provider is asked before any backend starts: an unreachable issuer stops
+    // the gateway here, after GIG_OIDC_DISCOVERY_TIMEOUT_SECS, with its name.
+    let api = match &config.oidc {
+        Some(oidc) => {
+            let discovered = gig_api::Oidc::discover(oidc).await?;
+            tracing::info!(issuer = %oidc.issuer, "control plane on: OIDC sign-in ready");
+            let state = gig_api::ApiState::new(&config, secrets.store().clone(), discovered);
+            Some(Arc::new(state))
+        }
+        None => {
+            tracing::info!("control plane off (GIG_OIDC_ISSUER unset): /api answers 503");
+            None
+        }
+    };
     let specs = match &config.servers_file {
         Some(path) => gig_config::parse_servers_file(path)?,
         None => {
@@ -140,7 +156,8 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         ));
     }
     let listener = crate::serve::bind(&config).await?;
-    let served = crate::serve::serve(listener, config, hub, crate::serve::shutdown_signal()).await;
+    let shutdown = crate::serve::shutdown_signal();
+    let served = crate::serve::serve_with_api(listener, config, hub, api, shutdown).await;
     let confinement = sandboxes
         .as_deref()
         .map(|s| s as &dyn crate::shutdown::Confinement);

@@ -10,11 +10,18 @@ use gig_gateway::Hub;
 use gig_gateway::http::HttpState;
 use tokio_util::sync::CancellationToken;
 
-/// Builds the router. `mcp_shutdown` ends every MCP stream and session when cancelled.
+/// Builds the router. `mcp_shutdown` ends every MCP stream and session when cancelled. With
+/// no control plane (`api` is `None`), every `/api` route says how to turn it on.
 pub fn build(
     config: &GatewayConfig,
     hub: Arc<Hub>,
+    api: Option<Arc<gig_api::ApiState>>,
     mcp_shutdown: CancellationToken,
 ) -> (Router, Arc<HttpState>) {
-    gig_gateway::http::router(config, hub, mcp_shutdown)
+    let (mcp, state) = gig_gateway::http::router(config, hub, mcp_shutdown);
+    let api = match api {
+        Some(api) => gig_api::router(api),
+        None => gig_api::disabled_router(),
+    };
+    (mcp.merge(api), state)
 }

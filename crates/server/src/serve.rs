@@ -45,10 +45,21 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
+    serve_with_api(listener, config, hub, None, shutdown).await
+}
+
+/// Like [`serve`], with the control plane's `/api` on.
+pub async fn serve_with_api(
+    listener: tokio::net::TcpListener,
+    config: GatewayConfig,
+    hub: Arc<Hub>,
+    api: Option<Arc<gig_api::ApiState>>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     gig_runtime::data_dir::prepare(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     let mcp_shutdown = CancellationToken::new();
-    let (router, state) = crate::router::build(&config, hub.clone(), mcp_shutdown.clone());
+    let (router, state) = crate::router::build(&config, hub.clone(), api, mcp_shutdown.clone());
     tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().len(), "gateway listening");
 
     let grace = config.limits.shutdown_grace;

@@ -146,6 +146,29 @@ impl Store {
         Ok(row.into())
     }
 
+    /// Create the user with identity `subject`, or update the email and name of the existing
+    /// one (sign-in refreshes what the identity provider says).
+    pub async fn upsert_user(&self, user: &NewUser<'_>) -> Result<User> {
+        let row: UserRow = on_backend!(self, |pool| {
+            sqlx::query_as(concat!(
+                "INSERT INTO users (subject, email, display_name, created_at)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (subject) DO UPDATE
+                     SET email = excluded.email, display_name = excluded.display_name
+                 RETURNING ",
+                user_columns!()
+            ))
+            .bind(user.subject)
+            .bind(user.email)
+            .bind(user.display_name)
+            .bind(DbTime::now())
+            .fetch_one(pool)
+            .await
+        })
+        .map_err(db_err("upsert_user"))?;
+        Ok(row.into())
+    }
+
     /// The user with row id `id`.
     pub async fn get_user(&self, id: i64) -> Result<Option<User>> {
         let row: Option<UserRow> = on_backend!(self, |pool| {
@@ -238,6 +261,23 @@ impl Store {
         })
         .map_err(db_err("revoke_role"))?;
         Ok(affected > 0)
+    }
+
+    /// Make `role` the user's only role: grant it, then drop every other. Each step leaves a
+    /// valid state, and repeating it converges, so a sign-in interrupted halfway is redone by
+    /// the next one.
+    pub async fn set_only_role(&self, user_id: i64, role: &str) -> Result<()> {
+        self.grant_role(user_id, role).await?;
+        on_backend!(self, |pool| {
+            sqlx::query("DELETE FROM roles WHERE user_id = $1 AND role <> $2")
+                .bind(user_id)
+                .bind(role)
+                .execute(pool)
+                .await
+                .map(|done| done.rows_affected())
+        })
+        .map_err(db_err("set_only_role"))?;
+        Ok(())
     }
 
     /// The roles of `user_id`, sorted.

@@ -754,6 +754,24 @@ mod cases {
             Some(&carol)
         );
         assert_eq!(admin.email.as_deref(), Some("admin@example.com"));
+        // Sign-in refreshes the identity provider's email and name, keeping the row.
+        let refreshed = s
+            .upsert_user(&NewUser {
+                subject: "carol",
+                email: Some("carol@example.com"),
+                display_name: Some("Carol"),
+            })
+            .await
+            .unwrap();
+        assert_eq!(refreshed.id, carol.id);
+        assert_eq!(refreshed.email.as_deref(), Some("carol@example.com"));
+        let carol = refreshed;
+        s.grant_role(carol.id, "viewer").await.unwrap();
+        s.grant_role(carol.id, "operator").await.unwrap();
+        s.set_only_role(carol.id, "member").await.unwrap();
+        assert_eq!(s.list_roles(carol.id).await.unwrap(), ["member"]);
+        s.set_only_role(carol.id, "member").await.unwrap();
+        assert_eq!(s.list_roles(carol.id).await.unwrap(), ["member"]);
         assert_eq!(
             s.list_users().await.unwrap(),
             vec![admin.clone(), carol.clone()]

@@ -1,0 +1,90 @@
+//! One error type for `/api`: `{"error": {"code", "message", "request_id"}}`. The message is
+//! written for the caller and never carries a cause; the cause is logged with the request id.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::StatusCode;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn unauthenticated() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "sign in first: GET /api/auth/login",
+        )
+    }
+
+    pub fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "your role does not allow this",
+        )
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no such {what}"),
+        )
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_request", message)
+    }
+
+    pub fn disabled() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "control_plane_disabled",
+            "the control plane is off: set GIG_OIDC_ISSUER, GIG_OIDC_CLIENT_ID and \
+             GIG_OIDC_CLIENT_SECRET (see docs/configuration.md); /mcp works with the static token",
+        )
+    }
+
+    /// A failure the caller cannot fix: the cause is logged under the request id, never sent.
+    pub fn internal(cause: &dyn std::fmt::Display) -> Self {
+        let error = Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the gateway could not complete this request",
+        );
+        tracing::error!(cause = %cause, "api request failed");
+        error
+    }
+}
+
+impl From<gig_store::StoreError> for ApiError {
+    fn from(e: gig_store::StoreError) -> Self {
+        ApiError::internal(&e)
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let request_id = hex::encode(rand::random::<[u8; 8]>());
+        if self.status.is_server_error() {
+            tracing::warn!(%request_id, code = self.code, "api error");
+        }
+        let body = serde_json::json!({
+            "error": { "code": self.code, "message": self.message, "request_id": request_id }
+        });
+        (self.status, Json(body)).into_response()
+    }
+}

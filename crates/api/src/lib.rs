@@ -1,0 +1,68 @@
+//! The control plane's REST surface, `/api`: OIDC sign-in (authorization code + PKCE, the ID
+//! token verified by `openidconnect`), server-side sessions in the store behind an HttpOnly
+//! cookie, CSRF on every cookie-authenticated change, and one reviewed permission table
+//! ([`rbac`]) that every route must name.
+//!
+//! It owns who the caller is on `/api` and what their role allows; it never accepts a session
+//! cookie on `/mcp` (that router never sees this crate's extractors), never stores a session or
+//! token except as a hash, and never puts a cause into a response body (see [`error`]).
+
+#![forbid(unsafe_code)]
+
+pub mod error;
+pub mod oidc;
+pub mod rbac;
+mod routes;
+pub mod session;
+
+use std::sync::Arc;
+
+use axum::Router;
+use gig_config::GatewayConfig;
+use gig_store::Store;
+
+pub use error::ApiError;
+pub use oidc::{Oidc, OidcError};
+
+/// Everything `/api` handlers share.
+#[derive(Debug)]
+pub struct ApiState {
+    pub store: Store,
+    pub oidc: Oidc,
+    /// `scheme://host[:port]` of `GIG_PUBLIC_URL`: the only `Origin` accepted on changes.
+    pub public_origin: String,
+    /// Cookies carry `Secure` when the public URL is https.
+    pub secure_cookies: bool,
+}
+
+impl ApiState {
+    pub fn new(config: &GatewayConfig, store: Store, oidc: Oidc) -> Self {
+        ApiState {
+            store,
+            oidc,
+            public_origin: config.public_url.origin().ascii_serialization(),
+            secure_cookies: config.public_url.scheme() == "https",
+        }
+    }
+}
+
+/// The `/api` router with the control plane on.
+pub fn router(state: Arc<ApiState>) -> Router {
+    routes::routes().into_router(state)
+}
+
+/// Every `/api` path answers 503 with how to turn the control plane on.
+pub fn disabled_router() -> Router {
+    Router::new()
+        .route("/api", axum::routing::any(disabled))
+        .route("/api/{*rest}", axum::routing::any(disabled))
+}
+
+async fn disabled() -> ApiError {
+    ApiError::disabled()
+}
+
+/// Every route `/api` serves with the permission it requires, for documentation and tests.
+pub fn route_table() -> Vec<(http::Method, &'static str, rbac::Access)> {
+    routes::routes().table()
+}

@@ -1,0 +1,311 @@
+//! Sign-in with the identity provider: authorization code + PKCE (S256) + state + nonce, the ID
+//! token verified (issuer, audience, signature against the provider's published keys, expiry,
+//! nonce) by the `openidconnect` crate. Pending sign-ins live in memory, bound to the browser
+//! that started them by a cookie, for ten minutes, and are used at most once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use gig_config::{OidcConfig, Role};
+use openidconnect::core::{
+    CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
+    CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,
+    CoreJweContentEncryptionAlgorithm, CoreJweKeyManagementAlgorithm, CoreJwsSigningAlgorithm,
+    CoreResponseMode, CoreResponseType, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreSubjectIdentifierType, CoreTokenIntrospectionResponse, CoreTokenType,
+};
+use openidconnect::{
+    AdditionalClaims, AdditionalProviderMetadata, AuthorizationCode, Client, ClientId,
+    ClientSecret, CsrfToken, EmptyExtraTokenFields, EndpointMaybeSet, EndpointNotSet, EndpointSet,
+    IdTokenFields, IssuerUrl, Nonce, PkceCodeChallenge, PkceCodeVerifier, ProviderMetadata,
+    RedirectUrl, Scope, StandardErrorResponse, StandardTokenResponse, TokenResponse as _,
+};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+/// How long a started sign-in may take.
+const PENDING_TTL: Duration = Duration::from_secs(600);
+/// Most sign-ins pending at once (each a few hundred bytes): an unauthenticated flood of
+/// `/api/auth/login` is bounded, and the oldest are dropped first.
+const MAX_PENDING: usize = 10_000;
+
+/// Claims beyond the standard ones (the groups claim is configurable, so it is read by name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExtraClaims {
+    #[serde(flatten)]
+    other: serde_json::Map<String, serde_json::Value>,
+}
+impl AdditionalClaims for ExtraClaims {}
+
+/// `end_session_endpoint` (RP-initiated logout), when the provider has one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LogoutMetadata {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    end_session_endpoint: Option<String>,
+}
+impl AdditionalProviderMetadata for LogoutMetadata {}
+
+type Metadata = ProviderMetadata<
+    LogoutMetadata,
+    CoreAuthDisplay,
+    CoreClientAuthMethod,
+    CoreClaimName,
+    CoreClaimType,
+    CoreGrantType,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJweKeyManagementAlgorithm,
+    CoreJsonWebKey,
+    CoreResponseMode,
+    CoreResponseType,
+    CoreSubjectIdentifierType,
+>;
+type IdFields = IdTokenFields<
+    ExtraClaims,
+    EmptyExtraTokenFields,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm,
+>;
+type GigClient = Client<
+    ExtraClaims,
+    CoreAuthDisplay,
+    CoreGenderClaim,
+    CoreJweContentEncryptionAlgorithm,
+    CoreJsonWebKey,
+    CoreAuthPrompt,
+    StandardErrorResponse<CoreErrorResponseType>,
+    StandardTokenResponse<IdFields, CoreTokenType>,
+    CoreTokenIntrospectionResponse,
+    CoreRevocableToken,
+    CoreRevocationErrorResponse,
+    EndpointSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointNotSet,
+    EndpointMaybeSet,
+    EndpointMaybeSet,
+>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum OidcError {
+    #[error("GIG_OIDC_ISSUER {issuer}: no discovery document within {secs} s")]
+    DiscoveryTimeout { issuer: String, secs: u64 },
+    #[error("GIG_OIDC_ISSUER {issuer}: discovery failed: {reason}")]
+    Discovery { issuer: String, reason: String },
+    #[error("invalid OIDC setting: {0}")]
+    Setting(String),
+    #[error("building the OIDC HTTP client: {0}")]
+    Http(#[from] reqwest::Error),
+    /// The callback was not one this gateway is waiting for (unknown, expired or reused state,
+    /// or another browser's sign-in).
+    #[error("unknown or expired sign-in")]
+    UnknownState,
+    #[error("the identity provider refused the sign-in: {0}")]
+    Refused(String),
+    #[error("the authorization response names another issuer")]
+    WrongIssuer,
+    #[error("exchanging the code: {0}")]
+    Exchange(String),
+    #[error("the ID token failed verification: {0}")]
+    IdToken(String),
+}
+
+/// What the gateway learned about the user from a verified ID token.
+#[derive(Debug, Clone)]
+pub struct SignedIn {
+    /// `issuer#subject`: users are keyed by both, so two providers never share an account.
+    pub identity: String,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    pub groups: Vec<String>,
+    pub role: Role,
+}
+
+#[derive(Debug)]
+struct Pending {
+    browser: String,
+    verifier: String,
+    nonce: String,
+    started: Instant,
+}
+
+/// The relying party: one per gateway, created at start from the provider's discovery document.
+pub struct Oidc {
+    client: GigClient,
+    http: reqwest::Client,
+    config: OidcConfig,
+    end_session: Option<String>,
+    pending: Mutex<HashMap<String, Pending>>,
+}
+
+impl std::fmt::Debug for Oidc {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Oidc")
+            .field("issuer", &self.config.issuer)
+            .finish()
+    }
+}
+
+impl Oidc {
+    /// Fetches the provider's discovery document and keys; gives up after
+    /// `GIG_OIDC_DISCOVERY_TIMEOUT_SECS` with an error that names the issuer.
+    pub async fn discover(config: &OidcConfig) -> Result<Self, OidcError> {
+        // Never follow redirects: a token endpoint that redirects is not trusted with the code.
+        // Each request is bounded; discovery as a whole by the (shorter) timeout below, so an
+        // issuer that never answers is reported as exactly that.
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(config.discovery_timeout + Duration::from_secs(5))
+            .build()?;
+        let issuer = IssuerUrl::new(config.issuer.clone())
+            .map_err(|e| OidcError::Setting(format!("GIG_OIDC_ISSUER: {e}")))?;
+        let metadata = tokio::time::timeout(
+            config.discovery_timeout,
+            Metadata::discover_async(issuer, &http),
+        )
+        .await
+        .map_err(|_| OidcError::DiscoveryTimeout {
+            issuer: config.issuer.clone(),
+            secs: config.discovery_timeout.as_secs(),
+        })?
+        .map_err(|e| OidcError::Discovery {
+            issuer: config.issuer.clone(),
+            reason: error_chain(&e),
+        })?;
+        let end_session = metadata.additional_metadata().end_session_endpoint.clone();
+        let redirect = RedirectUrl::new(config.redirect_url.to_string())
+            .map_err(|e| OidcError::Setting(format!("GIG_OIDC_REDIRECT_URL: {e}")))?;
+        let client = GigClient::from_provider_metadata(
+            metadata,
+            ClientId::new(config.client_id.clone()),
+            Some(ClientSecret::new(
+                config.client_secret.expose_secret().to_owned(),
+            )),
+        )
+        .set_redirect_uri(redirect);
+        Ok(Oidc {
+            client,
+            http,
+            config: config.clone(),
+            end_session,
+            pending: Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// The provider's end-session URL, for logout.
+    pub fn end_session_url(&self) -> Option<&str> {
+        self.end_session.as_deref()
+    }
+
+    /// Starts a sign-in for the browser holding `browser` (a random value in its login
+    /// cookie): returns the provider URL to send it to.
+    pub fn begin(&self, browser: &str) -> String {
+        let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
+        let mut request = self.client.authorize_url(
+            CoreAuthenticationFlow::AuthorizationCode,
+            CsrfToken::new_random,
+            Nonce::new_random,
+        );
+        for scope in self.config.scopes.iter().filter(|s| *s != "openid") {
+            request = request.add_scope(Scope::new(scope.clone()));
+        }
+        let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
+        let mut pending = lock(&self.pending);
+        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
+        if pending.len() >= MAX_PENDING
+            && let Some(oldest) = pending
+                .iter()
+                .min_by_key(|(_, p)| p.started)
+                .map(|(k, _)| k.clone())
+        {
+            pending.remove(&oldest);
+        }
+        pending.insert(
+            state.secret().clone(),
+            Pending {
+                browser: browser.to_owned(),
+                verifier: verifier.secret().clone(),
+                nonce: nonce.secret().clone(),
+                started: Instant::now(),
+            },
+        );
+        url.to_string()
+    }
+
+    /// Finishes a sign-in: the state must be pending for this browser (and is used up whatever
+    /// happens next), `iss` must be the issuer when given (RFC 9207), the code is exchanged
+    /// with the PKCE verifier, and the ID token verified.
+    pub async fn finish(
+        &self,
+        browser: &str,
+        state: &str,
+        code: &str,
+        iss: Option<&str>,
+    ) -> Result<SignedIn, OidcError> {
+        let pending = lock(&self.pending)
+            .remove(state)
+            .filter(|p| p.started.elapsed() < PENDING_TTL)
+            .ok_or(OidcError::UnknownState)?;
+        if !bool::from(subtle::ConstantTimeEq::ct_eq(
+            pending.browser.as_bytes(),
+            browser.as_bytes(),
+        )) {
+            return Err(OidcError::UnknownState);
+        }
+        if iss.is_some_and(|iss| iss != self.config.issuer) {
+            return Err(OidcError::WrongIssuer);
+        }
+        let response = self
+            .client
+            .exchange_code(AuthorizationCode::new(code.to_owned()))
+            .map_err(|e| OidcError::Exchange(e.to_string()))?
+            .set_pkce_verifier(PkceCodeVerifier::new(pending.verifier))
+            .request_async(&self.http)
+            .await
+            .map_err(|e| OidcError::Exchange(error_chain(&e)))?;
+        let id_token = response
+            .id_token()
+            .ok_or_else(|| OidcError::IdToken("the token response has no ID token".into()))?;
+        let claims = id_token
+            .claims(&self.client.id_token_verifier(), &Nonce::new(pending.nonce))
+            .map_err(|e| OidcError::IdToken(error_chain(&e)))?;
+        let groups: Vec<String> = claims
+            .additional_claims()
+            .other
+            .get(&self.config.groups_claim)
+            .and_then(|v| v.as_array())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(SignedIn {
+            identity: format!("{}#{}", self.config.issuer, claims.subject().as_str()),
+            email: claims.email().map(|e| e.as_str().to_owned()),
+            name: claims
+                .name()
+                .and_then(|n| n.get(None))
+                .map(|n| n.as_str().to_owned()),
+            role: self.config.role_for(&groups),
+            groups,
+        })
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// An error with its sources, for logs (never for response bodies).
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
