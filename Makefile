@@ -46,9 +46,10 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-## Direct stdio vs through the gateway vs the load generator's ceiling (release build).
+## Gateway in both protocol eras vs direct stdio vs the generator's ceiling, real SDK clients
+## through the gateway vs direct (release build; fails on a latency floor), then isolation costs.
 bench: peers
-	scripts/bench.sh
+	PEERS=$(PEERS) scripts/bench.sh
 	scripts/bench-isolation.sh
 
 clean:

@@ -1,7 +1,9 @@
 -- wrk script: one stateless MCP 2026-07-28 `tools/call` per request, every response checked.
--- Env: TOKEN (bearer; optional), TOOL (default echo_echo).
+-- Env: TOKEN (bearer; optional), TOOL (default echo_echo), ARG (the argument carrying the text:
+-- default message for echo-mcp; text for echo-stdio).
 local token = os.getenv("TOKEN")
 local tool = os.getenv("TOOL") or "echo_echo"
+local arg = os.getenv("ARG") or "message"
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -11,7 +13,7 @@ wrk.headers["Mcp-Method"] = "tools/call"
 wrk.headers["Mcp-Name"] = tool
 if token then wrk.headers["Authorization"] = "Bearer " .. token end
 wrk.body = '{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"' .. tool ..
-  '","arguments":{"message":"bench"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",' ..
+  '","arguments":{"' .. arg .. '":"bench"},"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28",' ..
   '"io.modelcontextprotocol/clientInfo":{"name":"wrk","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}'
 
 local threads = {}

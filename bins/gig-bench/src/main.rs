@@ -45,9 +45,12 @@ enum Command {
     },
     /// Calls `echo` on a stdio MCP server directly.
     Direct {
-        /// The server's executable (echo-mcp).
+        /// The server's executable (echo-mcp or echo-stdio).
         #[arg(long)]
         server: String,
+        /// The tool argument carrying the text to echo (echo-mcp: `message`, echo-stdio: `text`).
+        #[arg(long, default_value = "message")]
+        arg_name: String,
         #[arg(long, default_value_t = 1)]
         concurrency: usize,
         #[arg(long, default_value_t = 10)]
@@ -87,10 +90,11 @@ async fn main() -> anyhow::Result<()> {
         } => sandbox::run(server, bootstrap, starts, idle).await,
         Command::Direct {
             server,
+            arg_name,
             concurrency,
             seconds,
             warmup_seconds,
-        } => direct(&server, concurrency, seconds, warmup_seconds).await,
+        } => direct(&server, &arg_name, concurrency, seconds, warmup_seconds).await,
         Command::Canned { listen } => canned(&listen).await,
         Command::Vault { iterations } => {
             vault(iterations);
@@ -110,6 +114,10 @@ async fn canned(listen: &str) -> anyhow::Result<()> {
             CANNED,
         )
     });
+    // As on the gateway: a response must never wait for the client's delayed ACK.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await?;
     Ok(())
 }
@@ -122,7 +130,13 @@ fn percentile(sorted: &[u32], p: f64) -> u32 {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
-async fn direct(server: &str, concurrency: usize, seconds: u64, warmup: u64) -> anyhow::Result<()> {
+async fn direct(
+    server: &str,
+    arg_name: &str,
+    concurrency: usize,
+    seconds: u64,
+    warmup: u64,
+) -> anyhow::Result<()> {
     let mut child = tokio::process::Command::new(server)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -136,7 +150,7 @@ async fn direct(server: &str, concurrency: usize, seconds: u64, warmup: u64) -> 
     let peer = client.peer().clone();
 
     let mut arguments = serde_json::Map::new();
-    arguments.insert("message".into(), "bench".into());
+    arguments.insert(arg_name.into(), "bench".into());
     let request = Arc::new(CallToolRequestParams::new("echo").with_arguments(arguments));
 
     let run = |phase: Duration| {
