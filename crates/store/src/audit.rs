@@ -6,7 +6,21 @@ use sqlx::types::Json;
 use crate::Store;
 use crate::codec::DbTime;
 use crate::error::{Result, db_err};
-use crate::model::{AuditEntry, AuditRecord};
+use crate::model::{AuditEntry, AuditQuery, AuditRecord};
+
+/// The LIKE pattern matching every text that starts with `prefix`: `\`, `%` and `_` in the
+/// prefix are escaped with `\` (the statement says `ESCAPE '\'`).
+fn like_prefix(prefix: &str) -> String {
+    let mut pattern = String::with_capacity(prefix.len() + 1);
+    for c in prefix.chars() {
+        if matches!(c, '\\' | '%' | '_') {
+            pattern.push('\\');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    pattern
+}
 
 #[derive(sqlx::FromRow)]
 struct AuditRow {
@@ -66,5 +80,60 @@ impl Store {
         })
         .map_err(db_err("list_recent_audit"))?;
         Ok(rows.into_iter().map(Into::into).collect())
+    }
+
+    /// Records matching `query`, newest first (see [`AuditQuery`] for the filters and paging).
+    pub async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRecord>> {
+        let rows: Vec<AuditRow> = on_backend!(self, |pool| {
+            let mut sql = sqlx::QueryBuilder::new(
+                "SELECT id, at, actor, action, target, result, detail FROM audit_log WHERE TRUE",
+            );
+            if let Some(actor) = query.actor {
+                sql.push(" AND actor = ").push_bind(actor);
+            }
+            // SQLite's LIKE ignores ASCII case, PostgreSQL's does not: the LIKE narrows the rows
+            // (escaped, so `%` and `_` are literal) and the substr comparison makes the match
+            // case-sensitive on both.
+            for (column, prefix) in [
+                ("target", query.target_prefix),
+                ("action", query.action_prefix),
+            ] {
+                if let Some(prefix) = prefix {
+                    sql.push(format_args!(" AND {column} LIKE "))
+                        .push_bind(like_prefix(prefix))
+                        .push(format_args!(" ESCAPE '\\' AND substr({column}, 1, length("))
+                        .push_bind(prefix)
+                        .push(")) = ")
+                        .push_bind(prefix);
+                }
+            }
+            if let Some(since) = query.since {
+                sql.push(" AND at >= ").push_bind(DbTime::from(since));
+            }
+            if let Some(until) = query.until {
+                sql.push(" AND at < ").push_bind(DbTime::from(until));
+            }
+            if let Some(before_id) = query.before_id {
+                sql.push(" AND id < ").push_bind(before_id);
+            }
+            sql.push(" ORDER BY id DESC LIMIT ")
+                .push_bind(i64::from(query.limit));
+            sql.build_query_as().fetch_all(pool).await
+        })
+        .map_err(db_err("list_audit"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::like_prefix;
+
+    #[test]
+    fn like_prefix_escapes_wildcards_and_the_escape() {
+        assert_eq!(like_prefix("tool."), "tool.%");
+        assert_eq!(like_prefix("a_b%c"), "a\\_b\\%c%");
+        assert_eq!(like_prefix("a\\b"), "a\\\\b%");
+        assert_eq!(like_prefix(""), "%");
     }
 }

@@ -208,5 +208,13 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
     }
 }
 
+/// `NotFound` for the `what` keyed by `key`.
+pub(crate) fn not_found(what: &'static str, key: impl ToString) -> StoreError {
+    StoreError::NotFound {
+        what,
+        key: key.to_string(),
+    }
+}
+
 /// Result alias of the store.
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;

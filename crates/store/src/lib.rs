@@ -1,5 +1,5 @@
 //! Persistence for the Gig'MCP gateway: installed servers, vault ciphertext, users and their
-//! sessions, profiles and profile tokens, tool fingerprints, and the append-only audit log.
+//! sessions, profiles, profile and API tokens, tool fingerprints, and the append-only audit log.
 //!
 //! It owns the schema (versioned migrations embedded from `migrations/sqlite` and
 //! `migrations/postgres`, applied at [`Store::open`]) and nothing else: it never sees a plaintext
@@ -60,7 +60,6 @@ macro_rules! on_backend {
     };
 }
 
-mod accounts;
 mod audit;
 mod codec;
 mod credentials;
@@ -69,7 +68,11 @@ mod fingerprints;
 mod index_state;
 mod model;
 mod open;
+mod profiles;
 mod servers;
+mod sessions;
+mod tokens;
+mod users;
 mod vault;
 
 use std::fmt;
@@ -79,9 +82,10 @@ use sqlx::{PgPool, SqlitePool};
 pub use error::{Result, RotateError, StoreError};
 pub use index_state::AcceptedIndexState;
 pub use model::{
-    AuditEntry, AuditRecord, BackendKind, CredentialMeta, CredentialRow, CredentialScope,
-    FingerprintCheck, LoginSession, NewServer, NewSession, NewUser, Profile, ProfileToken,
-    SealedCredential, ServerRecord, ServerState, ToolFingerprint, User, VaultMeta,
+    ApiToken, AuditEntry, AuditQuery, AuditRecord, BackendKind, CredentialMeta, CredentialRow,
+    CredentialScope, FingerprintCheck, LoginSession, NewApiToken, NewProfileToken, NewServer,
+    NewSession, NewUser, Profile, ProfileToken, SealedCredential, ServerRecord, ServerState,
+    ToolFingerprint, User, VaultMeta,
 };
 pub use open::{OpenOptions, redact_url};
 
@@ -150,6 +154,16 @@ mod tests {
         });
         let s = store.clone();
         assert_spawnable(async move { s.record_or_compare_fingerprint("a", "b", "c").await.ok() });
+        let s = store.clone();
+        assert_spawnable(async move {
+            let query = AuditQuery {
+                actor: Some("a"),
+                target_prefix: Some("b"),
+                limit: 1,
+                ..AuditQuery::default()
+            };
+            s.list_audit(&query).await.ok()
+        });
         let s = store;
         assert_spawnable(async move {
             let detail = serde_json::Value::Null;

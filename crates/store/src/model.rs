@@ -307,6 +307,19 @@ pub struct Profile {
     pub updated_at: OffsetDateTime,
 }
 
+/// What [`crate::Store::create_profile_token`] writes. The token itself is never stored.
+#[derive(Clone, Copy, Debug)]
+pub struct NewProfileToken<'a> {
+    /// Hash of the token.
+    pub token_hash: &'a str,
+    /// The profile it opens.
+    pub profile_id: i64,
+    /// A label chosen by the owner (may be empty).
+    pub name: &'a str,
+    /// When the token stops authenticating; `None`: never.
+    pub expires_at: Option<OffsetDateTime>,
+}
+
 /// A bearer token bound to a profile, stored only as its hash.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProfileToken {
@@ -314,8 +327,12 @@ pub struct ProfileToken {
     pub token_hash: String,
     /// The profile it opens.
     pub profile_id: i64,
+    /// Label chosen by the owner (empty for tokens made before labels existed).
+    pub name: String,
     /// Creation time.
     pub created_at: OffsetDateTime,
+    /// When it stops authenticating; `None`: never.
+    pub expires_at: Option<OffsetDateTime>,
     /// Last successful use.
     pub last_used_at: Option<OffsetDateTime>,
     /// Set once revoked; a revoked token never authenticates again.
@@ -323,9 +340,53 @@ pub struct ProfileToken {
 }
 
 impl ProfileToken {
-    /// Not revoked.
-    pub fn is_active(&self) -> bool {
-        self.revoked_at.is_none()
+    /// Not revoked and not expired at `now` (a token expires at `expires_at` exactly).
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|at| now < at)
+    }
+}
+
+/// What [`crate::Store::create_api_token`] writes. The token itself is never stored.
+#[derive(Clone, Copy, Debug)]
+pub struct NewApiToken<'a> {
+    /// Hash of the token.
+    pub token_hash: &'a str,
+    /// The owner; the token acts as this user.
+    pub user_id: i64,
+    /// A label chosen by the owner.
+    pub name: &'a str,
+    /// The role the token acts with: `admin`, `operator`, `member` or `viewer` (the database
+    /// refuses anything else).
+    pub role: &'a str,
+    /// When the token stops authenticating (API tokens always expire).
+    pub expires_at: OffsetDateTime,
+}
+
+/// A bearer token for `/api` automation, stored only as its hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiToken {
+    /// Hash of the token.
+    pub token_hash: String,
+    /// The owner.
+    pub user_id: i64,
+    /// Label chosen by the owner.
+    pub name: String,
+    /// The role the token acts with.
+    pub role: String,
+    /// Creation time.
+    pub created_at: OffsetDateTime,
+    /// When it stops authenticating.
+    pub expires_at: OffsetDateTime,
+    /// Last successful use.
+    pub last_used_at: Option<OffsetDateTime>,
+    /// Set once revoked; a revoked token never authenticates again.
+    pub revoked_at: Option<OffsetDateTime>,
+}
+
+impl ApiToken {
+    /// Not revoked and not expired at `now` (a token expires at `expires_at` exactly).
+    pub fn is_active(&self, now: OffsetDateTime) -> bool {
+        self.revoked_at.is_none() && now < self.expires_at
     }
 }
 
@@ -401,4 +462,26 @@ pub struct AuditRecord {
     pub result: String,
     /// Structured details.
     pub detail: Value,
+}
+
+/// Filters for [`crate::Store::list_audit`]. Every `Some` filter must match; records come newest
+/// first (by id), at most `limit` of them (`limit: 0` returns none).
+///
+/// Paging: pass the smallest id of one page as `before_id` to get the next (older) page.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AuditQuery<'a> {
+    /// Exactly this actor.
+    pub actor: Option<&'a str>,
+    /// Targets starting with this text (case-sensitive; `%` and `_` are literal).
+    pub target_prefix: Option<&'a str>,
+    /// Actions starting with this text (case-sensitive; `%` and `_` are literal).
+    pub action_prefix: Option<&'a str>,
+    /// Records appended at or after this instant.
+    pub since: Option<OffsetDateTime>,
+    /// Records appended strictly before this instant.
+    pub until: Option<OffsetDateTime>,
+    /// Only records with an id below this one (the paging cursor).
+    pub before_id: Option<i64>,
+    /// The most records to return.
+    pub limit: u32,
 }

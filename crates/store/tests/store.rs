@@ -10,8 +10,9 @@
 use std::sync::Arc;
 
 use gig_store::{
-    AuditEntry, BackendKind, CredentialScope, FingerprintCheck, NewServer, NewSession, NewUser,
-    RotateError, SealedCredential, ServerState, Store, StoreError,
+    AuditEntry, AuditQuery, AuditRecord, BackendKind, CredentialScope, FingerprintCheck,
+    NewApiToken, NewProfileToken, NewServer, NewSession, NewUser, RotateError, SealedCredential,
+    ServerState, Store, StoreError,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -19,6 +20,7 @@ use time::{Duration, OffsetDateTime};
 use harness::TestDb;
 
 mod harness {
+    use std::collections::{BTreeMap, BTreeSet};
     use std::future::Future;
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU32, Ordering};
@@ -80,7 +82,7 @@ mod harness {
 
     impl TestDb {
         /// `None`: PostgreSQL is not configured and not required (the test is skipped).
-        async fn create(kind: BackendKind, case: &str) -> Option<TestDb> {
+        pub async fn create(kind: BackendKind, case: &str) -> Option<TestDb> {
             match kind {
                 BackendKind::Sqlite => {
                     let dir = tempfile::tempdir().expect("tempdir");
@@ -183,7 +185,82 @@ mod harness {
             .expect("count")
         }
 
-        async fn cleanup(&self) {
+        /// What the catalog says the schema is (see [`SchemaShape`]).
+        pub async fn shape(&self) -> Result<SchemaShape, sqlx::Error> {
+            type Columns = Vec<(String, String, bool)>; // (table, column, NOT NULL)
+            type Indexes = Vec<(String, String)>; // (table, index)
+            let (columns, indexes): (Columns, Indexes) = match &self.raw {
+                Raw::Sqlite(pool) => {
+                    // A STRICT table's key columns are NOT NULL even where the pragma says 0
+                    // (an INTEGER PRIMARY KEY is the rowid).
+                    let columns = sqlx::query_as(
+                        "SELECT m.name, c.name, c.\"notnull\" <> 0 OR c.pk > 0
+                             FROM sqlite_master AS m, pragma_table_info(m.name) AS c
+                             WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\'
+                               AND m.name <> '_sqlx_migrations'",
+                    )
+                    .fetch_all(pool)
+                    .await?;
+                    // origin 'c': CREATE INDEX. Not the autoindexes behind PRIMARY KEY and
+                    // UNIQUE constraints (origin 'pk' and 'u').
+                    let indexes = sqlx::query_as(
+                        "SELECT m.name, i.name
+                             FROM sqlite_master AS m, pragma_index_list(m.name) AS i
+                             WHERE m.type = 'table' AND m.name <> '_sqlx_migrations'
+                               AND i.origin = 'c'",
+                    )
+                    .fetch_all(pool)
+                    .await?;
+                    (columns, indexes)
+                }
+                Raw::Postgres { pool, .. } => {
+                    let columns = sqlx::query_as(
+                        "SELECT c.table_name::text, c.column_name::text, c.is_nullable = 'NO'
+                             FROM information_schema.columns AS c
+                             JOIN information_schema.tables AS t
+                               ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+                             WHERE c.table_schema = current_schema()
+                               AND t.table_type = 'BASE TABLE'
+                               AND c.table_name <> '_sqlx_migrations'",
+                    )
+                    .fetch_all(pool)
+                    .await?;
+                    // Every index but those PostgreSQL creates, and names, for PRIMARY KEY
+                    // and UNIQUE constraints (`T_pkey`, `T_COLS_key`): SQLite's autoindexes.
+                    // A constraint given its own name (credentials_scope_name) counts: SQLite
+                    // spells it as CREATE UNIQUE INDEX.
+                    let indexes = sqlx::query_as(
+                        "SELECT i.tablename::text, i.indexname::text
+                             FROM pg_indexes AS i
+                             WHERE i.schemaname = current_schema()
+                               AND i.tablename <> '_sqlx_migrations'
+                               AND NOT EXISTS (
+                                   SELECT 1 FROM pg_constraint AS k
+                                   JOIN pg_namespace AS n ON n.oid = k.connamespace
+                                   WHERE n.nspname = i.schemaname AND k.conname = i.indexname
+                                     AND k.contype IN ('p', 'u')
+                                     AND (k.conname LIKE '%\\_pkey' OR k.conname LIKE '%\\_key'))",
+                    )
+                    .fetch_all(pool)
+                    .await?;
+                    (columns, indexes)
+                }
+            };
+            let mut shape = SchemaShape::default();
+            for (table, column, not_null) in columns {
+                shape
+                    .columns
+                    .entry(table)
+                    .or_default()
+                    .insert(column, not_null);
+            }
+            for (table, index) in indexes {
+                shape.indexes.entry(table).or_default().insert(index);
+            }
+            Ok(shape)
+        }
+
+        pub async fn cleanup(&self) {
             self.store.close().await;
             match &self.raw {
                 Raw::Sqlite(pool) => pool.close().await,
@@ -201,6 +278,66 @@ mod harness {
                 }
             }
         }
+    }
+
+    /// A schema as both dialects can state it: per table, each column's name and whether it is
+    /// NOT NULL (types differ by design: INTEGER microseconds vs TIMESTAMPTZ, TEXT vs JSONB), and
+    /// the names of the indexes created explicitly. `_sqlx_migrations` is left out.
+    #[derive(Debug, Default, PartialEq, Eq)]
+    pub struct SchemaShape {
+        /// table -> column -> NOT NULL.
+        pub columns: BTreeMap<String, BTreeMap<String, bool>>,
+        /// table -> index names.
+        pub indexes: BTreeMap<String, BTreeSet<String>>,
+    }
+
+    /// Every difference between two shapes, one line each (empty: equivalent).
+    pub fn shape_diff(
+        (a_name, a): (&str, &SchemaShape),
+        (b_name, b): (&str, &SchemaShape),
+    ) -> Vec<String> {
+        let mut diff = Vec::new();
+        let tables: BTreeSet<_> = a.columns.keys().chain(b.columns.keys()).collect();
+        for table in tables {
+            let (Some(ca), Some(cb)) = (a.columns.get(table), b.columns.get(table)) else {
+                let only = if a.columns.contains_key(table) {
+                    a_name
+                } else {
+                    b_name
+                };
+                diff.push(format!("table {table}: only in {only}"));
+                continue;
+            };
+            let names: BTreeSet<_> = ca.keys().chain(cb.keys()).collect();
+            for column in names {
+                let null = |n: Option<&bool>| match n {
+                    None => "missing",
+                    Some(true) => "NOT NULL",
+                    Some(false) => "nullable",
+                };
+                let (na, nb) = (ca.get(column), cb.get(column));
+                if na != nb {
+                    diff.push(format!(
+                        "column {table}.{column}: {a_name} {}, {b_name} {}",
+                        null(na),
+                        null(nb)
+                    ));
+                }
+            }
+        }
+        let empty = BTreeSet::new();
+        let tables: BTreeSet<_> = a.indexes.keys().chain(b.indexes.keys()).collect();
+        for table in tables {
+            let ia = a.indexes.get(table).unwrap_or(&empty);
+            let ib = b.indexes.get(table).unwrap_or(&empty);
+            for index in ia.difference(ib) {
+                diff.push(format!("index {index} on {table}: only in {a_name}"));
+            }
+            for index in ib.difference(ia) {
+                diff.push(format!("index {index} on {table}: only in {b_name}"));
+            }
+        }
+        diff
     }
 
     /// Run one case against one backend, dropping its PostgreSQL schema even if it panics.
@@ -254,12 +391,35 @@ both_backends!(
     rotate_is_all_or_nothing,
     users_roles_sessions,
     profiles_and_tokens,
+    profiles_rename_and_list_all,
+    profile_tokens_have_names_and_expire,
+    api_tokens_lifecycle,
+    session_impersonation,
     fingerprints_detect_changes,
     index_state_only_moves_forward,
     audit_is_append_only,
+    audit_filters_and_paging,
     newer_schema_is_refused,
     concurrent_writers_lose_nothing,
 );
+
+fn user(subject: &str) -> NewUser<'_> {
+    NewUser {
+        subject,
+        email: None,
+        display_name: None,
+    }
+}
+
+/// An unnamed profile token that never expires (what tokens were before schema 3).
+fn profile_token(token_hash: &str, profile_id: i64) -> NewProfileToken<'_> {
+    NewProfileToken {
+        token_hash,
+        profile_id,
+        name: "",
+        expires_at: None,
+    }
+}
 
 fn global<'a>(server: &'a str) -> CredentialScope<'a> {
     CredentialScope {
@@ -857,7 +1017,9 @@ mod cases {
         .unwrap();
         s.grant_role(carol.id, "user").await.unwrap();
         let profile = s.create_profile(carol.id, "p", &json!({})).await.unwrap();
-        s.create_profile_token("t-carol", profile.id).await.unwrap();
+        s.create_profile_token(&profile_token("t-carol", profile.id))
+            .await
+            .unwrap();
         s.put_credential(&sealed(
             CredentialScope {
                 server: "srv",
@@ -930,15 +1092,21 @@ mod cases {
             Err(StoreError::NotFound { .. })
         ));
 
-        let token = s.create_profile_token("sha256:t1", work.id).await.unwrap();
-        assert!(token.is_active());
+        let token = s
+            .create_profile_token(&profile_token("sha256:t1", work.id))
+            .await
+            .unwrap();
+        assert!(token.is_active(OffsetDateTime::now_utc()));
         assert_eq!(token.last_used_at, None);
+        assert_eq!((token.name.as_str(), token.expires_at), ("", None));
         assert!(matches!(
-            s.create_profile_token("sha256:t1", home.id).await,
+            s.create_profile_token(&profile_token("sha256:t1", home.id))
+                .await,
             Err(StoreError::Conflict { .. })
         ));
         assert!(matches!(
-            s.create_profile_token("sha256:t9", 999_999).await,
+            s.create_profile_token(&profile_token("sha256:t9", 999_999))
+                .await,
             Err(StoreError::MissingReference { .. })
         ));
         let used = s
@@ -959,7 +1127,7 @@ mod cases {
             "revoking twice is a no-op"
         );
         let revoked = s.get_profile_token("sha256:t1").await.unwrap().unwrap();
-        assert!(!revoked.is_active());
+        assert!(!revoked.is_active(OffsetDateTime::now_utc()));
         assert_eq!(
             s.touch_profile_token("sha256:t1").await.unwrap(),
             None,
@@ -974,11 +1142,328 @@ mod cases {
             used.last_used_at
         );
 
-        s.create_profile_token("sha256:t2", work.id).await.unwrap();
+        s.create_profile_token(&profile_token("sha256:t2", work.id))
+            .await
+            .unwrap();
         assert_eq!(s.list_profile_tokens(work.id).await.unwrap().len(), 2);
         assert!(s.delete_profile(work.id).await.unwrap());
         assert!(!s.delete_profile(work.id).await.unwrap());
         assert_eq!(s.get_profile_token("sha256:t2").await.unwrap(), None);
+    }
+
+    pub async fn profiles_rename_and_list_all(db: Arc<TestDb>) {
+        let s = &db.store;
+        let ann = s.create_user(&user("ann")).await.unwrap();
+        let ben = s.create_user(&user("ben")).await.unwrap();
+        let work = s.create_profile(ann.id, "work", &json!({})).await.unwrap();
+        let home = s.create_profile(ann.id, "home", &json!({})).await.unwrap();
+        let bens = s.create_profile(ben.id, "work", &json!({})).await.unwrap();
+
+        assert!(s.rename_profile(work.id, "office").await.unwrap());
+        let renamed = s.get_profile(work.id).await.unwrap().unwrap();
+        assert_eq!(renamed.name, "office");
+        assert_eq!(renamed.created_at, work.created_at);
+        assert!(renamed.updated_at >= work.updated_at);
+        assert!(
+            s.rename_profile(work.id, "office").await.unwrap(),
+            "renaming to its own name is no conflict"
+        );
+        assert!(matches!(
+            s.rename_profile(home.id, "office").await,
+            Err(StoreError::Conflict {
+                op: "rename_profile",
+                ..
+            })
+        ));
+        assert_eq!(s.get_profile(home.id).await.unwrap().unwrap().name, "home");
+        assert!(
+            s.rename_profile(bens.id, "office").await.unwrap(),
+            "names are per user"
+        );
+        assert!(!s.rename_profile(999_999, "x").await.unwrap());
+
+        let all: Vec<_> = s
+            .list_all_profiles()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|p| (p.user_id, p.name))
+            .collect();
+        assert_eq!(
+            all,
+            [
+                (ann.id, "home".to_owned()),
+                (ann.id, "office".to_owned()),
+                (ben.id, "office".to_owned())
+            ]
+        );
+    }
+
+    pub async fn profile_tokens_have_names_and_expire(db: Arc<TestDb>) {
+        let s = &db.store;
+        let owner = s.create_user(&user("owner")).await.unwrap();
+        let profile = s.create_profile(owner.id, "p", &json!({})).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let expiry = now + Duration::hours(1);
+
+        let token = s
+            .create_profile_token(&NewProfileToken {
+                token_hash: "pt-laptop",
+                profile_id: profile.id,
+                name: "laptop",
+                expires_at: Some(expiry),
+            })
+            .await
+            .unwrap();
+        assert_eq!(token.name, "laptop");
+        assert_eq!(token.expires_at, Some(gig_store_normalized(expiry)));
+        assert_eq!(
+            s.get_profile_token("pt-laptop").await.unwrap(),
+            Some(token.clone())
+        );
+        assert!(token.is_active(now));
+        assert!(
+            !token.is_active(gig_store_normalized(expiry)),
+            "expires at expires_at"
+        );
+        assert!(!token.is_active(expiry + Duration::seconds(1)));
+
+        let used = s
+            .touch_profile_token("pt-laptop")
+            .await
+            .unwrap()
+            .expect("active before expiry");
+        let last_used = used.last_used_at.expect("use recorded");
+        assert!(last_used >= token.created_at && last_used < expiry);
+
+        // Expired a moment ago: refused, and the refused touch records nothing.
+        s.create_profile_token(&NewProfileToken {
+            token_hash: "pt-expired",
+            profile_id: profile.id,
+            name: "old laptop",
+            expires_at: Some(OffsetDateTime::now_utc() - Duration::milliseconds(1)),
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            s.touch_profile_token("pt-expired").await.unwrap(),
+            None,
+            "an expired token never authenticates"
+        );
+        let expired = s.get_profile_token("pt-expired").await.unwrap().unwrap();
+        assert_eq!(expired.last_used_at, None);
+        assert!(!expired.is_active(OffsetDateTime::now_utc()));
+
+        // No expiry: active for good, until revoked.
+        let forever = s
+            .create_profile_token(&NewProfileToken {
+                token_hash: "pt-forever",
+                profile_id: profile.id,
+                name: "ci",
+                expires_at: None,
+            })
+            .await
+            .unwrap();
+        let far = now + Duration::days(3650);
+        assert!(forever.is_active(far));
+        assert!(s.touch_profile_token("pt-forever").await.unwrap().is_some());
+        // An expired token can still be revoked (and then stays revoked).
+        assert!(s.revoke_profile_token("pt-expired").await.unwrap());
+
+        // Rows from before schema 3 read back unnamed and without expiry.
+        let created_at = match db.kind() {
+            BackendKind::Sqlite => "0",
+            BackendKind::Postgres => "now()",
+        };
+        db.exec(&format!(
+            "INSERT INTO profile_tokens (token_hash, profile_id, created_at)
+             VALUES ('pt-old', {}, {created_at})",
+            profile.id
+        ))
+        .await
+        .unwrap();
+        let old = s.get_profile_token("pt-old").await.unwrap().unwrap();
+        assert_eq!((old.name.as_str(), old.expires_at), ("", None));
+
+        let mut names: Vec<_> = s
+            .list_profile_tokens(profile.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        names.sort();
+        assert_eq!(names, ["", "ci", "laptop", "old laptop"]);
+    }
+
+    pub async fn api_tokens_lifecycle(db: Arc<TestDb>) {
+        let s = &db.store;
+        let frank = s.create_user(&user("frank")).await.unwrap();
+        let grace = s.create_user(&user("grace")).await.unwrap();
+        let now = OffsetDateTime::now_utc();
+        let expiry = now + Duration::days(30);
+        let new = |token_hash, user_id, role| NewApiToken {
+            token_hash,
+            user_id,
+            name: "ci",
+            role,
+            expires_at: expiry,
+        };
+
+        let token = s
+            .create_api_token(&new("at-1", frank.id, "operator"))
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                token.token_hash.as_str(),
+                token.user_id,
+                token.name.as_str(),
+                token.role.as_str()
+            ),
+            ("at-1", frank.id, "ci", "operator")
+        );
+        assert_eq!(token.expires_at, gig_store_normalized(expiry));
+        assert_eq!((token.last_used_at, token.revoked_at), (None, None));
+        assert!(token.is_active(now));
+        assert_eq!(s.get_api_token("at-1").await.unwrap(), Some(token.clone()));
+        assert_eq!(s.get_api_token("at-none").await.unwrap(), None);
+
+        assert!(matches!(
+            s.create_api_token(&new("at-1", grace.id, "viewer")).await,
+            Err(StoreError::Conflict {
+                op: "create_api_token",
+                ..
+            })
+        ));
+        assert!(matches!(
+            s.create_api_token(&new("at-9", 999_999, "viewer")).await,
+            Err(StoreError::MissingReference {
+                op: "create_api_token",
+                ..
+            })
+        ));
+        for role in ["superuser", "user", "Admin", ""] {
+            assert!(
+                s.create_api_token(&new("at-bad", frank.id, role))
+                    .await
+                    .is_err(),
+                "role {role:?} must be refused"
+            );
+        }
+        assert_eq!(s.get_api_token("at-bad").await.unwrap(), None);
+        for role in ["admin", "member", "viewer"] {
+            let hash = format!("at-{role}");
+            s.create_api_token(&NewApiToken {
+                token_hash: &hash,
+                ..new("", frank.id, role)
+            })
+            .await
+            .unwrap();
+        }
+        s.create_api_token(&new("at-grace", grace.id, "admin"))
+            .await
+            .unwrap();
+        let mut franks: Vec<_> = s
+            .list_api_tokens(frank.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.token_hash)
+            .collect();
+        franks.sort();
+        assert_eq!(franks, ["at-1", "at-admin", "at-member", "at-viewer"]);
+        assert_eq!(s.list_api_tokens(grace.id).await.unwrap().len(), 1);
+        assert!(s.list_api_tokens(999_999).await.unwrap().is_empty());
+
+        let used = s
+            .touch_api_token("at-1", now)
+            .await
+            .unwrap()
+            .expect("active token");
+        assert_eq!(used.last_used_at, Some(gig_store_normalized(now)));
+        assert_eq!(s.get_api_token("at-1").await.unwrap(), Some(used.clone()));
+        assert_eq!(s.touch_api_token("at-none", now).await.unwrap(), None);
+        for late in [gig_store_normalized(expiry), expiry + Duration::seconds(1)] {
+            assert_eq!(
+                s.touch_api_token("at-1", late).await.unwrap(),
+                None,
+                "an expired token never authenticates"
+            );
+        }
+        assert!(!used.is_active(gig_store_normalized(expiry)));
+
+        assert!(
+            !s.revoke_api_token(grace.id, "at-1").await.unwrap(),
+            "only the owner revokes"
+        );
+        assert!(
+            s.touch_api_token("at-1", now).await.unwrap().is_some(),
+            "still active"
+        );
+        assert!(s.revoke_api_token(frank.id, "at-1").await.unwrap());
+        assert!(!s.revoke_api_token(frank.id, "at-1").await.unwrap());
+        assert_eq!(s.touch_api_token("at-1", now).await.unwrap(), None);
+        let revoked = s.get_api_token("at-1").await.unwrap().unwrap();
+        assert!(revoked.revoked_at.is_some());
+        assert!(!revoked.is_active(now));
+
+        // Deleting the owner takes their tokens with them.
+        assert!(s.delete_user(frank.id).await.unwrap());
+        assert_eq!(s.get_api_token("at-admin").await.unwrap(), None);
+        assert_eq!(db.count("api_tokens").await, 1);
+    }
+
+    pub async fn session_impersonation(db: Arc<TestDb>) {
+        let s = &db.store;
+        let admin = s.create_user(&user("admin")).await.unwrap();
+        let bob = s.create_user(&user("bob")).await.unwrap();
+        s.create_session(&NewSession {
+            id_hash: "h-1",
+            user_id: admin.id,
+            impersonating_user_id: None,
+            expires_at: OffsetDateTime::now_utc() + Duration::hours(1),
+        })
+        .await
+        .unwrap();
+        let impersonating = |id| async move {
+            s.get_session(id)
+                .await
+                .unwrap()
+                .expect("session")
+                .impersonating_user_id
+        };
+
+        assert!(
+            s.set_session_impersonation("h-1", Some(bob.id))
+                .await
+                .unwrap()
+        );
+        assert_eq!(impersonating("h-1").await, Some(bob.id));
+        assert!(s.set_session_impersonation("h-1", None).await.unwrap());
+        assert_eq!(impersonating("h-1").await, None);
+        assert!(
+            !s.set_session_impersonation("h-none", Some(bob.id))
+                .await
+                .unwrap()
+        );
+        assert!(matches!(
+            s.set_session_impersonation("h-1", Some(999_999)).await,
+            Err(StoreError::MissingReference {
+                op: "set_session_impersonation",
+                ..
+            })
+        ));
+        assert_eq!(impersonating("h-1").await, None, "unchanged");
+
+        // Deleting the impersonated user ends the session.
+        assert!(
+            s.set_session_impersonation("h-1", Some(bob.id))
+                .await
+                .unwrap()
+        );
+        assert!(s.delete_user(bob.id).await.unwrap());
+        assert_eq!(s.get_session("h-1").await.unwrap(), None);
     }
 
     pub async fn index_state_only_moves_forward(db: Arc<TestDb>) {
@@ -1200,6 +1685,192 @@ mod cases {
         );
     }
 
+    pub async fn audit_filters_and_paging(db: Arc<TestDb>) {
+        let s = &db.store;
+        for (actor, action, target) in [
+            ("alice", "tool.call", "github/search"),
+            ("bob", "tool.call", "github/issues"),
+            ("alice", "egress.request", "CONNECT api.github.com:443"),
+            ("alice", "tool.call", "a_b/x"),
+            ("alice", "tool.call", "axb/y"),
+            ("svc", "Tool.Call", "github/x"),
+            ("alice", "tool.list", "a%c"),
+            ("alice", "tool.call", "abc"),
+            ("alice", "tool.call", "c\\d"),
+            ("alicex", "tool.callx", "GitHub/search"),
+        ] {
+            s.append_audit(&AuditEntry {
+                actor,
+                action,
+                target,
+                result: "ok",
+                detail: &json!({}),
+            })
+            .await
+            .unwrap();
+        }
+        let all = s.list_recent_audit(100).await.unwrap();
+        assert_eq!(all.len(), 10);
+        let everything = AuditQuery {
+            limit: 100,
+            ..AuditQuery::default()
+        };
+        assert_eq!(s.list_audit(&everything).await.unwrap(), all);
+
+        // Each query against the same filter applied here, to the full newest-first list.
+        let check = async |query: AuditQuery<'_>, keep: &(dyn Fn(&AuditRecord) -> bool + Sync)| {
+            let got: Vec<_> = s
+                .list_audit(&query)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|r| r.id)
+                .collect();
+            let want: Vec<_> = all.iter().filter(|r| keep(r)).map(|r| r.id).collect();
+            assert_eq!(got, want, "{query:?}");
+            got.len()
+        };
+        let q = |f: fn(&mut AuditQuery<'static>)| {
+            let mut query = everything;
+            f(&mut query);
+            query
+        };
+
+        assert_eq!(
+            check(q(|q| q.actor = Some("alice")), &|r| r.actor == "alice").await,
+            7
+        );
+        assert_eq!(
+            check(q(|q| q.action_prefix = Some("tool.call")), &|r| {
+                r.action.starts_with("tool.call")
+            })
+            .await,
+            7,
+            "case-sensitive: Tool.Call is not tool.call"
+        );
+        assert_eq!(
+            check(q(|q| q.action_prefix = Some("tool.")), &|r| {
+                r.action.starts_with("tool.")
+            })
+            .await,
+            8
+        );
+        // `_` and `%` in a prefix are literal, not LIKE wildcards.
+        assert_eq!(
+            check(q(|q| q.target_prefix = Some("a_b")), &|r| r.target
+                == "a_b/x")
+            .await,
+            1,
+            "a_b must not match axb"
+        );
+        assert_eq!(
+            check(q(|q| q.target_prefix = Some("a%")), &|r| r.target == "a%c").await,
+            1,
+            "a% must not match abc"
+        );
+        assert_eq!(
+            check(q(|q| q.target_prefix = Some("c\\")), &|r| r.target
+                == "c\\d")
+            .await,
+            1
+        );
+        assert_eq!(
+            check(q(|q| q.target_prefix = Some("github/")), &|r| {
+                r.target.starts_with("github/")
+            })
+            .await,
+            3,
+            "case-sensitive: GitHub/ is not github/"
+        );
+        assert_eq!(
+            check(
+                q(|q| {
+                    q.actor = Some("alice");
+                    q.target_prefix = Some("github/");
+                    q.action_prefix = Some("tool.");
+                }),
+                &|r| r.actor == "alice" && r.target.starts_with("github/"),
+            )
+            .await,
+            1
+        );
+        assert_eq!(
+            check(q(|q| q.target_prefix = Some("")), &|_| true).await,
+            10
+        );
+        assert_eq!(check(q(|q| q.actor = Some("nobody")), &|_| false).await, 0);
+        assert!(
+            s.list_audit(&AuditQuery {
+                limit: 0,
+                ..everything
+            })
+            .await
+            .unwrap()
+            .is_empty()
+        );
+
+        // Time window: since is inclusive, until exclusive.
+        let (since, until) = (all[7].at, all[2].at);
+        let window = AuditQuery {
+            since: Some(since),
+            until: Some(until),
+            ..everything
+        };
+        let n = check(window, &|r| r.at >= since && r.at < until).await;
+        assert!(n >= 1, "at least all[7]");
+        check(
+            AuditQuery {
+                since: Some(since),
+                ..everything
+            },
+            &|r| r.at >= since,
+        )
+        .await;
+        check(
+            AuditQuery {
+                until: Some(until),
+                ..everything
+            },
+            &|r| r.at < until,
+        )
+        .await;
+
+        // Cursor paging: pages of 4 of alice's records, each before the last id seen.
+        let mut pages = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = s
+                .list_audit(&AuditQuery {
+                    actor: Some("alice"),
+                    before_id: cursor,
+                    limit: 4,
+                    ..AuditQuery::default()
+                })
+                .await
+                .unwrap();
+            let Some(last) = page.last() else { break };
+            cursor = Some(last.id);
+            pages.push(page.iter().map(|r| r.id).collect::<Vec<_>>());
+        }
+        assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [4, 3]);
+        let alices: Vec<_> = all
+            .iter()
+            .filter(|r| r.actor == "alice")
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(pages.concat(), alices);
+        let before = all[4].id;
+        check(
+            AuditQuery {
+                before_id: Some(before),
+                action_prefix: Some("tool.call"),
+                ..everything
+            },
+            &|r| r.id < before && r.action.starts_with("tool.call"),
+        )
+        .await;
+    }
+
     pub async fn newer_schema_is_refused(db: Arc<TestDb>) {
         let s = &db.store;
         s.create_user(&NewUser {
@@ -1236,7 +1907,7 @@ mod cases {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99990101000000,
-                    supported: 2
+                    supported: 3
                 }
             ),
             "{err:?}"
@@ -1448,6 +2119,39 @@ mod sqlite_only {
 
 mod postgres_only {
     use super::*;
+
+    /// The two dialects' migrations are kept in step by hand; this catches a table, column,
+    /// NOT NULL or index that only one of them got.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sqlite_and_postgres_schemas_match() {
+        let Some(pg) = TestDb::create(BackendKind::Postgres, "schemas_match").await else {
+            return;
+        };
+        let lite = TestDb::create(BackendKind::Sqlite, "schemas_match")
+            .await
+            .expect("sqlite");
+        let (lite_shape, pg_shape) = (lite.shape().await, pg.shape().await);
+        lite.cleanup().await;
+        pg.cleanup().await;
+        let (lite_shape, pg_shape) = (lite_shape.expect("sqlite"), pg_shape.expect("postgres"));
+
+        let diff = harness::shape_diff(("sqlite", &lite_shape), ("postgres", &pg_shape));
+        assert!(
+            diff.is_empty(),
+            "migrations/sqlite and migrations/postgres disagree:\n  {}",
+            diff.join("\n  ")
+        );
+        // The comparison saw the real schema, not two empty catalogs.
+        assert!(lite_shape.columns.len() >= 11, "{lite_shape:?}");
+        assert_eq!(
+            lite_shape.columns["api_tokens"].get("revoked_at"),
+            Some(&false)
+        );
+        assert_eq!(lite_shape.columns["users"].get("id"), Some(&true));
+        assert!(lite_shape.indexes["audit_log"].contains("audit_log_actor"));
+        assert!(lite_shape.indexes["credentials"].contains("credentials_scope_name"));
+        assert!(!lite_shape.columns.contains_key("_sqlx_migrations"));
+    }
 
     /// Needs no server: the port is closed on purpose.
     #[tokio::test]
