@@ -158,3 +158,53 @@ def sandbox_bins(tmp_path_factory):
         copy.chmod(0o755)
         copies[name] = copy
     return copies
+
+
+# ---------------------------------------------------------------- the control plane
+
+import requests  # noqa: E402
+from oidc import OidcProvider, client, login, user  # noqa: E402
+
+USERS = {
+    "alice": user("u-alice", "alice@example.test", "Alice", ["gig-admins"]),
+    "bob": user("u-bob", "bob@example.test", "Bob", ["gig-viewers"]),
+    "carol": user("u-carol", "carol@example.test", "Carol", []),
+    "dave": user("u-dave", "dave@example.test", "Dave", ["gig-ops"]),
+}
+
+
+@pytest.fixture(scope="module")
+def control_plane(tmp_path_factory):
+    """One provider and one gateway with the control plane on, for the module."""
+    tmp = tmp_path_factory.mktemp("control-plane")
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)
+    gw = start_gateway(
+        tmp,
+        {"echo": echo_server(), "time": time_server()},
+        port=port,
+        GIG_PUBLIC_URL=base,
+        GIG_OIDC_ISSUER=idp.issuer,
+        GIG_OIDC_CLIENT_ID="gig-gateway",
+        GIG_OIDC_CLIENT_SECRET="gig-test-secret",
+        GIG_OIDC_ROLE_MAP="gig-admins=admin,gig-ops=operator,gig-viewers=viewer",
+    )
+    yield idp, gw
+    stop(gw.proc)
+    idp.stop()
+
+
+def signed_in(gw, name: str) -> requests.Session:
+    http = requests.Session()
+    response = login(http, f"{gw.base}/api/auth/login", name)
+    assert response.status_code == 302, response.text
+    assert response.headers["location"] == "/"
+    return http
+
+
+def csrf_headers(gw, http) -> dict:
+    me = http.get(f"{gw.base}/api/me").json()
+    return {"X-CSRF-Token": me["csrf_token"], "Origin": gw.base}
+
+

@@ -13,53 +13,11 @@ from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 import pytest
 import requests
 
-from conftest import echo_server, free_port, start_gateway, stop
-from oidc import OidcProvider, authorize_until_callback, client, login, user
+from conftest import csrf_headers, echo_server, signed_in, start_gateway
+from oidc import authorize_until_callback, login
 
-USERS = {
-    "alice": user("u-alice", "alice@example.test", "Alice", ["gig-admins"]),
-    "bob": user("u-bob", "bob@example.test", "Bob", ["gig-viewers"]),
-    "carol": user("u-carol", "carol@example.test", "Carol", []),
-}
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    """One provider and one gateway with the control plane on, for the module."""
-    tmp = tmp_path_factory.mktemp("control-plane")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)
-    gw = start_gateway(
-        tmp,
-        {"echo": echo_server()},
-        port=port,
-        GIG_PUBLIC_URL=base,
-        GIG_OIDC_ISSUER=idp.issuer,
-        GIG_OIDC_CLIENT_ID="gig-gateway",
-        GIG_OIDC_CLIENT_SECRET="gig-test-secret",
-        GIG_OIDC_ROLE_MAP="gig-admins=admin,gig-ops=operator,gig-viewers=viewer",
-    )
-    yield idp, gw
-    stop(gw.proc)
-    idp.stop()
-
-
-def signed_in(gw, name: str) -> requests.Session:
-    http = requests.Session()
-    response = login(http, f"{gw.base}/api/auth/login", name)
-    assert response.status_code == 302, response.text
-    assert response.headers["location"] == "/"
-    return http
-
-
-def csrf_headers(gw, http) -> dict:
-    me = http.get(f"{gw.base}/api/me").json()
-    return {"X-CSRF-Token": me["csrf_token"], "Origin": gw.base}
-
-
-def test_two_users_in_different_groups_get_different_roles(stack):
-    _, gw = stack
+def test_two_users_in_different_groups_get_different_roles(control_plane):
+    _, gw = control_plane
     alice, bob, carol = (signed_in(gw, n) for n in ("alice", "bob", "carol"))
     roles = {n: s.get(f"{gw.base}/api/me").json() for n, s in [("alice", alice), ("bob", bob), ("carol", carol)]}
     assert roles["alice"]["role"] == "admin"
@@ -74,8 +32,8 @@ def test_two_users_in_different_groups_get_different_roles(stack):
     assert {u["email"]: u["role"] for u in listed}["bob@example.test"] == "viewer"
 
 
-def test_the_session_cookie_is_httponly_samesite_and_rotated_at_login(stack):
-    _, gw = stack
+def test_the_session_cookie_is_httponly_samesite_and_rotated_at_login(control_plane):
+    _, gw = control_plane
     http = requests.Session()
     response = login(http, f"{gw.base}/api/auth/login", "carol")
     cookies = [c for c in response.raw.headers.getlist("Set-Cookie") if c.startswith("gig_session=")]
@@ -92,8 +50,8 @@ def test_the_session_cookie_is_httponly_samesite_and_rotated_at_login(stack):
     assert requests.get(f"{gw.base}/api/me", cookies={"gig_session": second}).status_code == 200
 
 
-def test_logout_ends_the_session_in_the_store_and_names_the_idp_logout(stack):
-    idp, gw = stack
+def test_logout_ends_the_session_in_the_store_and_names_the_idp_logout(control_plane):
+    idp, gw = control_plane
     http = signed_in(gw, "carol")
     token = http.cookies.get("gig_session", domain="127.0.0.1")
     response = http.post(f"{gw.base}/api/auth/logout", headers=csrf_headers(gw, http))
@@ -102,8 +60,8 @@ def test_logout_ends_the_session_in_the_store_and_names_the_idp_logout(stack):
     assert requests.get(f"{gw.base}/api/me", cookies={"gig_session": token}).status_code == 401
 
 
-def test_changes_need_the_csrf_token_and_the_gateways_origin(stack):
-    _, gw = stack
+def test_changes_need_the_csrf_token_and_the_gateways_origin(control_plane):
+    _, gw = control_plane
     http = signed_in(gw, "alice")
     bob_id = next(u["id"] for u in http.get(f"{gw.base}/api/users").json()["users"] if u["email"] == "bob@example.test")
     url = f"{gw.base}/api/users/{bob_id}/role"
@@ -122,8 +80,8 @@ def test_changes_need_the_csrf_token_and_the_gateways_origin(stack):
     assert any(r["action"] == "user.role_changed" and "alice@example.test" in r["actor"] for r in records)
 
 
-def test_a_non_admin_cannot_change_roles_even_with_a_valid_csrf_token(stack):
-    _, gw = stack
+def test_a_non_admin_cannot_change_roles_even_with_a_valid_csrf_token(control_plane):
+    _, gw = control_plane
     http = signed_in(gw, "carol")
     me = http.get(f"{gw.base}/api/me").json()
     response = http.put(f"{gw.base}/api/users/{me['user']['id']}/role", json={"role": "admin"},
@@ -132,8 +90,8 @@ def test_a_non_admin_cannot_change_roles_even_with_a_valid_csrf_token(stack):
     assert http.get(f"{gw.base}/api/me").json()["role"] == "member"
 
 
-def test_tampered_or_unknown_cookies_are_not_sessions(stack):
-    _, gw = stack
+def test_tampered_or_unknown_cookies_are_not_sessions(control_plane):
+    _, gw = control_plane
     http = signed_in(gw, "carol")
     token = http.cookies.get("gig_session", domain="127.0.0.1")
     flipped = ("0" if token[0] != "0" else "1") + token[1:]
@@ -144,16 +102,16 @@ def test_tampered_or_unknown_cookies_are_not_sessions(stack):
         assert body["code"] == "unauthenticated" and body["request_id"]
 
 
-def test_the_session_cookie_is_never_accepted_on_mcp(stack):
-    _, gw = stack
+def test_the_session_cookie_is_never_accepted_on_mcp(control_plane):
+    _, gw = control_plane
     http = signed_in(gw, "alice")
     response = http.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                          headers={"Accept": "application/json, text/event-stream"})
     assert response.status_code == 401
 
 
-def test_a_wrong_state_or_another_browser_cannot_finish_a_sign_in(stack):
-    _, gw = stack
+def test_a_wrong_state_or_another_browser_cannot_finish_a_sign_in(control_plane):
+    _, gw = control_plane
     http = requests.Session()
     callback = authorize_until_callback(http, f"{gw.base}/api/auth/login", "carol")
     parts = urlparse(callback)
@@ -168,8 +126,8 @@ def test_a_wrong_state_or_another_browser_cannot_finish_a_sign_in(stack):
     assert "gig_session" not in other.cookies
 
 
-def test_a_replayed_code_is_refused(stack):
-    _, gw = stack
+def test_a_replayed_code_is_refused(control_plane):
+    _, gw = control_plane
     http = requests.Session()
     callback = authorize_until_callback(http, f"{gw.base}/api/auth/login", "carol")
     first = http.get(callback, allow_redirects=False)
@@ -182,8 +140,8 @@ def test_a_replayed_code_is_refused(stack):
 
 
 @pytest.mark.parametrize("mode", ["aud", "iss", "nonce", "expired", "signature"])
-def test_a_hostile_id_token_is_refused(stack, mode):
-    idp, gw = stack
+def test_a_hostile_id_token_is_refused(control_plane, mode):
+    idp, gw = control_plane
     idp.set_hostile(mode)
     try:
         http = requests.Session()

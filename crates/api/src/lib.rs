@@ -9,8 +9,11 @@
 
 #![forbid(unsafe_code)]
 
+pub mod call_audit;
 pub mod error;
 pub mod oidc;
+pub mod profile_tokens;
+mod profiles;
 pub mod rbac;
 mod routes;
 pub mod session;
@@ -29,6 +32,10 @@ pub use oidc::{Oidc, OidcError};
 pub struct ApiState {
     pub store: Store,
     pub oidc: Oidc,
+    /// Resolves profile tokens on `/mcp` (cached; revocations seen within a second).
+    pub profile_tokens: Arc<profile_tokens::ProfileTokens>,
+    /// Records every `tools/call` into the audit log.
+    pub call_audit: Arc<call_audit::StoreCallAudit>,
     /// `scheme://host[:port]` of `GIG_PUBLIC_URL`: the only `Origin` accepted on changes.
     pub public_origin: String,
     /// Cookies carry `Secure` when the public URL is https.
@@ -36,8 +43,11 @@ pub struct ApiState {
 }
 
 impl ApiState {
+    /// Starts the call-audit writer: call from within the runtime.
     pub fn new(config: &GatewayConfig, store: Store, oidc: Oidc) -> Self {
         ApiState {
+            profile_tokens: Arc::new(profile_tokens::ProfileTokens::new(store.clone())),
+            call_audit: Arc::new(call_audit::StoreCallAudit::start(store.clone())),
             store,
             oidc,
             public_origin: config.public_url.origin().ascii_serialization(),

@@ -25,6 +25,8 @@ pub enum Permission {
     ManageUsers,
     /// Read the audit log.
     ViewAudit,
+    /// Make profiles of tools and tokens for them (one's own only).
+    UseProfiles,
 }
 
 /// One rule: the least role that holds `permission`, and why.
@@ -55,6 +57,11 @@ const RULES: &[Rule] = &[
         least: Role::Operator,
         reason: "the log names every user's actions; operators investigate, members do not",
     },
+    Rule {
+        permission: Permission::UseProfiles,
+        least: Role::Member,
+        reason: "a profile token is a credential to call tools; viewers look, members use",
+    },
 ];
 
 /// Whether `role` holds `permission`.
@@ -81,6 +88,7 @@ mod tests {
             Permission::ViewUsers,
             Permission::ManageUsers,
             Permission::ViewAudit,
+            Permission::UseProfiles,
         ] {
             assert_eq!(
                 RULES.iter().filter(|r| r.permission == p).count(),

@@ -6,20 +6,20 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{MethodRouter, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use axum::{Extension, Json, Router};
 use gig_config::Role;
 use gig_store::{AuditEntry, NewSession, NewUser};
 use http::{HeaderMap, Method, StatusCode, header};
 use serde::Deserialize;
 
-use crate::ApiState;
 use crate::error::ApiError;
 use crate::rbac::{Access, Permission, allows};
 use crate::session::{
     Caller, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, caller, check_csrf, cookie, random_token,
     set_cookie, token_hash,
 };
+use crate::{ApiState, profiles};
 
 type Handler = MethodRouter<Arc<ApiState>>;
 
@@ -84,6 +84,54 @@ pub(crate) fn routes() -> Routes {
             "/api/audit",
             Requires(Permission::ViewAudit),
             get(audit_handler),
+        )
+        .add(
+            Method::GET,
+            "/api/profiles",
+            Requires(Permission::UseProfiles),
+            get(profiles::list),
+        )
+        .add(
+            Method::POST,
+            "/api/profiles",
+            Requires(Permission::UseProfiles),
+            post(profiles::create),
+        )
+        .add(
+            Method::GET,
+            "/api/profiles/{id}",
+            Requires(Permission::UseProfiles),
+            get(profiles::get_one),
+        )
+        .add(
+            Method::PUT,
+            "/api/profiles/{id}",
+            Requires(Permission::UseProfiles),
+            put(profiles::update),
+        )
+        .add(
+            Method::DELETE,
+            "/api/profiles/{id}",
+            Requires(Permission::UseProfiles),
+            delete(profiles::delete),
+        )
+        .add(
+            Method::POST,
+            "/api/profiles/{id}/tokens",
+            Requires(Permission::UseProfiles),
+            post(profiles::create_token),
+        )
+        .add(
+            Method::GET,
+            "/api/profiles/{id}/tokens",
+            Requires(Permission::UseProfiles),
+            get(profiles::list_tokens),
+        )
+        .add(
+            Method::DELETE,
+            "/api/profiles/{id}/tokens/{token_id}",
+            Requires(Permission::UseProfiles),
+            delete(profiles::revoke_token),
         )
 }
 
@@ -334,14 +382,14 @@ async fn audit_list(
 
 use audit_list as audit_handler;
 
-fn user_label(user: &gig_store::User) -> String {
+pub(crate) fn user_label(user: &gig_store::User) -> String {
     match &user.email {
         Some(email) => format!("user:{}:{email}", user.id),
         None => format!("user:{}", user.id),
     }
 }
 
-async fn audit(
+pub(crate) async fn audit(
     state: &ApiState,
     actor: &str,
     action: &str,

@@ -24,24 +24,29 @@ use rmcp::service::{NotificationContext, RequestContext, SubscriptionContext};
 use rmcp::{RoleServer, ServerHandler};
 use tokio::sync::broadcast;
 
+use crate::audit::{CallRecord, CallRecorder};
 use crate::backend::Backend;
 use crate::catalog::{expose_contents_uri, resource_origin};
 use crate::hub::{Hub, ListChange};
+use crate::profile::Principal;
 
 /// The handler rmcp instantiates per session (initialize era) or per request (2026-07-28).
 /// Cheap to create: it is one `Arc`.
 #[derive(Debug, Clone)]
 pub struct Aggregator {
     hub: Arc<Hub>,
+    /// Where every `tools/call` is recorded (principal, profile, tool, outcome, duration).
+    recorder: Option<Arc<dyn CallRecorder>>,
     /// Set once this session's list-change relay runs: a client repeating
     /// `notifications/initialized` must not start another.
     relaying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Aggregator {
-    pub fn new(hub: Arc<Hub>) -> Self {
+    pub fn new(hub: Arc<Hub>, recorder: Option<Arc<dyn CallRecorder>>) -> Self {
         Self {
             hub,
+            recorder,
             relaying: Arc::default(),
         }
     }
@@ -53,6 +58,24 @@ impl Aggregator {
     }
 }
 
+/// The caller the HTTP layer authenticated. Missing means the request did not come through
+/// the authenticating router: it sees nothing (fail closed).
+fn principal(context: &RequestContext<RoleServer>) -> Result<Principal, ErrorData> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.extensions.get::<Principal>())
+        .cloned()
+        .ok_or_else(|| ErrorData::invalid_request("unauthenticated request", None))
+}
+
+fn not_in_profile(what: &str, name: &str) -> ErrorData {
+    ErrorData::invalid_params(
+        format!("{what} {name:?} is not in this profile"),
+        Some(serde_json::json!({ "reason": "not_in_profile" })),
+    )
+}
+
 impl Aggregator {
     /// Resolves a subscription's exposed URI to its backend, the backend's URI, and the
     /// session asking (subscriptions exist only in initialize-era sessions).
@@ -61,6 +84,11 @@ impl Aggregator {
         exposed: &str,
         context: &RequestContext<RoleServer>,
     ) -> Result<(Arc<Backend>, String, String), ErrorData> {
+        if let Principal::Profile(view) = principal(context)?
+            && !view.admits_resource(exposed)
+        {
+            return Err(not_in_profile("resource", exposed));
+        }
         let unknown =
             || ErrorData::resource_not_found(format!("unknown resource {exposed:?}"), None);
         let (backend_name, uri) = resource_origin(exposed).ok_or_else(unknown)?;
@@ -145,12 +173,14 @@ impl ServerHandler for Aggregator {
     async fn list_tools(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
         let catalog = self.hub.catalog();
-        Ok(ListToolsResult::with_all_items(
-            catalog.tools.values().map(|r| r.exposed.clone()).collect(),
-        ))
+        let tools = match principal(&context)? {
+            Principal::Operator => catalog.tools.values().map(|r| r.exposed.clone()).collect(),
+            Principal::Profile(view) => view.tools(&catalog),
+        };
+        Ok(ListToolsResult::with_all_items(tools))
     }
 
     async fn call_tool(
@@ -158,16 +188,34 @@ impl ServerHandler for Aggregator {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
+        let caller = principal(&context)?;
         let catalog = self.hub.catalog();
-        let routed = catalog.tools.get(request.name.as_ref()).ok_or_else(|| {
-            ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None)
-        })?;
+        let routed = match &caller {
+            Principal::Operator => catalog.tools.get(request.name.as_ref()).ok_or_else(|| {
+                ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None)
+            })?,
+            Principal::Profile(view) => view
+                .resolve_tool(&catalog, &request.name)
+                .map_err(|_| not_in_profile("tool", &request.name))?,
+        };
         let backend = self.backend(&routed.origin.backend)?;
+        let shown = request.name.to_string();
         let mut forwarded = request;
         forwarded.name = routed.origin.item.clone().into();
         forwarded.meta = None;
         let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
-        match backend.forward(request, &context, &self.hub.limits).await? {
+        let started = std::time::Instant::now();
+        let answer = backend.forward(request, &context, &self.hub.limits).await;
+        if let Some(recorder) = &self.recorder {
+            recorder.record(CallRecord::new(
+                &caller,
+                shown,
+                &routed.origin,
+                &answer,
+                started.elapsed(),
+            ));
+        }
+        match answer? {
             ServerResult::CallToolResult(mut result) => {
                 result.result_type = Some(complete(result.result_type));
                 Ok(CallToolResponse::Complete(result))
@@ -183,16 +231,18 @@ impl ServerHandler for Aggregator {
     async fn list_prompts(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListPromptsResult, ErrorData> {
         let catalog = self.hub.catalog();
-        Ok(ListPromptsResult::with_all_items(
-            catalog
+        let prompts = match principal(&context)? {
+            Principal::Operator => catalog
                 .prompts
                 .values()
                 .map(|r| r.exposed.clone())
                 .collect(),
-        ))
+            Principal::Profile(view) => view.prompts(&catalog),
+        };
+        Ok(ListPromptsResult::with_all_items(prompts))
     }
 
     async fn get_prompt(
@@ -201,6 +251,11 @@ impl ServerHandler for Aggregator {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let catalog = self.hub.catalog();
+        if let Principal::Profile(view) = principal(&context)?
+            && !view.admits_prompt(&catalog, &request.name)
+        {
+            return Err(not_in_profile("prompt", &request.name));
+        }
         let routed = catalog.prompts.get(&request.name).ok_or_else(|| {
             ErrorData::invalid_params(format!("unknown prompt {:?}", request.name), None)
         })?;
@@ -224,21 +279,33 @@ impl ServerHandler for Aggregator {
     async fn list_resources(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        Ok(ListResourcesResult::with_all_items(
-            self.hub.catalog().resources.clone(),
-        ))
+        let catalog = self.hub.catalog();
+        let resources = match principal(&context)? {
+            Principal::Operator => catalog.resources.clone(),
+            Principal::Profile(view) => view.resources(&catalog),
+        };
+        Ok(ListResourcesResult::with_all_items(resources))
     }
 
     async fn list_resource_templates(
         &self,
         _request: Option<PaginatedRequestParams>,
-        _context: RequestContext<RoleServer>,
+        context: RequestContext<RoleServer>,
     ) -> Result<ListResourceTemplatesResult, ErrorData> {
-        Ok(ListResourceTemplatesResult::with_all_items(
-            self.hub.catalog().resource_templates.clone(),
-        ))
+        let templates = match principal(&context)? {
+            Principal::Operator => self.hub.catalog().resource_templates.clone(),
+            Principal::Profile(view) => self
+                .hub
+                .catalog()
+                .resource_templates
+                .iter()
+                .filter(|t| view.admits_resource(&t.uri_template))
+                .cloned()
+                .collect(),
+        };
+        Ok(ListResourceTemplatesResult::with_all_items(templates))
     }
 
     async fn read_resource(
@@ -246,6 +313,11 @@ impl ServerHandler for Aggregator {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
+        if let Principal::Profile(view) = principal(&context)?
+            && !view.admits_resource(&request.uri)
+        {
+            return Err(not_in_profile("resource", &request.uri));
+        }
         let (backend_name, uri) = resource_origin(&request.uri).ok_or_else(|| {
             ErrorData::resource_not_found(format!("unknown resource {:?}", request.uri), None)
         })?;

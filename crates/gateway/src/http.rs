@@ -21,16 +21,33 @@ use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, Stream
 use tokio_util::sync::CancellationToken;
 
 use crate::aggregator::Aggregator;
+use crate::audit::CallRecorder;
 use crate::backend::BackendStatus;
 use crate::hub::Hub;
+use crate::profile::Principal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Resolves a bearer token that is not the static one (a profile token) to its principal;
+/// `None` refuses it. Called on every such request: implementations cache (and must still see
+/// a revocation within seconds).
+pub trait PrincipalResolver: Send + Sync + std::fmt::Debug {
+    fn resolve<'a>(&'a self, token: &'a str) -> futures::future::BoxFuture<'a, Option<Principal>>;
+}
+
+/// What `/mcp` needs beyond the hub: other principals than the operator, and the call audit.
+#[derive(Debug, Clone, Default)]
+pub struct McpExtras {
+    pub resolver: Option<Arc<dyn PrincipalResolver>>,
+    pub recorder: Option<Arc<dyn CallRecorder>>,
+}
 
 /// State shared by the middleware and the health endpoints.
 #[derive(Debug)]
 pub struct HttpState {
     pub hub: Arc<Hub>,
     pub auth: StaticBearer,
+    pub resolver: Option<Arc<dyn PrincipalResolver>>,
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
@@ -96,6 +113,7 @@ fn allowed_hosts_and_origins(config: &GatewayConfig) -> (Vec<String>, Vec<String
 pub fn router(
     config: &GatewayConfig,
     hub: Arc<Hub>,
+    extras: McpExtras,
     mcp_shutdown: CancellationToken,
 ) -> (Router, Arc<HttpState>) {
     let mut sessions = LocalSessionManager::default();
@@ -113,8 +131,9 @@ pub fn router(
         .with_json_response(true)
         .with_cancellation_token(mcp_shutdown);
     let factory_hub = hub.clone();
+    let recorder = extras.recorder.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(Aggregator::new(factory_hub.clone())),
+        move || Ok(Aggregator::new(factory_hub.clone(), recorder.clone())),
         sessions.clone(),
         mcp_config,
     );
@@ -122,6 +141,7 @@ pub fn router(
     let state = Arc::new(HttpState {
         hub,
         auth: StaticBearer::new(&config.bearer_token),
+        resolver: extras.resolver.clone(),
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
@@ -172,13 +192,25 @@ async fn refuse_when_draining(
     Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
+/// The static token is the operator; any other bearer token goes to the resolver (profile
+/// tokens). Cookies are never read here.
 async fn authenticate(
     State(state): State<Arc<HttpState>>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    match state.auth.check(request.headers()) {
-        Ok(()) => next.run(request).await,
+    let principal = match state.auth.check(request.headers()) {
+        Ok(()) => Ok(Principal::Operator),
+        Err(rejection) => match (&state.resolver, bearer(request.headers())) {
+            (Some(resolver), Some(token)) => resolver.resolve(token).await.ok_or(rejection),
+            _ => Err(rejection),
+        },
+    };
+    match principal {
+        Ok(principal) => {
+            request.extensions_mut().insert(principal);
+            next.run(request).await
+        }
         Err(rejection) => {
             let mut response = (
                 StatusCode::UNAUTHORIZED,
@@ -192,6 +224,16 @@ async fn authenticate(
             response
         }
     }
+}
+
+fn bearer(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
 /// Refuses to open a new initialize-era session beyond the configured cap.

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod aggregator;
+pub mod audit;
 pub mod backend;
 mod backend_client;
 pub mod catalog;
@@ -17,6 +18,7 @@ pub mod http;
 pub mod hub;
 pub mod launcher;
 pub mod naming;
+pub mod profile;
 pub mod rugpull;
 pub mod stdout_guard;
 mod subscriptions;

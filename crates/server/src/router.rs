@@ -18,7 +18,14 @@ pub fn build(
     api: Option<Arc<gig_api::ApiState>>,
     mcp_shutdown: CancellationToken,
 ) -> (Router, Arc<HttpState>) {
-    let (mcp, state) = gig_gateway::http::router(config, hub, mcp_shutdown);
+    let extras = match &api {
+        Some(api) => gig_gateway::http::McpExtras {
+            resolver: Some(api.profile_tokens.clone()),
+            recorder: Some(api.call_audit.clone()),
+        },
+        None => gig_gateway::http::McpExtras::default(),
+    };
+    let (mcp, state) = gig_gateway::http::router(config, hub, extras, mcp_shutdown);
     let api = match api {
         Some(api) => gig_api::router(api),
         None => gig_api::disabled_router(),
