@@ -18,6 +18,7 @@ mod addr;
 mod audit;
 mod ca;
 mod framing;
+mod phases;
 mod proxy;
 mod resolve;
 mod scan;
