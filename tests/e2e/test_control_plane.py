@@ -6,12 +6,15 @@ use the provider's test modes, which re-sign the ID token with one claim wrong (
 key), so each refusal is for exactly the check it names.
 """
 
+import json
 import socket
 import threading
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
 
 import pytest
 import requests
+
+import requests  # noqa: F811
 
 from conftest import csrf_headers, echo_server, signed_in, start_gateway
 from oidc import authorize_until_callback, login
@@ -195,3 +198,107 @@ def test_an_unreachable_issuer_stops_the_gateway_after_the_discovery_timeout(tmp
         for conn in held:
             conn.close()
         silent.close()
+
+
+def user_id(gw, admin, email: str) -> int:
+    return next(u["id"] for u in admin.get(f"{gw.base}/api/users").json()["users"] if u["email"] == email)
+
+
+def test_impersonation_gives_exactly_the_targets_permissions_and_is_audited_with_both(control_plane):
+    _, gw = control_plane
+    bob = signed_in(gw, "bob")  # make sure bob exists (viewer)
+    bob.get(f"{gw.base}/api/me")
+    admin = signed_in(gw, "alice")
+    bob_id = user_id(gw, admin, "bob@example.test")
+    started = admin.post(f"{gw.base}/api/impersonation", json={"user": bob_id}, headers=csrf_headers(gw, admin))
+    assert started.status_code == 200, started.text
+    me = admin.get(f"{gw.base}/api/me")
+    assert me.headers["X-Gig-Impersonating"] == str(bob_id)
+    body = me.json()
+    assert body["user"]["email"] == "bob@example.test" and body["role"] == "viewer"
+    assert body["impersonating"]["real_user"]["email"] == "alice@example.test"
+    # Exactly bob's permissions: no user list, no audit, no role changes, no profiles.
+    for method, path, payload in (("GET", "/api/users", None), ("GET", "/api/audit", None),
+                                  ("PUT", f"/api/users/{bob_id}/role", {"role": "admin"}),
+                                  ("POST", "/api/profiles", {"name": "x", "tools": []})):
+        r = admin.request(method, f"{gw.base}{path}", json=payload, headers=csrf_headers(gw, admin))
+        assert r.status_code == 403, (method, path, r.text)
+        assert r.headers["X-Gig-Impersonating"] == str(bob_id)
+    # Cannot impersonate while impersonating (bob's role has no Impersonate permission).
+    again = admin.post(f"{gw.base}/api/impersonation", json={"user": bob_id}, headers=csrf_headers(gw, admin))
+    assert again.status_code == 403
+    # Back to herself.
+    stopped = admin.delete(f"{gw.base}/api/impersonation", headers=csrf_headers(gw, admin))
+    assert stopped.status_code == 204
+    me = admin.get(f"{gw.base}/api/me")
+    assert "X-Gig-Impersonating" not in me.headers and me.json()["role"] == "admin"
+    records = admin.get(f"{gw.base}/api/audit", params={"kind": "impersonation"}).json()["records"]
+    actors = {r["action"]: r["actor"] for r in records}
+    for action in ("impersonation.started", "impersonation.stopped"):
+        assert "alice@example.test" in actors[action] and "bob@example.test" in actors[action], actors
+
+
+def test_impersonating_an_admin_still_cannot_nest_and_non_admins_cannot_start(control_plane):
+    _, gw = control_plane
+    carol = signed_in(gw, "carol")
+    carol_id = carol.get(f"{gw.base}/api/me").json()["user"]["id"]
+    r = carol.post(f"{gw.base}/api/impersonation", json={"user": carol_id + 1}, headers=csrf_headers(gw, carol))
+    assert r.status_code == 403
+    admin = signed_in(gw, "alice")
+    alice_id = admin.get(f"{gw.base}/api/me").json()["user"]["id"]
+    r = admin.post(f"{gw.base}/api/impersonation", json={"user": alice_id}, headers=csrf_headers(gw, admin))
+    assert r.status_code == 400, "not oneself"
+    r = admin.post(f"{gw.base}/api/impersonation", json={"user": 10**9}, headers=csrf_headers(gw, admin))
+    assert r.status_code == 404
+    assert admin.delete(f"{gw.base}/api/impersonation", headers=csrf_headers(gw, admin)).status_code == 409
+
+
+def test_api_tokens_act_with_at_most_their_owners_role(control_plane):
+    _, gw = control_plane
+    dave = signed_in(gw, "dave")  # operator
+    too_much = dave.post(f"{gw.base}/api/tokens", json={"name": "ci", "role": "admin"}, headers=csrf_headers(gw, dave))
+    assert too_much.status_code == 403
+    made = dave.post(f"{gw.base}/api/tokens", json={"name": "ci", "role": "viewer", "expires_in": 3600},
+                     headers=csrf_headers(gw, dave))
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    assert token.startswith("giga_")
+    bearer = {"Authorization": f"Bearer {token}"}
+    # A viewer token of an operator: servers yes, audit no; and no CSRF needed (no cookie).
+    assert requests.get(f"{gw.base}/api/servers", headers=bearer).status_code == 200
+    assert requests.get(f"{gw.base}/api/audit", headers=bearer).status_code == 403
+    assert requests.get(f"{gw.base}/api/me", headers=bearer).json()["role"] == "viewer"
+    # Never accepted on /mcp.
+    r = requests.post(gw.url, json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
+                      headers={**bearer, "Accept": "application/json, text/event-stream"})
+    assert r.status_code == 401
+    listed = dave.get(f"{gw.base}/api/tokens").json()["tokens"]
+    assert [t["id"] for t in listed] == [made.json()["id"]] and "token" not in listed[0]
+    gone = dave.delete(f"{gw.base}/api/tokens/{made.json()['id']}", headers=csrf_headers(gw, dave))
+    assert gone.status_code == 204
+    assert requests.get(f"{gw.base}/api/me", headers=bearer).status_code == 401
+    for bad in ("giga_" + "0" * 64, token[:-2], "giga_", "Bearer"):
+        assert requests.get(f"{gw.base}/api/me", headers={"Authorization": f"Bearer {bad}"}).status_code == 401
+
+
+def test_audit_filters_page_and_export(control_plane):
+    _, gw = control_plane
+    admin = signed_in(gw, "alice")
+    for _ in range(3):
+        signed_in(gw, "carol")
+    logins = admin.get(f"{gw.base}/api/audit", params={"kind": "auth.login", "limit": 2}).json()
+    assert len(logins["records"]) == 2 and logins["next_cursor"]
+    assert all(r["action"] == "auth.login" for r in logins["records"])
+    page2 = admin.get(f"{gw.base}/api/audit",
+                      params={"kind": "auth.login", "limit": 2, "cursor": logins["next_cursor"]}).json()
+    assert page2["records"] and page2["records"][0]["id"] < logins["records"][-1]["id"]
+    carol_actor = next(r["actor"] for r in logins["records"] + page2["records"] if "carol" in r["actor"])
+    only = admin.get(f"{gw.base}/api/audit", params={"actor": carol_actor}).json()["records"]
+    assert only and all(r["actor"] == carol_actor for r in only)
+    future = admin.get(f"{gw.base}/api/audit", params={"since": 4102444800}).json()["records"]
+    assert future == []
+    assert admin.get(f"{gw.base}/api/audit", params={"since": "yesterday"}).status_code == 400
+    exported = admin.get(f"{gw.base}/api/audit/export", params={"kind": "auth.login"})
+    assert exported.headers["content-type"] == "application/x-ndjson"
+    lines = [json.loads(line) for line in exported.text.splitlines()]
+    assert len(lines) >= 4 and all(r["action"] == "auth.login" for r in lines)

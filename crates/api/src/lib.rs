@@ -9,6 +9,8 @@
 
 #![forbid(unsafe_code)]
 
+mod api_tokens;
+mod audit_log;
 pub mod call_audit;
 pub mod error;
 pub mod oidc;
@@ -16,7 +18,10 @@ pub mod profile_tokens;
 mod profiles;
 pub mod rbac;
 mod routes;
+mod servers;
 pub mod session;
+mod signin;
+mod users;
 
 use std::sync::Arc;
 

@@ -71,7 +71,7 @@ impl ProfileTokens {
                 return None;
             }
         };
-        let label = crate::routes::user_label(&user);
+        let label = crate::session::user_label(&user);
         let view = ProfileView::new(profile.id, user.id, label, filter);
         Some(Principal::Profile(Arc::new(view)))
     }

@@ -15,16 +15,15 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::ApiState;
+use crate::api_tokens::{TOKEN_ID_LEN, lifetime, valid_name};
 use crate::error::ApiError;
 use crate::profile_tokens::new_token;
-use crate::routes::{audit, user_label};
+use crate::routes::{audit, body};
 use crate::session::{Caller, token_hash};
 
 /// Longest token lifetime accepted (a year), and the default (90 days).
 const MAX_TOKEN_SECS: i64 = 365 * 24 * 3600;
 const DEFAULT_TOKEN_SECS: i64 = 90 * 24 * 3600;
-/// How many hex characters of a token's hash name it in the API.
-const TOKEN_ID_LEN: usize = 16;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -39,12 +38,7 @@ pub(crate) struct ProfileBody {
 
 impl ProfileBody {
     fn validated(self) -> Result<(String, serde_json::Value), ApiError> {
-        let name = self.name.trim().to_owned();
-        if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-            return Err(ApiError::bad_request(
-                "a profile name is 1 to 64 characters, without control characters",
-            ));
-        }
+        let name = valid_name(&self.name, "profile")?;
         let filter = ProfileFilter {
             tools: self.tools,
             overrides: self.overrides,
@@ -54,11 +48,6 @@ impl ProfileBody {
         let stored = serde_json::to_value(&filter).map_err(|e| ApiError::internal(&e))?;
         Ok((name, stored))
     }
-}
-
-fn body<T>(body: Result<Json<T>, JsonRejection>) -> Result<T, ApiError> {
-    body.map(|Json(b)| b)
-        .map_err(|e| ApiError::bad_request(e.body_text()))
 }
 
 fn view(profile: &Profile) -> serde_json::Value {
@@ -118,14 +107,7 @@ pub(crate) async fn create(
         .await
         .map_err(conflict)?;
     let target = format!("profile:{}", profile.id);
-    audit(
-        &state,
-        &user_label(&caller.user),
-        "profile.created",
-        &target,
-        filter,
-    )
-    .await?;
+    audit(&state, &caller.actor(), "profile.created", &target, filter).await?;
     Ok((StatusCode::CREATED, Json(view(&profile))).into_response())
 }
 
@@ -154,14 +136,7 @@ pub(crate) async fn update(
     }
     state.store.set_profile_tool_filter(id, &filter).await?;
     let target = format!("profile:{id}");
-    audit(
-        &state,
-        &user_label(&caller.user),
-        "profile.updated",
-        &target,
-        filter,
-    )
-    .await?;
+    audit(&state, &caller.actor(), "profile.updated", &target, filter).await?;
     Ok(Json(view(&own(&state, &caller, id).await?)))
 }
 
@@ -175,7 +150,7 @@ pub(crate) async fn delete(
     let target = format!("profile:{id}");
     audit(
         &state,
-        &user_label(&caller.user),
+        &caller.actor(),
         "profile.deleted",
         &target,
         serde_json::json!({}),
@@ -200,21 +175,11 @@ pub(crate) async fn create_token(
 ) -> Result<Response, ApiError> {
     own(&state, &caller, id).await?;
     let request = body(request)?;
-    let name = request.name.trim().to_owned();
-    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
-        return Err(ApiError::bad_request(
-            "a token name is 1 to 64 characters, without control characters",
-        ));
-    }
-    let secs = request.expires_in.unwrap_or(DEFAULT_TOKEN_SECS);
-    if !(60..=MAX_TOKEN_SECS).contains(&secs) {
-        return Err(ApiError::bad_request(format!(
-            "expires_in is 60 to {MAX_TOKEN_SECS} seconds"
-        )));
-    }
+    let name = valid_name(&request.name, "token")?;
+    let expires_at = time::OffsetDateTime::now_utc()
+        + lifetime(request.expires_in, DEFAULT_TOKEN_SECS, MAX_TOKEN_SECS)?;
     let token = new_token();
     let hash = token_hash(&token);
-    let expires_at = time::OffsetDateTime::now_utc() + time::Duration::seconds(secs);
     state
         .store
         .create_profile_token(&NewProfileToken {
@@ -228,7 +193,7 @@ pub(crate) async fn create_token(
     let target = format!("profile:{id}/token:{token_id}");
     audit(
         &state,
-        &user_label(&caller.user),
+        &caller.actor(),
         "profile_token.created",
         &target,
         serde_json::json!({"name": name}),
@@ -287,7 +252,7 @@ pub(crate) async fn revoke_token(
     let target = format!("profile:{id}/token:{token_id}");
     audit(
         &state,
-        &user_label(&caller.user),
+        &caller.actor(),
         "profile_token.revoked",
         &target,
         serde_json::json!({}),

@@ -27,6 +27,8 @@ pub enum Permission {
     ViewAudit,
     /// Make profiles of tools and tokens for them (one's own only).
     UseProfiles,
+    /// Act as another user, with exactly their permissions.
+    Impersonate,
 }
 
 /// One rule: the least role that holds `permission`, and why.
@@ -62,6 +64,11 @@ const RULES: &[Rule] = &[
         least: Role::Member,
         reason: "a profile token is a credential to call tools; viewers look, members use",
     },
+    Rule {
+        permission: Permission::Impersonate,
+        least: Role::Admin,
+        reason: "seeing the gateway as a user sees it is for support; it reveals their profiles",
+    },
 ];
 
 /// Whether `role` holds `permission`.
@@ -89,6 +96,7 @@ mod tests {
             Permission::ManageUsers,
             Permission::ViewAudit,
             Permission::UseProfiles,
+            Permission::Impersonate,
         ] {
             assert_eq!(
                 RULES.iter().filter(|r| r.permission == p).count(),

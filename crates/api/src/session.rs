@@ -17,15 +17,53 @@ pub const LOGIN_COOKIE: &str = "gig_login";
 /// How long a session lasts after sign-in.
 pub const SESSION_TTL: time::Duration = time::Duration::hours(12);
 
-/// The signed-in caller of one request.
+/// How the caller proved who they are.
+#[derive(Debug, Clone)]
+pub enum Via {
+    /// The `gig_session` cookie: changes need CSRF.
+    Session { hash: String, csrf_token: String },
+    /// An API token in `Authorization: Bearer`: no cookie, so no CSRF.
+    ApiToken { hash: String },
+}
+
+/// The caller of one `/api` request.
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// Whose permissions apply: the impersonated user while impersonating.
     pub user: User,
     pub role: Role,
-    /// Hash of the session cookie (the store's key for the session).
-    pub session_hash: String,
-    pub csrf_token: String,
+    /// The administrator behind an impersonation, kept for audit; never adds a permission.
+    pub real: Option<User>,
+    pub via: Via,
 }
+
+impl Caller {
+    /// Who acted, for audit rows: both users while impersonating.
+    pub fn actor(&self) -> String {
+        match &self.real {
+            Some(real) => format!("{} as {}", user_label(real), user_label(&self.user)),
+            None => user_label(&self.user),
+        }
+    }
+
+    pub fn session_hash(&self) -> Option<&str> {
+        match &self.via {
+            Via::Session { hash, .. } => Some(hash),
+            Via::ApiToken { .. } => None,
+        }
+    }
+}
+
+/// `user:ID:EMAIL` (or `user:ID`): how users are named in audit rows.
+pub fn user_label(user: &User) -> String {
+    match &user.email {
+        Some(email) => format!("user:{}:{email}", user.id),
+        None => format!("user:{}", user.id),
+    }
+}
+
+/// What an API token looks like; anything else is not looked up.
+pub const API_TOKEN_PREFIX: &str = "giga_";
 
 /// 32 random bytes, hex: session cookies and login binders.
 pub fn random_token() -> String {
@@ -66,8 +104,27 @@ pub fn set_cookie(
     format!("{name}={value}; Path={path}; HttpOnly; SameSite=Lax; Max-Age={max_age_secs}{secure}")
 }
 
-/// The caller, if the request carries a live session cookie.
+/// The user's role as stored (set at sign-in or by an admin); no role reads as the least.
+async fn role_of(state: &ApiState, user_id: i64) -> Result<Role, ApiError> {
+    Ok(state
+        .store
+        .list_roles(user_id)
+        .await?
+        .iter()
+        .filter_map(|r| r.parse::<Role>().ok())
+        .max()
+        .unwrap_or(Role::Viewer))
+}
+
+/// The caller: an API token in `Authorization: Bearer`, else a live session cookie.
 pub async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Option<Caller>, ApiError> {
+    if let Some(token) = headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+    {
+        return api_token_caller(state, token.trim()).await;
+    }
     let Some(token) = cookie(headers, SESSION_COOKIE) else {
         return Ok(None);
     };
@@ -82,35 +139,70 @@ pub async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Option<Call
     if session.expires_at <= time::OffsetDateTime::now_utc() {
         return Ok(None);
     }
-    let Some(user) = state.store.get_user(session.user_id).await? else {
+    let Some(real) = state.store.get_user(session.user_id).await? else {
         return Ok(None);
     };
-    let role = state
-        .store
-        .list_roles(user.id)
-        .await?
-        .iter()
-        .filter_map(|r| r.parse::<Role>().ok())
-        .max()
-        .unwrap_or(Role::Viewer);
+    let via = Via::Session {
+        hash,
+        csrf_token: csrf_for(token),
+    };
+    let (user, real) = match session.impersonating_user_id {
+        None => (real, None),
+        Some(target) => match state.store.get_user(target).await? {
+            Some(target) => (target, Some(real)),
+            None => return Ok(None),
+        },
+    };
+    let role = role_of(state, user.id).await?;
     Ok(Some(Caller {
         user,
         role,
-        session_hash: hash,
-        csrf_token: csrf_for(token),
+        real,
+        via,
+    }))
+}
+
+/// An API token acts as its owner with at most the role it was made with, and never more
+/// than the owner holds now (a demoted user's tokens are demoted with them).
+async fn api_token_caller(state: &ApiState, token: &str) -> Result<Option<Caller>, ApiError> {
+    let well_formed = token
+        .strip_prefix(API_TOKEN_PREFIX)
+        .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+    if !well_formed {
+        return Ok(None);
+    }
+    let hash = token_hash(token);
+    let now = time::OffsetDateTime::now_utc();
+    let Some(api_token) = state.store.touch_api_token(&hash, now).await? else {
+        return Ok(None);
+    };
+    let Some(user) = state.store.get_user(api_token.user_id).await? else {
+        return Ok(None);
+    };
+    let granted = api_token.role.parse::<Role>().unwrap_or(Role::Viewer);
+    let role = granted.min(role_of(state, user.id).await?);
+    Ok(Some(Caller {
+        user,
+        role,
+        real: None,
+        via: Via::ApiToken { hash },
     }))
 }
 
 /// A change authenticated by the cookie must carry the session's CSRF token and come from
 /// the gateway's own origin.
 pub fn check_csrf(state: &ApiState, caller: &Caller, headers: &HeaderMap) -> Result<(), ApiError> {
+    let Via::Session { csrf_token, .. } = &caller.via else {
+        // A bearer token is not sent by browsers on their own: no cross-site request rides it.
+        return Ok(());
+    };
     let token_ok = headers
         .get("x-csrf-token")
         .and_then(|v| v.to_str().ok())
         .is_some_and(|t| {
             bool::from(subtle::ConstantTimeEq::ct_eq(
                 t.as_bytes(),
-                caller.csrf_token.as_bytes(),
+                csrf_token.as_bytes(),
             ))
         });
     let origin_ok = headers

@@ -1,0 +1,163 @@
+//! API tokens for automation: made by a user for themselves, with at most their own role,
+//! shown once, stored as a hash, expiring and revocable. They authenticate `/api` with
+//! `Authorization: Bearer giga_…`, never `/mcp`.
+
+use std::sync::Arc;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use gig_store::NewApiToken;
+use http::StatusCode;
+use serde::Deserialize;
+
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::routes::{audit, body};
+use crate::session::{API_TOKEN_PREFIX, Caller, random_token, token_hash};
+use crate::users::parse_role;
+
+const MAX_SECS: i64 = 365 * 24 * 3600;
+const DEFAULT_SECS: i64 = 30 * 24 * 3600;
+/// Hex characters of a token's hash that name it in the API.
+pub(crate) const TOKEN_ID_LEN: usize = 16;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NewToken {
+    name: String,
+    /// At most the caller's role (default: the caller's role).
+    role: Option<String>,
+    /// Seconds until it stops working (default 30 days, at most a year).
+    expires_in: Option<i64>,
+}
+
+/// A token or profile name: 1 to 64 characters, no control characters.
+pub(crate) fn valid_name(name: &str, what: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "a {what} name is 1 to 64 characters, without control characters"
+        )));
+    }
+    Ok(name.to_owned())
+}
+
+/// A lifetime in seconds within bounds.
+pub(crate) fn lifetime(
+    requested: Option<i64>,
+    default: i64,
+    max: i64,
+) -> Result<time::Duration, ApiError> {
+    let secs = requested.unwrap_or(default);
+    if !(60..=max).contains(&secs) {
+        return Err(ApiError::bad_request(format!(
+            "expires_in is 60 to {max} seconds"
+        )));
+    }
+    Ok(time::Duration::seconds(secs))
+}
+
+pub(crate) async fn create(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    request: Result<Json<NewToken>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = body(request)?;
+    if caller.real.is_some() {
+        return Err(ApiError::forbidden());
+    }
+    let name = valid_name(&request.name, "token")?;
+    let role = match &request.role {
+        Some(text) => parse_role(text)?,
+        None => caller.role,
+    };
+    if role > caller.role {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "a token cannot have more authority than its owner",
+        ));
+    }
+    let expires_at =
+        time::OffsetDateTime::now_utc() + lifetime(request.expires_in, DEFAULT_SECS, MAX_SECS)?;
+    let token = format!("{API_TOKEN_PREFIX}{}", random_token());
+    let hash = token_hash(&token);
+    state
+        .store
+        .create_api_token(&NewApiToken {
+            token_hash: &hash,
+            user_id: caller.user.id,
+            name: &name,
+            role: role.as_str(),
+            expires_at,
+        })
+        .await?;
+    let id = &hash[..TOKEN_ID_LEN];
+    audit(
+        &state,
+        &caller.actor(),
+        "api_token.created",
+        &format!("api_token:{id}"),
+        serde_json::json!({"name": name, "role": role.as_str()}),
+    )
+    .await?;
+    let created = serde_json::json!({
+        "id": id, "name": name, "role": role.as_str(), "token": token,
+        "expires_at": expires_at.unix_timestamp(),
+    });
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+pub(crate) async fn list(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = time::OffsetDateTime::now_utc();
+    let tokens: Vec<_> = state
+        .store
+        .list_api_tokens(caller.user.id)
+        .await?
+        .into_iter()
+        .map(|t| {
+            serde_json::json!({
+                "id": &t.token_hash[..TOKEN_ID_LEN],
+                "name": t.name,
+                "role": t.role,
+                "created_at": t.created_at.unix_timestamp(),
+                "last_used_at": t.last_used_at.map(|t| t.unix_timestamp()),
+                "expires_at": t.expires_at.unix_timestamp(),
+                "active": t.is_active(now),
+            })
+        })
+        .collect();
+    Ok(Json(serde_json::json!({ "tokens": tokens })))
+}
+
+pub(crate) async fn revoke(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let token = state
+        .store
+        .list_api_tokens(caller.user.id)
+        .await?
+        .into_iter()
+        .find(|t| t.token_hash.get(..TOKEN_ID_LEN) == Some(id.as_str()))
+        .ok_or_else(|| ApiError::not_found("token"))?;
+    state
+        .store
+        .revoke_api_token(caller.user.id, &token.token_hash)
+        .await?;
+    audit(
+        &state,
+        &caller.actor(),
+        "api_token.revoked",
+        &format!("api_token:{id}"),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}

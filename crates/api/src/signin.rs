@@ -1,0 +1,155 @@
+//! Sign-in and sign-out: the OIDC redirect, the callback that makes a session, logout, and
+//! `/api/me` (which is also how a page learns its CSRF token).
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use gig_store::{NewSession, NewUser};
+use http::{HeaderMap, StatusCode, header};
+use serde::Deserialize;
+
+use crate::ApiState;
+use crate::error::ApiError;
+use crate::routes::{audit, redirect};
+use crate::session::{
+    Caller, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, Via, cookie, random_token, set_cookie,
+    token_hash, user_label,
+};
+
+pub(crate) async fn login(State(state): State<Arc<ApiState>>) -> Response {
+    let browser = random_token();
+    let url = state.oidc.begin(&browser);
+    redirect(
+        &url,
+        &[set_cookie(&state, LOGIN_COOKIE, &browser, "/api/auth", 600)],
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct CallbackParams {
+    code: Option<String>,
+    state: Option<String>,
+    iss: Option<String>,
+    error: Option<String>,
+}
+
+pub(crate) async fn callback(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    Query(params): Query<CallbackParams>,
+) -> Result<Response, ApiError> {
+    let refused = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "sign_in_failed", why);
+    if let Some(error) = &params.error {
+        tracing::info!(%error, "the identity provider refused a sign-in");
+        return Err(refused("the identity provider refused the sign-in"));
+    }
+    let (Some(code), Some(oauth_state)) = (&params.code, &params.state) else {
+        return Err(refused("the callback needs code and state"));
+    };
+    let browser = cookie(&headers, LOGIN_COOKIE)
+        .ok_or_else(|| refused("no sign-in in progress in this browser"))?;
+    let signed_in = state
+        .oidc
+        .finish(browser, oauth_state, code, params.iss.as_deref())
+        .await
+        .map_err(|e| {
+            tracing::warn!(error = %e, "sign-in refused");
+            refused("the sign-in could not be verified; start again at /api/auth/login")
+        })?;
+    let user = state
+        .store
+        .upsert_user(&NewUser {
+            subject: &signed_in.identity,
+            email: signed_in.email.as_deref(),
+            display_name: signed_in.name.as_deref(),
+        })
+        .await?;
+    state
+        .store
+        .set_only_role(user.id, signed_in.role.as_str())
+        .await?;
+    // A session cookie the browser already had is ended: the new session replaces it.
+    if let Some(old) = cookie(&headers, SESSION_COOKIE) {
+        state.store.revoke_session(&token_hash(old)).await?;
+    }
+    let session = random_token();
+    state
+        .store
+        .create_session(&NewSession {
+            id_hash: &token_hash(&session),
+            user_id: user.id,
+            impersonating_user_id: None,
+            expires_at: time::OffsetDateTime::now_utc() + SESSION_TTL,
+        })
+        .await?;
+    audit(
+        &state,
+        &user_label(&user),
+        "auth.login",
+        &user_label(&user),
+        serde_json::json!({"role": signed_in.role.as_str()}),
+    )
+    .await?;
+    Ok(redirect(
+        "/",
+        &[
+            set_cookie(
+                &state,
+                SESSION_COOKIE,
+                &session,
+                "/",
+                SESSION_TTL.whole_seconds(),
+            ),
+            set_cookie(&state, LOGIN_COOKIE, "", "/api/auth", 0),
+        ],
+    ))
+}
+
+pub(crate) async fn logout(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+) -> Result<Response, ApiError> {
+    let Some(hash) = caller.session_hash() else {
+        return Err(ApiError::bad_request(
+            "an API token has no session to end: revoke it instead",
+        ));
+    };
+    state.store.revoke_session(hash).await?;
+    audit(
+        &state,
+        &caller.actor(),
+        "auth.logout",
+        &user_label(&caller.user),
+        serde_json::json!({}),
+    )
+    .await?;
+    let mut response = Json(serde_json::json!({
+        "signed_out": true,
+        "end_session_url": state.oidc.end_session_url(),
+    }))
+    .into_response();
+    if let Ok(value) = set_cookie(&state, SESSION_COOKIE, "", "/", 0).parse() {
+        response.headers_mut().append(header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+pub(crate) async fn me(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "user": {
+            "id": caller.user.id,
+            "email": caller.user.email,
+            "name": caller.user.display_name,
+        },
+        "role": caller.role.as_str(),
+        "impersonating": caller.real.as_ref().map(|real| serde_json::json!({
+            "real_user": { "id": real.id, "email": real.email, "name": real.display_name },
+        })),
+        "csrf_token": match &caller.via {
+            Via::Session { csrf_token, .. } => Some(csrf_token.as_str()),
+            Via::ApiToken { .. } => None,
+        },
+    }))
+}
