@@ -79,7 +79,7 @@ else
   log "venv: pip install -r requirements.txt"
   "$PEERS_DIR/venv/bin/pip" install --quiet --no-input --disable-pip-version-check \
     -r "$KIT_DIR/requirements.txt"
-  "$PEERS_DIR/venv/bin/python" -c 'import mcp.client.streamable_http, mcp_server_time, pytest' \
+  "$PEERS_DIR/venv/bin/python" -c 'import mcp.client.streamable_http, mcp_server_time, pytest, schemathesis' \
     || die "venv: import check failed"
   stamp_set venv "$venv_hash"
   log "venv: done ($("$PEERS_DIR/venv/bin/pip" freeze | grep -E '^mcp(-server-time)?==' | tr '\n' ' '))"

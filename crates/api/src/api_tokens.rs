@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gig_store::NewApiToken;
@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::routes::{audit, body};
+use crate::schema::{ErrorBody, TokenCreated, TokenInfo, Tokens};
 use crate::session::{API_TOKEN_PREFIX, Caller, random_token, token_hash};
 use crate::users::parse_role;
 
@@ -23,13 +25,16 @@ const DEFAULT_SECS: i64 = 30 * 24 * 3600;
 /// Hex characters of a token's hash that name it in the API.
 pub(crate) const TOKEN_ID_LEN: usize = 16;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct NewToken {
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// At most the caller's role (default: the caller's role).
+    #[schema(pattern = "^(admin|operator|member|viewer)$")]
     role: Option<String>,
     /// Seconds until it stops working (default 30 days, at most a year).
+    #[schema(minimum = 60, maximum = 31536000)]
     expires_in: Option<i64>,
 }
 
@@ -59,6 +64,9 @@ pub(crate) fn lifetime(
     Ok(time::Duration::seconds(secs))
 }
 
+/// A token for automation, shown once.
+#[utoipa::path(post, path = "/api/tokens", tag = "tokens", request_body = NewToken,
+    responses((status = 201, body = TokenCreated), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -103,42 +111,49 @@ pub(crate) async fn create(
         serde_json::json!({"name": name, "role": role.as_str()}),
     )
     .await?;
-    let created = serde_json::json!({
-        "id": id, "name": name, "role": role.as_str(), "token": token,
-        "expires_at": expires_at.unix_timestamp(),
-    });
+    let created = TokenCreated {
+        id: id.to_owned(),
+        name,
+        role: Some(role.as_str().to_owned()),
+        token,
+        expires_at: expires_at.unix_timestamp(),
+    };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+/// The caller's API tokens (never their values).
+#[utoipa::path(get, path = "/api/tokens", tag = "tokens",
+    responses((status = 200, body = Tokens), (status = 401, description = "Not signed in", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<Tokens>, ApiError> {
     let now = time::OffsetDateTime::now_utc();
     let tokens: Vec<_> = state
         .store
         .list_api_tokens(caller.user.id)
         .await?
         .into_iter()
-        .map(|t| {
-            serde_json::json!({
-                "id": &t.token_hash[..TOKEN_ID_LEN],
-                "name": t.name,
-                "role": t.role,
-                "created_at": t.created_at.unix_timestamp(),
-                "last_used_at": t.last_used_at.map(|t| t.unix_timestamp()),
-                "expires_at": t.expires_at.unix_timestamp(),
-                "active": t.is_active(now),
-            })
+        .map(|t| TokenInfo {
+            id: t.token_hash[..TOKEN_ID_LEN].to_owned(),
+            active: t.is_active(now),
+            name: t.name,
+            role: Some(t.role),
+            created_at: t.created_at.unix_timestamp(),
+            last_used_at: t.last_used_at.map(|t| t.unix_timestamp()),
+            expires_at: Some(t.expires_at.unix_timestamp()),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(Tokens { tokens }))
 }
 
+#[utoipa::path(delete, path = "/api/tokens/{id}", tag = "tokens",
+    params(("id" = String, Path, description = "Token id from the list")),
+    responses((status = 400, description = "Invalid request", body = ErrorBody), (status = 204, description = "Revoked"), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn revoke(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let token = state
         .store

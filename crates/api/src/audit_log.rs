@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use gig_store::{AuditQuery, AuditRecord};
 use http::header;
@@ -13,12 +13,15 @@ use serde::Deserialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
+use crate::schema::{self, AuditPage, ErrorBody};
 
 /// Records per page at most (and per store read while exporting).
 const MAX_PAGE: u32 = 1000;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct Filters {
     /// Exactly this actor (`user:3:carol@example.com`, `operator`, or a server's name for
     /// its egress records).
@@ -76,10 +79,13 @@ impl Owned {
     }
 }
 
+/// Audit records, newest first, one page at a time.
+#[utoipa::path(get, path = "/api/audit", tag = "audit", params(Filters),
+    responses((status = 200, body = AuditPage), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
-    Query(filters): Query<Filters>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiQuery(filters): ApiQuery<Filters>,
+) -> Result<Json<AuditPage>, ApiError> {
     let limit = filters.limit.unwrap_or(100).clamp(1, MAX_PAGE);
     let owned = Owned::from(&filters)?;
     let records = state
@@ -89,15 +95,21 @@ pub(crate) async fn list(
     let next_cursor = (records.len() == limit as usize)
         .then(|| records.last().map(|r| r.id))
         .flatten();
-    Ok(Json(
-        serde_json::json!({ "records": records, "next_cursor": next_cursor }),
-    ))
+    let records = records.iter().map(record).collect();
+    Ok(Json(AuditPage {
+        records,
+        next_cursor,
+    }))
 }
 
 /// Every matching record as JSON lines, newest first, read from the store a page at a time.
+/// Every matching audit record as JSON lines (`application/x-ndjson`), newest first.
+#[utoipa::path(get, path = "/api/audit/export", tag = "audit", params(Filters),
+    responses((status = 200, description = "One record per line", content_type = "application/x-ndjson", body = String),
+        (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
 pub(crate) async fn export(
     State(state): State<Arc<ApiState>>,
-    Query(filters): Query<Filters>,
+    ApiQuery(filters): ApiQuery<Filters>,
 ) -> Result<Response, ApiError> {
     let owned = Owned::from(&filters)?;
     let first = filters.cursor;
@@ -109,8 +121,8 @@ pub(crate) async fn export(
                 let last = records.last().map(|r: &AuditRecord| r.id);
                 let full = records.len() == MAX_PAGE as usize;
                 let mut lines = Vec::new();
-                for record in &records {
-                    if serde_json::to_writer(&mut lines, record).is_ok() {
+                for r in &records {
+                    if serde_json::to_writer(&mut lines, &record(r)).is_ok() {
                         lines.push(b'\n');
                     }
                 }
@@ -128,4 +140,19 @@ pub(crate) async fn export(
         Body::from_stream(stream),
     )
         .into_response())
+}
+
+fn record(r: &AuditRecord) -> schema::AuditRecord {
+    schema::AuditRecord {
+        id: r.id,
+        at: r
+            .at
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        actor: r.actor.clone(),
+        action: r.action.clone(),
+        target: r.target.clone(),
+        result: r.result.clone(),
+        detail: r.detail.clone(),
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gig_gateway::profile::{ProfileFilter, ToolOverride};
@@ -17,20 +17,24 @@ use std::collections::BTreeMap;
 use crate::ApiState;
 use crate::api_tokens::{TOKEN_ID_LEN, lifetime, valid_name};
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::profile_tokens::new_token;
 use crate::routes::{audit, body};
+use crate::schema::{self, ErrorBody, TokenCreated, TokenInfo, Tokens};
 use crate::session::{Caller, token_hash};
 
 /// Longest token lifetime accepted (a year), and the default (90 days).
 const MAX_TOKEN_SECS: i64 = 365 * 24 * 3600;
 const DEFAULT_TOKEN_SECS: i64 = 90 * 24 * 3600;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ProfileBody {
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     tools: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = BTreeMap<String, crate::schema::ToolOverrideInfo>)]
     overrides: BTreeMap<String, ToolOverride>,
     #[serde(default)]
     unprefixed: bool,
@@ -50,18 +54,28 @@ impl ProfileBody {
     }
 }
 
-fn view(profile: &Profile) -> serde_json::Value {
+fn view(profile: &Profile) -> schema::Profile {
     let filter: ProfileFilter =
         serde_json::from_value(profile.tool_filter.clone()).unwrap_or_default();
-    serde_json::json!({
-        "id": profile.id,
-        "name": profile.name,
-        "tools": filter.tools,
-        "overrides": filter.overrides,
-        "unprefixed": filter.unprefixed,
-        "created_at": profile.created_at.unix_timestamp(),
-        "updated_at": profile.updated_at.unix_timestamp(),
-    })
+    schema::Profile {
+        id: profile.id,
+        name: profile.name.clone(),
+        tools: filter.tools,
+        overrides: filter
+            .overrides
+            .into_iter()
+            .map(|(k, o)| {
+                let info = schema::ToolOverrideInfo {
+                    name: o.name,
+                    description: o.description,
+                };
+                (k, info)
+            })
+            .collect(),
+        unprefixed: filter.unprefixed,
+        created_at: profile.created_at.unix_timestamp(),
+        updated_at: profile.updated_at.unix_timestamp(),
+    }
 }
 
 fn conflict(e: StoreError) -> ApiError {
@@ -85,16 +99,22 @@ async fn own(state: &ApiState, caller: &Caller, id: i64) -> Result<Profile, ApiE
         .ok_or_else(|| ApiError::not_found("profile"))
 }
 
+/// The caller's profiles.
+#[utoipa::path(get, path = "/api/profiles", tag = "profiles",
+    responses((status = 200, body = schema::Profiles), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
 pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<schema::Profiles>, ApiError> {
     let profiles = state.store.list_profiles(caller.user.id).await?;
-    Ok(Json(serde_json::json!({
-        "profiles": profiles.iter().map(view).collect::<Vec<_>>()
-    })))
+    Ok(Json(schema::Profiles {
+        profiles: profiles.iter().map(view).collect(),
+    }))
 }
 
+/// A new profile of the caller's.
+#[utoipa::path(post, path = "/api/profiles", tag = "profiles", request_body = ProfileBody,
+    responses((status = 201, body = schema::Profile), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 409, description = "Conflict", body = ErrorBody)))]
 pub(crate) async fn create(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -111,20 +131,25 @@ pub(crate) async fn create(
     Ok((StatusCode::CREATED, Json(view(&profile))).into_response())
 }
 
+#[utoipa::path(get, path = "/api/profiles/{id}", tag = "profiles", params(("id" = i64, Path, description = "Profile id")),
+    responses((status = 400, description = "Invalid request", body = ErrorBody), (status = 200, body = schema::Profile), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn get_one(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<schema::Profile>, ApiError> {
     Ok(Json(view(&own(&state, &caller, id).await?)))
 }
 
+/// Replace a profile's name and tools (tokens keep working with the new definition).
+#[utoipa::path(put, path = "/api/profiles/{id}", tag = "profiles", request_body = ProfileBody, params(("id" = i64, Path, description = "Profile id")),
+    responses((status = 200, body = schema::Profile), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody), (status = 409, description = "Conflict", body = ErrorBody)))]
 pub(crate) async fn update(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     request: Result<Json<ProfileBody>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<schema::Profile>, ApiError> {
     let profile = own(&state, &caller, id).await?;
     let (name, filter) = body(request)?.validated()?;
     if name != profile.name {
@@ -140,10 +165,13 @@ pub(crate) async fn update(
     Ok(Json(view(&own(&state, &caller, id).await?)))
 }
 
+/// Delete a profile and every token of it.
+#[utoipa::path(delete, path = "/api/profiles/{id}", tag = "profiles", params(("id" = i64, Path, description = "Profile id")),
+    responses((status = 400, description = "Invalid request", body = ErrorBody), (status = 204, description = "Deleted"), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn delete(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
     own(&state, &caller, id).await?;
     state.store.delete_profile(id).await?;
@@ -159,18 +187,23 @@ pub(crate) async fn delete(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TokenBody {
+    #[schema(min_length = 1, max_length = 64)]
     name: String,
     /// Seconds until the token stops working (default 90 days, at most a year).
+    #[schema(minimum = 60, maximum = 31536000)]
     expires_in: Option<i64>,
 }
 
+/// A token for the profile, for an MCP client's `Authorization: Bearer` (shown once).
+#[utoipa::path(post, path = "/api/profiles/{id}/tokens", tag = "profiles", request_body = TokenBody, params(("id" = i64, Path, description = "Profile id")),
+    responses((status = 201, body = TokenCreated), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn create_token(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     request: Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     own(&state, &caller, id).await?;
@@ -199,20 +232,23 @@ pub(crate) async fn create_token(
         serde_json::json!({"name": name}),
     )
     .await?;
-    let created = serde_json::json!({
-        "id": token_id,
-        "name": name,
-        "token": token,
-        "expires_at": expires_at.unix_timestamp(),
-    });
+    let created = TokenCreated {
+        id: token_id.to_owned(),
+        name,
+        role: None,
+        token,
+        expires_at: expires_at.unix_timestamp(),
+    };
     Ok((StatusCode::CREATED, Json(created)).into_response())
 }
 
+#[utoipa::path(get, path = "/api/profiles/{id}/tokens", tag = "profiles", params(("id" = i64, Path, description = "Profile id")),
+    responses((status = 400, description = "Invalid request", body = ErrorBody), (status = 200, body = Tokens), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn list_tokens(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+    ApiPath(id): ApiPath<i64>,
+) -> Result<Json<Tokens>, ApiError> {
     own(&state, &caller, id).await?;
     let now = time::OffsetDateTime::now_utc();
     let tokens: Vec<_> = state
@@ -220,25 +256,26 @@ pub(crate) async fn list_tokens(
         .list_profile_tokens(id)
         .await?
         .into_iter()
-        .map(|t| {
-            serde_json::json!({
-                "id": &t.token_hash[..TOKEN_ID_LEN],
-                "name": t.name,
-                "created_at": t.created_at.unix_timestamp(),
-                "last_used_at": t.last_used_at.map(|t| t.unix_timestamp()),
-                "expires_at": t.expires_at.map(|t| t.unix_timestamp()),
-                "revoked": t.revoked_at.is_some(),
-                "active": t.is_active(now),
-            })
+        .map(|t| TokenInfo {
+            id: t.token_hash[..TOKEN_ID_LEN].to_owned(),
+            active: t.is_active(now),
+            name: t.name,
+            role: None,
+            created_at: t.created_at.unix_timestamp(),
+            last_used_at: t.last_used_at.map(|t| t.unix_timestamp()),
+            expires_at: t.expires_at.map(|t| t.unix_timestamp()),
         })
         .collect();
-    Ok(Json(serde_json::json!({ "tokens": tokens })))
+    Ok(Json(Tokens { tokens }))
 }
 
+#[utoipa::path(delete, path = "/api/profiles/{id}/tokens/{token_id}", tag = "profiles",
+    params(("id" = i64, Path, description = "Profile id"), ("token_id" = String, Path, description = "Token id from the list")),
+    responses((status = 400, description = "Invalid request", body = ErrorBody), (status = 204, description = "Revoked"), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn revoke_token(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path((id, token_id)): Path<(i64, String)>,
+    ApiPath((id, token_id)): ApiPath<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
     own(&state, &caller, id).await?;
     let token = state

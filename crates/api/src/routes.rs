@@ -15,7 +15,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use crate::error::ApiError;
 use crate::rbac::{Access, Permission, allows};
 use crate::session::{caller, check_csrf};
-use crate::{ApiState, api_tokens, audit_log, profiles, servers, signin, users};
+use crate::{ApiState, api_tokens, audit_log, openapi, profiles, servers, signin, users};
 
 type Handler = MethodRouter<Arc<ApiState>>;
 
@@ -62,6 +62,7 @@ pub(crate) fn routes() -> Routes {
         .add(M::GET, "/api/auth/callback", Public, get(signin::callback))
         .add(M::POST, "/api/auth/logout", SignedIn, post(signin::logout))
         .add(M::GET, "/api/me", SignedIn, get(signin::me))
+        .add(M::GET, "/api/openapi.json", Public, get(openapi::document))
         .add(M::GET, "/api/users", Requires(ViewUsers), get(users::users))
         .add(
             M::PUT,

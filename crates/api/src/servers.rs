@@ -7,23 +7,23 @@ use axum::extract::State;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::schema::{ErrorBody, ServerInfo, Servers};
 
-pub(crate) async fn list(
-    State(state): State<Arc<ApiState>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+/// Installed servers and their state.
+#[utoipa::path(get, path = "/api/servers", tag = "servers",
+    responses((status = 200, body = Servers), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
+pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<Servers>, ApiError> {
     let servers: Vec<_> = state
         .store
         .list_servers()
         .await?
         .into_iter()
-        .map(|s| {
-            serde_json::json!({
-                "name": s.name,
-                "version": s.version,
-                "state": s.state.as_str(),
-                "image_digest": s.image_digest,
-            })
+        .map(|s| ServerInfo {
+            state: s.state.as_str().to_owned(),
+            name: s.name,
+            version: s.version,
+            image_digest: s.image_digest,
         })
         .collect();
-    Ok(Json(serde_json::json!({ "servers": servers })))
+    Ok(Json(Servers { servers }))
 }

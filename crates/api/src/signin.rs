@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use gig_store::{NewSession, NewUser};
@@ -12,12 +12,17 @@ use serde::Deserialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use crate::routes::{audit, redirect};
+use crate::schema::{ErrorBody, Impersonation, Me, SignedOut, UserInfo};
 use crate::session::{
     Caller, LOGIN_COOKIE, SESSION_COOKIE, SESSION_TTL, Via, cookie, random_token, set_cookie,
     token_hash, user_label,
 };
 
+/// Starts a sign-in: a redirect to the identity provider.
+#[utoipa::path(get, path = "/api/auth/login", tag = "session",
+    responses((status = 302, description = "To the identity provider")))]
 pub(crate) async fn login(State(state): State<Arc<ApiState>>) -> Response {
     let browser = random_token();
     let url = state.oidc.begin(&browser);
@@ -27,7 +32,8 @@ pub(crate) async fn login(State(state): State<Arc<ApiState>>) -> Response {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct CallbackParams {
     code: Option<String>,
     state: Option<String>,
@@ -35,10 +41,13 @@ pub(crate) struct CallbackParams {
     error: Option<String>,
 }
 
+/// Where the identity provider sends the browser back: makes the session.
+#[utoipa::path(get, path = "/api/auth/callback", tag = "session", params(CallbackParams),
+    responses((status = 302, description = "Signed in: to the dashboard"), (status = 400, description = "Invalid request", body = ErrorBody)))]
 pub(crate) async fn callback(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
-    Query(params): Query<CallbackParams>,
+    ApiQuery(params): ApiQuery<CallbackParams>,
 ) -> Result<Response, ApiError> {
     let refused = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "sign_in_failed", why);
     if let Some(error) = &params.error {
@@ -107,6 +116,9 @@ pub(crate) async fn callback(
     ))
 }
 
+/// Ends the session (and names the identity provider's logout page).
+#[utoipa::path(post, path = "/api/auth/logout", tag = "session",
+    responses((status = 200, body = SignedOut), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
 pub(crate) async fn logout(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
@@ -125,10 +137,10 @@ pub(crate) async fn logout(
         serde_json::json!({}),
     )
     .await?;
-    let mut response = Json(serde_json::json!({
-        "signed_out": true,
-        "end_session_url": state.oidc.end_session_url(),
-    }))
+    let mut response = Json(SignedOut {
+        signed_out: true,
+        end_session_url: state.oidc.end_session_url().map(str::to_owned),
+    })
     .into_response();
     if let Ok(value) = set_cookie(&state, SESSION_COOKIE, "", "/", 0).parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
@@ -136,20 +148,19 @@ pub(crate) async fn logout(
     Ok(response)
 }
 
-pub(crate) async fn me(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
-    Json(serde_json::json!({
-        "user": {
-            "id": caller.user.id,
-            "email": caller.user.email,
-            "name": caller.user.display_name,
-        },
-        "role": caller.role.as_str(),
-        "impersonating": caller.real.as_ref().map(|real| serde_json::json!({
-            "real_user": { "id": real.id, "email": real.email, "name": real.display_name },
-        })),
-        "csrf_token": match &caller.via {
-            Via::Session { csrf_token, .. } => Some(csrf_token.as_str()),
+/// The caller, their role, the impersonation state and the CSRF token.
+#[utoipa::path(get, path = "/api/me", tag = "session",
+    responses((status = 200, body = Me), (status = 401, description = "Not signed in", body = ErrorBody)))]
+pub(crate) async fn me(Extension(caller): Extension<Caller>) -> Json<Me> {
+    Json(Me {
+        user: UserInfo::of(&caller.user, None),
+        role: caller.role.as_str().to_owned(),
+        impersonating: caller.real.as_ref().map(|real| Impersonation {
+            real_user: UserInfo::of(real, None),
+        }),
+        csrf_token: match &caller.via {
+            Via::Session { csrf_token, .. } => Some(csrf_token.clone()),
             Via::ApiToken { .. } => None,
         },
-    }))
+    })
 }

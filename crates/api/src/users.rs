@@ -4,8 +4,8 @@
 
 use std::sync::Arc;
 
+use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{Path, State};
 use axum::{Extension, Json};
 use gig_config::Role;
 use http::StatusCode;
@@ -13,37 +13,39 @@ use serde::Deserialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 use crate::routes::{audit, body};
+use crate::schema::{ErrorBody, ImpersonationStarted, RoleSet, UserInfo, Users};
 use crate::session::{Caller, user_label};
 
-pub(crate) async fn users(
-    State(state): State<Arc<ApiState>>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    let mut out = Vec::new();
+/// Every user with their role.
+#[utoipa::path(get, path = "/api/users", tag = "users",
+    responses((status = 200, body = Users), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
+pub(crate) async fn users(State(state): State<Arc<ApiState>>) -> Result<Json<Users>, ApiError> {
+    let mut users = Vec::new();
     for user in state.store.list_users().await? {
         let role = state.store.list_roles(user.id).await?.into_iter().next();
-        out.push(serde_json::json!({
-            "id": user.id,
-            "email": user.email,
-            "name": user.display_name,
-            "role": role,
-        }));
+        users.push(UserInfo::of(&user, role));
     }
-    Ok(Json(serde_json::json!({ "users": out })))
+    Ok(Json(Users { users }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct RoleChange {
     role: String,
 }
 
+/// Set a user's role (until their next sign-in maps their groups again).
+#[utoipa::path(put, path = "/api/users/{id}/role", tag = "users", request_body = RoleChange,
+    params(("id" = i64, Path, description = "User id")),
+    responses((status = 200, body = RoleSet), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
 pub(crate) async fn set_role(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
-    Path(id): Path<i64>,
+    ApiPath(id): ApiPath<i64>,
     request: Result<Json<RoleChange>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<RoleSet>, ApiError> {
     let change = body(request)?;
     let role = parse_role(&change.role)?;
     let user = state
@@ -60,12 +62,13 @@ pub(crate) async fn set_role(
         serde_json::json!({ "role": role.as_str() }),
     )
     .await?;
-    Ok(Json(
-        serde_json::json!({ "id": user.id, "role": role.as_str() }),
-    ))
+    Ok(Json(RoleSet {
+        id: user.id,
+        role: role.as_str().to_owned(),
+    }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ImpersonationStart {
     user: i64,
@@ -77,11 +80,14 @@ fn conflict(message: &str) -> ApiError {
 
 /// `POST /api/impersonation`: admins only (the route's permission), from a signed-in browser
 /// session, never while already impersonating, never oneself.
+#[utoipa::path(post, path = "/api/impersonation", tag = "users", request_body = ImpersonationStart,
+    responses((status = 200, body = ImpersonationStarted), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody),
+        (status = 409, description = "Already impersonating", body = ErrorBody)))]
 pub(crate) async fn start_impersonation(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     request: Result<Json<ImpersonationStart>, JsonRejection>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<ImpersonationStarted>, ApiError> {
     let start = body(request)?;
     if caller.real.is_some() {
         return Err(conflict(
@@ -114,10 +120,15 @@ pub(crate) async fn start_impersonation(
         serde_json::json!({}),
     )
     .await?;
-    Ok(Json(serde_json::json!({ "impersonating": target.id })))
+    Ok(Json(ImpersonationStarted {
+        impersonating: target.id,
+    }))
 }
 
 /// `DELETE /api/impersonation`: back to oneself (allowed whatever the impersonated role).
+#[utoipa::path(delete, path = "/api/impersonation", tag = "users",
+    responses((status = 204, description = "Back to oneself"), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody),
+        (status = 409, description = "Not impersonating", body = ErrorBody)))]
 pub(crate) async fn stop_impersonation(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,

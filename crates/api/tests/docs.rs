@@ -55,3 +55,37 @@ fn authentication_doc_matches_the_code() {
         "docs/authentication.md is out of date: run UPDATE_DOCS=1 cargo test -p gig-api --test docs"
     );
 }
+
+/// The OpenAPI document names every route the router serves, and nothing else, each with the
+/// access the route table requires.
+#[test]
+fn openapi_documents_exactly_the_routes() {
+    let doc = gig_api::openapi::openapi_json();
+    assert_eq!(doc["openapi"].as_str().map(|v| &v[..3]), Some("3.1"));
+    let mut documented = std::collections::BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().expect("paths") {
+        for (method, operation) in item.as_object().unwrap() {
+            if ["get", "post", "put", "delete", "patch"].contains(&method.as_str()) {
+                documented.insert((method.to_uppercase(), path.clone()));
+                assert!(
+                    operation["x-gig-access"].is_string(),
+                    "{method} {path} has no x-gig-access"
+                );
+            }
+        }
+    }
+    let routed: std::collections::BTreeSet<_> = gig_api::route_table()
+        .into_iter()
+        .map(|(m, p, _)| (m.to_string(), p.to_owned()))
+        .collect();
+    let missing: Vec<_> = routed.difference(&documented).collect();
+    let extra: Vec<_> = documented.difference(&routed).collect();
+    assert!(
+        missing.is_empty(),
+        "routes missing from the OpenAPI document: {missing:?}"
+    );
+    assert!(
+        extra.is_empty(),
+        "documented routes that do not exist: {extra:?}"
+    );
+}

@@ -1,0 +1,168 @@
+//! The JSON bodies `/api` answers with, as types: handlers return them and the OpenAPI
+//! document (`/api/openapi.json`) describes them from the same definitions, so the two cannot
+//! drift. Times are Unix seconds.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// Every error: a stable code, a message for people, and the id under which the cause was
+/// logged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+    pub request_id: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UserInfo {
+    pub id: i64,
+    pub email: Option<String>,
+    pub name: Option<String>,
+    /// `admin`, `operator`, `member` or `viewer`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+}
+
+impl UserInfo {
+    pub fn of(user: &gig_store::User, role: Option<String>) -> Self {
+        UserInfo {
+            id: user.id,
+            email: user.email.clone(),
+            name: user.display_name.clone(),
+            role,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Impersonation {
+    /// The administrator acting as `user`.
+    pub real_user: UserInfo,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Me {
+    /// Whose permissions apply (the impersonated user while impersonating).
+    pub user: UserInfo,
+    pub role: String,
+    pub impersonating: Option<Impersonation>,
+    /// Send it as `X-CSRF-Token` on every change made with the session cookie (absent for
+    /// API tokens, which need none).
+    pub csrf_token: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SignedOut {
+    pub signed_out: bool,
+    /// The identity provider's logout page, to end the sign-in there too.
+    pub end_session_url: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Users {
+    pub users: Vec<UserInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RoleSet {
+    pub id: i64,
+    pub role: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ImpersonationStarted {
+    pub impersonating: i64,
+}
+
+/// A token as listed: never its value.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    /// API tokens only.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+    pub expires_at: Option<i64>,
+    pub active: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tokens {
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// A new token: the only response that ever carries its value.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TokenCreated {
+    pub id: String,
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    pub token: String,
+    pub expires_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ServerInfo {
+    pub name: String,
+    pub version: String,
+    pub state: String,
+    pub image_digest: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Servers {
+    pub servers: Vec<ServerInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditRecord {
+    pub id: i64,
+    /// RFC 3339.
+    pub at: String,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    pub result: String,
+    #[schema(value_type = Object)]
+    pub detail: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    pub records: Vec<AuditRecord>,
+    /// Pass as `cursor` for the next (older) page; `null` on the last page.
+    pub next_cursor: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolOverrideInfo {
+    pub name: Option<String>,
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Profile {
+    pub id: i64,
+    pub name: String,
+    pub tools: Vec<String>,
+    pub overrides: BTreeMap<String, ToolOverrideInfo>,
+    pub unprefixed: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Profiles {
+    pub profiles: Vec<Profile>,
+}
