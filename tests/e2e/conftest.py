@@ -173,23 +173,34 @@ USERS = {
 }
 
 
+def start_control_plane(tmp: Path, servers: dict, **env):
+    """A real OpenID Provider and a gateway signing in to it; returns (idp, gateway)."""
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)
+    try:
+        gw = start_gateway(
+            tmp,
+            servers,
+            port=port,
+            GIG_PUBLIC_URL=base,
+            GIG_OIDC_ISSUER=idp.issuer,
+            GIG_OIDC_CLIENT_ID="gig-gateway",
+            GIG_OIDC_CLIENT_SECRET="gig-test-secret",
+            GIG_OIDC_ROLE_MAP="gig-admins=admin,gig-ops=operator,gig-viewers=viewer",
+            **env,
+        )
+    except BaseException:
+        idp.stop()
+        raise
+    return idp, gw
+
+
 @pytest.fixture(scope="module")
 def control_plane(tmp_path_factory):
     """One provider and one gateway with the control plane on, for the module."""
     tmp = tmp_path_factory.mktemp("control-plane")
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
-    idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)
-    gw = start_gateway(
-        tmp,
-        {"echo": echo_server(), "time": time_server()},
-        port=port,
-        GIG_PUBLIC_URL=base,
-        GIG_OIDC_ISSUER=idp.issuer,
-        GIG_OIDC_CLIENT_ID="gig-gateway",
-        GIG_OIDC_CLIENT_SECRET="gig-test-secret",
-        GIG_OIDC_ROLE_MAP="gig-admins=admin,gig-ops=operator,gig-viewers=viewer",
-    )
+    idp, gw = start_control_plane(tmp, {"echo": echo_server(), "time": time_server()})
     yield idp, gw
     stop(gw.proc)
     idp.stop()

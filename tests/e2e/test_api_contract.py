@@ -19,6 +19,8 @@ LEAST_ROLE = {
     "ViewAudit": "operator",
     "UseProfiles": "member",
     "Impersonate": "admin",
+    "ManageServers": "operator",
+    "ManageCredentials": "operator",
 }
 RANK = {"viewer": 0, "member": 1, "operator": 2, "admin": 3}
 ROLES = {"alice": "admin", "dave": "operator", "carol": "member", "bob": "viewer"}

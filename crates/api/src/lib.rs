@@ -14,8 +14,10 @@ mod audit_log;
 pub mod call_audit;
 pub mod error;
 mod extract;
+mod installs;
 pub mod oidc;
 pub mod openapi;
+pub mod operations;
 pub mod profile_tokens;
 mod profiles;
 pub mod rbac;
@@ -44,6 +46,9 @@ pub struct ApiState {
     pub profile_tokens: Arc<profile_tokens::ProfileTokens>,
     /// Records every `tools/call` into the audit log.
     pub call_audit: Arc<call_audit::StoreCallAudit>,
+    /// The running gateway's servers, index, installs and vault.
+    pub operations: Arc<dyn operations::Operations>,
+    installs: installs::Installs,
     /// `scheme://host[:port]` of `GIG_PUBLIC_URL`: the only `Origin` accepted on changes.
     pub public_origin: String,
     /// Cookies carry `Secure` when the public URL is https.
@@ -52,8 +57,15 @@ pub struct ApiState {
 
 impl ApiState {
     /// Starts the call-audit writer: call from within the runtime.
-    pub fn new(config: &GatewayConfig, store: Store, oidc: Oidc) -> Self {
+    pub fn new(
+        config: &GatewayConfig,
+        store: Store,
+        oidc: Oidc,
+        operations: Arc<dyn operations::Operations>,
+    ) -> Self {
         ApiState {
+            operations,
+            installs: installs::Installs::default(),
             profile_tokens: Arc::new(profile_tokens::ProfileTokens::new(store.clone())),
             call_audit: Arc::new(call_audit::StoreCallAudit::start(store.clone())),
             store,

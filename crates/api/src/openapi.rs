@@ -9,7 +9,7 @@ use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::rbac::Access;
-use crate::{api_tokens, audit_log, profiles, schema, servers, signin, users};
+use crate::{api_tokens, audit_log, installs, profiles, schema, servers, signin, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -21,7 +21,9 @@ use crate::{api_tokens, audit_log, profiles, schema, servers, signin, users};
         signin::login, signin::callback, signin::logout, signin::me,
         users::users, users::set_role, users::start_impersonation, users::stop_impersonation,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
-        servers::list,
+        servers::list, servers::catalog, servers::install, servers::uninstall,
+        servers::credentials, servers::set_credential, servers::delete_credential,
+        installs::status, installs::events,
         audit_log::list, audit_log::export,
         profiles::list, profiles::create, profiles::get_one, profiles::update, profiles::delete,
         profiles::create_token, profiles::list_tokens, profiles::revoke_token,
@@ -33,7 +35,8 @@ use crate::{api_tokens, audit_log, profiles, schema, servers, signin, users};
         (name = "users", description = "Users, roles, impersonation"),
         (name = "tokens", description = "API tokens for automation"),
         (name = "profiles", description = "Profiles of tools and their tokens for /mcp"),
-        (name = "servers", description = "Servers"),
+        (name = "servers", description = "Servers, the signed index, installs"),
+        (name = "credentials", description = "Servers' credentials (values never returned)"),
         (name = "audit", description = "The audit log"),
     )
 )]

@@ -29,6 +29,10 @@ pub enum Permission {
     UseProfiles,
     /// Act as another user, with exactly their permissions.
     Impersonate,
+    /// Install and uninstall servers.
+    ManageServers,
+    /// Set and delete servers' credentials.
+    ManageCredentials,
 }
 
 /// One rule: the least role that holds `permission`, and why.
@@ -69,6 +73,16 @@ const RULES: &[Rule] = &[
         least: Role::Admin,
         reason: "seeing the gateway as a user sees it is for support; it reveals their profiles",
     },
+    Rule {
+        permission: Permission::ManageServers,
+        least: Role::Operator,
+        reason: "an install runs new code on the host (sandboxed) for everyone; operators run the host",
+    },
+    Rule {
+        permission: Permission::ManageCredentials,
+        least: Role::Operator,
+        reason: "a shared credential acts for the whole team upstream; operators hold those keys",
+    },
 ];
 
 /// Whether `role` holds `permission`.
@@ -97,6 +111,8 @@ mod tests {
             Permission::ViewAudit,
             Permission::UseProfiles,
             Permission::Impersonate,
+            Permission::ManageServers,
+            Permission::ManageCredentials,
         ] {
             assert_eq!(
                 RULES.iter().filter(|r| r.permission == p).count(),

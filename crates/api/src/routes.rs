@@ -15,7 +15,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use crate::error::ApiError;
 use crate::rbac::{Access, Permission, allows};
 use crate::session::{caller, check_csrf};
-use crate::{ApiState, api_tokens, audit_log, openapi, profiles, servers, signin, users};
+use crate::{ApiState, api_tokens, audit_log, installs, openapi, profiles, servers, signin, users};
 
 type Handler = MethodRouter<Arc<ApiState>>;
 
@@ -56,7 +56,10 @@ impl Routes {
 pub(crate) fn routes() -> Routes {
     use Access::{Public, Requires, SignedIn};
     use Method as M;
-    use Permission::{Impersonate, ManageUsers, UseProfiles, ViewAudit, ViewServers, ViewUsers};
+    use Permission::{
+        Impersonate, ManageCredentials, ManageServers, ManageUsers, UseProfiles, ViewAudit,
+        ViewServers, ViewUsers,
+    };
     Routes(Vec::new())
         .add(M::GET, "/api/auth/login", Public, get(signin::login))
         .add(M::GET, "/api/auth/callback", Public, get(signin::callback))
@@ -95,6 +98,54 @@ pub(crate) fn routes() -> Routes {
             "/api/servers",
             Requires(ViewServers),
             get(servers::list),
+        )
+        .add(
+            M::POST,
+            "/api/servers",
+            Requires(ManageServers),
+            post(servers::install),
+        )
+        .add(
+            M::DELETE,
+            "/api/servers/{name}",
+            Requires(ManageServers),
+            delete(servers::uninstall),
+        )
+        .add(
+            M::GET,
+            "/api/catalog",
+            Requires(ViewServers),
+            get(servers::catalog),
+        )
+        .add(
+            M::GET,
+            "/api/installs/{job}",
+            Requires(ManageServers),
+            get(installs::status),
+        )
+        .add(
+            M::GET,
+            "/api/installs/{job}/events",
+            Requires(ManageServers),
+            get(installs::events),
+        )
+        .add(
+            M::GET,
+            "/api/servers/{name}/credentials",
+            Requires(ViewServers),
+            get(servers::credentials),
+        )
+        .add(
+            M::PUT,
+            "/api/servers/{name}/credentials/{credential}",
+            Requires(ManageCredentials),
+            put(servers::set_credential),
+        )
+        .add(
+            M::DELETE,
+            "/api/servers/{name}/credentials/{credential}",
+            Requires(ManageCredentials),
+            delete(servers::delete_credential),
         )
         .add(
             M::GET,

@@ -113,16 +113,84 @@ pub struct TokenCreated {
 }
 
 #[derive(Debug, Serialize, ToSchema)]
+pub struct DeclaredCredentialInfo {
+    /// The vault name to set it under.
+    pub name: String,
+    /// The variable the server reads (it holds a placeholder, never the value).
+    pub env: String,
+    /// The only hosts the real value is sent to.
+    pub hosts: Vec<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
 pub struct ServerInfo {
     pub name: String,
-    pub version: String,
+    /// `installed` (signed index) or `declared` (servers file).
+    pub source: String,
+    pub version: Option<String>,
+    pub image_digest: Option<String>,
+    /// `starting`, `up`, `down` or `not_running`.
     pub state: String,
-    pub image_digest: String,
+    pub tools: Option<usize>,
+    pub restarts: Option<u32>,
+    pub reason: Option<String>,
+    pub credentials: Vec<DeclaredCredentialInfo>,
+    pub egress: Vec<String>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Servers {
     pub servers: Vec<ServerInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CatalogItem {
+    pub name: String,
+    pub description: String,
+    pub latest: String,
+    pub versions: Vec<String>,
+    /// The installed version, if any.
+    pub installed: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Catalog {
+    /// False when the gateway has no signed index configured (no installs).
+    pub enabled: bool,
+    pub entries: Vec<CatalogItem>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstallStarted {
+    pub job: String,
+    pub status_url: String,
+    /// `text/event-stream`: `progress` events, then `done` or `failed`.
+    pub events_url: String,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct InstallJob {
+    pub job: String,
+    pub reference: String,
+    /// `running`, `done` or `failed`.
+    pub state: String,
+    /// Progress lines so far (the most recent ones).
+    pub progress: Vec<String>,
+    pub server: Option<String>,
+    pub version: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CredentialInfo {
+    pub name: String,
+    pub key_id: String,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Credentials {
+    pub credentials: Vec<CredentialInfo>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

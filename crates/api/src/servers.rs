@@ -1,29 +1,305 @@
-//! Servers as the control plane shows them.
+//! Servers over `/api`: their state, the signed index, installs (followed by polling or over
+//! server-sent events), uninstalls, and their credentials (set and delete; values never
+//! returned by any route).
 
 use std::sync::Arc;
 
-use axum::Json;
 use axum::extract::State;
+use axum::extract::rejection::JsonRejection;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http::StatusCode;
+use serde::Deserialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
-use crate::schema::{ErrorBody, ServerInfo, Servers};
+use crate::extract::ApiPath;
+use crate::operations::OpError;
+use crate::routes::{audit, body};
+use crate::schema::{
+    Catalog, CatalogItem, CredentialInfo, Credentials, DeclaredCredentialInfo, ErrorBody,
+    InstallStarted, ServerInfo, Servers,
+};
+use crate::session::Caller;
 
-/// Installed servers and their state.
+/// Largest credential value accepted (as `gigmcp secret set`).
+const MAX_SECRET_BYTES: usize = 64 * 1024;
+
+impl From<OpError> for ApiError {
+    fn from(e: OpError) -> Self {
+        match e {
+            OpError::NotFound(m) => ApiError::new(StatusCode::NOT_FOUND, "not_found", m),
+            OpError::Invalid(m) => ApiError::bad_request(m),
+            OpError::Unavailable(m) => ApiError::new(StatusCode::CONFLICT, "unavailable", m),
+            OpError::Failed(m) => ApiError::new(StatusCode::BAD_GATEWAY, "operation_failed", m),
+        }
+    }
+}
+
+/// A server or credential name as the gateway accepts them (what the servers file and the
+/// index allow): no path tricks, bounded.
+fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
+    let ok = !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "a {what} name is 1 to 128 of [A-Za-z0-9._-], not starting with a dot"
+        )))
+    }
+}
+
+/// Installed and declared servers with their live state, tools, credentials and egress.
 #[utoipa::path(get, path = "/api/servers", tag = "servers",
-    responses((status = 200, body = Servers), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody)))]
+    responses((status = 200, body = Servers),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<Servers>, ApiError> {
-    let servers: Vec<_> = state
-        .store
-        .list_servers()
+    let servers = state
+        .operations
+        .servers()
         .await?
         .into_iter()
         .map(|s| ServerInfo {
-            state: s.state.as_str().to_owned(),
             name: s.name,
+            source: s.source.to_owned(),
             version: s.version,
             image_digest: s.image_digest,
+            state: s.state.to_owned(),
+            tools: s.tools,
+            restarts: s.restarts,
+            reason: s.reason,
+            credentials: s
+                .credentials
+                .into_iter()
+                .map(|c| DeclaredCredentialInfo {
+                    name: c.name,
+                    env: c.env,
+                    hosts: c.hosts,
+                })
+                .collect(),
+            egress: s.egress,
         })
         .collect();
     Ok(Json(Servers { servers }))
+}
+
+/// The signed index's entries, verified now.
+#[utoipa::path(get, path = "/api/catalog", tag = "servers",
+    responses((status = 200, body = Catalog),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 502, description = "The index could not be fetched or verified", body = ErrorBody)))]
+pub(crate) async fn catalog(State(state): State<Arc<ApiState>>) -> Result<Json<Catalog>, ApiError> {
+    let Some(entries) = state.operations.catalog().await? else {
+        return Ok(Json(Catalog {
+            enabled: false,
+            entries: Vec::new(),
+        }));
+    };
+    let entries = entries
+        .into_iter()
+        .map(|e| CatalogItem {
+            name: e.name,
+            description: e.description,
+            latest: e.latest,
+            versions: e.versions,
+            installed: e.installed,
+        })
+        .collect();
+    Ok(Json(Catalog {
+        enabled: true,
+        entries,
+    }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InstallRequest {
+    /// `name` or `name@version` from the signed index.
+    #[serde(rename = "ref")]
+    #[schema(min_length = 1, max_length = 200)]
+    reference: String,
+}
+
+/// Starts an install; follow it at `status_url` or `events_url` (server-sent events).
+#[utoipa::path(post, path = "/api/servers", tag = "servers", request_body = InstallRequest,
+    responses((status = 202, body = InstallStarted),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 409, description = "Installs are not configured", body = ErrorBody),
+        (status = 429, description = "Too many installs running", body = ErrorBody)))]
+pub(crate) async fn install(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    request: Result<Json<InstallRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let request = body(request)?;
+    let (name, version) = match request.reference.split_once('@') {
+        Some((n, v)) => (n, Some(v)),
+        None => (request.reference.as_str(), None),
+    };
+    valid_name(name, "server")?;
+    if let Some(v) = version {
+        valid_name(v, "version")?;
+    }
+    if !state.operations.installs_enabled() {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "unavailable",
+            "installs are off: set GIG_INDEX_URL and GIG_INDEX_PUBKEYS",
+        ));
+    }
+    let job = state
+        .installs
+        .start(state.clone(), caller.actor(), request.reference.clone())?;
+    let started = InstallStarted {
+        status_url: format!("/api/installs/{job}"),
+        events_url: format!("/api/installs/{job}/events"),
+        job,
+    };
+    Ok((StatusCode::ACCEPTED, Json(started)).into_response())
+}
+
+/// Removes an installed server (running gateways stop it within seconds).
+#[utoipa::path(delete, path = "/api/servers/{name}", tag = "servers",
+    params(("name" = String, Path, description = "Server name")),
+    responses((status = 204, description = "Uninstalled"),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "Not installed", body = ErrorBody)))]
+pub(crate) async fn uninstall(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    valid_name(&name, "server")?;
+    if !state.operations.uninstall(name.clone()).await? {
+        return Err(ApiError::not_found("installed server"));
+    }
+    audit(
+        &state,
+        &caller.actor(),
+        "server.uninstalled",
+        &format!("{name}/"),
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A server's stored credentials: names, key ids, times — never values.
+#[utoipa::path(get, path = "/api/servers/{name}/credentials", tag = "credentials",
+    params(("name" = String, Path, description = "Server name")),
+    responses((status = 200, body = Credentials),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody)))]
+pub(crate) async fn credentials(
+    State(state): State<Arc<ApiState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Credentials>, ApiError> {
+    valid_name(&name, "server")?;
+    let credentials = state
+        .operations
+        .credentials(name)
+        .await?
+        .into_iter()
+        .map(|c| CredentialInfo {
+            name: c.name,
+            key_id: c.key_id,
+            updated_at: c.updated_at,
+        })
+        .collect();
+    Ok(Json(Credentials { credentials }))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct CredentialValue {
+    /// The secret; stored encrypted, never returned.
+    #[schema(min_length = 1, max_length = 65536)]
+    value: String,
+}
+
+/// Sets (or replaces) a credential the server declares; the server itself only ever sees a
+/// placeholder.
+#[utoipa::path(put, path = "/api/servers/{name}/credentials/{credential}", tag = "credentials",
+    request_body = CredentialValue,
+    params(("name" = String, Path, description = "Server name"),
+        ("credential" = String, Path, description = "Credential (vault) name")),
+    responses((status = 204, description = "Stored"),
+        (status = 400, description = "Invalid request, or not a credential the server declares", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such server", body = ErrorBody)))]
+pub(crate) async fn set_credential(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((server, name)): ApiPath<(String, String)>,
+    request: Result<Json<CredentialValue>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    valid_name(&server, "server")?;
+    valid_name(&name, "credential")?;
+    let value = zeroize::Zeroizing::new(body(request)?.value.into_bytes());
+    if value.is_empty() || value.len() > MAX_SECRET_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "a credential value is 1 to {MAX_SECRET_BYTES} bytes"
+        )));
+    }
+    state
+        .operations
+        .set_credential(server.clone(), name.clone(), value)
+        .await?;
+    let target = format!("{server}/credential:{name}");
+    audit(
+        &state,
+        &caller.actor(),
+        "credential.set",
+        &target,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[utoipa::path(delete, path = "/api/servers/{name}/credentials/{credential}", tag = "credentials",
+    params(("name" = String, Path, description = "Server name"),
+        ("credential" = String, Path, description = "Credential (vault) name")),
+    responses((status = 204, description = "Deleted"),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "No such credential", body = ErrorBody)))]
+pub(crate) async fn delete_credential(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath((server, name)): ApiPath<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    valid_name(&server, "server")?;
+    valid_name(&name, "credential")?;
+    if !state
+        .operations
+        .delete_credential(server.clone(), name.clone())
+        .await?
+    {
+        return Err(ApiError::not_found("credential"));
+    }
+    let target = format!("{server}/credential:{name}");
+    audit(
+        &state,
+        &caller.actor(),
+        "credential.deleted",
+        &target,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
 }

@@ -289,7 +289,7 @@ pub struct GatewayConfig {
 }
 
 /// Where state lives; all the operator CLI needs besides the master key.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct StoreConfig {
     pub data_dir: PathBuf,
     /// May carry a database password.

@@ -60,6 +60,28 @@ pub enum InstallProgress {
     Record,
 }
 
+/// One status line: `pulling layer 1/2  1.2 MiB / 5.0 MiB` (the CLI and `/api` show the same).
+impl std::fmt::Display for InstallProgress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
+        match self {
+            InstallProgress::Index => f.write_str("verifying the signed index"),
+            InstallProgress::Pull(p) if p.cached => f.write_str("image already in the cache"),
+            InstallProgress::Pull(p) if p.layer == 0 => f.write_str("fetching manifest and config"),
+            InstallProgress::Pull(p) => write!(
+                f,
+                "pulling layer {}/{}  {:.1} MiB / {:.1} MiB",
+                p.layer,
+                p.layers,
+                mib(p.bytes_done),
+                mib(p.bytes_total)
+            ),
+            InstallProgress::Extract => f.write_str("extracting"),
+            InstallProgress::Record => f.write_str("recording the install"),
+        }
+    }
+}
+
 /// Everything an install needs, built once from the configuration.
 #[derive(Debug, Clone)]
 pub struct Installer {

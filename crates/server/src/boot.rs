@@ -96,20 +96,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     // The vault is checked before anything listens: a wrong key stops the gateway here.
     let secrets = Arc::new(open_secrets(&config.store, env).await?);
     tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
-    // The identity provider is asked before any backend starts: an unreachable issuer stops
-    // the gateway here, after GIG_OIDC_DISCOVERY_TIMEOUT_SECS, with its name.
-    let api = match &config.oidc {
-        Some(oidc) => {
-            let discovered = gig_api::Oidc::discover(oidc).await?;
-            tracing::info!(issuer = %oidc.issuer, "control plane on: OIDC sign-in ready");
-            let state = gig_api::ApiState::new(&config, secrets.store().clone(), discovered);
-            Some(Arc::new(state))
-        }
-        None => {
-            tracing::info!("control plane off (GIG_OIDC_ISSUER unset): /api answers 503");
-            None
-        }
-    };
+    let oidc = discover_oidc(&config).await?;
     let specs = match &config.servers_file {
         Some(path) => gig_config::parse_servers_file(path)?,
         None => {
@@ -133,6 +120,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         install_at_boot(&config.store, &install, &secrets).await?;
     }
     let reserved: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let declared = specs.clone();
     let backends = gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
@@ -155,6 +143,22 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
             current,
         ));
     }
+    let api = oidc.map(|oidc| {
+        let operations = crate::operations::GatewayOperations::new(
+            hub.clone(),
+            secrets.clone(),
+            config.store.clone(),
+            install.clone(),
+            &declared,
+        );
+        let store = secrets.store().clone();
+        Arc::new(gig_api::ApiState::new(
+            &config,
+            store,
+            oidc,
+            Arc::new(operations),
+        ))
+    });
     let listener = crate::serve::bind(&config).await?;
     let shutdown = crate::serve::shutdown_signal();
     let served = crate::serve::serve_with_api(listener, config, hub, api, shutdown).await;
@@ -163,6 +167,18 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         .map(|s| s as &dyn crate::shutdown::Confinement);
     crate::shutdown::after_serve(confinement, secrets.store()).await;
     Ok(served?)
+}
+
+/// The control plane's identity provider, when configured: asked before any backend starts,
+/// so an unreachable issuer stops the gateway after `GIG_OIDC_DISCOVERY_TIMEOUT_SECS`.
+async fn discover_oidc(config: &GatewayConfig) -> Result<Option<gig_api::Oidc>, BootError> {
+    let Some(oidc) = &config.oidc else {
+        tracing::info!("control plane off (GIG_OIDC_ISSUER unset): /api answers 503");
+        return Ok(None);
+    };
+    let discovered = gig_api::Oidc::discover(oidc).await?;
+    tracing::info!(issuer = %oidc.issuer, "control plane on: OIDC sign-in ready");
+    Ok(Some(discovered))
 }
 
 /// The sandbox runtime, with networking and the egress proxy when the host allows them.

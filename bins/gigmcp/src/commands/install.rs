@@ -54,26 +54,10 @@ pub async fn list(config: StoreConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One status line on stderr, rewritten in place: `pulling layer 1/2  1.2 MiB / 5.0 MiB`.
+/// One status line on stderr, rewritten in place.
 fn print_progress(progress: &gig_registry::InstallProgress) {
-    use gig_registry::InstallProgress;
     use std::io::Write;
-    let mib = |b: u64| b as f64 / (1024.0 * 1024.0);
-    let line = match progress {
-        InstallProgress::Index => "verifying the signed index".to_string(),
-        InstallProgress::Pull(p) if p.cached => "image already in the cache".to_string(),
-        InstallProgress::Pull(p) if p.layer == 0 => "fetching manifest and config".to_string(),
-        InstallProgress::Pull(p) => format!(
-            "pulling layer {}/{}  {:.1} MiB / {:.1} MiB",
-            p.layer,
-            p.layers,
-            mib(p.bytes_done),
-            mib(p.bytes_total)
-        ),
-        InstallProgress::Extract => "extracting".to_string(),
-        InstallProgress::Record => "recording the install".to_string(),
-    };
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K{line}");
+    let _ = write!(err, "\r\x1b[2K{progress}");
     let _ = err.flush();
 }

@@ -1,0 +1,96 @@
+//! What `/api` asks of the running gateway: server status, the signed index, installs, and
+//! the vault. Implemented by the composition crate (which holds the hub, the installer and the
+//! secrets), so this crate depends on none of them and adds no authority of its own: every
+//! call here has already passed the route's permission check.
+
+use futures::future::BoxFuture;
+use tokio::sync::mpsc;
+
+/// A server as the control plane lists it.
+#[derive(Debug, Clone)]
+pub struct ServerStatus {
+    pub name: String,
+    /// `installed` (from the signed index) or `declared` (the servers file).
+    pub source: &'static str,
+    pub version: Option<String>,
+    pub image_digest: Option<String>,
+    /// `starting`, `up`, `down`, or `not_running`.
+    pub state: &'static str,
+    pub tools: Option<usize>,
+    pub restarts: Option<u32>,
+    /// Why it is down (the supervisor's words; the backend can influence them).
+    pub reason: Option<String>,
+    /// The credentials it declares, by vault name, with the hosts each may reach.
+    pub credentials: Vec<DeclaredCredential>,
+    /// Egress rules (`host[:port]` patterns).
+    pub egress: Vec<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeclaredCredential {
+    pub name: String,
+    pub env: String,
+    pub hosts: Vec<String>,
+}
+
+/// An entry of the signed index.
+#[derive(Debug, Clone)]
+pub struct CatalogEntry {
+    pub name: String,
+    pub description: String,
+    pub latest: String,
+    pub versions: Vec<String>,
+    pub installed: Option<String>,
+}
+
+/// A stored credential, never its value.
+#[derive(Debug, Clone)]
+pub struct StoredCredential {
+    pub name: String,
+    pub key_id: String,
+    pub updated_at: i64,
+}
+
+/// Why an operation failed, in words for the caller (causes are logged by the implementation).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum OpError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Failed(String),
+}
+
+pub trait Operations: Send + Sync + std::fmt::Debug {
+    /// Installed and declared servers with their live state.
+    fn servers(&self) -> BoxFuture<'_, Result<Vec<ServerStatus>, OpError>>;
+    /// Whether a signed index is configured.
+    fn installs_enabled(&self) -> bool;
+    /// The signed index's entries (fetched and verified now); `None` when installs are off.
+    fn catalog(&self) -> BoxFuture<'_, Result<Option<Vec<CatalogEntry>>, OpError>>;
+    /// Installs `reference` (`name` or `name@version`), sending progress lines as it goes;
+    /// returns the installed `(name, version)`.
+    fn install(
+        &self,
+        reference: String,
+        progress: mpsc::Sender<String>,
+    ) -> BoxFuture<'_, Result<(String, String), OpError>>;
+    /// Removes an installed server; false if it was not installed.
+    fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>>;
+    /// Stores a credential the server declares (never one it does not).
+    fn set_credential(
+        &self,
+        server: String,
+        name: String,
+        value: zeroize::Zeroizing<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), OpError>>;
+    fn delete_credential(
+        &self,
+        server: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<bool, OpError>>;
+    fn credentials(&self, server: String) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>>;
+}

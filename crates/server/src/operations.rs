@@ -1,0 +1,316 @@
+//! The running gateway as `/api` sees it ([`gig_api::operations::Operations`]): live server
+//! state from the hub, installs through the same installer as `gigmcp install`, and the vault
+//! for credentials a server declares (never one it does not).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use gig_api::operations::{
+    CatalogEntry, DeclaredCredential, OpError, Operations, ServerStatus, StoredCredential,
+};
+use gig_config::{InstallConfig, ServerSpec, StoreConfig};
+use gig_gateway::Hub;
+use gig_gateway::backend::BackendStatus;
+use gig_policy::{CredentialSpec, EgressPolicy};
+use gig_secrets::Secrets;
+use gig_store::CredentialScope;
+use tokio::sync::mpsc;
+
+/// Progress lines sent at most this often (pulling a layer reports every chunk).
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+
+/// What a servers-file entry declares, kept from boot.
+#[derive(Debug, Clone)]
+struct Declared {
+    egress: Option<EgressPolicy>,
+}
+
+#[derive(Debug)]
+pub struct GatewayOperations {
+    hub: Arc<Hub>,
+    secrets: Arc<Secrets>,
+    store_config: StoreConfig,
+    install: InstallConfig,
+    declared: BTreeMap<String, Declared>,
+}
+
+impl GatewayOperations {
+    pub fn new(
+        hub: Arc<Hub>,
+        secrets: Arc<Secrets>,
+        store_config: StoreConfig,
+        install: InstallConfig,
+        specs: &[ServerSpec],
+    ) -> Self {
+        let declared = specs
+            .iter()
+            .map(|s| {
+                let egress = s.sandbox.as_ref().map(|p| p.egress.clone());
+                (s.name.clone(), Declared { egress })
+            })
+            .collect();
+        GatewayOperations {
+            hub,
+            secrets,
+            store_config,
+            install,
+            declared,
+        }
+    }
+
+    /// The credentials and egress rules `server` declares; `None` if no such server.
+    async fn declared_policy(
+        &self,
+        server: &str,
+    ) -> Result<Option<(Vec<CredentialSpec>, Vec<String>)>, OpError> {
+        if let Some(d) = self.declared.get(server) {
+            let egress = d.egress.clone().unwrap_or_default();
+            let rules = egress.allow.iter().map(|r| r.to_string()).collect();
+            return Ok(Some((egress.credentials, rules)));
+        }
+        let record = self
+            .secrets
+            .store()
+            .get_server(server)
+            .await
+            .map_err(failed)?;
+        Ok(record
+            .and_then(|r| gig_registry::Installed::from_record(&r).ok())
+            .map(|i| {
+                let rules = i.entry.egress.iter().map(|r| r.to_string()).collect();
+                (i.entry.credentials, rules)
+            }))
+    }
+}
+
+fn failed(e: impl std::fmt::Display) -> OpError {
+    tracing::warn!(error = %e, "an /api operation failed");
+    OpError::Failed("the gateway could not complete the operation (see its log)".into())
+}
+
+fn live_state(hub: &Hub, name: &str) -> (&'static str, Option<usize>, Option<u32>, Option<String>) {
+    match hub.backend(name).map(|b| b.status()) {
+        None => ("not_running", None, None, None),
+        Some(BackendStatus::Starting) => ("starting", None, None, None),
+        Some(BackendStatus::Up { tools }) => ("up", Some(tools), None, None),
+        Some(BackendStatus::Down { reason, restarts }) => {
+            ("down", None, Some(restarts), Some(reason))
+        }
+    }
+}
+
+fn declared_credentials(specs: &[CredentialSpec]) -> Vec<DeclaredCredential> {
+    specs
+        .iter()
+        .map(|c| DeclaredCredential {
+            name: c.secret_name().to_owned(),
+            env: c.env.clone(),
+            hosts: c.hosts.iter().map(|h| h.to_string()).collect(),
+        })
+        .collect()
+}
+
+impl Operations for GatewayOperations {
+    fn servers(&self) -> BoxFuture<'_, Result<Vec<ServerStatus>, OpError>> {
+        Box::pin(async move {
+            let mut out = Vec::new();
+            for (name, declared) in &self.declared {
+                let (state, tools, restarts, reason) = live_state(&self.hub, name);
+                let egress = declared.egress.clone().unwrap_or_default();
+                out.push(ServerStatus {
+                    name: name.clone(),
+                    source: "declared",
+                    version: None,
+                    image_digest: None,
+                    state,
+                    tools,
+                    restarts,
+                    reason,
+                    credentials: declared_credentials(&egress.credentials),
+                    egress: egress.allow.iter().map(|r| r.to_string()).collect(),
+                });
+            }
+            for record in self.secrets.store().list_servers().await.map_err(failed)? {
+                if self.declared.contains_key(&record.name) {
+                    continue;
+                }
+                let (state, tools, restarts, reason) = live_state(&self.hub, &record.name);
+                let entry = gig_registry::Installed::from_record(&record)
+                    .ok()
+                    .map(|i| i.entry);
+                out.push(ServerStatus {
+                    source: "installed",
+                    version: Some(record.version.clone()),
+                    image_digest: Some(record.image_digest.clone()),
+                    state,
+                    tools,
+                    restarts,
+                    reason,
+                    credentials: entry
+                        .as_ref()
+                        .map(|e| declared_credentials(&e.credentials))
+                        .unwrap_or_default(),
+                    egress: entry
+                        .map(|e| e.egress.iter().map(|r| r.to_string()).collect())
+                        .unwrap_or_default(),
+                    name: record.name,
+                });
+            }
+            Ok(out)
+        })
+    }
+
+    fn installs_enabled(&self) -> bool {
+        self.install.index_url.is_some() && self.install.index_pubkeys.is_some()
+    }
+
+    fn catalog(&self) -> BoxFuture<'_, Result<Option<Vec<CatalogEntry>>, OpError>> {
+        Box::pin(async move {
+            if !self.installs_enabled() {
+                return Ok(None);
+            }
+            let installer = self.installer()?;
+            let index = installer.load_index().await.map_err(failed)?;
+            let installed: BTreeMap<String, String> = self
+                .secrets
+                .store()
+                .list_servers()
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|r| (r.name, r.version))
+                .collect();
+            Ok(Some(
+                index
+                    .index()
+                    .servers
+                    .iter()
+                    .map(|(name, entry)| CatalogEntry {
+                        name: name.to_string(),
+                        description: entry.description.clone(),
+                        latest: entry.latest.clone(),
+                        versions: entry.versions.keys().cloned().collect(),
+                        installed: installed.get(&name.to_string()).cloned(),
+                    })
+                    .collect(),
+            ))
+        })
+    }
+
+    fn install(
+        &self,
+        reference: String,
+        progress: mpsc::Sender<String>,
+    ) -> BoxFuture<'_, Result<(String, String), OpError>> {
+        Box::pin(async move {
+            let installer = self.installer()?;
+            let last = std::sync::Mutex::new((String::new(), Instant::now() - PROGRESS_EVERY));
+            let report = |p: gig_registry::InstallProgress| {
+                let line = p.to_string();
+                let mut last = last.lock().unwrap_or_else(|e| e.into_inner());
+                // A new phase always shows; the same phase at most every 250 ms.
+                let same_phase = last.0.split("  ").next() == line.split("  ").next();
+                if !same_phase || last.1.elapsed() >= PROGRESS_EVERY {
+                    let _ = progress.try_send(line.clone());
+                    *last = (line, Instant::now());
+                }
+            };
+            let record = installer.install(&reference, &report).await.map_err(|e| {
+                tracing::warn!(%reference, error = %e, "install over /api failed");
+                // Install errors name what was refused (signature, digest, path): the caller
+                // started the install and needs the reason, and none of it is secret.
+                OpError::Failed(e.to_string())
+            })?;
+            Ok((record.name, record.version))
+        })
+    }
+
+    fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>> {
+        Box::pin(async move {
+            self.secrets
+                .store()
+                .delete_server(&name)
+                .await
+                .map_err(failed)
+        })
+    }
+
+    fn set_credential(
+        &self,
+        server: String,
+        name: String,
+        value: zeroize::Zeroizing<Vec<u8>>,
+    ) -> BoxFuture<'_, Result<(), OpError>> {
+        Box::pin(async move {
+            let Some((credentials, _)) = self.declared_policy(&server).await? else {
+                return Err(OpError::NotFound(format!("no server {server:?}")));
+            };
+            if !credentials.iter().any(|c| c.secret_name() == name) {
+                let known: Vec<_> = credentials.iter().map(|c| c.secret_name()).collect();
+                return Err(OpError::Invalid(format!(
+                    "server {server:?} does not declare a credential {name:?} (it declares: {})",
+                    if known.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            let scope = CredentialScope {
+                server: &server,
+                user_id: None,
+                profile_id: None,
+            };
+            self.secrets
+                .set(&scope, &name, &value)
+                .await
+                .map(|_| ())
+                .map_err(failed)
+        })
+    }
+
+    fn delete_credential(
+        &self,
+        server: String,
+        name: String,
+    ) -> BoxFuture<'_, Result<bool, OpError>> {
+        Box::pin(async move {
+            let scope = CredentialScope {
+                server: &server,
+                user_id: None,
+                profile_id: None,
+            };
+            self.secrets.delete(&scope, &name).await.map_err(failed)
+        })
+    }
+
+    fn credentials(&self, server: String) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
+        Box::pin(async move {
+            Ok(self
+                .secrets
+                .list(Some(&server))
+                .await
+                .map_err(failed)?
+                .into_iter()
+                .map(|m| StoredCredential {
+                    name: m.name,
+                    key_id: m.key_id,
+                    updated_at: m.updated_at.unix_timestamp(),
+                })
+                .collect())
+        })
+    }
+}
+
+impl GatewayOperations {
+    fn installer(&self) -> Result<gig_registry::Installer, OpError> {
+        crate::boot::installer(&self.store_config, &self.install, self.secrets.clone()).map_err(
+            |e| match e {
+                crate::BootError::InstallsOff => OpError::Unavailable(e.to_string()),
+                other => failed(other),
+            },
+        )
+    }
+}
