@@ -164,6 +164,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                 if let Some(gate) = &hub.gate {
                     lists.tools = gate.admit(&backend.name, lists.tools).await;
                 }
+                lists.measure();
                 let tools = lists.tools.len();
                 *write(&backend.lists) = Some(lists);
                 *write(&backend.live) = Some(peer.clone());
