@@ -17,6 +17,10 @@ use crate::launcher::Launcher;
 use crate::subscriptions::ResourceSubscriptions;
 use crate::sync::{lock, read, write};
 
+/// A backend's calls in flight may together carry this many maximum-size messages of
+/// arguments; more are refused at once (see `Backend::forward`).
+pub const QUEUED_MESSAGES_PER_BACKEND: usize = 4;
+
 /// Which aggregated list changed; sessions turn this into `notifications/*/list_changed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ListChange {
@@ -102,6 +106,7 @@ impl Hub {
                 name.clone(),
                 launcher,
                 self.limits.max_inflight_per_backend,
+                QUEUED_MESSAGES_PER_BACKEND.saturating_mul(self.limits.max_message_bytes),
                 self.shutdown.child_token(),
             ));
             backends.insert(name.clone(), backend.clone());
