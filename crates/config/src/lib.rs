@@ -160,8 +160,8 @@ pub const VARIABLES: &[VarDoc] = &[
     },
     VarDoc {
         name: "GIG_MAX_CONNECTIONS_PER_IP",
-        default: "256",
-        meaning: "Open client TCP connections from one source address (an IPv6 /64 counts as one address); more are closed at once.",
+        default: "1024",
+        meaning: "Open client TCP connections from one source address (an IPv6 /64 counts as one address); more are closed at once. Each initialize-era session holds about two (its event stream and its calls); behind a reverse proxy every client shares the proxy's address, so raise it to GIG_MAX_CONNECTIONS there.",
     },
     VarDoc {
         name: "GIG_HEADER_READ_TIMEOUT_SECS",
@@ -391,7 +391,7 @@ impl Default for Limits {
             session_idle: Duration::from_secs(1800),
             shutdown_grace: Duration::from_secs(15),
             max_connections: 4096,
-            max_connections_per_ip: 256,
+            max_connections_per_ip: 1024,
             header_read_timeout: Duration::from_secs(10),
         }
     }

@@ -274,7 +274,9 @@ impl Backend {
         if size as usize > self.queued_bytes_max {
             return Err(refused());
         }
-        self.queued_bytes.try_acquire_many(size).map_err(|_| refused())
+        self.queued_bytes
+            .try_acquire_many(size)
+            .map_err(|_| refused())
     }
 
     /// Forwards one request to this backend on behalf of a client, passing progress and
@@ -316,10 +318,11 @@ impl Backend {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let options = PeerRequestOptions::with_timeout(remaining.max(Duration::from_millis(1)))
             .with_meta(forwardable_meta(&caller.meta));
-        let handle = tokio::time::timeout_at(deadline, peer.send_request_with_option(request, options))
-            .await
-            .map_err(|_| self.timed_out(limits.call_timeout))?
-            .map_err(|_| self.unavailable())?;
+        let handle =
+            tokio::time::timeout_at(deadline, peer.send_request_with_option(request, options))
+                .await
+                .map_err(|_| self.timed_out(limits.call_timeout))?
+                .map_err(|_| self.unavailable())?;
         let call_id = NEXT_CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _guard = InflightGuard {
             backend: self,

@@ -104,7 +104,10 @@ impl FingerprintGate {
     async fn room_for(&self, backend: &str, listed: &BTreeSet<String>) -> Option<usize> {
         let records = self.store.list_fingerprints(backend).await.ok()?;
         let known: BTreeSet<&str> = records.iter().map(|r| r.tool.as_str()).collect();
-        let new = listed.iter().filter(|n| !known.contains(n.as_str())).count();
+        let new = listed
+            .iter()
+            .filter(|n| !known.contains(n.as_str()))
+            .count();
         let over = (records.len() + new).saturating_sub(self.max_records);
         let mut kept = records.len();
         if over > 0 {

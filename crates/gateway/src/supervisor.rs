@@ -18,8 +18,8 @@ use crate::backend_client::BackendClient;
 use crate::catalog::BackendLists;
 use crate::hub::Hub;
 use crate::stdout_guard::StdoutGuard;
-use stdin_guard::StdinGuard;
 use crate::sync::write;
+use stdin_guard::StdinGuard;
 
 /// Restart delays: 250 ms doubling to 30 s; a backend that stayed up a minute starts over.
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -143,8 +143,8 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
     let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
     let (writer, stalled) = StdinGuard::new(connection.writer, limits.call_timeout);
-    let transport = AsyncRwTransport::new_client(reader, writer)
-        .with_max_line_length(limits.max_message_bytes);
+    let transport =
+        AsyncRwTransport::new_client(reader, writer).with_max_line_length(limits.max_message_bytes);
     let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(&hub.subscriptions));
 
     let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));

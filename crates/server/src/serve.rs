@@ -210,10 +210,11 @@ async fn serve_connection(
     let _admitted = admitted;
     let first_request = Arc::new(AtomicBool::new(false));
     let seen = first_request.clone();
-    let service = hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
-        seen.store(true, Ordering::Relaxed);
-        router.clone().oneshot(request.map(axum::body::Body::new))
-    });
+    let service =
+        hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
+            seen.store(true, Ordering::Relaxed);
+            router.clone().oneshot(request.map(axum::body::Body::new))
+        });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     let mut connection = std::pin::pin!(connection);
     let first_deadline = tokio::time::sleep(header_read_timeout);

@@ -151,15 +151,14 @@ impl Store {
                 .map_err(db_err(op))?;
             let mut forgotten = 0;
             for tool in tools {
-                forgotten += sqlx::query(
-                    "DELETE FROM tool_fingerprints WHERE server = $1 AND tool = $2",
-                )
-                .bind(server)
-                .bind(tool)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(op))?
-                .rows_affected();
+                forgotten +=
+                    sqlx::query("DELETE FROM tool_fingerprints WHERE server = $1 AND tool = $2")
+                        .bind(server)
+                        .bind(tool)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err(op))?
+                        .rows_affected();
             }
             tx.commit().await.map_err(db_err(op))?;
             Ok(forgotten)

@@ -46,10 +46,7 @@ impl StdinGuard {
     }
 
     fn stalled_error() -> io::Error {
-        io::Error::new(
-            io::ErrorKind::TimedOut,
-            "backend stopped reading its stdin",
-        )
+        io::Error::new(io::ErrorKind::TimedOut, "backend stopped reading its stdin")
     }
 
     /// Passes `poll`'s result through, failing it once it has been pending for the limit.
@@ -124,7 +121,9 @@ mod tests {
             let mut total = 0;
             while total < 256 {
                 tokio::time::sleep(Duration::from_millis(100)).await;
-                total += tokio::io::AsyncReadExt::read(&mut reader, &mut buf).await.unwrap();
+                total += tokio::io::AsyncReadExt::read(&mut reader, &mut buf)
+                    .await
+                    .unwrap();
             }
         });
         guard.write_all(&[b'x'; 256]).await.unwrap();

@@ -146,7 +146,11 @@ mod tests {
         assert!(admission.admit("2001:db8::2".parse().unwrap()).is_err());
         assert!(admission.admit("2001:db8:0:1::1".parse().unwrap()).is_ok());
         let _v4 = admission.admit("192.0.2.1".parse().unwrap()).unwrap();
-        assert!(admission.admit("::ffff:192.0.2.1".parse().unwrap()).is_err());
+        assert!(
+            admission
+                .admit("::ffff:192.0.2.1".parse().unwrap())
+                .is_err()
+        );
     }
 
     #[test]
