@@ -154,6 +154,21 @@ pub const VARIABLES: &[VarDoc] = &[
         meaning: "Concurrent MCP sessions (initialize-era); new sessions beyond it get 503.",
     },
     VarDoc {
+        name: "GIG_MAX_CONNECTIONS",
+        default: "4096",
+        meaning: "Open client TCP connections at once. Lowered at start to the process's open-file limit minus a reserve of 256 (backends, the store), so connections can never starve a backend restart; connections beyond it are closed at once.",
+    },
+    VarDoc {
+        name: "GIG_MAX_CONNECTIONS_PER_IP",
+        default: "1024",
+        meaning: "Open client TCP connections from one source address (an IPv6 /64 counts as one address); more are closed at once. Each initialize-era session holds about two (its event stream and its calls); behind a reverse proxy every client shares the proxy's address, so raise it to GIG_MAX_CONNECTIONS there.",
+    },
+    VarDoc {
+        name: "GIG_HEADER_READ_TIMEOUT_SECS",
+        default: "10",
+        meaning: "A client must send a request's complete headers within this time (also how long an idle connection is kept); slower connections are closed.",
+    },
+    VarDoc {
         name: "GIG_SESSION_IDLE_SECS",
         default: "1800",
         meaning: "An MCP session with no traffic for this long expires; its id then gets 404.",
@@ -358,6 +373,12 @@ pub struct Limits {
     pub max_sessions: usize,
     pub session_idle: Duration,
     pub shutdown_grace: Duration,
+    /// Client TCP connections at once (before the open-file limit lowers it).
+    pub max_connections: usize,
+    /// Client TCP connections from one source address.
+    pub max_connections_per_ip: usize,
+    /// Time a client has to send a request's headers.
+    pub header_read_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -369,6 +390,9 @@ impl Default for Limits {
             max_sessions: 4096,
             session_idle: Duration::from_secs(1800),
             shutdown_grace: Duration::from_secs(15),
+            max_connections: 4096,
+            max_connections_per_ip: 1024,
+            header_read_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -457,6 +481,17 @@ impl GatewayConfig {
             max_sessions: positive(env, "GIG_MAX_SESSIONS", defaults.max_sessions)?,
             session_idle: secs(env, "GIG_SESSION_IDLE_SECS", defaults.session_idle)?,
             shutdown_grace: secs(env, "GIG_SHUTDOWN_GRACE_SECS", defaults.shutdown_grace)?,
+            max_connections: positive(env, "GIG_MAX_CONNECTIONS", defaults.max_connections)?,
+            max_connections_per_ip: positive(
+                env,
+                "GIG_MAX_CONNECTIONS_PER_IP",
+                defaults.max_connections_per_ip,
+            )?,
+            header_read_timeout: secs(
+                env,
+                "GIG_HEADER_READ_TIMEOUT_SECS",
+                defaults.header_read_timeout,
+            )?,
         };
 
         let store = StoreConfig::from_env(env)?;
@@ -565,6 +600,9 @@ mod tests {
             ("GIG_CALL_TIMEOUT_SECS", "99999999"),
             ("GIG_MAX_MESSAGE_BYTES", "lots"),
             ("GIG_MAX_SESSIONS", "0"),
+            ("GIG_MAX_CONNECTIONS", "0"),
+            ("GIG_MAX_CONNECTIONS_PER_IP", "x"),
+            ("GIG_HEADER_READ_TIMEOUT_SECS", "0"),
             ("GIG_WORKER_THREADS", "0"),
         ] {
             let err = GatewayConfig::from_env(&env(&[("GIG_BEARER_TOKEN", TOKEN), (name, bad)]))

@@ -66,6 +66,10 @@ pub struct Backend {
     /// Keyed by the progress token rmcp put on the forwarded request (unique per connection).
     pub(crate) inflight: Mutex<HashMap<ProgressToken, Caller>>,
     pub(crate) permits: Semaphore,
+    /// Bytes of requests on their way to this backend (one permit per byte): a backend that
+    /// stops reading cannot make the gateway hold more than this of its calls' arguments.
+    pub(crate) queued_bytes: Semaphore,
+    queued_bytes_max: usize,
     pub(crate) notify_permits: Semaphore,
     pub(crate) refresh: Notify,
     pub(crate) first_attempt_done: tokio::sync::watch::Sender<bool>,
@@ -121,6 +125,29 @@ const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 64;
 /// How long forwarding one notification to a client may take before it is dropped.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// How long after the call deadline a call is abandoned even though rmcp has not given up
+/// (it waits to deliver its cancellation first).
+const HARD_DEADLINE_MARGIN: Duration = Duration::from_secs(1);
+
+/// Length of `value` as JSON, counted without building the text.
+fn json_size(value: &impl serde::Serialize) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    match serde_json::to_writer(&mut count, value) {
+        Ok(()) => count.0,
+        Err(_) => usize::MAX,
+    }
+}
+
 /// `_meta` keys the gateway owns on each hop and therefore never forwards.
 fn forwardable_meta(meta: &RequestMetaObject) -> RequestMetaObject {
     let mut forwarded = RequestMetaObject::new();
@@ -138,8 +165,11 @@ impl Backend {
         name: String,
         launcher: Box<dyn Launcher>,
         max_inflight: usize,
+        max_queued_bytes: usize,
         stop: CancellationToken,
     ) -> Self {
+        // `acquire_many` counts in u32.
+        let max_queued_bytes = max_queued_bytes.min(u32::MAX as usize);
         Backend {
             name,
             launcher,
@@ -148,6 +178,8 @@ impl Backend {
             status: RwLock::new(BackendStatus::Starting),
             inflight: Mutex::new(HashMap::new()),
             permits: Semaphore::new(max_inflight),
+            queued_bytes: Semaphore::new(max_queued_bytes),
+            queued_bytes_max: max_queued_bytes,
             notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
             refresh: Notify::new(),
             first_attempt_done: tokio::sync::watch::Sender::new(false),
@@ -221,8 +253,35 @@ impl Backend {
         )
     }
 
+    /// Reserves `request`'s size in this backend's queued-bytes budget, or refuses it at once:
+    /// calls do not wait in memory for a backend that is not taking them.
+    fn reserve_bytes(
+        &self,
+        request: &ClientRequest,
+    ) -> Result<tokio::sync::SemaphorePermit<'_>, ErrorData> {
+        let size = json_size(request);
+        let refused = || {
+            ErrorData::new(
+                ErrorCode::INTERNAL_ERROR,
+                format!(
+                    "backend {:?} is saturated: more than {} bytes of calls queued",
+                    self.name, self.queued_bytes_max
+                ),
+                Some(serde_json::json!({ "backend": self.name })),
+            )
+        };
+        let size = u32::try_from(size.max(1)).map_err(|_| refused())?;
+        if size as usize > self.queued_bytes_max {
+            return Err(refused());
+        }
+        self.queued_bytes
+            .try_acquire_many(size)
+            .map_err(|_| refused())
+    }
+
     /// Forwards one request to this backend on behalf of a client, passing progress and
-    /// cancellation through, under the per-call deadline.
+    /// cancellation through, under the per-call deadline (which also covers writing the
+    /// request to a backend that is slow to read it).
     pub async fn forward(
         &self,
         request: ClientRequest,
@@ -230,6 +289,7 @@ impl Backend {
         limits: &Limits,
     ) -> Result<ServerResult, ErrorData> {
         let deadline = tokio::time::Instant::now() + limits.call_timeout;
+        let _bytes = self.reserve_bytes(&request)?;
         let _permit = tokio::time::timeout_at(deadline, self.permits.acquire())
             .await
             .map_err(|_| {
@@ -258,10 +318,11 @@ impl Backend {
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
         let options = PeerRequestOptions::with_timeout(remaining.max(Duration::from_millis(1)))
             .with_meta(forwardable_meta(&caller.meta));
-        let handle = peer
-            .send_request_with_option(request, options)
-            .await
-            .map_err(|_| self.unavailable())?;
+        let handle =
+            tokio::time::timeout_at(deadline, peer.send_request_with_option(request, options))
+                .await
+                .map_err(|_| self.timed_out(limits.call_timeout))?
+                .map_err(|_| self.unavailable())?;
         let call_id = NEXT_CALL_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let _guard = InflightGuard {
             backend: self,
@@ -301,9 +362,15 @@ impl Backend {
         // associates them with the client's call (its SSE stream in the legacy protocol).
         let mut relayed = FuturesUnordered::new();
         let mut relayed_total = 0;
+        // rmcp's own timeout fires at the deadline but then waits to send its cancellation,
+        // which a backend that stopped reading never takes: this one does not wait.
+        let hard_deadline = deadline + HARD_DEADLINE_MARGIN;
         loop {
             tokio::select! {
                 result = &mut response => return result.map_err(|e| self.call_error(e)),
+                () = tokio::time::sleep_until(hard_deadline) => {
+                    return Err(self.timed_out(limits.call_timeout));
+                }
                 Some(UpstreamRequest { request, reply }) = upstream_requests.recv() => {
                     if relayed_total == MAX_RELAYED_PER_CALL {
                         let _ = reply.send(Err(ErrorData::invalid_request(
@@ -325,31 +392,37 @@ impl Backend {
                 Some(()) = relayed.next(), if !relayed.is_empty() => {}
                 () = caller.ct.cancelled() => {
                     // The client cancelled: tell the backend, so it can stop working too.
-                    let _ = backend_peer
-                        .notify_cancelled(rmcp::model::CancelledNotificationParam::new(
+                    let _ = tokio::time::timeout(
+                        NOTIFY_TIMEOUT,
+                        backend_peer.notify_cancelled(rmcp::model::CancelledNotificationParam::new(
                             Some(request_id),
                             Some("cancelled by the client".into()),
-                        ))
-                        .await;
+                        )),
+                    )
+                    .await;
                     return Err(ErrorData::new(ErrorCode::INTERNAL_ERROR, "request cancelled", None));
                 }
             }
         }
     }
 
+    fn timed_out(&self, timeout: Duration) -> ErrorData {
+        ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!(
+                "backend {:?} did not answer within {}s",
+                self.name,
+                timeout.as_secs_f32().ceil()
+            ),
+            Some(serde_json::json!({ "backend": self.name })),
+        )
+    }
+
     fn call_error(&self, error: ServiceError) -> ErrorData {
         match error {
             // The backend's own JSON-RPC error goes back to the client unchanged.
             ServiceError::McpError(error) => error,
-            ServiceError::Timeout { timeout } => ErrorData::new(
-                ErrorCode::INTERNAL_ERROR,
-                format!(
-                    "backend {:?} did not answer within {}s",
-                    self.name,
-                    timeout.as_secs_f32().ceil()
-                ),
-                Some(serde_json::json!({ "backend": self.name })),
-            ),
+            ServiceError::Timeout { timeout } => self.timed_out(timeout),
             ServiceError::TransportClosed | ServiceError::TransportSend(_) => ErrorData::new(
                 ErrorCode::INTERNAL_ERROR,
                 format!("backend {:?} stopped while handling the call", self.name),

@@ -4,12 +4,12 @@
 //! A catalog is immutable; the hub builds a new one whenever a backend's lists change or a
 //! backend comes up or goes down, and swaps it in atomically.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 use rmcp::model::{Prompt, Resource, ResourceContents, ResourceTemplate, Tool};
 
-use crate::naming::{Origin, assign_names};
+use crate::naming::{Origin, assign_names_among};
 
 /// What one live backend offers, as it reported it.
 #[derive(Debug, Clone, Default)]
@@ -18,6 +18,22 @@ pub struct BackendLists {
     pub prompts: Vec<Prompt>,
     pub resources: Vec<Resource>,
     pub resource_templates: Vec<ResourceTemplate>,
+    /// Size of the lists above as JSON (0 when not measured), for the cap on what all
+    /// backends together may put in one list response.
+    pub json_bytes: usize,
+}
+
+impl BackendLists {
+    /// Measures [`BackendLists::json_bytes`].
+    pub fn measure(&mut self) {
+        fn size<T: serde::Serialize>(items: &[T]) -> usize {
+            serde_json::to_vec(items).map_or(usize::MAX, |bytes| bytes.len())
+        }
+        self.json_bytes = size(&self.tools)
+            .saturating_add(size(&self.prompts))
+            .saturating_add(size(&self.resources))
+            .saturating_add(size(&self.resource_templates));
+    }
 }
 
 /// An aggregated item and where it leads.
@@ -90,17 +106,28 @@ pub fn expose_contents_uri(contents: &mut ResourceContents, backend: &str) {
 }
 
 impl Catalog {
-    /// Builds the catalog from every live backend's lists.
+    /// Builds the catalog from every live backend's lists, taking those to be all backends.
     pub fn build(backends: &BTreeMap<String, BackendLists>) -> Self {
+        Self::build_among(backends, &backends.keys().cloned().collect())
+    }
+
+    /// Builds the catalog from every live backend's lists; `configured` names every backend,
+    /// up or not, since names depend on them (see [`crate::naming`]).
+    pub fn build_among(
+        backends: &BTreeMap<String, BackendLists>,
+        configured: &BTreeSet<String>,
+    ) -> Self {
         let mut catalog = Catalog {
             tools: aggregate(
                 backends,
+                configured,
                 |lists| &lists.tools,
                 |tool| tool.name.to_string(),
                 |tool, name| tool.name = name.into(),
             ),
             prompts: aggregate(
                 backends,
+                configured,
                 |lists| &lists.prompts,
                 |prompt| prompt.name.clone(),
                 |prompt, name| prompt.name = name,
@@ -130,6 +157,7 @@ impl Catalog {
 /// Names one kind of item across all backends and indexes it by exposed name.
 fn aggregate<T: Clone>(
     backends: &BTreeMap<String, BackendLists>,
+    configured: &BTreeSet<String>,
     items: impl Fn(&BackendLists) -> &Vec<T>,
     name_of: impl Fn(&T) -> String,
     rename: impl Fn(&mut T, String),
@@ -145,7 +173,7 @@ fn aggregate<T: Clone>(
             by_origin.entry(origin).or_insert(item);
         }
     }
-    assign_names(by_origin.keys().cloned())
+    assign_names_among(by_origin.keys().cloned(), configured)
         .into_iter()
         .map(|(exposed, origin)| {
             let mut item = by_origin[&origin].clone();

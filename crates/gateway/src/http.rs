@@ -1,11 +1,18 @@
 //! The HTTP face of the gateway: `/mcp` (Streamable HTTP, both protocol eras) behind
 //! authentication, plus `/healthz` and `/readyz`.
 //!
-//! Order on `/mcp`: draining check → bearer auth → session cap → rmcp (Host/Origin validation,
-//! body limit, protocol). Nothing reaches a backend before authentication succeeds.
+//! Order on `/mcp`: draining check → bearer auth → admission (declared body size, session
+//! ownership, session cap) → rmcp (Host/Origin validation, body limit, protocol). Nothing
+//! reaches a backend before authentication succeeds.
+//!
+//! The session cap counts, besides open sessions, every request without a session in flight:
+//! its slot is taken before its body is read (so bodies held back cannot pile up past the cap)
+//! and held until its response has been sent (so 2026-07-28 `subscriptions/listen` streams
+//! count for as long as they are open). A session answers only the principal that opened it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::extract::{Request, State};
@@ -51,6 +58,13 @@ pub struct HttpState {
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
+    max_body_bytes: usize,
+    /// `Host`s for which `/readyz` names the backends.
+    allowed_hosts: Vec<String>,
+    /// Requests without a session whose response has not been fully sent.
+    sessionless_in_flight: Arc<AtomicUsize>,
+    /// Who opened each session.
+    owners: Mutex<HashMap<String, Owner>>,
     /// POSTs to `/mcp` whose response has not been fully sent (shutdown drains these).
     posts_in_flight: tokio::sync::watch::Sender<usize>,
 }
@@ -70,6 +84,44 @@ impl Drop for PostGuard {
     fn drop(&mut self) {
         self.0.send_modify(|n| *n = n.saturating_sub(1));
     }
+}
+
+/// One slot of the session cap held by a request without a session.
+struct SlotGuard(Arc<AtomicUsize>);
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The principal a session belongs to; another principal presenting its id gets 404.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Owner {
+    Operator,
+    Profile { profile_id: i64, user_id: i64 },
+}
+
+impl Owner {
+    fn of(principal: Option<&Principal>) -> Option<Owner> {
+        match principal? {
+            Principal::Operator => Some(Owner::Operator),
+            Principal::Profile(view) => Some(Owner::Profile {
+                profile_id: view.profile_id,
+                user_id: view.user_id,
+            }),
+        }
+    }
+}
+
+/// Keeps `guard` alive until `response`'s body has been sent or dropped.
+fn hold_until_sent<G: Send + 'static>(response: Response, guard: G) -> Response {
+    let (parts, body) = response.into_parts();
+    let body = body.into_data_stream().map(move |chunk| {
+        let _held = &guard;
+        chunk
+    });
+    Response::from_parts(parts, axum::body::Body::from_stream(body))
 }
 
 /// Hosts accepted in `Host` (and origins in `Origin`): loopback plus the public URL's host.
@@ -122,7 +174,7 @@ pub fn router(
 
     let (hosts, origins) = allowed_hosts_and_origins(config);
     let mcp_config = StreamableHttpServerConfig::default()
-        .with_allowed_hosts(hosts)
+        .with_allowed_hosts(hosts.clone())
         .with_allowed_origins(origins)
         .enforce_origin_validation()
         .with_max_request_body_bytes(config.limits.max_message_bytes)
@@ -145,6 +197,10 @@ pub fn router(
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
+        max_body_bytes: config.limits.max_message_bytes,
+        allowed_hosts: hosts,
+        sessionless_in_flight: Arc::new(AtomicUsize::new(0)),
+        owners: Mutex::new(HashMap::new()),
         posts_in_flight: tokio::sync::watch::Sender::new(0),
     });
 
@@ -184,12 +240,7 @@ async fn refuse_when_draining(
     }
     state.posts_in_flight.send_modify(|n| *n += 1);
     let guard = PostGuard(state.posts_in_flight.clone());
-    let (parts, body) = next.run(request).await.into_parts();
-    let body = body.into_data_stream().map(move |chunk| {
-        let _in_flight = &guard;
-        chunk
-    });
-    Response::from_parts(parts, axum::body::Body::from_stream(body))
+    hold_until_sent(next.run(request).await, guard)
 }
 
 /// The static token is the operator; any other bearer token goes to the resolver (profile
@@ -236,31 +287,123 @@ fn bearer(headers: &http::HeaderMap) -> Option<&str> {
         .filter(|t| !t.is_empty() && t.len() <= 256)
 }
 
-/// Refuses to open a new initialize-era session beyond the configured cap.
+fn refusal(status: StatusCode, message: &'static str) -> Response {
+    (status, message).into_response()
+}
+
+/// Admits a request past authentication: refuses a declared body over the message limit at
+/// once (413, before any of it is read), a session id opened by another principal (404, as if
+/// it did not exist), and a request without a session beyond the session cap (503).
 async fn session_cap(
     State(state): State<Arc<HttpState>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let opens_session =
-        request.method() == Method::POST && !request.headers().contains_key(SESSION_HEADER);
-    if opens_session && state.sessions.sessions.read().await.len() >= state.max_sessions {
-        let mut response = (
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.max_body_bytes as u64) {
+        return refusal(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "request body exceeds the message size limit\n",
+        );
+    }
+    let owner = Owner::of(request.extensions().get::<Principal>());
+    if let Some(session) = request.headers().get(SESSION_HEADER) {
+        let known = session
+            .to_str()
+            .ok()
+            .and_then(|id| lock_owners(&state).get(id).copied());
+        if owner.is_none() || known != owner {
+            return refusal(StatusCode::NOT_FOUND, "session not found\n");
+        }
+        return next.run(request).await;
+    }
+    if request.method() != Method::POST {
+        return next.run(request).await;
+    }
+
+    // The slot is taken before the body is read and checked against the sessions that exist
+    // plus every other request holding a slot, so any number of requests arriving together
+    // admit at most the free slots.
+    let position = state.sessionless_in_flight.fetch_add(1, Ordering::AcqRel) + 1;
+    let slot = SlotGuard(state.sessionless_in_flight.clone());
+    let open = state.sessions.sessions.read().await.len();
+    if open + position > state.max_sessions {
+        drop(slot);
+        let mut response = refusal(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many MCP sessions; retry later\n",
-        )
-            .into_response();
+        );
         response
             .headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
         return response;
     }
-    next.run(request).await
+    let response = next.run(request).await;
+    if let (Some(owner), Some(id)) = (
+        owner,
+        response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok()),
+    ) {
+        record_owner(&state, id, owner).await;
+    }
+    hold_until_sent(response, slot)
+}
+
+fn lock_owners(state: &HttpState) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
+    state.owners.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Records who opened session `id`, forgetting sessions that have since ended once the table
+/// has grown past twice the open sessions.
+async fn record_owner(state: &HttpState, id: &str, owner: Owner) {
+    let recorded = {
+        let mut owners = lock_owners(state);
+        owners.insert(id.to_owned(), owner);
+        owners.len()
+    };
+    let live = state.sessions.sessions.read().await;
+    if recorded > 2 * live.len() + 16 {
+        let live: std::collections::HashSet<&str> = live.keys().map(|k| k.as_ref()).collect();
+        lock_owners(state).retain(|id, _| live.contains(id.as_str()));
+    }
+}
+
+/// Whether `host` (a `Host` header value) may see backend names on `/readyz`: an allowed host
+/// or an IP literal. A DNS-rebinding page always sends its own domain name.
+fn host_may_see_details(host: Option<&str>, allowed: &[String]) -> bool {
+    let Some(host) = host else {
+        return false;
+    };
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split_once(']').map_or(rest, |(name, _)| name)
+    } else {
+        host.rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name)
+    };
+    allowed.iter().any(|a| a.eq_ignore_ascii_case(name)) || name.parse::<std::net::IpAddr>().is_ok()
 }
 
 /// Unauthenticated, so it says only whether each backend is up: no failure reasons (which a
-/// backend can choose) and no counts.
-async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
+/// backend can choose) and no counts; and backend names only to a `Host` that is allowed or
+/// an address (probes), never to a page that reached it by DNS rebinding.
+async fn readyz(State(state): State<Arc<HttpState>>, headers: http::HeaderMap) -> Response {
+    let ready = state.hub.ready() && !state.draining.load(Ordering::Acquire);
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    if !host_may_see_details(host, &state.allowed_hosts) {
+        return (status, axum::Json(serde_json::json!({ "ready": ready }))).into_response();
+    }
     let backends: serde_json::Map<String, serde_json::Value> = state
         .hub
         .backends()
@@ -274,12 +417,6 @@ async fn readyz(State(state): State<Arc<HttpState>>) -> Response {
             (b.name.clone(), serde_json::json!({ "state": up }))
         })
         .collect();
-    let ready = state.hub.ready() && !state.draining.load(Ordering::Acquire);
-    let status = if ready {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
     (
         status,
         axum::Json(serde_json::json!({ "ready": ready, "backends": backends })),
@@ -310,6 +447,24 @@ mod tests {
         let (hosts, origins) = allowed_hosts_and_origins(&config(Some("http://gw.internal:8080")));
         assert!(hosts.contains(&"gw.internal".to_owned()));
         assert!(origins.contains(&"http://gw.internal:8080".to_owned()));
+    }
+
+    #[test]
+    fn readyz_details_only_for_allowed_hosts_and_addresses() {
+        let allowed = vec!["localhost".to_owned(), "mcp.example.com".to_owned()];
+        for ok in [
+            "localhost:8080",
+            "MCP.example.com",
+            "127.0.0.1:1",
+            "[::1]:80",
+            "10.1.2.3",
+        ] {
+            assert!(host_may_see_details(Some(ok), &allowed), "{ok}");
+        }
+        for refused in ["evil.example:8080", "localhost.evil.com", "[evil]:80"] {
+            assert!(!host_may_see_details(Some(refused), &allowed), "{refused}");
+        }
+        assert!(!host_may_see_details(None, &allowed));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! that crashes, hangs or floods only ever fails its own calls. The catalog lists live
 //! backends only (fail-open): a backend that is down simply drops out until it is back.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use gig_config::Limits;
@@ -16,6 +16,10 @@ use crate::catalog::{BackendLists, Catalog};
 use crate::launcher::Launcher;
 use crate::subscriptions::ResourceSubscriptions;
 use crate::sync::{lock, read, write};
+
+/// A backend's calls in flight may together carry this many maximum-size messages of
+/// arguments; more are refused at once (see `Backend::forward`).
+pub const QUEUED_MESSAGES_PER_BACKEND: usize = 4;
 
 /// Which aggregated list changed; sessions turn this into `notifications/*/list_changed`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,7 @@ impl Hub {
                 name.clone(),
                 launcher,
                 self.limits.max_inflight_per_backend,
+                QUEUED_MESSAGES_PER_BACKEND.saturating_mul(self.limits.max_message_bytes),
                 self.shutdown.child_token(),
             ));
             backends.insert(name.clone(), backend.clone());
@@ -186,11 +191,16 @@ impl Hub {
 
     /// Rebuilds the catalog from the live backends and tells sessions what changed.
     pub(crate) fn rebuild_catalog(&self) {
-        let lists: BTreeMap<String, BackendLists> = read(&self.backends)
-            .iter()
-            .filter_map(|(name, b)| b.lists().map(|l| (name.clone(), l)))
-            .collect();
-        let new = Arc::new(Catalog::build(&lists));
+        let (configured, lists): (BTreeSet<String>, BTreeMap<String, BackendLists>) = {
+            let backends = read(&self.backends);
+            let lists = backends
+                .iter()
+                .filter_map(|(name, b)| b.lists().map(|l| (name.clone(), l)))
+                .collect();
+            (backends.keys().cloned().collect(), lists)
+        };
+        let lists = fit_in_one_message(lists, self.limits.max_message_bytes);
+        let new = Arc::new(Catalog::build_among(&lists, &configured));
         let old = std::mem::replace(&mut *write(&self.catalog), new.clone());
         let change = ListChange {
             tools: !same_items(
@@ -211,9 +221,56 @@ impl Hub {
     }
 }
 
+/// Leaves out the backends with the largest lists until all together fit in one message
+/// (every client's list response carries them): a backend with a huge list can only push
+/// itself out, never the small ones.
+fn fit_in_one_message(
+    mut lists: BTreeMap<String, BackendLists>,
+    max_bytes: usize,
+) -> BTreeMap<String, BackendLists> {
+    let mut by_size: Vec<(usize, String)> = lists
+        .iter()
+        .map(|(name, l)| (l.json_bytes, name.clone()))
+        .collect();
+    by_size.sort();
+    let mut total = 0usize;
+    for (bytes, name) in by_size {
+        total = total.saturating_add(bytes);
+        if total > max_bytes {
+            tracing::warn!(backend = %name, bytes, max_bytes, "backend left out of the catalog: all lists together would exceed the message size limit");
+            lists.remove(&name);
+        }
+    }
+    lists
+}
+
 fn same_items<'a, T: PartialEq + 'a>(
     a: impl ExactSizeIterator<Item = &'a T>,
     b: impl ExactSizeIterator<Item = &'a T>,
 ) -> bool {
     a.len() == b.len() && a.zip(b).all(|(x, y)| x == y)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_largest_lists_are_left_out_until_all_fit_in_one_message() {
+        let lists = |bytes| BackendLists {
+            json_bytes: bytes,
+            ..Default::default()
+        };
+        let all = BTreeMap::from([
+            ("a_huge".to_owned(), lists(4000)),
+            ("b".to_owned(), lists(300)),
+            ("c".to_owned(), lists(600)),
+            ("d".to_owned(), lists(50)),
+        ]);
+        let kept = fit_in_one_message(all, 1000);
+        assert_eq!(
+            kept.keys().map(String::as_str).collect::<Vec<_>>(),
+            ["b", "c", "d"]
+        );
+    }
 }

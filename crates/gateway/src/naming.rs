@@ -5,6 +5,15 @@
 //! the OpenAI tool APIs accept). A name that had to be altered — characters replaced, length
 //! cut, or a clash with another backend's name — carries a hash of its *original* pair, so
 //! the same `(backend, item)` always gets the same exposed name, whatever else is connected.
+//!
+//! `_` separates backend and item but may occur in both, so `my` + `svc_echo` and `my_svc` +
+//! `echo` both read `my_svc_echo`. The rule that makes this unambiguous: a plain name belongs to
+//! the *longest* configured backend name that, followed by `_`, is a prefix of it. A backend's
+//! item whose plain name falls into a longer backend's namespace (`my`'s `svc_echo` when `my_svc`
+//! is configured) is always hashed, whether or not that backend lists a clashing item and
+//! whether or not it is up. So which names a backend gets depends only on its own items and
+//! on the configured backend *names* (the operator's choice), never on another backend's
+//! list: no backend can produce, take or break another's plain name.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -66,10 +75,39 @@ fn hashed_name(origin: &Origin, hex_len: usize) -> String {
     format!("{prefix}_{}", pair_hash(origin, hex_len))
 }
 
-/// Assigns every origin an exposed name. The result depends only on the *set* of origins,
-/// never on their order, and an origin whose plain name is valid and unique keeps it.
+/// Whether `name` (a plain name of `backend`) lies in the namespace of a longer configured
+/// backend, which owns it.
+fn owned_by_longer_backend(name: &str, backend: &str, backends: &BTreeSet<String>) -> bool {
+    backends.iter().any(|other| {
+        other.len() > backend.len()
+            && name.len() > other.len()
+            && name.starts_with(other.as_str())
+            && name.as_bytes()[other.len()] == b'_'
+    })
+}
+
+/// Assigns every origin an exposed name, taking the backends to be those of the origins. See
+/// [`assign_names_among`].
 pub fn assign_names(origins: impl IntoIterator<Item = Origin>) -> BTreeMap<String, Origin> {
     let origins: BTreeSet<Origin> = origins.into_iter().collect();
+    let backends = origins.iter().map(|o| o.backend.clone()).collect();
+    assign_names_among(origins, &backends)
+}
+
+/// Assigns every origin an exposed name. `backends` are all configured backends, up or not
+/// (the origins' backends are added to them). The result depends only on the *set* of origins
+/// and backends, never on their order; an origin whose plain name is valid, unique and in its
+/// own backend's namespace keeps it.
+pub fn assign_names_among(
+    origins: impl IntoIterator<Item = Origin>,
+    backends: &BTreeSet<String>,
+) -> BTreeMap<String, Origin> {
+    let origins: BTreeSet<Origin> = origins.into_iter().collect();
+    let mut backends = backends.clone();
+    backends.extend(origins.iter().map(|o| o.backend.clone()));
+    let plain_name = |origin: &Origin| {
+        plain_name(origin).filter(|name| !owned_by_longer_backend(name, &origin.backend, &backends))
+    };
 
     // Pass 1: plain names, counting clashes.
     let mut plain_counts: BTreeMap<String, usize> = BTreeMap::new();
@@ -174,13 +212,33 @@ mod tests {
     }
 
     #[test]
-    fn clashing_plain_names_both_get_hashed() {
+    fn a_name_belongs_to_the_longest_backend_prefix() {
         let table = assign_names([origin("a_b", "c"), origin("a", "b_c")]);
-        assert!(!table.contains_key("a_b_c"));
-        let first = name_of(&table, &origin("a_b", "c"));
-        let second = name_of(&table, &origin("a", "b_c"));
-        assert_ne!(first, second);
-        assert!(first.starts_with("a_b_c_") && second.starts_with("a_b_c_"));
+        assert_eq!(table["a_b_c"], origin("a_b", "c"));
+        let other = name_of(&table, &origin("a", "b_c"));
+        assert!(other.starts_with("a_b_c_") && other.len() == "a_b_c_".len() + 8);
+    }
+
+    /// Found by a hostile read: `my` listed `svc_echo` and so broke `my_svc`'s `my_svc_echo`.
+    #[test]
+    fn a_backend_cannot_rename_its_neighbours_tool() {
+        let victim = origin("my_svc", "echo");
+        let configured: BTreeSet<String> = ["my".to_owned(), "my_svc".to_owned()].into();
+        let alone = assign_names_among([victim.clone()], &configured);
+        assert_eq!(alone["my_svc_echo"], victim);
+        // Whatever `my` lists, and whether `my_svc` is up or not, `my_svc_echo` is never
+        // `my`'s: a call to it cannot reach the squatter.
+        for attack in ["svc_echo", "svc", "svc_echo_", "svc_echo_00000000"] {
+            let squat = origin("my", attack);
+            let crowded = assign_names_among([victim.clone(), squat.clone()], &configured);
+            assert_eq!(crowded["my_svc_echo"], victim, "{attack}");
+            let down = assign_names_among([squat.clone()], &configured);
+            assert!(!down.contains_key("my_svc_echo"), "{attack}");
+        }
+        // Neither can the longer backend take a name of the shorter one outside its namespace.
+        let mine = origin("my", "tool");
+        let table = assign_names_among([mine.clone(), origin("my_svc", "x")], &configured);
+        assert_eq!(table["my_tool"], mine);
     }
 
     #[test]
@@ -237,11 +295,14 @@ mod tests {
     #[test]
     fn a_clash_then_a_squat_cannot_redirect_calls() {
         // Found in review: `git` lists `hub_search` to force `git_hub/search` onto a hashed
-        // name, then lists a tool whose plain name is that hashed name.
+        // name, then lists a tool whose plain name is that hashed name. Now the clash leaves
+        // `git_hub/search` its plain name, and `git`'s names under `git_hub_` are all hashed.
         let victim = origin("git_hub", "search");
         let first = assign_names([victim.clone(), origin("git", "hub_search")]);
         let published = name_of(&first, &victim);
-        let squat = origin("git", published.strip_prefix("git_").unwrap());
+        assert_eq!(published, "git_hub_search");
+        let squatted = name_of(&first, &origin("git", "hub_search"));
+        let squat = origin("git", squatted.strip_prefix("git_").unwrap());
         let second = assign_names([victim.clone(), origin("git", "hub_search"), squat]);
         assert_eq!(second[&published], victim);
     }

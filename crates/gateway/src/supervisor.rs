@@ -1,5 +1,8 @@
 //! Supervision: keeps one backend running for the life of the gateway — start, initialize,
-//! fetch its lists (bounded), serve it until it ends, restart with backoff.
+//! fetch its lists (bounded), serve it until it ends, restart with backoff. A backend that
+//! stops reading its stdin for the call timeout is ended like one that crashed.
+
+mod stdin_guard;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,6 +19,7 @@ use crate::catalog::BackendLists;
 use crate::hub::Hub;
 use crate::stdout_guard::StdoutGuard;
 use crate::sync::write;
+use stdin_guard::StdinGuard;
 
 /// Restart delays: 250 ms doubling to 30 s; a backend that stayed up a minute starts over.
 const BACKOFF_START: Duration = Duration::from_millis(250);
@@ -24,6 +28,9 @@ const STABLE_AFTER: Duration = Duration::from_secs(60);
 /// Most items accepted from one backend per list kind, and most pages followed.
 const MAX_LIST_ITEMS: usize = 10_000;
 const MAX_LIST_PAGES: usize = 100;
+/// Least time between two fetches of a backend's lists: a backend flooding `list_changed`
+/// gets its lists read (and its tools fingerprinted) at most this often.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Fetches every list a backend declared, bounded in pages and items.
 async fn fetch_lists(peer: &Peer<RoleClient>, max_bytes: usize) -> Result<BackendLists, String> {
@@ -135,8 +142,9 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     };
     *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
     let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
-    let transport = AsyncRwTransport::new_client(reader, connection.writer)
-        .with_max_line_length(limits.max_message_bytes);
+    let (writer, stalled) = StdinGuard::new(connection.writer, limits.call_timeout);
+    let transport =
+        AsyncRwTransport::new_client(reader, writer).with_max_line_length(limits.max_message_bytes);
     let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(&hub.subscriptions));
 
     let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));
@@ -153,7 +161,9 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     let mut waiting = std::pin::pin!(running.waiting());
 
     let mut first = true;
+    let mut listed_at;
     let reason = loop {
+        listed_at = Instant::now();
         let refreshed = tokio::time::timeout(
             limits.call_timeout,
             fetch_lists(&peer, limits.max_message_bytes),
@@ -164,6 +174,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                 if let Some(gate) = &hub.gate {
                     lists.tools = gate.admit(&backend.name, lists.tools).await;
                 }
+                lists.measure();
                 let tools = lists.tools.len();
                 *write(&backend.lists) = Some(lists);
                 *write(&backend.live) = Some(peer.clone());
@@ -183,7 +194,17 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                 Ok(reason) => format!("connection ended ({reason:?})"),
                 Err(e) => format!("connection task failed: {e}"),
             },
-            () = backend.refresh.notified() => continue,
+            () = backend.refresh.notified() => {
+                let wait = MIN_REFRESH_INTERVAL.saturating_sub(listed_at.elapsed());
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => continue,
+                    () = backend.stop.cancelled() => break "shutting down".to_owned(),
+                }
+            }
+            () = stalled.cancelled() => break format!(
+                "stopped reading its stdin for {}s",
+                limits.call_timeout.as_secs()
+            ),
             () = backend.stop.cancelled() => break "shutting down".to_owned(),
         }
     };

@@ -140,6 +140,31 @@ impl Store {
         Ok(row.map(Into::into))
     }
 
+    /// Forgets the records of `tools` of `server` (tools it no longer lists, expired to keep
+    /// the table bounded); returns how many went.
+    pub async fn forget_fingerprints(&self, server: &str, tools: &[String]) -> Result<u64> {
+        let op = "forget_fingerprints";
+        on_backend!(self, |pool, kind| {
+            let mut tx = pool
+                .begin_with(kind.begin_write())
+                .await
+                .map_err(db_err(op))?;
+            let mut forgotten = 0;
+            for tool in tools {
+                forgotten +=
+                    sqlx::query("DELETE FROM tool_fingerprints WHERE server = $1 AND tool = $2")
+                        .bind(server)
+                        .bind(tool)
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err(op))?
+                        .rows_affected();
+            }
+            tx.commit().await.map_err(db_err(op))?;
+            Ok(forgotten)
+        })
+    }
+
     /// All fingerprint records of `server`, by tool name.
     pub async fn list_fingerprints(&self, server: &str) -> Result<Vec<ToolFingerprint>> {
         let rows: Vec<FingerprintRow> = on_backend!(self, |pool| {
