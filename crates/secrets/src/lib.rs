@@ -7,6 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+mod key_file;
+
+pub use key_file::{KeyFileError, read_master_key_file};
+
 use gig_store::{
     CredentialMeta, CredentialRow, CredentialScope, SealedCredential, Store, StoreError,
 };

@@ -333,3 +333,72 @@ async fn a_write_through_a_handle_opened_before_rotation_is_refused() {
         1
     );
 }
+
+mod key_file {
+    use std::os::unix::fs::PermissionsExt;
+
+    use gig_secrets::{KeyFileError, read_master_key_file};
+    use gig_vault::Vault;
+
+    const HEX: &str = "5f0e1d2c3b4a69788796a5b4c3d2e1f00f1e2d3c4b5a69788796a5b4c3d2e1f0";
+
+    fn write(dir: &std::path::Path, name: &str, text: &str, mode: u32) -> std::path::PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).unwrap();
+        path
+    }
+
+    #[test]
+    fn an_owner_only_key_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = write(dir.path(), "new.key", &format!("{HEX}\n"), 0o600);
+        let key = read_master_key_file(&path).unwrap();
+        let expected = gig_vault::MasterKey::from_hex(HEX).unwrap();
+        assert_eq!(Vault::new(&key).key_id(), Vault::new(&expected).key_id());
+        let path = write(dir.path(), "ro.key", HEX, 0o400);
+        assert!(read_master_key_file(&path).is_ok());
+    }
+
+    #[test]
+    fn a_shared_linked_odd_or_weak_key_file_is_refused_without_echoing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = write(dir.path(), "good.key", HEX, 0o600);
+        let link = dir.path().join("link.key");
+        std::os::unix::fs::symlink(&good, &link).unwrap();
+        type Expect = fn(&KeyFileError) -> bool;
+        let cases: Vec<(std::path::PathBuf, Expect)> = vec![
+            (write(dir.path(), "g.key", HEX, 0o640), |e| {
+                matches!(e, KeyFileError::Permissions { mode: 0o640, .. })
+            }),
+            (write(dir.path(), "o.key", HEX, 0o604), |e| {
+                matches!(e, KeyFileError::Permissions { .. })
+            }),
+            (link, |e| matches!(e, KeyFileError::Symlink { .. })),
+            (dir.path().to_path_buf(), |e| {
+                matches!(
+                    e,
+                    KeyFileError::NotRegular { .. } | KeyFileError::Permissions { .. }
+                )
+            }),
+            (write(dir.path(), "big.key", &HEX.repeat(100), 0o600), |e| {
+                matches!(e, KeyFileError::TooLarge { .. })
+            }),
+            (
+                write(dir.path(), "zero.key", &"00".repeat(32), 0o600),
+                |e| matches!(e, KeyFileError::Key { .. }),
+            ),
+            (write(dir.path(), "short.key", &HEX[..40], 0o600), |e| {
+                matches!(e, KeyFileError::Key { .. })
+            }),
+            (dir.path().join("missing.key"), |e| {
+                matches!(e, KeyFileError::Read { .. })
+            }),
+        ];
+        for (path, expected) in cases {
+            let err = read_master_key_file(&path).unwrap_err();
+            assert!(expected(&err), "{}: {err}", path.display());
+            assert!(!format!("{err} {err:?}").contains(&HEX[..16]), "{err}");
+        }
+    }
+}
