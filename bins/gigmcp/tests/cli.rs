@@ -1,12 +1,13 @@
 //! The operator CLI as an operator runs it: the real `gigmcp` binary, a real SQLite file.
 
 use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 const VALUE: &str = "sk-test-CLI-PLAINTEXT-9f8e7d6c5b4a";
-const KEY_A: &str = "1111111111111111111111111111111111111111111111111111111111111111";
-const KEY_B: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const KEY_A: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+const KEY_B: &str = "202122232425262728292a2b2c2d2e2f303132333435363738393a3b3c3d3e3f";
 
 fn gigmcp(data: &Path, key: &str, args: &[&str], stdin: Option<&str>) -> Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_gigmcp"))
@@ -140,6 +141,27 @@ fn rotation_moves_every_secret_to_the_new_key() {
     }
     let key_file = data.path().join("new-key");
     std::fs::write(&key_file, format!("{KEY_B}\n")).unwrap();
+    // A key file others could read is refused before anything is re-wrapped.
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let refused = gigmcp(
+        data.path(),
+        KEY_A,
+        &[
+            "vault",
+            "rotate",
+            "--new-key-file",
+            key_file.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("chmod 600"),
+        "{}",
+        text(&refused.stderr)
+    );
+    assert!(!text(&refused.stderr).contains(KEY_B), "the key was echoed");
+    std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let rotate = gigmcp(
         data.path(),
         KEY_A,

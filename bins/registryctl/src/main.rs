@@ -12,7 +12,7 @@ mod registry;
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
@@ -22,8 +22,8 @@ use clap::{Args, Parser, Subcommand};
 use gig_policy::{CredentialSpec, EgressRule, ResourceLimits};
 use gig_registry_schema::import::{ImportOptions, import_server_json};
 use gig_registry_schema::{
-    ExtractMode, ImageRef, Index, IndexSigningKey, ServerEntry, ServerName, Transport, TrustedKeys,
-    VersionEntry, sign_index, validate_version_label, verify,
+    ExtractMode, ImageRef, Index, IndexSigningKey, MAX_INDEX_LIFETIME, ServerEntry, ServerName,
+    Transport, TrustedKeys, VersionEntry, sign_index, validate_version_label, verify,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -157,14 +157,16 @@ struct SignArgs {
     #[arg(long)]
     index: PathBuf,
     /// Private key file from `keygen` (must not be readable by group or other); repeat to
-    /// sign with several keys (for a gateway that requires a threshold).
+    /// sign with several keys, for gateways whose GIG_INDEX_PUBKEYS lists several keys and a
+    /// `threshold=N` entry (N distinct listed keys must sign).
     #[arg(long = "key", required = true)]
     keys: Vec<PathBuf>,
     /// Index version (default: the larger of the file's version + 1 and the Unix time in seconds).
     #[arg(long)]
     version: Option<u64>,
-    /// How long the signed index stays valid (`30d`, `12h`).
-    #[arg(long, value_parser = humantime::parse_duration)]
+    /// How long the signed index stays valid (`30d`, `12h`; at most 366 days: a leaked or
+    /// withdrawn index stays valid until it expires).
+    #[arg(long, value_parser = parse_expires_in)]
     expires_in: Duration,
     #[arg(long)]
     out: PathBuf,
@@ -174,12 +176,14 @@ struct SignArgs {
 struct VerifyArgs {
     #[arg(long)]
     signed: PathBuf,
-    /// Trusted key `ed25519:<base64>` (or a comma-separated list, as in GIG_INDEX_PUBKEYS); repeatable.
+    /// Trusted key `ed25519:<base64>` (or a comma-separated list, as in GIG_INDEX_PUBKEYS,
+    /// which may hold a `threshold=N` entry); repeatable.
     #[arg(long = "pubkey", required = true, value_name = "LINE")]
     pubkeys: Vec<String>,
-    /// How many distinct trusted keys must have signed.
-    #[arg(long, default_value_t = 1)]
-    threshold: usize,
+    /// How many distinct trusted keys must have signed (default: the list's `threshold=N`
+    /// entry, else 1).
+    #[arg(long)]
+    threshold: Option<usize>,
 }
 
 fn main() -> ExitCode {
@@ -251,6 +255,9 @@ fn read_signing_key(path: &Path) -> Result<IndexSigningKey> {
 }
 
 /// Writes via a temporary file in the same directory and a rename, so readers never see half.
+/// The temporary file has a random name and is created exclusively (`O_EXCL`), so nothing
+/// planted in the directory (a symlink to a victim file) is followed or overwritten. Index
+/// files are public: the result is mode 0644.
 fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path
         .parent()
@@ -259,21 +266,35 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| anyhow!("{} is not a file path", path.display()))?;
-    let tmp = dir.join(format!(
-        ".{}.tmp{}",
-        name.to_string_lossy(),
-        std::process::id()
-    ));
-    let result = (|| {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = fs::remove_file(&tmp);
+    let mut tmp = tempfile::Builder::new()
+        .prefix(&format!(".{}.", name.to_string_lossy()))
+        .suffix(".tmp")
+        .tempfile_in(dir)
+        .with_context(|| format!("cannot create a temporary file in {}", dir.display()))?;
+    tmp.write_all(bytes)
+        .and_then(|()| {
+            tmp.as_file()
+                .set_permissions(fs::Permissions::from_mode(0o644))
+        })
+        .and_then(|()| tmp.as_file().sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    // On failure the temporary file is removed when `tmp` drops.
+    tmp.persist(path)
+        .map_err(|e| e.error)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// `--expires-in`: a humantime duration, at most [`MAX_INDEX_LIFETIME`].
+fn parse_expires_in(text: &str) -> Result<Duration, String> {
+    let duration = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if duration > MAX_INDEX_LIFETIME {
+        return Err(format!(
+            "{text} is longer than the most an index may stay valid, {} days",
+            MAX_INDEX_LIFETIME.as_secs() / 86_400
+        ));
     }
-    result.with_context(|| format!("cannot write {}", path.display()))
+    Ok(duration)
 }
 
 fn read_index(path: &Path, create: bool) -> Result<Index> {
@@ -498,7 +519,10 @@ fn rfc3339(t: OffsetDateTime) -> String {
 }
 
 fn verify_cmd(a: VerifyArgs) -> Result<()> {
-    let keys = TrustedKeys::parse_list(&a.pubkeys.join(","))?.with_threshold(a.threshold)?;
+    let mut keys = TrustedKeys::parse_list(&a.pubkeys.join(","))?;
+    if let Some(threshold) = a.threshold {
+        keys = keys.with_threshold(threshold)?;
+    }
     let bytes =
         fs::read(&a.signed).with_context(|| format!("cannot read {}", a.signed.display()))?;
     let v = verify(&bytes, &keys, SystemTime::now(), None)

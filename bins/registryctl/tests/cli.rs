@@ -290,6 +290,143 @@ fn a_key_file_readable_by_others_is_refused_and_keys_are_never_overwritten() {
 }
 
 #[test]
+fn writes_never_follow_a_planted_temp_name() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    signed_setup(dir, "30d");
+    let victim = dir.join("victim");
+    fs::write(&victim, "precious").unwrap();
+    // The old temp name was `.<name>.tmp<pid>`: plant it for the pids the next children are
+    // likely to get, pointing at the victim.
+    let next_pid: u32 = fs::read_to_string("/proc/sys/kernel/ns_last_pid")
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(1);
+    for name in ["signed.json", "index.json"] {
+        for pid in next_pid..next_pid + 2000 {
+            let _ = std::os::unix::fs::symlink(&victim, dir.join(format!(".{name}.tmp{pid}")));
+        }
+    }
+    ok(
+        dir,
+        &[
+            "sign",
+            "--index",
+            "index.json",
+            "--key",
+            "key",
+            "--expires-in",
+            "1d",
+            "--out",
+            "signed.json",
+        ],
+    );
+    let image = format!("127.0.0.1:5000/echo:1.0@{DIGEST}");
+    ok(
+        dir,
+        &[
+            "add",
+            "--index",
+            "index.json",
+            "--name",
+            "other",
+            "--version",
+            "1.0.0",
+            "--image",
+            &image,
+            "--entrypoint",
+            "/other",
+        ],
+    );
+    assert_eq!(fs::read_to_string(&victim).unwrap(), "precious");
+    for name in ["signed.json", "index.json"] {
+        let meta = fs::symlink_metadata(dir.join(name)).unwrap();
+        assert!(meta.file_type().is_file(), "{name} is not a regular file");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o644, "{name}");
+    }
+    assert!(
+        fs::read_to_string(dir.join("signed.json"))
+            .unwrap()
+            .contains("\"signed\"")
+    );
+    // No temp file of ours is left behind.
+    let left: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn expires_in_is_bounded_to_a_year() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    signed_setup(dir, "366d");
+    let before = fs::read(dir.join("signed.json")).unwrap();
+    for too_long in ["367d", "2years", "100000000years"] {
+        let out = run(
+            dir,
+            &[
+                "sign",
+                "--index",
+                "index.json",
+                "--key",
+                "key",
+                "--expires-in",
+                too_long,
+                "--out",
+                "signed.json",
+            ],
+            &[],
+        );
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{too_long} was accepted");
+        assert!(stderr.contains("366 days"), "{too_long}: {stderr}");
+        assert_eq!(fs::read(dir.join("signed.json")).unwrap(), before);
+    }
+}
+
+#[test]
+fn a_threshold_in_the_key_list_is_enforced() {
+    let tmp = TempDir::new().unwrap();
+    let dir = tmp.path();
+    let a = signed_setup(dir, "30d");
+    let b = ok(dir, &["keygen", "--out", "key-b"]).trim().to_owned();
+    // As a gateway would read GIG_INDEX_PUBKEYS.
+    let list = format!("threshold=2,{a},{b}");
+    let e = fails(
+        dir,
+        &["verify", "--signed", "signed.json", "--pubkey", &list],
+        &[],
+    );
+    assert!(e.contains("2 required"), "{e}");
+    ok(
+        dir,
+        &[
+            "sign",
+            "--index",
+            "index.json",
+            "--key",
+            "key",
+            "--key",
+            "key-b",
+            "--expires-in",
+            "1d",
+            "--out",
+            "signed.json",
+        ],
+    );
+    ok(
+        dir,
+        &["verify", "--signed", "signed.json", "--pubkey", &list],
+    );
+    let help = String::from_utf8(run(dir, &["sign", "--help"], &[]).stdout).unwrap();
+    assert!(help.contains("threshold=N"), "{help}");
+}
+
+#[test]
 fn bad_entries_are_refused_and_change_nothing() {
     let tmp = TempDir::new().unwrap();
     let dir = tmp.path();

@@ -186,7 +186,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_INDEX_PUBKEYS",
         default: "(none)",
-        meaning: "Comma-separated `ed25519:<base64>` public keys (printed by `registryctl keygen`); the index must carry a valid signature by one of them.",
+        meaning: "Comma-separated `ed25519:<base64>` public keys (printed by `registryctl keygen`); the index must carry a valid signature by one of them, or by N of them with a `threshold=N` entry in the list.",
     },
     VarDoc {
         name: "GIG_INSTALL",

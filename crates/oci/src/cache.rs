@@ -5,7 +5,8 @@
 //! <root>/images/<hex>.json           a finished pull of the image whose ref named <hex>
 //! <root>/rootfs/<manifest-hex>/      an extracted root filesystem, complete iff …
 //! <root>/rootfs/<manifest-hex>.done  … this marker exists
-//! <root>/entry/<manifest-hex>-<path-hash>/<name>   one extracted entrypoint (renamed in whole)
+//! <root>/entry/<manifest-hex>-<path-hash>/<name>   one extracted entrypoint (renamed in whole;
+//!                                    its directory exists only once it holds the file)
 //! <root>/locks/<key>.lock            cross-process locks (flock)
 //! <root>/tmp/<pid>-<random>/         this process's temp files; removed by the next user once
 //!                                    its owner's lock is gone
@@ -211,12 +212,16 @@ impl Cache {
         if dest.is_file() {
             return Ok(dest);
         }
-        fs::create_dir_all(&dir).map_err(|e| OciError::io("creating dir", &dir, e))?;
+        // Staged in this process's temp dir and moved in only once complete: a refused
+        // entrypoint leaves nothing under entry/, not even an empty directory.
         let layers = self.layer_files(image)?;
         let limits = self.inner.limits.clone();
         let path = path_in_image.to_string();
-        let out = dest.clone();
+        let staged = self.inner.tmp.join(format!("entry-{key}"));
+        let out = staged.clone();
         blocking(move || extract::extract_entrypoint(&layers, &path, &out, &limits)).await?;
+        fs::create_dir_all(&dir).map_err(|e| OciError::io("creating dir", &dir, e))?;
+        fs::rename(&staged, &dest).map_err(|e| OciError::io("renaming entrypoint to", &dest, e))?;
         Ok(dest)
     }
 

@@ -65,7 +65,9 @@ pub enum OciError {
         #[source]
         source: io::Error,
     },
-    #[error("layer {layer}: refused entry {path:?}: {reason}")]
+    /// `path` is [`shown_name`]'s rendering: escaped, and cut short if long, because it comes
+    /// from the layer.
+    #[error("layer {layer}: refused entry \"{path}\": {reason}")]
     HostileEntry {
         layer: usize,
         path: String,
@@ -81,7 +83,8 @@ pub enum OciError {
     LimitExceeded { what: &'static str, limit: u64 },
     #[error("entrypoint {0:?} is not in the image")]
     EntrypointNotFound(String),
-    #[error("entrypoint {path:?} resolves outside the image root (via symlink {link:?})")]
+    /// `link` is [`shown_name`]'s rendering of the in-image symlink.
+    #[error("entrypoint {path:?} resolves outside the image root (via symlink \"{link}\")")]
     EntrypointEscapes { path: String, link: String },
     #[error("entrypoint {path:?} is not a regular file ({kind})")]
     EntrypointNotRegular { path: String, kind: &'static str },
@@ -99,4 +102,22 @@ impl OciError {
             source,
         }
     }
+}
+
+/// Most characters of a name from an image that go into an error or a log line.
+const SHOWN_NAME_CHARS: usize = 64;
+
+/// A name from an image as errors and logs show it: escaped (no NULs or control characters
+/// reach a terminal) and cut to [`SHOWN_NAME_CHARS`] characters, with the full length noted, so
+/// a hostile multi-megabyte name costs a line, not megabytes of stderr.
+pub(crate) fn shown_name(raw: &[u8]) -> String {
+    // A character is at most 4 bytes and escapes to at least one character: enough input.
+    let prefix = &raw[..raw.len().min(4 * SHOWN_NAME_CHARS)];
+    let lossy = String::from_utf8_lossy(prefix);
+    let mut escaped = lossy.escape_debug();
+    let mut out: String = escaped.by_ref().take(SHOWN_NAME_CHARS).collect();
+    if escaped.next().is_some() || prefix.len() < raw.len() {
+        out.push_str(&format!("… ({} bytes)", raw.len()));
+    }
+    out
 }

@@ -13,22 +13,29 @@
 //!   point anywhere: they are never followed here, and inside the sandbox the tree is `/`;
 //! - hardlinks must name a regular file already in the tree;
 //! - device nodes, fifos and sparse files are refused;
+//! - metadata records (GNU long names and links, PAX headers) are bounded by their declared
+//!   size before a byte of them is read, and a name from a layer is shown in errors escaped
+//!   and cut short ([`entries`]);
 //! - setuid/setgid/sticky bits and group/other write bits are dropped; ownership is not kept
 //!   (everything belongs to the extracting user).
 //!
 //! The disk sink writes only below a private temporary directory that no other process writes,
 //! so checking each parent with `lstat` before acting cannot race with anything.
 
+mod entries;
+
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::shown_name;
 use crate::{Limits, OciError};
+use entries::{Budget, Item, for_each_entry, for_each_item};
 
 /// How a layer blob is compressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -47,9 +54,6 @@ pub struct LayerFile {
 
 const WHITEOUT_PREFIX: &[u8] = b".wh.";
 const OPAQUE_MARKER: &[u8] = b".wh..wh..opq";
-/// Tar overhead allowed per entry (header + padding) on top of file data, so the decompressed
-/// stream of a layer is bounded even where the tar reader buffers (pax and long-name records).
-const TAR_OVERHEAD_PER_ENTRY: u64 = 1536;
 const MAX_SYMLINK_HOPS: usize = 40;
 
 /// Extracts the whole root filesystem of `layers` (lowest first) into `dest`, which must not
@@ -129,233 +133,6 @@ fn sanitize_dir_mode(mode: u32) -> u32 {
     (mode & 0o755) | 0o700
 }
 
-/// One validated tar entry.
-#[derive(Debug)]
-enum Item {
-    Dir {
-        mode: u32,
-    },
-    File {
-        mode: u32,
-        size: u64,
-    },
-    Symlink {
-        target: Vec<u8>,
-    },
-    Hardlink {
-        target: PathBuf,
-    },
-    /// `.wh.<name>`: delete `<name>` from the layers below.
-    Whiteout,
-    /// `.wh..wh..opq`: empty the directory as seen from the layers below.
-    Opaque,
-}
-
-/// Counts entries and bytes over all layers of one image.
-struct Budget {
-    files: u64,
-    bytes: u64,
-    max_files: u64,
-    max_bytes: u64,
-}
-
-impl Budget {
-    fn new(limits: &Limits) -> Self {
-        Self {
-            files: 0,
-            bytes: 0,
-            max_files: limits.max_files,
-            max_bytes: limits.max_total_bytes,
-        }
-    }
-
-    fn unlimited() -> Self {
-        Self {
-            files: 0,
-            bytes: 0,
-            max_files: u64::MAX,
-            max_bytes: u64::MAX,
-        }
-    }
-}
-
-fn open_layer(layer: &LayerFile, cap: u64) -> Result<Box<dyn Read>, OciError> {
-    let file =
-        File::open(&layer.path).map_err(|e| OciError::io("opening layer", &layer.path, e))?;
-    let reader = io::BufReader::new(file);
-    let decoded: Box<dyn Read> = match layer.compression {
-        Compression::None => Box::new(reader),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(reader)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::with_buffer(reader)
-                .map_err(|e| OciError::io("opening zstd layer", &layer.path, e))?,
-        ),
-    };
-    Ok(Box::new(CappedReader {
-        inner: decoded,
-        left: cap,
-    }))
-}
-
-/// Fails (rather than truncating) once a decompressed stream passes its cap.
-struct CappedReader<R> {
-    inner: R,
-    left: u64,
-}
-
-impl<R: Read> Read for CappedReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        if n as u64 > self.left {
-            return Err(io::Error::other(
-                "decompressed layer exceeds the image size limit",
-            ));
-        }
-        self.left -= n as u64;
-        Ok(n)
-    }
-}
-
-/// Walks the entries of one layer, validating each, and calls `f(entry_index, path, item)`.
-fn for_each_entry(
-    layer_index: usize,
-    layer: &LayerFile,
-    limits: &Limits,
-    budget: &mut Budget,
-    mut f: impl FnMut(usize, &Path, &mut dyn Read) -> Result<(), OciError>,
-) -> Result<(), OciError> {
-    for_each_item(
-        layer_index,
-        layer,
-        limits,
-        budget,
-        |index, path, _item, entry| f(index, path, entry),
-    )
-}
-
-fn for_each_item(
-    layer_index: usize,
-    layer: &LayerFile,
-    limits: &Limits,
-    budget: &mut Budget,
-    mut f: impl FnMut(usize, &Path, &Item, &mut dyn Read) -> Result<(), OciError>,
-) -> Result<(), OciError> {
-    let bad_archive = |source: io::Error| OciError::BadArchive {
-        layer: layer_index,
-        source,
-    };
-    let cap = limits
-        .max_total_bytes
-        .saturating_add(limits.max_files.saturating_mul(TAR_OVERHEAD_PER_ENTRY))
-        .saturating_add(1 << 20);
-    let mut archive = tar::Archive::new(open_layer(layer, cap)?);
-    for (index, entry) in archive.entries().map_err(bad_archive)?.enumerate() {
-        let mut entry = entry.map_err(bad_archive)?;
-        budget.files += 1;
-        if budget.files > budget.max_files {
-            return Err(OciError::LimitExceeded {
-                what: "file count",
-                limit: budget.max_files,
-            });
-        }
-        let raw_path = entry.path_bytes().into_owned();
-        let shown = String::from_utf8_lossy(&raw_path).into_owned();
-        let hostile = |reason: &str| OciError::HostileEntry {
-            layer: layer_index,
-            path: shown.clone(),
-            reason: reason.to_string(),
-        };
-        if raw_path.len() > limits.max_path_bytes {
-            return Err(hostile("path too long"));
-        }
-        let path = normalize(&raw_path).map_err(&hostile)?;
-        let header = entry.header();
-        let mode = header.mode().map_err(bad_archive)?;
-        let name = path.file_name().map(|n| n.as_bytes()).unwrap_or_default();
-        let item = if name.starts_with(WHITEOUT_PREFIX) {
-            if name == OPAQUE_MARKER {
-                Item::Opaque
-            } else if name.starts_with(b".wh..wh.") {
-                return Err(hostile("unsupported AUFS metadata whiteout"));
-            } else {
-                let target = &name[WHITEOUT_PREFIX.len()..];
-                if target.is_empty() || target == b"." || target == b".." {
-                    return Err(hostile("whiteout names no file"));
-                }
-                Item::Whiteout
-            }
-        } else {
-            match header.entry_type() {
-                tar::EntryType::Directory => Item::Dir { mode },
-                tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let size = entry.size();
-                    budget.bytes = budget.bytes.saturating_add(size);
-                    if budget.bytes > budget.max_bytes {
-                        return Err(OciError::LimitExceeded {
-                            what: "total uncompressed size (bytes)",
-                            limit: budget.max_bytes,
-                        });
-                    }
-                    Item::File { mode, size }
-                }
-                tar::EntryType::Symlink => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| hostile("symlink without a target"))?
-                        .into_owned();
-                    if target.is_empty() || target.len() > limits.max_path_bytes {
-                        return Err(hostile("symlink target empty or too long"));
-                    }
-                    Item::Symlink { target }
-                }
-                tar::EntryType::Link => {
-                    let target = entry
-                        .link_name_bytes()
-                        .ok_or_else(|| hostile("hardlink without a target"))?
-                        .into_owned();
-                    let target = normalize(&target)
-                        .map_err(|r| hostile(&format!("hardlink target: {r}")))?;
-                    if target.as_os_str().is_empty() {
-                        return Err(hostile("hardlink to the root"));
-                    }
-                    Item::Hardlink { target }
-                }
-                tar::EntryType::Char | tar::EntryType::Block => {
-                    return Err(hostile("device nodes are not allowed"));
-                }
-                tar::EntryType::Fifo => return Err(hostile("fifos are not allowed")),
-                tar::EntryType::GNUSparse => return Err(hostile("sparse files are not supported")),
-                other => return Err(hostile(&format!("unsupported entry type {other:?}"))),
-            }
-        };
-        if path.as_os_str().is_empty() && !matches!(item, Item::Dir { .. }) {
-            return Err(hostile("only a directory may name the root"));
-        }
-        f(index, &path, &item, &mut entry)?;
-    }
-    Ok(())
-}
-
-/// A relative path of normal components, or a reason to refuse it.
-fn normalize(raw: &[u8]) -> Result<PathBuf, &'static str> {
-    if raw.first() == Some(&b'/') {
-        return Err("absolute path");
-    }
-    if raw.contains(&0) {
-        return Err("NUL in path");
-    }
-    let mut out = PathBuf::new();
-    for component in Path::new(std::ffi::OsStr::from_bytes(raw)).components() {
-        match component {
-            Component::Normal(c) => out.push(c),
-            Component::CurDir => {}
-            Component::ParentDir => return Err("path contains '..'"),
-            Component::RootDir | Component::Prefix(_) => return Err("absolute path"),
-        }
-    }
-    Ok(out)
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum NodeKind {
     Dir,
@@ -425,7 +202,7 @@ fn apply_layers(
         for (entry_path, target, opaque) in &whiteouts {
             let hostile = |reason: String| OciError::HostileEntry {
                 layer: li,
-                path: entry_path.display().to_string(),
+                path: shown_name(entry_path.as_os_str().as_bytes()),
                 reason,
             };
             // A whiteout under a missing directory has nothing to hide.
@@ -448,7 +225,7 @@ fn apply_layers(
             |index, path, item, entry| {
                 let hostile = |reason: String| OciError::HostileEntry {
                     layer: li,
-                    path: path.display().to_string(),
+                    path: shown_name(path.as_os_str().as_bytes()),
                     reason,
                 };
                 if matches!(item, Item::Whiteout | Item::Opaque) {
@@ -478,8 +255,8 @@ fn apply_layers(
                     let ok = parents_are_dirs(sink, target, false).map_err(&hostile)?;
                     if !ok || sink.kind(target)? != Some(NodeKind::File) {
                         return Err(hostile(format!(
-                            "hardlink target {} is not a regular file in the image",
-                            target.display()
+                            "hardlink target \"{}\" is not a regular file in the image",
+                            shown_name(target.as_os_str().as_bytes())
                         )));
                     }
                 }
@@ -517,9 +294,17 @@ fn parents_are_dirs(sink: &mut dyn Sink, path: &Path, create: bool) -> Result<bo
         match sink.kind(&prefix).map_err(|e| e.to_string())? {
             Some(NodeKind::Dir) => {}
             Some(NodeKind::Symlink) => {
-                return Err(format!("path goes through symlink {}", prefix.display()));
+                return Err(format!(
+                    "path goes through symlink \"{}\"",
+                    shown_name(prefix.as_os_str().as_bytes())
+                ));
             }
-            Some(_) => return Err(format!("parent {} is not a directory", prefix.display())),
+            Some(_) => {
+                return Err(format!(
+                    "parent \"{}\" is not a directory",
+                    shown_name(prefix.as_os_str().as_bytes())
+                ));
+            }
             None if create => sink.mkdir(&prefix, 0o755).map_err(|e| e.to_string())?,
             None => return Ok(false),
         }
@@ -673,7 +458,7 @@ impl MemSink {
                     {
                         return Err(OciError::EntrypointEscapes {
                             path: path_in_image.to_string(),
-                            link: link.display().to_string(),
+                            link: shown_name(link.as_os_str().as_bytes()),
                         });
                     }
                     continue;
@@ -781,11 +566,9 @@ impl Sink for MemSink {
 
     fn hardlink(&mut self, path: &Path, target: &Path) -> Result<(), OciError> {
         // A hardlink shares the target's bytes as they are now.
-        let node = self
-            .nodes
-            .get(target)
-            .cloned()
-            .ok_or_else(|| OciError::EntrypointNotFound(target.display().to_string()))?;
+        let node = self.nodes.get(target).cloned().ok_or_else(|| {
+            OciError::EntrypointNotFound(shown_name(target.as_os_str().as_bytes()))
+        })?;
         self.nodes.insert(path.to_path_buf(), node);
         Ok(())
     }

@@ -73,6 +73,14 @@ pub enum TestEntry {
         path: String,
         size: u64,
     },
+    /// A metadata record (GNU long name `L`, long link `K`, PAX `x` or `g`) that describes the
+    /// next entry: its header claims `declared` bytes and `body` follows (padded to a block).
+    /// With `declared` = `body.len()` it is a well-formed record; with more, a lying one.
+    Record {
+        kind: tar::EntryType,
+        declared: u64,
+        body: Vec<u8>,
+    },
 }
 
 impl TestEntry {
@@ -106,6 +114,36 @@ impl TestEntry {
     }
     pub fn opaque(dir: &str) -> Self {
         Self::Opaque { dir: dir.into() }
+    }
+    /// A well-formed GNU long-name record naming the next entry `path`.
+    pub fn long_name(path: &str) -> Self {
+        let mut body = path.as_bytes().to_vec();
+        body.push(0);
+        Self::Record {
+            kind: tar::EntryType::GNULongName,
+            declared: body.len() as u64,
+            body,
+        }
+    }
+    /// A well-formed PAX extended header with the given `key=value` records.
+    pub fn pax(records: &[(&str, &[u8])]) -> Self {
+        let mut body = Vec::new();
+        for (key, value) in records {
+            // "<len> <key>=<value>\n", where <len> counts itself.
+            let rest = key.len() + value.len() + 3;
+            let mut len = rest + 1;
+            while len.to_string().len() + rest != len {
+                len += 1;
+            }
+            body.extend_from_slice(format!("{len} {key}=").as_bytes());
+            body.extend_from_slice(value);
+            body.push(b'\n');
+        }
+        Self::Record {
+            kind: tar::EntryType::XHeader,
+            declared: body.len() as u64,
+            body,
+        }
     }
     pub fn raw_file(path: &[u8], data: &[u8]) -> Self {
         Self::Raw {
@@ -265,6 +303,22 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, entry: &TestEntry) {
                 h.set_cksum();
                 // Only the header: the reader must refuse on the claimed size alone.
                 builder.get_mut().extend_from_slice(h.as_bytes());
+                return;
+            }
+            TestEntry::Record {
+                kind,
+                declared,
+                body,
+            } => {
+                set_raw(&mut h.as_old_mut().name, b"././@LongLink");
+                h.set_entry_type(*kind);
+                h.set_mode(0o644);
+                h.set_size(*declared);
+                h.set_cksum();
+                let out = builder.get_mut();
+                out.extend_from_slice(h.as_bytes());
+                out.extend_from_slice(body);
+                out.resize(out.len().next_multiple_of(512), 0);
                 return;
             }
         };

@@ -84,3 +84,21 @@ fn stale_temp_dirs_are_removed_on_open_but_live_ones_kept() {
     assert_eq!(live_tmps.len(), 2, "both live caches keep their temp dirs");
     drop(live);
 }
+
+#[test]
+fn hostile_names_are_shown_escaped_and_short() {
+    use crate::error::shown_name;
+    assert_eq!(shown_name(b"bin/echo"), "bin/echo");
+    let shown = shown_name(&vec![0u8; 8 << 20]);
+    assert!(shown.len() < 200, "{shown}");
+    assert!(
+        shown.starts_with("\\0\\0") && shown.ends_with("(8388608 bytes)"),
+        "{shown}"
+    );
+    let shown = shown_name("\u{1b}[2J\u{7}é".repeat(100).as_bytes());
+    assert!(
+        !shown.contains('\u{1b}') && !shown.contains('\u{7}'),
+        "{shown}"
+    );
+    assert!(shown.chars().count() < 100, "{shown}");
+}

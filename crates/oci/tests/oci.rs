@@ -75,14 +75,14 @@ impl Fixture {
             )
             .await
     }
-    /// Nothing but the cache's bookkeeping dirs are left under rootfs/ and entry/.
+    /// Nothing at all is left under rootfs/ and entry/: a refusal changes nothing there, not
+    /// even by an empty directory.
     fn assert_nothing_extracted(&self) {
         for sub in ["rootfs", "entry"] {
             let dir = self.cache.root().join(sub);
             let left: Vec<_> = std::fs::read_dir(&dir)
                 .unwrap()
                 .flatten()
-                .filter(|e| !(sub == "entry" && dir_is_empty(&e.path())))
                 .map(|e| e.file_name())
                 .collect();
             assert!(left.is_empty(), "{sub}/ should be empty, has {left:?}");
@@ -478,6 +478,154 @@ async fn tar_bombs_stop_at_the_limits() {
         |e| matches!(e, OciError::LimitExceeded { .. }),
     )
     .await;
+}
+
+/// A hostile name or record must cost a line in an error, never its own size.
+fn short_hostile(e: &OciError) -> bool {
+    hostile(e) && e.to_string().len() < 300
+}
+
+#[tokio::test]
+async fn oversized_metadata_records_are_refused_before_they_are_read() {
+    use std::time::{Duration, Instant};
+    let kinds = [
+        tar::EntryType::GNULongName,
+        tar::EntryType::GNULongLink,
+        tar::EntryType::XHeader,
+    ];
+    for kind in kinds {
+        // A header claiming 1 GiB with a few KiB behind it (the 1 MB layer that took an install
+        // to 4 GB), and an honest 8 MiB record of NULs (refused after 17 s, with 33 MB of
+        // escaped NULs on stderr). Both are refused on the claim, before a byte is buffered.
+        for (declared, body) in [
+            (1u64 << 30, vec![b'a'; 4096]),
+            (8 << 20, vec![0u8; 8 << 20]),
+        ] {
+            let started = Instant::now();
+            assert_refused(
+                vec![TestLayer::gzip(vec![
+                    TestEntry::file("bin/server", 0o755, b"s".to_vec()),
+                    TestEntry::Record {
+                        kind,
+                        declared,
+                        body,
+                    },
+                    TestEntry::file("victim", 0o644, b"v".to_vec()),
+                ])],
+                "/bin/server",
+                Limits::default(),
+                |e| short_hostile(e) && e.to_string().contains("over the limit"),
+            )
+            .await;
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{kind:?} of {declared} bytes took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // Two long-name records for one entry: which one names it is ambiguous.
+    assert_refused(
+        vec![TestLayer::gzip(vec![
+            TestEntry::file("bin/server", 0o755, b"s".to_vec()),
+            TestEntry::long_name("a"),
+            TestEntry::long_name("b"),
+            TestEntry::file("x", 0o644, b"v".to_vec()),
+        ])],
+        "/bin/server",
+        Limits::default(),
+        short_hostile,
+    )
+    .await;
+    // A PAX global header is not applied by any tar reader the same way: refused.
+    assert_refused(
+        vec![TestLayer::gzip(vec![
+            TestEntry::file("bin/server", 0o755, b"s".to_vec()),
+            TestEntry::Record {
+                kind: tar::EntryType::XGlobalHeader,
+                declared: 1 << 30,
+                body: Vec::new(),
+            },
+        ])],
+        "/bin/server",
+        Limits::default(),
+        short_hostile,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn hostile_long_names_are_quoted_short() {
+    // A 3000-byte name of NULs and escape sequences that climbs out: refused, quoted in a line.
+    let mut name = "\u{1b}[2J\0".repeat(500);
+    name.push_str("/../../evil");
+    assert_refused(
+        vec![TestLayer::gzip(vec![
+            TestEntry::file("bin/server", 0o755, b"s".to_vec()),
+            TestEntry::long_name(&name),
+            TestEntry::file("placeholder", 0o644, b"pwned".to_vec()),
+        ])],
+        "/bin/server",
+        Limits::default(),
+        |e| {
+            let text = e.to_string();
+            short_hostile(e) && !text.contains('\u{1b}') && !text.contains('\0')
+        },
+    )
+    .await;
+    // A PAX size that disagrees with the header's: two readers would split the archive apart.
+    assert_refused(
+        vec![TestLayer::gzip(vec![
+            TestEntry::file("bin/server", 0o755, b"s".to_vec()),
+            TestEntry::pax(&[("size", b"0")]),
+            TestEntry::file("x", 0o644, b"smuggled header here".to_vec()),
+        ])],
+        "/bin/server",
+        Limits::default(),
+        |e| short_hostile(e) && e.to_string().contains("PAX size"),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn long_names_and_pax_records_within_the_limits_extract() {
+    let f = Fixture::new();
+    let deep = format!("{}/file", "d".repeat(250));
+    // Far past the 100 bytes a ustar header holds, in names the filesystem takes.
+    let longest = format!("{}/x", vec!["e".repeat(200); 5].join("/"));
+    let pax_dir = format!("{}/pax", "p".repeat(180));
+    let image = ImageBuilder::new()
+        .layer(TestLayer::zstd(vec![
+            TestEntry::long_name(&deep),
+            TestEntry::file("placeholder", 0o644, b"deep".to_vec()),
+            TestEntry::long_name(&longest),
+            TestEntry::file("placeholder", 0o644, b"longest".to_vec()),
+            TestEntry::pax(&[
+                ("path", pax_dir.as_bytes()),
+                ("mtime", b"1700000000.5"),
+                ("size", b"3"),
+            ]),
+            TestEntry::file("placeholder", 0o644, b"pax".to_vec()),
+            TestEntry::pax(&[("linkpath", format!("../{deep}").as_bytes())]),
+            TestEntry::symlink("link", "placeholder"),
+        ]))
+        .build();
+    let pulled = f.pull_layout(&image).await.unwrap();
+    let root = f.cache.rootfs(&pulled).await.unwrap();
+    assert_eq!(std::fs::read(root.join(&deep)).unwrap(), b"deep");
+    assert_eq!(std::fs::read(root.join(&longest)).unwrap(), b"longest");
+    assert_eq!(std::fs::read(root.join(&pax_dir)).unwrap(), b"pax");
+    assert!(!root.join("placeholder").exists());
+    assert_eq!(
+        std::fs::read_link(root.join("link")).unwrap(),
+        Path::new(&format!("../{deep}"))
+    );
+    let entry = f
+        .cache
+        .entrypoint(&pulled, &format!("/{deep}"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(entry).unwrap(), b"deep");
 }
 
 #[tokio::test]

@@ -14,6 +14,8 @@ use zeroize::Zeroizing;
 
 const PUBLIC_PREFIX: &str = "ed25519:";
 const SECRET_PREFIX: &str = "gig-index-secret-key ed25519:";
+/// The entry of a key list that sets its threshold: `threshold=2`.
+const THRESHOLD_PREFIX: &str = "threshold=";
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum KeyError {
@@ -23,6 +25,8 @@ pub enum KeyError {
     NoKeys,
     #[error("threshold {threshold} is impossible with {keys} trusted key(s)")]
     Threshold { threshold: usize, keys: usize },
+    #[error("invalid threshold entry {0:?}: {1}")]
+    ThresholdEntry(String, &'static str),
     #[error("invalid private key file: {0}")]
     Secret(&'static str),
     #[error("cannot draw randomness from the OS: {0}")]
@@ -102,17 +106,34 @@ impl TrustedKeys {
         Ok(TrustedKeys { keys, threshold: 1 })
     }
 
-    /// Parses `GIG_INDEX_PUBKEYS`: comma-separated `ed25519:<base64>` entries; spaces around
-    /// entries are ignored, empty entries are an error.
+    /// Parses `GIG_INDEX_PUBKEYS`: comma-separated `ed25519:<base64>` entries and at most one
+    /// `threshold=N` entry (how many distinct listed keys must sign; default 1); spaces around
+    /// entries are ignored, empty entries are an error. The same key listed twice counts once.
     pub fn parse_list(list: &str) -> Result<Self, KeyError> {
         if list.trim().is_empty() {
             return Err(KeyError::NoKeys);
         }
-        let keys = list
-            .split(',')
-            .map(|k| k.trim().parse())
-            .collect::<Result<Vec<PublicKey>, _>>()?;
-        Self::new(keys)
+        let mut threshold = None;
+        let mut keys = Vec::new();
+        for entry in list.split(',').map(str::trim) {
+            let Some(number) = entry.strip_prefix(THRESHOLD_PREFIX) else {
+                keys.push(entry.parse::<PublicKey>()?);
+                continue;
+            };
+            let bad = |why| KeyError::ThresholdEntry(entry.to_owned(), why);
+            if threshold.is_some() {
+                return Err(bad("given twice"));
+            }
+            let number = number
+                .parse::<usize>()
+                .map_err(|_| bad("expected threshold=<number of keys>"))?;
+            threshold = Some(number);
+        }
+        let trusted = Self::new(keys)?;
+        match threshold {
+            Some(threshold) => trusted.with_threshold(threshold),
+            None => Ok(trusted),
+        }
     }
 
     /// Requires `threshold` distinct trusted keys to sign (1..=number of keys).

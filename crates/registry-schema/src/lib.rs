@@ -28,6 +28,11 @@ pub use verify::{AcceptedIndex, MAX_INDEX_BYTES, VerifiedIndex, sign_index, veri
 /// The only `schemaVersion` this build reads.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// The longest an index may stay valid when `registryctl sign` signs it: one leaked or
+/// withdrawn index stays acceptable (to a gateway that has not seen a newer one) until it
+/// expires, so "never" is not an option.
+pub const MAX_INDEX_LIFETIME: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IndexError {
     #[error("index is {size} bytes, more than the {max}-byte limit")]

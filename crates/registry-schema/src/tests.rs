@@ -650,3 +650,32 @@ fn canonical_form_and_signatures_are_stable_across_releases() {
         "Gz/Z0YPK85daibOARqV5RhQ1Kinj33Tb0R1JXYzyw64FczhLQ5C97xRXqZdi/JmNLTYMCmfzsBCGdkOZIIhRBw=="
     );
 }
+
+#[test]
+fn a_key_list_can_require_a_threshold() {
+    let (a, b, c) = (key(), key(), key());
+    let line = |k: &IndexSigningKey| k.public().to_string();
+    let list = format!("threshold=2, {}, {},{}", line(&a), line(&b), line(&c));
+    let keys = TrustedKeys::parse_list(&list).unwrap();
+    assert_eq!(keys.threshold(), 2);
+    let index = index();
+    let one = signed(&index, &[&a]);
+    let err = verify(&one, &keys, now(), None).unwrap_err();
+    assert!(err.to_string().contains("2 required"), "{err}");
+    assert!(verify(&signed(&index, &[&a, &c]), &keys, now(), None).is_ok());
+    // Without the entry: one key suffices, as before.
+    let plain = format!("{},{}", line(&a), line(&b));
+    assert_eq!(TrustedKeys::parse_list(&plain).unwrap().threshold(), 1);
+
+    for bad in [
+        format!("threshold=3,{},{}", line(&a), line(&b)),
+        // The same key twice is one key.
+        format!("threshold=2,{},{}", line(&a), line(&a)),
+        format!("threshold=0,{}", line(&a)),
+        format!("threshold=two,{}", line(&a)),
+        format!("threshold=1,threshold=1,{}", line(&a)),
+        "threshold=1".to_string(),
+    ] {
+        assert!(TrustedKeys::parse_list(&bad).is_err(), "{bad}");
+    }
+}

@@ -2,10 +2,10 @@
 //!
 //! `install("echo")`: fetch the index from `GIG_INDEX_URL` → verify it against the pinned keys
 //! and the newest index accepted before (rollback/freeze) → resolve the ref → pull the image by
-//! digest (every byte verified) → extract the entrypoint or root filesystem → record the install
-//! in one store write. A failure at any step changes nothing the gateway runs from: the store
-//! is written last, and the only other thing touched is the content-addressed image cache,
-//! whose entries are immutable and complete or absent.
+//! digest (every byte verified) → extract the entrypoint or root filesystem → record the index
+//! (if it is newer) and the install. A failure at any step changes nothing in the store, not
+//! even the accepted index's time: the store is written last, and the only other thing touched
+//! is the content-addressed image cache, whose entries are immutable and complete or absent.
 
 #![forbid(unsafe_code)]
 
@@ -94,6 +94,16 @@ pub struct Installer {
     /// An OCI image layout to take images from instead of their registries (air-gapped
     /// installs); images are still named, and verified, by the index's digests.
     layout: Option<PathBuf>,
+}
+
+/// An install that passed every check and is extracted, not yet recorded.
+struct Prepared {
+    name: String,
+    version: String,
+    image_ref: String,
+    digest: String,
+    path: PathBuf,
+    manifest: serde_json::Value,
 }
 
 /// An installed server, ready to run: its index entry and where its files are.
@@ -185,34 +195,80 @@ impl Installer {
         self
     }
 
-    /// Fetches and verifies the index, and records it as the newest accepted one. Refused
-    /// (nothing recorded): a bad or missing signature, unknown keys, an expired index, one older
-    /// than the newest accepted, or a different document under the same version.
-    pub async fn load_index(&self) -> Result<VerifiedIndex, InstallError> {
+    /// Fetches and verifies the index against the pinned keys and the newest accepted one,
+    /// recording nothing. Refused: a bad or missing signature, unknown keys, an expired index,
+    /// one older than the newest accepted, or a different document under the same version.
+    pub async fn verify_index(&self) -> Result<VerifiedIndex, InstallError> {
         let bytes = fetch_index(&self.index_url).await?;
         let newest = self.store.accepted_index().await?.map(|s| AcceptedIndex {
             version: s.version,
             content_sha256: s.content_sha256,
         });
-        let verified =
-            gig_registry_schema::verify(&bytes, &self.keys, SystemTime::now(), newest.as_ref())?;
-        let accepted = verified.accepted();
-        self.store
-            .accept_index(&AcceptedIndexState {
-                version: accepted.version,
-                content_sha256: accepted.content_sha256.clone(),
-            })
-            .await?;
+        Ok(gig_registry_schema::verify(
+            &bytes,
+            &self.keys,
+            SystemTime::now(),
+            newest.as_ref(),
+        )?)
+    }
+
+    /// Records `index` as the newest accepted one. The very index already recorded is not
+    /// written again, so re-reading an unchanged index changes nothing, not even its time.
+    pub async fn record_index(&self, index: &VerifiedIndex) -> Result<(), InstallError> {
+        let accepted = index.accepted();
+        let state = AcceptedIndexState {
+            version: accepted.version,
+            content_sha256: accepted.content_sha256.clone(),
+        };
+        if self.store.accepted_index().await?.as_ref() != Some(&state) {
+            self.store.accept_index(&state).await?;
+        }
+        Ok(())
+    }
+
+    /// [`Installer::verify_index`] then [`Installer::record_index`]: for callers that install
+    /// several servers from one index (start-up's `GIG_INSTALL`).
+    pub async fn load_index(&self) -> Result<VerifiedIndex, InstallError> {
+        let verified = self.verify_index().await?;
+        self.record_index(&verified).await?;
         Ok(verified)
     }
 
-    /// Installs (or upgrades to) `reference` (`echo` or `echo@1.2.0`) from `index`.
+    /// Installs (or upgrades to) `reference` (`echo` or `echo@1.2.0`) from `index`, which the
+    /// caller has recorded ([`Installer::load_index`]).
     pub async fn install_from(
         &self,
         index: &VerifiedIndex,
         reference: &str,
         progress: &(dyn Fn(InstallProgress) + Send + Sync),
     ) -> Result<ServerRecord, InstallError> {
+        let prepared = self.prepare(index, reference, progress).await?;
+        self.record_server(prepared, progress).await
+    }
+
+    /// Verifies the index, installs `reference` from it, and only then records the index and
+    /// the server: a refused install (bad index, unknown server, hostile image, missing
+    /// entrypoint) writes nothing to the store.
+    pub async fn install(
+        &self,
+        reference: &str,
+        progress: &(dyn Fn(InstallProgress) + Send + Sync),
+    ) -> Result<ServerRecord, InstallError> {
+        progress(InstallProgress::Index);
+        let index = self.verify_index().await?;
+        let prepared = self.prepare(&index, reference, progress).await?;
+        self.record_index(&index).await?;
+        self.record_server(prepared, progress).await
+    }
+
+    /// Resolve → pull → verify → extract: everything but the store write, which changes
+    /// nothing but the content-addressed cache.
+    async fn prepare(
+        &self,
+        index: &VerifiedIndex,
+        reference: &str,
+        progress: &(dyn Fn(InstallProgress) + Send + Sync),
+    ) -> Result<Prepared, InstallError> {
         let resolved = index.resolve(reference)?;
         let name = resolved.name.to_string();
         let entry = resolved.entry.clone();
@@ -257,37 +313,47 @@ impl Installer {
                 root
             }
         };
-        progress(InstallProgress::Record);
         let manifest = serde_json::to_value(&entry).map_err(|e| InstallError::Fetch {
             url: self.index_url.clone(),
             reason: format!("re-encoding the entry: {e}"),
         })?;
-        let path_text = path.display().to_string();
+        Ok(Prepared {
+            name,
+            version,
+            image_ref: entry.image.as_str().to_owned(),
+            digest: pulled.manifest_digest.to_string(),
+            path,
+            manifest,
+        })
+    }
+
+    /// The one store write that makes an install real.
+    async fn record_server(
+        &self,
+        prepared: Prepared,
+        progress: &(dyn Fn(InstallProgress) + Send + Sync),
+    ) -> Result<ServerRecord, InstallError> {
+        progress(InstallProgress::Record);
+        let path_text = prepared.path.display().to_string();
         let record = self
             .store
             .upsert_server(&NewServer {
-                name: &name,
-                image_ref: entry.image.as_str(),
-                version: &version,
-                image_digest: &pulled.manifest_digest.to_string(),
+                name: &prepared.name,
+                image_ref: &prepared.image_ref,
+                version: &prepared.version,
+                image_digest: &prepared.digest,
                 extracted_path: Some(&path_text),
-                manifest: &manifest,
+                manifest: &prepared.manifest,
                 state: ServerState::Installed,
             })
             .await?;
-        tracing::info!(server = %name, %version, digest = %pulled.manifest_digest, "installed");
+        tracing::info!(
+            server = %prepared.name,
+            version = %prepared.version,
+            digest = %prepared.digest,
+            "installed"
+        );
         Ok(record)
-    }
-
-    /// [`Installer::load_index`] then [`Installer::install_from`].
-    pub async fn install(
-        &self,
-        reference: &str,
-        progress: &(dyn Fn(InstallProgress) + Send + Sync),
-    ) -> Result<ServerRecord, InstallError> {
-        progress(InstallProgress::Index);
-        let index = self.load_index().await?;
-        self.install_from(&index, reference, progress).await
     }
 
     /// Forgets an install (and its tool fingerprints). Its cached image stays for a reinstall.

@@ -261,3 +261,104 @@ async fn an_unknown_server_or_version_is_a_clear_error() {
     }
     nothing_installed(&f).await;
 }
+
+/// The whole index state row, `accepted_at` included (the store's API leaves it out).
+async fn index_state_row(db: &Path) -> Option<(i64, String, i64)> {
+    let url = format!("sqlite://{}", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let row =
+        sqlx::query_as("SELECT version, content_sha256, accepted_at FROM index_state WHERE id = 1")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+    pool.close().await;
+    row
+}
+
+/// Installs from an OCI layout (no registry needed): every refusal after a good install leaves
+/// the store exactly as it was, the accepted index's time included.
+#[tokio::test]
+async fn a_refused_install_changes_nothing_not_even_the_index_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = dir.path().join("layout");
+    let good = ImageBuilder::new()
+        .layer(TestLayer::gzip(vec![TestEntry::file(
+            "srv/echo-mcp",
+            0o755,
+            PROGRAM,
+        )]))
+        .build()
+        .write_layout(&layout, "good");
+    let hostile = ImageBuilder::new()
+        .layer(TestLayer::gzip(vec![
+            TestEntry::file("srv/echo-mcp", 0o755, PROGRAM),
+            TestEntry::raw_file(b"../evil", b"pwned"),
+        ]))
+        .build()
+        .write_layout(&layout, "hostile");
+    let db = dir.path().join("gig.db");
+    let store = Store::open(&format!("sqlite://{}", db.display()))
+        .await
+        .unwrap();
+    let key = IndexSigningKey::generate().unwrap();
+    let index_path = dir.path().join("index.signed.json");
+    let cache = dir.path().join("oci");
+    let installer = Installer::new(
+        store.clone(),
+        None,
+        &cache,
+        &format!("file://{}", index_path.display()),
+        TrustedKeys::new([key.public()]).unwrap(),
+        RegistryOptions::default(),
+    )
+    .unwrap()
+    .with_layout(layout);
+    let good_ref = format!("127.0.0.1:5000/echo@{good}");
+    let hostile_ref = format!("127.0.0.1:5000/echo@{hostile}");
+
+    let first = index(1, in_a_day(), entry(&good_ref, "/srv/echo-mcp"));
+    publish(&index_path, &first, &key);
+    installer.install("echo", &|_| {}).await.unwrap();
+    let servers = store.list_servers().await.unwrap();
+    let state = index_state_row(&db).await.unwrap();
+    let entries = std::fs::read_dir(cache.join("entry")).unwrap().count();
+
+    // The same index again, naming a server it does not have.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    let err = installer.install("nope", &|_| {}).await.unwrap_err();
+    assert!(matches!(err, InstallError::Resolve(_)), "{err}");
+    // A newer index whose entrypoint is missing, then one whose image is hostile.
+    for (version, entry) in [
+        (2, entry(&good_ref, "/srv/not-there")),
+        (3, entry(&hostile_ref, "/srv/echo-mcp")),
+    ] {
+        publish(&index_path, &index(version, in_a_day(), entry), &key);
+        let err = installer.install("echo", &|_| {}).await.unwrap_err();
+        assert!(matches!(err, InstallError::Image { .. }), "{err}");
+    }
+    assert_eq!(
+        index_state_row(&db).await.unwrap(),
+        state,
+        "index state changed"
+    );
+    assert_eq!(
+        store.list_servers().await.unwrap(),
+        servers,
+        "servers changed"
+    );
+    assert_eq!(
+        std::fs::read_dir(cache.join("entry")).unwrap().count(),
+        entries,
+        "a refused entrypoint left something in the cache"
+    );
+    assert!(!dir.path().join("evil").exists());
+
+    // Loading the same index again does not touch its state either.
+    publish(&index_path, &first, &key);
+    installer.load_index().await.unwrap();
+    assert_eq!(
+        index_state_row(&db).await.unwrap(),
+        state,
+        "re-accepting rewrote it"
+    );
+}

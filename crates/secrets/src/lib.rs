@@ -1,10 +1,15 @@
 //! Credentials at rest: joins the vault (crypto only) and the store (rows only).
 //!
-//! Owns the rules that need both: which row a ciphertext is bound to, the start-up check that
-//! the master key is the one the database was sealed with, and key rotation. It never logs,
-//! prints or returns a plaintext except through [`gig_vault::SecretBytes`] to its caller.
+//! Owns the rules that need both: which row a ciphertext is bound to, the check that the master
+//! key is the one the database was sealed with (at start and again at every write), key
+//! rotation, and reading a key file an operator hands it. It never logs, prints or returns a
+//! plaintext except through [`gig_vault::SecretBytes`] to its caller.
 
 #![forbid(unsafe_code)]
+
+mod key_file;
+
+pub use key_file::{KeyFileError, read_master_key_file};
 
 use gig_store::{
     CredentialMeta, CredentialRow, CredentialScope, SealedCredential, Store, StoreError,
@@ -23,6 +28,23 @@ pub enum SecretsError {
          again with the same old and new keys to finish it"
     )]
     RotationInProgress { target: String },
+    #[error(
+        "the database holds {credentials} credential(s) but no vault key record (vault_meta), so \
+         no key can be checked against it; refusing to start, nothing was changed (restore the \
+         database from a backup)"
+    )]
+    KeyRecordMissing { credentials: usize },
+    #[error(
+        "the database's master key is now key id {stored}, not this handle's {held} (rotated \
+         since it was opened); nothing was written: open it again with the current key"
+    )]
+    KeyChanged { stored: String, held: KeyId },
+    #[error(
+        "a master-key rotation to key id {stored} finished while this value was being written, \
+         so it is sealed under the old key {held} and cannot be opened: set it again with the \
+         current key"
+    )]
+    RotatedDuringWrite { stored: String, held: KeyId },
     #[error("credential {name:?} of server {server:?} cannot be opened: {source}")]
     Open {
         server: String,
@@ -74,27 +96,33 @@ pub struct Secrets {
 
 impl Secrets {
     /// Checks `master` against the database's key check value (initialising it on first use).
-    /// A wrong key is refused before anything is written.
+    /// A wrong key is refused before anything is written. Refused too: a database that holds
+    /// credentials but no key record (any key would pass), and a first start that loses the
+    /// race to initialise to another replica with another key (the stored record is checked,
+    /// not the one this process tried to write).
     pub async fn open(store: Store, master: &MasterKey) -> Result<Self, SecretsError> {
         let vault = Vault::new(master);
-        match store.get_vault_meta().await? {
+        let meta = match store.get_vault_meta().await? {
+            Some(meta) => meta,
             None => {
+                let credentials = store.list_credentials(None).await?.len();
+                if credentials > 0 {
+                    return Err(SecretsError::KeyRecordMissing { credentials });
+                }
                 store
                     .init_vault_meta(&vault.key_id().to_string(), &vault.check_value())
-                    .await?;
+                    .await?
             }
-            Some(meta) => {
-                if let Some(target) = meta.rotating_to_key_id {
-                    return Err(SecretsError::RotationInProgress { target });
-                }
-                let same_id = meta.key_id == vault.key_id().to_string();
-                if !same_id || vault.verify_check_value(&meta.check_value).is_err() {
-                    return Err(SecretsError::WrongMasterKey {
-                        stored: meta.key_id,
-                        given: *vault.key_id(),
-                    });
-                }
-            }
+        };
+        if let Some(target) = meta.rotating_to_key_id {
+            return Err(SecretsError::RotationInProgress { target });
+        }
+        let same_id = meta.key_id == vault.key_id().to_string();
+        if !same_id || vault.verify_check_value(&meta.check_value).is_err() {
+            return Err(SecretsError::WrongMasterKey {
+                stored: meta.key_id,
+                given: *vault.key_id(),
+            });
         }
         Ok(Self { store, vault })
     }
@@ -104,12 +132,18 @@ impl Secrets {
     }
 
     /// Seals and stores a value (insert or replace). Returns the credential's id.
+    ///
+    /// The database's key is checked at write time, not only at open: a handle opened before a
+    /// `vault rotate` would otherwise seal under the retired key a value nobody can open. The
+    /// store cannot make the check and the write one transaction, so the key is read again
+    /// after the write; a rotation that finished in between is reported, not hidden.
     pub async fn set(
         &self,
         scope: &CredentialScope<'_>,
         name: &str,
         value: &[u8],
     ) -> Result<i64, SecretsError> {
+        self.check_current_key().await?;
         let id = aad_id(scope);
         let sealed = self.vault.seal(
             &Aad {
@@ -120,7 +154,7 @@ impl Secrets {
             value,
         );
         let key_id = sealed.key_id.to_string();
-        Ok(self
+        let row_id = self
             .store
             .put_credential(&SealedCredential {
                 scope: *scope,
@@ -129,7 +163,41 @@ impl Secrets {
                 wrapped_dek: &sealed.wrapped_dek,
                 ciphertext: &sealed.ciphertext,
             })
-            .await?)
+            .await?;
+        if let Some(meta) = self.store.get_vault_meta().await?
+            && meta.key_id != key_id
+        {
+            // A rotation that started before the write re-wrapped it; one that only finished
+            // after it left it under the old key.
+            let row = self.store.get_credential(scope, name).await?;
+            if row.is_some_and(|row| row.meta.key_id != meta.key_id) {
+                return Err(SecretsError::RotatedDuringWrite {
+                    stored: meta.key_id,
+                    held: *self.vault.key_id(),
+                });
+            }
+        }
+        Ok(row_id)
+    }
+
+    /// The database's key is still this handle's, and no rotation is under way.
+    async fn check_current_key(&self) -> Result<(), SecretsError> {
+        let held = *self.vault.key_id();
+        let Some(meta) = self.store.get_vault_meta().await? else {
+            return Err(SecretsError::KeyRecordMissing {
+                credentials: self.store.list_credentials(None).await?.len(),
+            });
+        };
+        if let Some(target) = meta.rotating_to_key_id {
+            return Err(SecretsError::RotationInProgress { target });
+        }
+        if meta.key_id != held.to_string() {
+            return Err(SecretsError::KeyChanged {
+                stored: meta.key_id,
+                held,
+            });
+        }
+        Ok(())
     }
 
     /// Opens a stored value, or `None` when there is no such credential.

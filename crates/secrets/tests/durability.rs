@@ -13,7 +13,7 @@ use gig_store::{CredentialScope, Store};
 use gig_test_util::workspace_bin;
 use gig_vault::MasterKey;
 
-const KEY: &str = "3333333333333333333333333333333333333333333333333333333333333333";
+const KEY: &str = "3a3b3c3d3e3f404142434445464748494a4b4c4d4e4f50515253545556575859";
 
 async fn kill_mid_batch_then_verify(url: &str) {
     let mut writer = Command::new(workspace_bin("secret-writer"))

@@ -22,6 +22,9 @@ pub struct MasterKey(SecretBox<[u8; MASTER_KEY_LEN]>);
 
 impl MasterKey {
     /// Parses exactly 64 hex characters (either case). The error never contains the input.
+    ///
+    /// A key whose 32 bytes are all the same (all zero, `1111…`) is refused: no generator
+    /// produces one, so it is a placeholder or a typo, and it is the first key an attacker tries.
     pub fn from_hex(hex_key: &str) -> Result<Self, VaultError> {
         if hex_key.len() != 2 * MASTER_KEY_LEN {
             return Err(VaultError::InvalidMasterKey {
@@ -36,6 +39,13 @@ impl MasterKey {
                 reason: "contains a character that is not hex",
             }
         })?;
+        let bytes = key.expose_secret();
+        if bytes.iter().all(|b| *b == bytes[0]) {
+            return Err(VaultError::InvalidMasterKey {
+                reason: "all 32 bytes are the same (such as all zero): not a random key; \
+                         generate one with `openssl rand -hex 32`",
+            });
+        }
         Ok(Self(key))
     }
 

@@ -468,6 +468,28 @@ fn master_key_parsing_never_echoes_the_input() {
 }
 
 #[test]
+fn constant_byte_master_keys_are_refused() {
+    for byte in [0x00u8, 0x11, 0x22, 0xff, 0xab] {
+        for hex in [
+            format!("{byte:02x}").repeat(32),
+            format!("{byte:02X}").repeat(32),
+        ] {
+            let err = MasterKey::from_hex(&hex).unwrap_err();
+            assert!(
+                matches!(err, VaultError::InvalidMasterKey { .. }),
+                "{hex}: {err}"
+            );
+            let shown = format!("{err} {err:?}");
+            assert!(!shown.contains(&hex[..8]), "{shown}");
+        }
+    }
+    // One byte different is a (poor, but not constant) key: parsing is not a strength meter.
+    let mut almost = "00".repeat(31);
+    almost.push_str("01");
+    assert!(MasterKey::from_hex(&almost).is_ok());
+}
+
+#[test]
 fn generated_keys_round_trip_through_hex() {
     use secrecy::ExposeSecret;
     let key = MasterKey::generate();

@@ -2,23 +2,16 @@
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use gig_config::{ProcessEnv, StoreConfig};
 use gig_server::boot::master_key;
-use gig_vault::MasterKey;
 
 use super::open_store;
 
 pub async fn rotate(config: StoreConfig, new_key_file: Option<PathBuf>) -> anyhow::Result<()> {
     let old = master_key(&ProcessEnv, "GIG_MASTER_KEY")?;
     let new = match new_key_file {
-        Some(path) => {
-            let text = zeroize::Zeroizing::new(
-                std::fs::read_to_string(&path)
-                    .with_context(|| format!("cannot read {}", path.display()))?,
-            );
-            MasterKey::from_hex(text.trim())?
-        }
+        // Owner-only, not a symlink, bounded: a key file others can read is refused.
+        Some(path) => gig_secrets::read_master_key_file(&path)?,
         None => master_key(&ProcessEnv, "GIG_NEW_MASTER_KEY")?,
     };
     let store = open_store(&config).await?;
