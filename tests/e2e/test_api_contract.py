@@ -21,6 +21,7 @@ LEAST_ROLE = {
     "Impersonate": "admin",
     "ManageServers": "operator",
     "ManageCredentials": "operator",
+    "ApproveTools": "operator",
 }
 RANK = {"viewer": 0, "member": 1, "operator": 2, "admin": 3}
 ROLES = {"alice": "admin", "dave": "operator", "carol": "member", "bob": "viewer"}

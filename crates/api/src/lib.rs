@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 mod api_tokens;
+mod approvals;
 mod audit_log;
 pub mod call_audit;
 pub mod error;

@@ -9,7 +9,7 @@ use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::rbac::Access;
-use crate::{api_tokens, audit_log, installs, profiles, schema, servers, signin, users};
+use crate::{api_tokens, approvals, audit_log, installs, profiles, schema, servers, signin, users};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -23,7 +23,8 @@ use crate::{api_tokens, audit_log, installs, profiles, schema, servers, signin, 
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         servers::list, servers::catalog, servers::install, servers::uninstall,
         servers::credentials, servers::set_credential, servers::delete_credential,
-        installs::status, installs::events,
+        installs::status, installs::events, servers::logs, servers::restart,
+        approvals::list, approvals::approve,
         audit_log::list, audit_log::export,
         profiles::list, profiles::create, profiles::get_one, profiles::update, profiles::delete,
         profiles::create_token, profiles::list_tokens, profiles::revoke_token,

@@ -78,6 +78,10 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
         reference: String,
         progress: mpsc::Sender<String>,
     ) -> BoxFuture<'_, Result<(String, String), OpError>>;
+    /// The server's recent stderr lines (scrubbed); `None` if it is not running here.
+    fn logs(&self, name: &str) -> Option<Vec<String>>;
+    /// Restarts a running server now; false if it is not running here.
+    fn restart(&self, name: &str) -> bool;
     /// Removes an installed server; false if it was not installed.
     fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>>;
     /// Stores a credential the server declares (never one it does not).

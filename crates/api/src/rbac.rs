@@ -33,6 +33,8 @@ pub enum Permission {
     ManageServers,
     /// Set and delete servers' credentials.
     ManageCredentials,
+    /// Approve a changed tool definition (and read servers' logs).
+    ApproveTools,
 }
 
 /// One rule: the least role that holds `permission`, and why.
@@ -83,6 +85,11 @@ const RULES: &[Rule] = &[
         least: Role::Operator,
         reason: "a shared credential acts for the whole team upstream; operators hold those keys",
     },
+    Rule {
+        permission: Permission::ApproveTools,
+        least: Role::Operator,
+        reason: "an approval makes a changed tool visible to everyone; logs may show internals",
+    },
 ];
 
 /// Whether `role` holds `permission`.
@@ -113,6 +120,7 @@ mod tests {
             Permission::Impersonate,
             Permission::ManageServers,
             Permission::ManageCredentials,
+            Permission::ApproveTools,
         ] {
             assert_eq!(
                 RULES.iter().filter(|r| r.permission == p).count(),

@@ -15,7 +15,9 @@ use http::{HeaderValue, Method, StatusCode, header};
 use crate::error::ApiError;
 use crate::rbac::{Access, Permission, allows};
 use crate::session::{caller, check_csrf};
-use crate::{ApiState, api_tokens, audit_log, installs, openapi, profiles, servers, signin, users};
+use crate::{
+    ApiState, api_tokens, approvals, audit_log, installs, openapi, profiles, servers, signin, users,
+};
 
 type Handler = MethodRouter<Arc<ApiState>>;
 
@@ -57,8 +59,8 @@ pub(crate) fn routes() -> Routes {
     use Access::{Public, Requires, SignedIn};
     use Method as M;
     use Permission::{
-        Impersonate, ManageCredentials, ManageServers, ManageUsers, UseProfiles, ViewAudit,
-        ViewServers, ViewUsers,
+        ApproveTools, Impersonate, ManageCredentials, ManageServers, ManageUsers, UseProfiles,
+        ViewAudit, ViewServers, ViewUsers,
     };
     Routes(Vec::new())
         .add(M::GET, "/api/auth/login", Public, get(signin::login))
@@ -116,6 +118,30 @@ pub(crate) fn routes() -> Routes {
             "/api/catalog",
             Requires(ViewServers),
             get(servers::catalog),
+        )
+        .add(
+            M::GET,
+            "/api/servers/{name}/logs",
+            Requires(ApproveTools),
+            get(servers::logs),
+        )
+        .add(
+            M::POST,
+            "/api/servers/{name}/restart",
+            Requires(ManageServers),
+            post(servers::restart),
+        )
+        .add(
+            M::GET,
+            "/api/approvals",
+            Requires(ApproveTools),
+            get(approvals::list),
+        )
+        .add(
+            M::POST,
+            "/api/approvals/{server}/{tool}",
+            Requires(ApproveTools),
+            post(approvals::approve),
         )
         .add(
             M::GET,

@@ -234,3 +234,28 @@ pub struct Profile {
 pub struct Profiles {
     pub profiles: Vec<Profile>,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PendingChange {
+    pub server: String,
+    pub tool: String,
+    pub current_sha256: String,
+    /// Send this back to approve exactly this definition.
+    pub proposed_sha256: String,
+    /// The trusted definition, pretty JSON (absent when it was recorded before definitions were kept).
+    pub current: Option<String>,
+    pub proposed: Option<String>,
+    /// Unified diff, trusted → changed.
+    pub diff: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Approvals {
+    pub pending: Vec<PendingChange>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Logs {
+    /// Recent stderr lines, oldest first, with the secrets the server was given scrubbed.
+    pub lines: Vec<String>,
+}

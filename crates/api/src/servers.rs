@@ -18,7 +18,7 @@ use crate::operations::OpError;
 use crate::routes::{audit, body};
 use crate::schema::{
     Catalog, CatalogItem, CredentialInfo, Credentials, DeclaredCredentialInfo, ErrorBody,
-    InstallStarted, ServerInfo, Servers,
+    InstallStarted, Logs, ServerInfo, Servers,
 };
 use crate::session::Caller;
 
@@ -298,6 +298,54 @@ pub(crate) async fn delete_credential(
         &caller.actor(),
         "credential.deleted",
         &target,
+        serde_json::json!({}),
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The server's recent stderr (the last 200 lines, scrubbed).
+#[utoipa::path(get, path = "/api/servers/{name}/logs", tag = "servers",
+    params(("name" = String, Path, description = "Server name")),
+    responses((status = 200, body = Logs),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "Not running here", body = ErrorBody)))]
+pub(crate) async fn logs(
+    State(state): State<Arc<ApiState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Logs>, ApiError> {
+    valid_name(&name, "server")?;
+    let lines = state
+        .operations
+        .logs(&name)
+        .ok_or_else(|| ApiError::not_found("running server"))?;
+    Ok(Json(Logs { lines }))
+}
+
+/// Restarts the server now (without backoff).
+#[utoipa::path(post, path = "/api/servers/{name}/restart", tag = "servers",
+    params(("name" = String, Path, description = "Server name")),
+    responses((status = 204, description = "Restarting"),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "Not running here", body = ErrorBody)))]
+pub(crate) async fn restart(
+    State(state): State<Arc<ApiState>>,
+    Extension(caller): Extension<Caller>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    valid_name(&name, "server")?;
+    if !state.operations.restart(&name) {
+        return Err(ApiError::not_found("running server"));
+    }
+    audit(
+        &state,
+        &caller.actor(),
+        "server.restarted",
+        &format!("{name}/"),
         serde_json::json!({}),
     )
     .await?;

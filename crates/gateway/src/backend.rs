@@ -77,6 +77,10 @@ pub struct Backend {
     pub(crate) stop: CancellationToken,
     /// The live connection's tool-call hook (egress audit attribution).
     pub(crate) tool_call_hook: RwLock<Option<ToolCallHook>>,
+    /// Recent stderr lines, scrubbed (for operators).
+    pub(crate) stderr_tail: std::sync::Arc<crate::launcher::StderrTail>,
+    /// Wakes the supervisor to restart the server now (an operator's request).
+    pub(crate) restart: Notify,
 }
 
 impl std::fmt::Debug for Backend {
@@ -185,7 +189,14 @@ impl Backend {
             first_attempt_done: tokio::sync::watch::Sender::new(false),
             stop,
             tool_call_hook: RwLock::new(None),
+            stderr_tail: Default::default(),
+            restart: Notify::new(),
         }
+    }
+
+    /// The server's recent stderr lines, oldest first, scrubbed.
+    pub fn recent_stderr(&self) -> Vec<String> {
+        self.stderr_tail.lines()
     }
 
     pub fn status(&self) -> BackendStatus {

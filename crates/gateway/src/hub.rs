@@ -117,6 +117,18 @@ impl Hub {
         true
     }
 
+    /// Restarts a backend now (its process is killed and started again at once, without
+    /// backoff); false if there is no such backend.
+    pub fn restart_backend(&self, name: &str) -> bool {
+        match self.backend(name) {
+            Some(backend) => {
+                backend.restart.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Fetches a backend's lists again (after an operator approved a changed tool, say).
     pub fn refresh_backend(&self, name: &str) {
         if let Some(backend) = self.backend(name) {

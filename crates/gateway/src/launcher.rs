@@ -25,6 +25,22 @@ pub struct Connection {
     /// Told which tool call is running (`None` when it ends), so the egress proxy's audit
     /// records name the call that caused a request. Sandboxed servers only.
     pub on_tool_call: Option<ToolCallHook>,
+    /// The server's stderr: the supervisor logs it and keeps its recent lines for operators.
+    pub stderr: Option<Stderr>,
+}
+
+/// A backend's stderr and the values to scrub from it before anyone sees a line.
+pub struct Stderr {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// Secret values the server was given (a plain child's declared environment); a
+    /// sandboxed server only ever holds placeholders, so it has none.
+    pub scrub: Vec<String>,
+}
+
+impl std::fmt::Debug for Stderr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stderr").finish_non_exhaustive()
+    }
 }
 
 /// See [`Connection::on_tool_call`].
@@ -97,6 +113,7 @@ impl StdioLauncher {
     }
 
     fn spawn(&self) -> Result<Connection, LaunchError> {
+        tracing::debug!(backend = %self.backend, program = %self.command.program, "starting a stdio backend");
         let mut command = Command::new(&self.command.program);
         command
             .args(&self.command.args)
@@ -120,8 +137,19 @@ impl StdioLauncher {
         else {
             return Err(LaunchError::Other("child stdio was not piped".into()));
         };
-        tokio::spawn(log_stderr(self.backend.clone(), stderr));
+        // Declared values long enough to be keys are scrubbed from what the server prints.
+        let scrub = self
+            .command
+            .env
+            .values()
+            .filter(|v| v.len() >= MIN_SCRUBBED)
+            .cloned()
+            .collect();
         Ok(Connection {
+            stderr: Some(Stderr {
+                reader: Box::pin(stderr),
+                scrub,
+            }),
             on_tool_call: None,
             reader: Box::pin(stdout),
             writer: Box::pin(stdin),
@@ -178,14 +206,49 @@ impl Drop for ProcessGroup {
     }
 }
 
-/// Forwards a backend's stderr to the log: bounded lines, at most `STDERR_LINES_PER_SEC` per
-/// second (the rest counted and dropped), yielding between lines — a backend flooding
-/// stderr must not starve the runtime or fill the operator's disk.
-pub async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
+/// Values shorter than this are not scrubbed from stderr (they would match ordinary words).
+const MIN_SCRUBBED: usize = 8;
+
+/// Recent stderr lines of one backend, for operators (`GET /api/servers/{name}/logs`): bounded
+/// in lines and line length, scrubbed of the secrets the server was given.
+#[derive(Debug, Default)]
+pub struct StderrTail(std::sync::Mutex<std::collections::VecDeque<String>>);
+
+impl StderrTail {
+    /// Lines kept per backend.
+    pub const LINES: usize = 200;
+
+    fn push(&self, line: String) {
+        let mut lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if lines.len() >= Self::LINES {
+            lines.pop_front();
+        }
+        lines.push_back(line);
+    }
+
+    /// The kept lines, oldest first.
+    pub fn lines(&self) -> Vec<String> {
+        let lines = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        lines.iter().cloned().collect()
+    }
+}
+
+/// `text` with every secret replaced by `[redacted]`.
+fn scrubbed(text: &str, secrets: &[String]) -> String {
+    secrets.iter().fold(text.to_owned(), |text, secret| {
+        text.replace(secret.as_str(), "[redacted]")
+    })
+}
+
+/// Forwards a backend's stderr to the log and to its tail: bounded lines, at most
+/// `STDERR_LINES_PER_SEC` per second (the rest counted and reported as dropped), scrubbed of
+/// the secrets it was given. A hostile server flooding stderr must not starve the runtime or
+/// fill the operator's disk.
+pub async fn log_stderr(backend: String, stderr: Stderr, tail: std::sync::Arc<StderrTail>) {
     const MAX_LINE: u64 = 64 * 1024;
     const MAX_LOGGED: usize = 2048;
     const STDERR_LINES_PER_SEC: u32 = 50;
-    let mut lines = BufReader::new(stderr);
+    let mut lines = BufReader::new(stderr.reader);
     let mut line = Vec::new();
     let mut window = tokio::time::Instant::now();
     let (mut logged, mut dropped) = (0u32, 0u64);
@@ -204,11 +267,12 @@ pub async fn log_stderr(backend: String, stderr: impl AsyncRead + Unpin) {
             (logged, dropped) = (0, 0);
         }
         let text = String::from_utf8_lossy(&line[..line.len().min(MAX_LOGGED)]);
-        let text = text.trim_end();
+        let text = scrubbed(text.trim_end(), &stderr.scrub);
         if !text.is_empty() {
             if logged < STDERR_LINES_PER_SEC {
                 logged += 1;
                 tracing::info!(target: "backend_stderr", backend = %backend, "{text}");
+                tail.push(text);
             } else {
                 dropped += 1;
             }

@@ -37,6 +37,14 @@ pub fn recorded_name(tool: &str) -> String {
 /// SHA-256 over the tool's definition with object keys sorted, so the same definition always
 /// has the same fingerprint whatever order a server serialises it in.
 pub fn fingerprint(tool: &Tool) -> String {
+    hex::encode(Sha256::digest(canonical_definition(tool).as_bytes()))
+}
+
+/// Largest definition kept for showing a change as a diff (the fingerprint covers any size).
+const MAX_KEPT_DEFINITION: usize = 64 * 1024;
+
+/// The tool's definition as JSON with object keys sorted: what the fingerprint is taken over.
+pub fn canonical_definition(tool: &Tool) -> String {
     fn canonical(v: Value) -> Value {
         match v {
             Value::Object(map) => {
@@ -50,8 +58,7 @@ pub fn fingerprint(tool: &Tool) -> String {
     }
     let value = canonical(serde_json::to_value(tool).unwrap_or(Value::Null));
     // serde_json writes a Map in its iteration order; built from a BTreeMap it is sorted.
-    let bytes = serde_json::to_vec(&value).unwrap_or_default();
-    hex::encode(Sha256::digest(bytes))
+    serde_json::to_string(&value).unwrap_or_default()
 }
 
 /// The store-backed [`ToolGate`].
@@ -132,15 +139,35 @@ impl FingerprintGate {
         Some(self.max_records.saturating_sub(kept))
     }
 
+    /// Keeps the definition beside its fingerprint so an operator sees a change as a diff.
+    async fn keep_definition(&self, backend: &str, name: &str, sha: &str, definition: &str) {
+        if definition.len() > MAX_KEPT_DEFINITION {
+            return;
+        }
+        if let Err(e) = self
+            .store
+            .record_fingerprint_definition(backend, name, sha, definition)
+            .await
+        {
+            tracing::warn!(backend, tool = %name, error = %e, "cannot keep a tool definition");
+        }
+    }
+
     async fn check(&self, backend: &str, tool: &Tool, name: &str) -> bool {
-        let sha = fingerprint(tool);
+        let definition = canonical_definition(tool);
+        let sha = hex::encode(Sha256::digest(definition.as_bytes()));
         match self
             .store
             .record_or_compare_fingerprint(backend, name, &sha)
             .await
         {
-            Ok(FingerprintCheck::New | FingerprintCheck::Unchanged) => true,
+            Ok(FingerprintCheck::Unchanged) => true,
+            Ok(FingerprintCheck::New) => {
+                self.keep_definition(backend, name, &sha, &definition).await;
+                true
+            }
             Ok(FingerprintCheck::Changed { trusted, pending }) => {
+                self.keep_definition(backend, name, &sha, &definition).await;
                 tracing::warn!(
                     backend, tool = %name, %trusted, %pending,
                     "tool definition changed since it was approved: hidden until `gigmcp tools approve`"

@@ -105,6 +105,7 @@ pub(crate) async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
         *write(&backend.status) = BackendStatus::Starting;
         let started = Instant::now();
         let outcome = run_once(&hub, &backend).await;
+        let operator_restart = outcome == RESTARTED;
         // Whatever happened, this connection is gone: drop out of the catalog.
         *write(&backend.live) = None;
         *write(&backend.lists) = None;
@@ -113,12 +114,16 @@ pub(crate) async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
         if backend.stop.is_cancelled() {
             return;
         }
-        if started.elapsed() >= STABLE_AFTER {
+        if started.elapsed() >= STABLE_AFTER || operator_restart {
             attempt = 0;
         }
-        let delay = BACKOFF_START
-            .saturating_mul(2u32.saturating_pow(attempt))
-            .min(BACKOFF_MAX);
+        let delay = if operator_restart {
+            Duration::ZERO
+        } else {
+            BACKOFF_START
+                .saturating_mul(2u32.saturating_pow(attempt))
+                .min(BACKOFF_MAX)
+        };
         attempt = attempt.saturating_add(1);
         restarts = restarts.saturating_add(1);
         tracing::warn!(backend = %backend.name, reason = %outcome, retry_in_ms = delay.as_millis() as u64, "backend down");
@@ -133,6 +138,9 @@ pub(crate) async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
     }
 }
 
+/// Why a connection ended when an operator asked for a restart.
+const RESTARTED: &str = "restarted by an operator";
+
 /// Starts the backend once and serves it until it ends; returns why it ended.
 async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     let limits = &hub.limits;
@@ -141,6 +149,14 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         Err(e) => return e.to_string(),
     };
     *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
+    let mut connection = connection;
+    if let Some(stderr) = connection.stderr.take() {
+        tokio::spawn(crate::launcher::log_stderr(
+            backend.name.clone(),
+            stderr,
+            backend.stderr_tail.clone(),
+        ));
+    }
     let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
     let (writer, stalled) = StdinGuard::new(connection.writer, limits.call_timeout);
     let transport =
@@ -201,6 +217,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                     () = backend.stop.cancelled() => break "shutting down".to_owned(),
                 }
             }
+            () = backend.restart.notified() => break RESTARTED.to_owned(),
             () = stalled.cancelled() => break format!(
                 "stopped reading its stdin for {}s",
                 limits.call_timeout.as_secs()

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gig_config::ServerSpec;
-use gig_gateway::launcher::{Connection, LaunchError, LaunchFuture, ToolCallHook, log_stderr};
+use gig_gateway::launcher::{Connection, LaunchError, LaunchFuture, Stderr, ToolCallHook};
 use gig_gateway::{Launcher, NamedLauncher, StdioLauncher};
 
 use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime};
@@ -88,12 +88,16 @@ impl SandboxLauncher {
         let stdin = tokio::process::ChildStdin::from_std(stdin).map_err(io)?;
         let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
         let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
-        tokio::spawn(log_stderr(self.backend.clone(), stderr));
         let on_tool_call = running.egress.clone().map(|egress| {
             std::sync::Arc::new(move |call: Option<String>| egress.set_tool_call(call))
                 as ToolCallHook
         });
         Ok(Connection {
+            // A sandboxed server holds placeholders only: nothing of its stderr is secret.
+            stderr: Some(Stderr {
+                reader: Box::pin(stderr),
+                scrub: Vec::new(),
+            }),
             on_tool_call,
             reader: Box::pin(stdout),
             writer: Box::pin(stdin),

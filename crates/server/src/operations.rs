@@ -227,6 +227,14 @@ impl Operations for GatewayOperations {
         })
     }
 
+    fn logs(&self, name: &str) -> Option<Vec<String>> {
+        self.hub.backend(name).map(|b| b.recent_stderr())
+    }
+
+    fn restart(&self, name: &str) -> bool {
+        self.hub.restart_backend(name)
+    }
+
     fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
             self.secrets

@@ -417,6 +417,7 @@ impl Launcher for StallingBackend {
                 writer: Box::pin(gateway_write),
                 guard: Box::new(AbortOnDrop(task)),
                 on_tool_call: None,
+                stderr: None,
             })
         })
     }

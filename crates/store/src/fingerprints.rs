@@ -10,7 +10,7 @@ use crate::model::{FingerprintCheck, ToolFingerprint};
 
 macro_rules! fingerprint_columns {
     () => {
-        "server, tool, sha256, first_seen, approved_at, pending_fingerprint"
+        "server, tool, sha256, first_seen, approved_at, pending_fingerprint, definition, pending_definition"
     };
 }
 
@@ -22,6 +22,8 @@ struct FingerprintRow {
     first_seen: DbTime,
     approved_at: Option<DbTime>,
     pending_fingerprint: Option<String>,
+    definition: Option<String>,
+    pending_definition: Option<String>,
 }
 
 impl From<FingerprintRow> for ToolFingerprint {
@@ -33,6 +35,8 @@ impl From<FingerprintRow> for ToolFingerprint {
             first_seen: row.first_seen.into(),
             approved_at: opt(row.approved_at),
             pending_fingerprint: row.pending_fingerprint,
+            definition: row.definition,
+            pending_definition: row.pending_definition,
         }
     }
 }
@@ -92,13 +96,59 @@ impl Store {
         })
     }
 
+    /// Keeps the definition text behind `sha256` for `server`/`tool` beside whichever
+    /// fingerprint it matches (trusted or pending), so a change can be shown as a diff. The
+    /// caller bounds its size; trust is never decided on it.
+    pub async fn record_fingerprint_definition(
+        &self,
+        server: &str,
+        tool: &str,
+        sha256: &str,
+        definition: &str,
+    ) -> Result<()> {
+        on_backend!(self, |pool| {
+            sqlx::query(
+                "UPDATE tool_fingerprints
+                 SET definition = CASE WHEN sha256 = $3 THEN $4 ELSE definition END,
+                     pending_definition =
+                         CASE WHEN pending_fingerprint = $3 THEN $4 ELSE pending_definition END
+                 WHERE server = $1 AND tool = $2",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(sha256)
+            .bind(definition)
+            .execute(pool)
+            .await
+            .map(|_| ())
+        })
+        .map_err(db_err("record_fingerprint_definition"))
+    }
+
+    /// Every tool whose changed definition waits for approval, across servers.
+    pub async fn list_pending_fingerprints(&self) -> Result<Vec<ToolFingerprint>> {
+        let rows: Vec<FingerprintRow> = on_backend!(self, |pool| {
+            sqlx::query_as(concat!(
+                "SELECT ",
+                fingerprint_columns!(),
+                " FROM tool_fingerprints WHERE pending_fingerprint IS NOT NULL
+                   ORDER BY server, tool"
+            ))
+            .fetch_all(pool)
+            .await
+        })
+        .map_err(db_err("list_pending_fingerprints"))?;
+        Ok(rows.into_iter().map(Into::into).collect())
+    }
+
     /// Trust the pending definition `sha256` of `server`/`tool`. Refused (`NotFound`) unless
     /// exactly that fingerprint is pending, so an approval never covers a later change.
     pub async fn approve_fingerprint(&self, server: &str, tool: &str, sha256: &str) -> Result<()> {
         let affected = on_backend!(self, |pool| {
             sqlx::query(
                 "UPDATE tool_fingerprints
-                 SET sha256 = pending_fingerprint, pending_fingerprint = NULL, approved_at = $4
+                 SET sha256 = pending_fingerprint, pending_fingerprint = NULL, approved_at = $4,
+                     definition = pending_definition, pending_definition = NULL
                  WHERE server = $1 AND tool = $2 AND pending_fingerprint = $3",
             )
             .bind(server)

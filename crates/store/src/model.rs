@@ -424,6 +424,10 @@ pub struct ToolFingerprint {
     pub approved_at: Option<OffsetDateTime>,
     /// A changed definition waiting for approval.
     pub pending_fingerprint: Option<String>,
+    /// The trusted definition (canonical JSON), when recorded.
+    pub definition: Option<String>,
+    /// The pending definition (canonical JSON), when recorded.
+    pub pending_definition: Option<String>,
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -396,6 +396,7 @@ both_backends!(
     api_tokens_lifecycle,
     session_impersonation,
     fingerprints_detect_changes,
+    fingerprint_definitions_follow_approval,
     index_state_only_moves_forward,
     audit_is_append_only,
     audit_filters_and_paging,
@@ -1498,6 +1499,39 @@ mod cases {
         assert_eq!(s.accepted_index().await.unwrap(), Some(v6));
     }
 
+    pub async fn fingerprint_definitions_follow_approval(db: Arc<TestDb>) {
+        let s = &db.store;
+        s.record_or_compare_fingerprint("gh", "search", "aaa")
+            .await
+            .unwrap();
+        s.record_fingerprint_definition("gh", "search", "aaa", r#"{"d":"old"}"#)
+            .await
+            .unwrap();
+        assert!(s.list_pending_fingerprints().await.unwrap().is_empty());
+        s.record_or_compare_fingerprint("gh", "search", "bbb")
+            .await
+            .unwrap();
+        s.record_fingerprint_definition("gh", "search", "bbb", r#"{"d":"new"}"#)
+            .await
+            .unwrap();
+        // A definition matching neither fingerprint is not kept anywhere.
+        s.record_fingerprint_definition("gh", "search", "zzz", r#"{"d":"other"}"#)
+            .await
+            .unwrap();
+        let pending = s.list_pending_fingerprints().await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].definition.as_deref(), Some(r#"{"d":"old"}"#));
+        assert_eq!(
+            pending[0].pending_definition.as_deref(),
+            Some(r#"{"d":"new"}"#)
+        );
+        s.approve_fingerprint("gh", "search", "bbb").await.unwrap();
+        let approved = s.get_fingerprint("gh", "search").await.unwrap().unwrap();
+        assert_eq!(approved.definition.as_deref(), Some(r#"{"d":"new"}"#));
+        assert_eq!(approved.pending_definition, None);
+        assert!(s.list_pending_fingerprints().await.unwrap().is_empty());
+    }
+
     pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
         let s = &db.store;
         assert_eq!(
@@ -1907,7 +1941,7 @@ mod cases {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99990101000000,
-                    supported: 3
+                    supported: 4
                 }
             ),
             "{err:?}"
