@@ -35,6 +35,10 @@ test-local:
 ## End-to-end tests with the real peers (needs `make peers` and a workspace build).
 test-e2e:
 	$(PEERS)/bin/python -m pytest tests/e2e -v -s
+	@# The control plane again on PostgreSQL (a fresh database per gateway).
+	scripts/with-postgres.sh env GIG_E2E_DATABASE=postgres $(PEERS)/bin/python -m pytest -v \
+	  tests/e2e/test_control_plane.py tests/e2e/test_profiles.py tests/e2e/test_api_contract.py \
+	  tests/e2e/test_api_servers.py tests/e2e/test_api_operations.py
 
 ## The in-sandbox init, statically linked (needs nothing from the sandbox's filesystem).
 bootstrap:

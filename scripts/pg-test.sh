@@ -81,7 +81,7 @@ start() {
         start >&2 || { cat "$dir/postgres.log" >&2; die "pg_ctl start failed"; }
 
     as_owner "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
-        -c "CREATE ROLE gig LOGIN PASSWORD '$password'" \
+        -c "CREATE ROLE gig LOGIN CREATEDB PASSWORD '$password'" \
         -c "CREATE DATABASE gig OWNER gig" >&2
 
     local url="postgres://gig:$password@127.0.0.1:$port/gig"

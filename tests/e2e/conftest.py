@@ -173,8 +173,23 @@ USERS = {
 }
 
 
+def fresh_database() -> dict:
+    """`GIG_E2E_DATABASE=postgres` (make test runs the control-plane tests a second time so):
+    a new database on the throwaway PostgreSQL of scripts/with-postgres.sh; else SQLite."""
+    if os.environ.get("GIG_E2E_DATABASE") != "postgres":
+        return {}
+    admin_url = os.environ.get("GIG_TEST_DATABASE_URL")
+    assert admin_url, "GIG_E2E_DATABASE=postgres needs scripts/with-postgres.sh (GIG_TEST_DATABASE_URL)"
+    name = f"gig_e2e_{secrets.token_hex(6)}"
+    subprocess.run(["psql", admin_url, "-v", "ON_ERROR_STOP=1", "-qc", f"CREATE DATABASE {name}"],
+                   check=True, capture_output=True, timeout=60)
+    base, _, _ = admin_url.rpartition("/")
+    return {"GIG_DATABASE_URL": f"{base}/{name}"}
+
+
 def start_control_plane(tmp: Path, servers: dict, **env):
     """A real OpenID Provider and a gateway signing in to it; returns (idp, gateway)."""
+    env = {**fresh_database(), **env}
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)

@@ -64,7 +64,7 @@ pub(crate) async fn list(State(state): State<Arc<ApiState>>) -> Result<Json<Appr
 #[serde(deny_unknown_fields)]
 pub(crate) struct Approval {
     /// The `proposed_sha256` being approved: a later change is never covered.
-    #[schema(min_length = 64, max_length = 64)]
+    #[schema(min_length = 64, max_length = 64, pattern = "^[0-9a-fA-F]{64}$")]
     sha256: String,
 }
 
@@ -85,6 +85,18 @@ pub(crate) async fn approve(
     request: Result<Json<Approval>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     let approval = body(request)?;
+    let hex = approval.sha256.len() == 64 && approval.sha256.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        return Err(ApiError::bad_request("sha256 is 64 hex characters"));
+    }
+    if [&server, &tool]
+        .iter()
+        .any(|v| v.len() > 256 || v.chars().any(char::is_control))
+    {
+        return Err(ApiError::bad_request(
+            "server and tool are at most 256 bytes, without control characters",
+        ));
+    }
     match state
         .store
         .approve_fingerprint(&server, &tool, &approval.sha256)

@@ -39,12 +39,31 @@ pub(crate) struct Filters {
     limit: Option<u32>,
 }
 
+/// The last second of year 9999: every database keeps times up to there.
+const LATEST: i64 = 253_402_300_799;
+
 fn instant(secs: Option<i64>, what: &str) -> Result<Option<time::OffsetDateTime>, ApiError> {
     secs.map(|s| {
-        time::OffsetDateTime::from_unix_timestamp(s)
-            .map_err(|_| ApiError::bad_request(format!("{what} is not a valid unix time")))
+        (0..=LATEST)
+            .contains(&s)
+            .then(|| time::OffsetDateTime::from_unix_timestamp(s).ok())
+            .flatten()
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("{what} is unix seconds from 0 to {LATEST}"))
+            })
     })
     .transpose()
+}
+
+/// Filter text: bounded, and no control characters (which no stored value holds, and
+/// PostgreSQL refuses outright).
+fn text(value: &Option<String>, what: &str) -> Result<(), ApiError> {
+    match value {
+        Some(v) if v.len() > 512 || v.chars().any(char::is_control) => Err(ApiError::bad_request(
+            format!("{what} is at most 512 bytes, without control characters"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 struct Owned {
@@ -57,6 +76,9 @@ struct Owned {
 
 impl Owned {
     fn from(filters: &Filters) -> Result<Self, ApiError> {
+        text(&filters.actor, "actor")?;
+        text(&filters.server, "server")?;
+        text(&filters.kind, "kind")?;
         Ok(Owned {
             actor: filters.actor.clone(),
             target: filters.server.as_ref().map(|s| format!("{s}/")),

@@ -77,8 +77,15 @@ impl ProfileFilter {
         if self.tools.len() > MAX_PROFILE_ENTRIES || self.overrides.len() > MAX_PROFILE_ENTRIES {
             return Err(format!("at most {MAX_PROFILE_ENTRIES} tools per profile"));
         }
+        let controlled = |text: &str| {
+            text.chars()
+                .any(|c| c.is_control() && c != '\n' && c != '\t')
+        };
         for entry in &self.tools {
             let name = entry.strip_suffix("/*").unwrap_or(entry);
+            if controlled(entry) {
+                return Err(format!("{entry:?} holds control characters"));
+            }
             if name.is_empty() || name.len() > 128 || name.contains(['/', '*']) {
                 return Err(format!(
                     "{entry:?} is neither an exposed tool name nor server/*"
@@ -87,6 +94,9 @@ impl ProfileFilter {
         }
         let mut shown = BTreeSet::new();
         for (exposed, o) in &self.overrides {
+            if controlled(exposed) || o.description.as_deref().is_some_and(controlled) {
+                return Err(format!("the override for {exposed:?} holds control characters"));
+            }
             if let Some(name) = &o.name {
                 if !is_valid_name(name) {
                     return Err(format!(
@@ -324,6 +334,8 @@ mod tests {
             json!({"tools": ["x", "y"], "overrides": {"x": {"name": "z"}, "y": {"name": "z"}}}),
             json!({"tools": ["x"], "extra": 1}),
             json!({"tools": "x"}),
+            json!({"tools": ["echo\u{0}"]}),
+            json!({"tools": ["x"], "overrides": {"x": {"description": "a\u{0}b"}}}),
         ] {
             assert!(ProfileFilter::parse(&bad).is_err(), "{bad}");
         }

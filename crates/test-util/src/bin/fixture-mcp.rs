@@ -234,7 +234,10 @@ impl ServerHandler for Fixture {
 async fn main() -> anyhow::Result<()> {
     // A careless server that prints its secret at start (the log-scrubbing tests).
     match std::env::var("FIXTURE_SECRET") {
-        Ok(secret) => eprintln!("fixture-mcp {} starting with key {secret}", std::process::id()),
+        Ok(secret) => eprintln!(
+            "fixture-mcp {} starting with key {secret}",
+            std::process::id()
+        ),
         Err(_) => eprintln!("fixture-mcp {} starting", std::process::id()),
     }
     let service = Fixture::default().serve(rmcp::transport::stdio()).await?;
