@@ -60,17 +60,29 @@ port_of() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)
 wait_up() { for _ in $(seq 100); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 wait_port() { for _ in $(seq 100); do curl -s -o /dev/null "$1" 2>/dev/null && return 0; sleep 0.1; done; echo "not up: $1" >&2; return 1; }
 
+# The real OIDC provider, so the gateway's control plane is on and a profile token can be
+# measured beside the static token.
+gw_port="$(port_of)"
+oidc_config="{\"port\": 0, \"clients\": [{\"client_id\": \"gig-bench\", \"client_secret\": \"gig-bench-secret\", \"redirect_uris\": [\"http://127.0.0.1:$gw_port/api/auth/callback\"]}], \"users\": {\"bench\": {\"sub\": \"bench\", \"email\": \"bench@example.test\", \"groups\": []}}}"
+"$node" "$peers/node/oidc-provider.mjs" "$oidc_config" >"$work/oidc.out" 2>"$out/oidc.log" &
+pids+=($!)
+for _ in $(seq 100); do [ -s "$work/oidc.out" ] && break; sleep 0.1; done
+issuer="$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["issuer"])' "$work/oidc.out")"
+
 # The gateway, fronting echo-stdio (for wrk) and server-everything over stdio (for the SDKs).
 token="$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')"
-gw_port="$(port_of)"
 gw="http://127.0.0.1:$gw_port/mcp"
 printf '{"mcpServers": {"echo": {"command": "%s"}, "everything": {"command": "%s", "args": ["%s", "stdio"]}}}\n' \
   "$bin/echo-stdio" "$node" "$everything" >"$work/servers.json"
 GIG_MASTER_KEY="$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')" \
 GIG_BEARER_TOKEN="$token" GIG_LISTEN="127.0.0.1:$gw_port" GIG_DATA_DIR="$work/data" \
-  GIG_SERVERS_FILE="$work/servers.json" GIG_LOG=warn "$gigmcp" >"$out/gateway.log" 2>&1 &
-pids+=($!)
+  GIG_SERVERS_FILE="$work/servers.json" GIG_LOG=warn GIG_MAX_SESSIONS=8000 \
+  GIG_PUBLIC_URL="http://127.0.0.1:$gw_port" GIG_OIDC_ISSUER="$issuer" GIG_OIDC_CLIENT_ID=gig-bench \
+  GIG_OIDC_CLIENT_SECRET=gig-bench-secret "$gigmcp" >"$out/gateway.log" 2>&1 &
+gw_pid=$!
+pids+=("$gw_pid")
 wait_up "http://127.0.0.1:$gw_port/readyz"
+profile_token="$("$python" scripts/bench/profile-token.py "http://127.0.0.1:$gw_port")"
 
 # The canned responder (the generator's ceiling).
 "$bin/gig-bench" canned >"$work/canned.addr" &
@@ -104,6 +116,11 @@ for c in 1 32; do
   row ceiling initialize "$c" "$(run_wrk mcp-session-call.lua "$canned" "$c" SESSIONS="$ids" PROTOCOL="$protocol")"
   echo "c=$c: gateway, 2026-07-28..." >&2
   row gateway 2026-07-28 "$c" "$(run_wrk mcp-call.lua "$gw" "$c")"
+  echo "c=$c: gateway with a profile token, both eras..." >&2
+  psessions="$(TOKEN="$profile_token" scripts/bench/mcp-session.sh "$gw" "$c")"
+  row profile initialize "$c" "$(run_wrk mcp-session-call.lua "$gw" "$c" TOKEN="$profile_token" \
+    SESSIONS="$(sed -n 2p <<<"$psessions")" PROTOCOL="$(sed -n 1p <<<"$psessions")")"
+  row profile 2026-07-28 "$c" "$(run_wrk mcp-call.lua "$gw" "$c" TOKEN="$profile_token")"
   echo "c=$c: ceiling, 2026-07-28 script..." >&2
   row ceiling 2026-07-28 "$c" "$(run_wrk mcp-call.lua "$canned" "$c")"
   echo "c=$c: echo-stdio direct..." >&2
@@ -128,6 +145,10 @@ for client in ts py; do
 done
 printf '[%s]\n' "$(IFS=,; echo "${clients[*]}")" >"$out/clients.json"
 
+# Memory: the gateway's RSS per idle initialize-era session (5,000 held).
+echo "5000 idle sessions..." >&2
+"$python" scripts/bench/idle-sessions.py "$gw" "$token" "$gw_pid" "${IDLE_SESSIONS:-5000}" >"$out/idle-sessions.json"
+
 status=0
 python3 - "$out/results.json" "$out/clients.json" "$floor_ms" <<'PY' || status=$?
 import json, sys
@@ -136,6 +157,7 @@ clients = json.load(open(sys.argv[2]))
 floor_ms = float(sys.argv[3])
 label = {
     "gateway": "wrk → gateway → echo-stdio",
+    "profile": "  … with a profile token",
     "ceiling": "wrk → canned responder (ceiling)",
     "direct": "gig-bench → echo-stdio (stdio)",
 }
@@ -143,7 +165,7 @@ era_label = {"initialize": "initialize (session)", "2026-07-28": "2026-07-28 (st
 ceiling = {(r["era"], r["concurrency"]): r["m"]["calls_per_s"] for r in rows if r["scenario"] == "ceiling"}
 ms = lambda us: f"{us / 1000:.2f} ms"
 print(f"{'scenario':<34} {'era':<23} {'conc':>4} {'calls/s':>9} {'p50':>10} {'p99':>10} {'failures':>8} {'/ceiling':>8}")
-order = {"gateway": 0, "ceiling": 1, "direct": 2}
+order = {"gateway": 0, "profile": 0.5, "ceiling": 1, "direct": 2}
 eras = {"initialize": 0, "2026-07-28": 1, "stdio": 2}
 failures = 0
 for r in sorted(rows, key=lambda r: (order[r["scenario"]], eras[r["era"]], r["concurrency"])):
@@ -175,6 +197,9 @@ for client, name in (("ts", "TypeScript SDK 1.32.2"), ("py", "Python SDK (mcp)")
         floors.append(f"{name}: through the gateway p50 {g['p50_ms']:.1f} ms, mean {g['mean_ms']:.1f} ms; "
                       f"direct p50 {d['p50_ms']:.1f} ms, mean {d['mean_ms']:.1f} ms; {g['slow']} of {g['n']} calls ≥30 ms")
 print("(server-everything's echo: over stdio behind the gateway, and on its own Streamable HTTP directly)")
+idle = json.load(open(sys.argv[1].replace("results.json", "idle-sessions.json")))
+print(f"\nidle sessions: {idle['sessions']} held, gateway RSS {idle['rss_before_kib'] / 1024:.1f} → "
+      f"{idle['rss_after_kib'] / 1024:.1f} MiB, {idle['per_session_kib']:.1f} KiB per session")
 for r in rows:
     if r["scenario"] == "gateway" and r["concurrency"] == 1 and r["m"]["p50_us"] > floor_ms * 1000:
         floors.append(f"wrk → gateway, {r['era']} era, c=1: p50 {r['m']['p50_us'] / 1000:.1f} ms")
