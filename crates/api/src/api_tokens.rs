@@ -38,6 +38,17 @@ pub(crate) struct NewToken {
     expires_in: Option<i64>,
 }
 
+/// The id a token is named by in the API: the first hex characters of its hash (the value
+/// itself is never stored, so it cannot be shown).
+pub(crate) fn token_id(hash: &str) -> String {
+    hash.get(..TOKEN_ID_LEN).unwrap_or(hash).to_owned()
+}
+
+/// The token among `tokens` whose id is `id`.
+pub(crate) fn by_id<T>(tokens: Vec<T>, id: &str, hash: impl Fn(&T) -> &str) -> Option<T> {
+    tokens.into_iter().find(|t| token_id(hash(t)) == id)
+}
+
 /// A token or profile name: 1 to 64 characters, no control characters.
 pub(crate) fn valid_name(name: &str, what: &str) -> Result<String, ApiError> {
     let name = name.trim();
@@ -102,7 +113,7 @@ pub(crate) async fn create(
             expires_at,
         })
         .await?;
-    let id = &hash[..TOKEN_ID_LEN];
+    let id = &token_id(&hash);
     audit(
         &state,
         &caller.actor(),
@@ -135,7 +146,7 @@ pub(crate) async fn list(
         .await?
         .into_iter()
         .map(|t| TokenInfo {
-            id: t.token_hash[..TOKEN_ID_LEN].to_owned(),
+            id: token_id(&t.token_hash),
             active: t.is_active(now),
             name: t.name,
             role: Some(t.role),
@@ -155,12 +166,8 @@ pub(crate) async fn revoke(
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    let token = state
-        .store
-        .list_api_tokens(caller.user.id)
-        .await?
-        .into_iter()
-        .find(|t| t.token_hash.get(..TOKEN_ID_LEN) == Some(id.as_str()))
+    let tokens = state.store.list_api_tokens(caller.user.id).await?;
+    let token = by_id(tokens, &id, |t| &t.token_hash)
         .ok_or_else(|| ApiError::not_found("token"))?;
     state
         .store

@@ -15,7 +15,7 @@ use serde::Deserialize;
 use std::collections::BTreeMap;
 
 use crate::ApiState;
-use crate::api_tokens::{TOKEN_ID_LEN, lifetime, valid_name};
+use crate::api_tokens::{by_id, lifetime, token_id, valid_name};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::profile_tokens::new_token;
@@ -222,7 +222,7 @@ pub(crate) async fn create_token(
             expires_at: Some(expires_at),
         })
         .await?;
-    let token_id = &hash[..TOKEN_ID_LEN];
+    let token_id = token_id(&hash);
     let target = format!("profile:{id}/token:{token_id}");
     audit(
         &state,
@@ -257,7 +257,7 @@ pub(crate) async fn list_tokens(
         .await?
         .into_iter()
         .map(|t| TokenInfo {
-            id: t.token_hash[..TOKEN_ID_LEN].to_owned(),
+            id: token_id(&t.token_hash),
             active: t.is_active(now),
             name: t.name,
             role: None,
@@ -278,12 +278,8 @@ pub(crate) async fn revoke_token(
     ApiPath((id, token_id)): ApiPath<(i64, String)>,
 ) -> Result<StatusCode, ApiError> {
     own(&state, &caller, id).await?;
-    let token = state
-        .store
-        .list_profile_tokens(id)
-        .await?
-        .into_iter()
-        .find(|t| t.token_hash.get(..TOKEN_ID_LEN) == Some(token_id.as_str()))
+    let tokens = state.store.list_profile_tokens(id).await?;
+    let token = by_id(tokens, &token_id, |t| &t.token_hash)
         .ok_or_else(|| ApiError::not_found("token"))?;
     state.store.revoke_profile_token(&token.token_hash).await?;
     let target = format!("profile:{id}/token:{token_id}");

@@ -19,7 +19,7 @@ mod support;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gig_proxy::{Limits, RuntimeCa};
+use gig_proxy::{ProxyLimits, RuntimeCa};
 use support::*;
 
 const RUN: Duration = Duration::from_secs(3);
@@ -161,7 +161,7 @@ fn main() {
     rt.block_on(async {
         let ca = TestCa::new();
         let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
-        let p = start_proxy(&ca, Limits::default());
+        let p = start_proxy(&ca, ProxyLimits::default());
         let sb = Sandbox::start(
             &p.proxy,
             "bench",

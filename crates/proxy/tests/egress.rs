@@ -21,10 +21,10 @@ struct World {
 }
 
 async fn world() -> World {
-    world_with(Limits::default(), &[]).await
+    world_with(ProxyLimits::default(), &[]).await
 }
 
-async fn world_with(limits: Limits, extra_rules: &[String]) -> World {
+async fn world_with(limits: ProxyLimits, extra_rules: &[String]) -> World {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
     let p = start_proxy(&ca, limits);
@@ -190,7 +190,7 @@ async fn basic_credential_is_injected_and_its_echo_scrubbed() {
 async fn h2_client_reaches_an_http1_only_upstream() {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"http/1.1"]).await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     let sb = Sandbox::start(&p.proxy, "s", policy(up.addr.port(), &[]), placeholders()).await;
     let resp = sb
         .client(&p.proxy, false)
@@ -348,7 +348,7 @@ async fn connect_refusals() {
 async fn an_empty_allowlist_denies_everything() {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     let sb = Sandbox::start(
         &p.proxy,
         "nothing",
@@ -373,7 +373,7 @@ async fn an_empty_allowlist_denies_everything() {
 async fn listed_ip_literal_is_allowed_with_an_ip_leaf() {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     let rule = format!("127.0.0.1:{}", up.addr.port());
     let sb = Sandbox::start(
         &p.proxy,
@@ -612,7 +612,7 @@ async fn smuggling_and_oversized_headers_are_refused() {
 async fn a_request_looping_back_to_the_proxy_is_refused() {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     // Bind first so the policy can name the proxy's own port.
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let proxy_addr = listener.local_addr().unwrap();
@@ -652,7 +652,7 @@ async fn plain_http_needs_an_http_rule_and_explicit_credential_permission() {
     let ca = TestCa::new();
     let https_up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
     let plain = Upstream::plain().await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     let rule = format!("http://plain.example.test:{}", plain.addr.port());
     let pol = policy(https_up.addr.port(), &[rule]);
     let phs = placeholders();
@@ -734,7 +734,7 @@ async fn a_bad_upstream_certificate_is_refused() {
     let trusted = TestCa::new();
     let untrusted = TestCa::new();
     let bad = Upstream::https(&untrusted, &[b"h2", b"http/1.1"]).await;
-    let p = start_proxy(&trusted, Limits::default());
+    let p = start_proxy(&trusted, ProxyLimits::default());
     let sb = Sandbox::start(&p.proxy, "s", policy(bad.addr.port(), &[]), placeholders()).await;
     let client = sb.client(&p.proxy, false);
     let resp = client
@@ -772,7 +772,7 @@ async fn a_bad_upstream_certificate_is_refused() {
 async fn two_sandboxes_with_different_policies_at_once() {
     let ca = TestCa::new();
     let up = Upstream::https(&ca, &[b"h2", b"http/1.1"]).await;
-    let p = start_proxy(&ca, Limits::default());
+    let p = start_proxy(&ca, ProxyLimits::default());
     let port = up.addr.port();
     let only = |host: &str| gig_policy::EgressPolicy {
         allow: vec![format!("{host}:{port}").parse().unwrap()],
@@ -813,9 +813,9 @@ async fn two_sandboxes_with_different_policies_at_once() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_get_503() {
-    let limits = Limits {
+    let limits = ProxyLimits {
         max_connections_per_sandbox: 2,
-        ..Limits::default()
+        ..ProxyLimits::default()
     };
     let w = world_with(limits, &[]).await;
     // Two connections that hold their permits (a tunnel each).
@@ -830,9 +830,9 @@ async fn connections_beyond_the_limit_get_503() {
 
 #[tokio::test]
 async fn a_slow_header_is_cut_off() {
-    let limits = Limits {
+    let limits = ProxyLimits {
         header_read_timeout: std::time::Duration::from_millis(200),
-        ..Limits::default()
+        ..ProxyLimits::default()
     };
     let w = world_with(limits, &[]).await;
     let mut tcp = tokio::net::TcpStream::connect(w.sb.addr).await.unwrap();

@@ -10,7 +10,7 @@ use http_body::Body as HttpBody;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use super::{BoxError, Refusal};
-use crate::proxy::Limits;
+use crate::proxy::ProxyLimits;
 
 /// Refuses oversized heads, and every request once the connection has shown conflicting
 /// framing headers (`conflict`, raised by [`crate::framing::FramingWatch`]).
@@ -58,13 +58,13 @@ impl WholeBody {
     }
 }
 
-/// Reads the whole body within [`Limits::max_request_body`] after refusing ambiguous framing,
-/// and decodes gzip/deflate within [`Limits::max_decoded_request_body`]; other encodings cannot
+/// Reads the whole body within [`ProxyLimits::max_request_body`] after refusing ambiguous framing,
+/// and decodes gzip/deflate within [`ProxyLimits::max_decoded_request_body`]; other encodings cannot
 /// be scanned and are refused.
 pub(crate) async fn read_whole<B>(
     headers: &HeaderMap,
     body: B,
-    limits: &Limits,
+    limits: &ProxyLimits,
 ) -> Result<WholeBody, Refusal>
 where
     B: HttpBody,
@@ -179,10 +179,10 @@ mod tests {
     }
 
     async fn read(pairs: &[(&str, &str)], body: Vec<u8>) -> Result<WholeBody, Refusal> {
-        let limits = Limits {
+        let limits = ProxyLimits {
             max_request_body: 1024,
             max_decoded_request_body: 4096,
-            ..Limits::default()
+            ..ProxyLimits::default()
         };
         read_whole(&headers(pairs), Full::new(Bytes::from(body)), &limits).await
     }

@@ -67,7 +67,7 @@ pub enum ProxyError {
 
 /// Bounds that keep one sandbox from hurting the proxy or its peers.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct ProxyLimits {
     /// Open client connections per sandbox listener; more are answered 503 and closed.
     pub max_connections_per_sandbox: usize,
     /// A request head must arrive within this (slowloris).
@@ -87,9 +87,9 @@ pub struct Limits {
     pub leaf_cache_size: usize,
 }
 
-impl Default for Limits {
+impl Default for ProxyLimits {
     fn default() -> Self {
-        Limits {
+        ProxyLimits {
             max_connections_per_sandbox: 256,
             header_read_timeout: Duration::from_secs(15),
             tls_handshake_timeout: Duration::from_secs(15),
@@ -111,7 +111,7 @@ pub struct ProxyConfig {
     /// Trust Mozilla's root set (`webpki-roots`, compiled in). Off only in tests.
     pub public_roots: bool,
     pub resolver: Arc<dyn Resolver>,
-    pub limits: Limits,
+    pub limits: ProxyLimits,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -130,7 +130,7 @@ impl Default for ProxyConfig {
             extra_roots: Vec::new(),
             public_roots: true,
             resolver: Arc::new(SystemResolver),
-            limits: Limits::default(),
+            limits: ProxyLimits::default(),
         }
     }
 }
@@ -151,7 +151,7 @@ struct Inner {
     ca: RuntimeCa,
     leaves: LeafCache,
     resolver: Arc<dyn Resolver>,
-    limits: Limits,
+    limits: ProxyLimits,
     secrets: Arc<dyn SecretSource>,
     audit: Arc<dyn AuditSink>,
     upstream: Upstream,

@@ -282,7 +282,7 @@ pub fn resolver() -> StaticResolver {
         )
 }
 
-pub fn start_proxy(ca: &TestCa, limits: Limits) -> ProxyUnderTest {
+pub fn start_proxy(ca: &TestCa, limits: ProxyLimits) -> ProxyUnderTest {
     let audit = Arc::new(Audit::default());
     let secrets = StaticSecrets::new()
         .with("OPENAI_API_KEY", SECRET_HEADER)
