@@ -28,15 +28,16 @@ SECRET = "sk-dashboard-never-shown-0123456789"
 HEADERS = {"Content-Security-Policy", "X-Content-Type-Options", "Referrer-Policy"}
 
 
-def browse(gw, idp) -> dict:
+def browse(gw, issuer: str, **extra) -> dict:
     config = {
         "base": gw.base,
-        "issuer": idp.issuer,
+        "issuer": issuer,
         "peers_node": str(PEERS.parent / "node"),
         "shots": str(SHOTS),
         "login": "alice",
         "impersonate": "carol@example.test",
         "secret": SECRET,
+        **extra,
     }
     done = subprocess.run([str(PEERS / "node22"), SCRIPT, json.dumps(config)], capture_output=True,
                           text=True, timeout=600)
@@ -83,8 +84,8 @@ def test_the_console_in_a_real_browser(tmp_path, sandbox_bins, registry):
             assert "unsafe" not in r.headers["Content-Security-Policy"]
         signed_in(gw, "carol")  # a second user to act as
 
-        found = browse(gw, idp)
-        print(json.dumps({k: found[k] for k in ("steps", "axe", "banner", "install", "screenshots")}, indent=1))
+        found = browse(gw, idp.issuer)
+        (SHOTS / "findings.json").write_text(json.dumps(found, indent=1))
 
         assert found["signed_out"]["sign_in_visible"]
         assert found["keyboard"] == {"first_tab": "Skip to content", "after_skip": "main"}
@@ -152,5 +153,11 @@ def test_without_the_control_plane_the_console_says_how_to_turn_it_on(tmp_path):
         assert r.status_code == 200 and "Content-Security-Policy" in r.headers
         me = requests.get(gw.base + "/api/me", timeout=10)
         assert me.status_code == 503 and me.json()["error"]["code"] == "control_plane_disabled"
+        found = browse(gw, gw.base, mode="disabled")
+        assert "control plane is turned off" in found["disabled"]["message"], found["disabled"]
+        assert "GIG_OIDC_ISSUER" in found["disabled"]["message"]
+        assert not found["disabled"]["sign_in_visible"]
+        assert not [v for v in found["axe"] if v.get("impact") in ("serious", "critical")], found["axe"]
+        assert found["csp"] == [] and found["third_party"] == [] and found["page_errors"] == []
     finally:
         stop(gw.proc)

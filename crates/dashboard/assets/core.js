@@ -63,7 +63,7 @@
       else if (key === 'text') el.textContent = value;
       else el.setAttribute(key, value === true ? '' : String(value));
     }
-    for (const child of children.flat()) {
+    for (const child of children.flat(Infinity)) {
       if (child === null || child === undefined || child === false) continue;
       el.append(child instanceof Node ? child : document.createTextNode(String(child)));
     }
@@ -71,7 +71,7 @@
   };
   const h = Gig.h;
   Gig.$ = (selector, root) => (root || document).querySelector(selector);
-  Gig.fill = (el, ...children) => { el.replaceChildren(...children.flat().filter((c) => c !== null && c !== undefined)); };
+  Gig.fill = (el, ...children) => { el.replaceChildren(...children.flat(Infinity).filter((c) => c !== null && c !== undefined)); };
 
   /** A clear message for an API failure, with a sign-in link when the session ended. */
   Gig.failure = function (error, what) {
