@@ -1,6 +1,7 @@
-//! The one HTTP router: `/mcp` and the health endpoints today; the control plane's `/api` and
-//! the dashboard at `/` are merged here as they land, so every surface shares one listener,
-//! one origin and one shutdown.
+//! The one HTTP router: `/mcp` and the health endpoints, the control plane's `/api`, and the
+//! console at `/` — every surface shares one listener, one origin and one shutdown. The console
+//! is mounted with or without the control plane: without it, its pages say how to turn `/api`
+//! on (they only ever call `/api`).
 
 use std::sync::Arc;
 
@@ -30,5 +31,5 @@ pub fn build(
         Some(api) => gig_api::router(api),
         None => gig_api::disabled_router(),
     };
-    (mcp.merge(api), state)
+    (mcp.merge(api).merge(gig_dashboard::router()), state)
 }

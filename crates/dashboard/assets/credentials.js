@@ -1,0 +1,90 @@
+// Credentials a server declares: set, replace, delete. Values go in and never come back: the
+// list shows only names, key ids and when each was set.
+'use strict';
+(function (Gig) {
+  const { h } = Gig;
+
+  /** The credential editor for one server (`info` from GET /api/servers). */
+  Gig.credentialEditor = async function (info) {
+    const box = h('div', { class: 'creds' });
+    if (!info.credentials.length) {
+      box.append(h('p', { class: 'muted' }, info.name + ' declares no credentials.'));
+      return box;
+    }
+    let stored = [];
+    try {
+      stored = (await Gig.api('GET', '/api/servers/' + encodeURIComponent(info.name) + '/credentials')).credentials;
+    } catch (e) {
+      box.append(Gig.failure(e, { label: 'Stored credentials' }));
+    }
+    const canSet = Gig.can('ManageCredentials');
+    for (const declared of info.credentials) {
+      const set = stored.find((c) => c.name === declared.name);
+      const base = 'cred-' + info.name + '-' + declared.name;
+      const url = '/api/servers/' + encodeURIComponent(info.name) + '/credentials/' + encodeURIComponent(declared.name);
+      const input = h('input', { id: base, type: 'password', autocomplete: 'new-password', spellcheck: 'false', required: true, 'aria-describedby': base + '-help' });
+      const form = h('form', { class: 'form', novalidate: true, 'data-credential': declared.name },
+        h('div', { class: 'field' },
+          h('label', { for: base }, (set ? 'Replace the value of ' : 'Value of ') + declared.name),
+          input,
+          h('p', { id: base + '-help', class: 'help' }, 'Stored encrypted; it is never shown again, here or anywhere.')),
+        h('div', { class: 'actions' },
+          h('button', { type: 'submit', class: 'button primary' }, set ? 'Replace' : 'Set'),
+          set ? h('button', { type: 'button', class: 'button danger', onclick: remove }, 'Delete') : null),
+        h('p', { class: 'status', role: 'status', 'aria-live': 'polite' }));
+      async function remove() {
+        if (!window.confirm('Delete ' + declared.name + '? ' + info.name + ' loses access until it is set again.')) return;
+        try {
+          await Gig.api('DELETE', url);
+          box.replaceWith(await Gig.credentialEditor(info));
+          Gig.say(declared.name + ' deleted');
+        } catch (e) {
+          Gig.status(form.querySelector('.status'), e.message, 'error');
+        }
+      }
+      Gig.onSubmit(form, async () => {
+        if (!input.value) throw new Error('Enter a value first.');
+        await Gig.api('PUT', url, { value: input.value });
+        input.value = '';
+        const fresh = await Gig.credentialEditor(info);
+        box.replaceWith(fresh);
+        const status = fresh.querySelector('[data-credential="' + declared.name + '"] .status');
+        if (status) Gig.status(status, declared.name + ' saved. The server keeps its placeholder; new requests carry the new value.', 'ok');
+        return declared.name + ' saved';
+      });
+      box.append(h('div', { class: 'cred', 'data-credential-row': declared.name },
+        h('h3', {}, declared.name),
+        h('p', {}, info.name + ' reads ', h('code', {}, declared.env), ', which holds a placeholder. The real value is sent only to: ',
+          declared.hosts.length ? declared.hosts.map((host, i) => [i ? ', ' : '', h('code', {}, host)]) : 'no host'),
+        h('p', { class: 'cred-state' }, set
+          ? ['Set · key ', h('code', {}, set.key_id), ' · updated ' + Gig.when(set.updated_at)]
+          : h('strong', {}, 'Not set')),
+        canSet ? form : h('p', { class: 'small muted' }, 'Setting credentials needs the operator role.')));
+    }
+    return box;
+  };
+
+  Gig.page('credentials', async function () {
+    const list = Gig.$('#credentials-list');
+    const state = Gig.$('#credentials-state');
+    let servers;
+    try {
+      servers = (await Gig.api('GET', '/api/servers')).servers;
+    } catch (e) {
+      Gig.fill(list, Gig.failure(e, { label: 'Servers' }));
+      return;
+    }
+    const withCredentials = servers.filter((s) => s.credentials.length);
+    if (!withCredentials.length) {
+      state.textContent = 'No server declares a credential. A server that needs a key declares it in its index entry or servers-file sandbox block.';
+      state.hidden = false;
+      return;
+    }
+    for (const s of withCredentials) {
+      const section = h('section', { class: 'block', 'aria-labelledby': 'h-cred-' + s.name },
+        h('h2', { id: 'h-cred-' + s.name }, h('a', { href: '/servers/' + encodeURIComponent(s.name) }, s.name)));
+      section.append(await Gig.credentialEditor(s));
+      list.append(section);
+    }
+  });
+})(window.Gig);
