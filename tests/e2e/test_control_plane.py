@@ -302,3 +302,52 @@ def test_audit_filters_page_and_export(control_plane):
     assert exported.headers["content-type"] == "application/x-ndjson"
     lines = [json.loads(line) for line in exported.text.splitlines()]
     assert len(lines) >= 4 and all(r["action"] == "auth.login" for r in lines)
+
+
+def test_a_demoted_admin_loses_the_impersonation_at_once(control_plane):
+    _, gw = control_plane
+    # An admin of her own (a second admin demotes her; she is never demoted by herself here).
+    eve_admin = signed_in(gw, "alice")
+    dave = signed_in(gw, "dave")
+    dave_id = dave.get(f"{gw.base}/api/me").json()["user"]["id"]
+    other_admin = requests.Session()
+    token = eve_admin.post(f"{gw.base}/api/tokens", json={"name": "demote", "expires_in": 600},
+                           headers=csrf_headers(gw, eve_admin)).json()["token"]
+    other_admin.headers["Authorization"] = f"Bearer {token}"
+    alice_id = eve_admin.get(f"{gw.base}/api/me").json()["user"]["id"]
+    assert eve_admin.post(f"{gw.base}/api/impersonation", json={"user": dave_id},
+                          headers=csrf_headers(gw, eve_admin)).status_code == 200
+    assert eve_admin.get(f"{gw.base}/api/audit").status_code == 200, "as the operator dave"
+    try:
+        # Alice is made a viewer (through her own admin token, acting as herself).
+        r = other_admin.put(f"{gw.base}/api/users/{alice_id}/role", json={"role": "viewer"})
+        assert r.status_code == 200, r.text
+        # The session is hers again, with her new role: no operator's audit log any more.
+        r = eve_admin.get(f"{gw.base}/api/audit")
+        assert r.status_code == 403 and "X-Gig-Impersonating" not in r.headers
+        me = eve_admin.get(f"{gw.base}/api/me").json()
+        assert (me["user"]["id"], me["role"], me["impersonating"]) == (alice_id, "viewer", None)
+    finally:
+        restore = signed_in(gw, "alice")  # signing in maps her group to admin again
+        assert restore.get(f"{gw.base}/api/me").json()["role"] == "admin"
+
+
+def test_credentials_are_minted_only_from_a_session_as_oneself(control_plane):
+    _, gw = control_plane
+    carol = signed_in(gw, "carol")
+    made = carol.post(f"{gw.base}/api/tokens", json={"name": "parent", "expires_in": 600},
+                      headers=csrf_headers(gw, carol)).json()
+    bearer = {"Authorization": f"Bearer {made['token']}"}
+    # With a token: no child API token, no profile, no profile token.
+    assert requests.post(f"{gw.base}/api/tokens", json={"name": "child"}, headers=bearer).status_code == 403
+    assert requests.post(f"{gw.base}/api/profiles", json={"name": "p", "tools": []}, headers=bearer).status_code == 403
+    # While impersonating: the same.
+    admin = signed_in(gw, "alice")
+    carol_id = carol.get(f"{gw.base}/api/me").json()["user"]["id"]
+    admin.post(f"{gw.base}/api/impersonation", json={"user": carol_id}, headers=csrf_headers(gw, admin))
+    try:
+        r = admin.post(f"{gw.base}/api/profiles", json={"name": "as-carol", "tools": ["echo/*"]},
+                       headers=csrf_headers(gw, admin))
+        assert r.status_code == 403 and "impersonating" in r.json()["error"]["message"]
+    finally:
+        admin.delete(f"{gw.base}/api/impersonation", headers=csrf_headers(gw, admin))

@@ -168,3 +168,23 @@ def test_profiles_are_private_to_their_owner_and_validated(control_plane):
     renamed = carol.put(f"{gw.base}/api/profiles/{mine['id']}", json={"name": unique("renamed"), "tools": ["time/*"]},
                         headers=csrf_headers(gw, carol))
     assert renamed.status_code == 200 and renamed.json()["tools"] == ["time/*"]
+
+
+def test_a_demoted_users_profile_tokens_stop_within_a_second(control_plane):
+    _, gw = control_plane
+    carol = signed_in(gw, "carol")
+    profile = make_profile(gw, carol, {"name": unique("demoted"), "tools": ["echo/*"]})
+    token = make_token(gw, carol, profile["id"])["token"]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}}
+    headers = {"Accept": "application/json, text/event-stream", "Authorization": f"Bearer {token}"}
+    assert requests.post(gw.url, json=body, headers=headers).status_code == 200
+    admin = signed_in(gw, "alice")
+    carol_id = carol.get(f"{gw.base}/api/me").json()["user"]["id"]
+    try:
+        assert admin.put(f"{gw.base}/api/users/{carol_id}/role", json={"role": "viewer"},
+                         headers=csrf_headers(gw, admin)).status_code == 200
+        time.sleep(2.2)
+        assert requests.post(gw.url, json=body, headers=headers).status_code == 401
+    finally:
+        signed_in(gw, "carol")  # her next sign-in maps her (no) groups back to member

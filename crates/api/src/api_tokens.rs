@@ -84,9 +84,7 @@ pub(crate) async fn create(
     request: Result<Json<NewToken>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let request = body(request)?;
-    if caller.real.is_some() {
-        return Err(ApiError::forbidden());
-    }
+    caller.may_mint_credentials()?;
     let name = valid_name(&request.name, "token")?;
     let role = match &request.role {
         Some(text) => parse_role(text)?,
@@ -167,8 +165,8 @@ pub(crate) async fn revoke(
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let tokens = state.store.list_api_tokens(caller.user.id).await?;
-    let token = by_id(tokens, &id, |t| &t.token_hash)
-        .ok_or_else(|| ApiError::not_found("token"))?;
+    let token =
+        by_id(tokens, &id, |t| &t.token_hash).ok_or_else(|| ApiError::not_found("token"))?;
     state
         .store
         .revoke_api_token(caller.user.id, &token.token_hash)

@@ -10,6 +10,12 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// Set where the cause was logged, so the body names the same id as the log line.
+    request_id: Option<String>,
+}
+
+fn new_request_id() -> String {
+    hex::encode(rand::random::<[u8; 8]>())
 }
 
 impl ApiError {
@@ -18,6 +24,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            request_id: None,
         }
     }
 
@@ -60,12 +67,14 @@ impl ApiError {
 
     /// A failure the caller cannot fix: the cause is logged under the request id, never sent.
     pub fn internal(cause: &dyn std::fmt::Display) -> Self {
-        let error = Self::new(
+        let mut error = Self::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "the gateway could not complete this request",
         );
-        tracing::error!(cause = %cause, "api request failed");
+        let request_id = new_request_id();
+        tracing::error!(%request_id, cause = %cause, "api request failed");
+        error.request_id = Some(request_id);
         error
     }
 }
@@ -78,10 +87,7 @@ impl From<gig_store::StoreError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let request_id = hex::encode(rand::random::<[u8; 8]>());
-        if self.status.is_server_error() {
-            tracing::warn!(%request_id, code = self.code, "api error");
-        }
+        let request_id = self.request_id.unwrap_or_else(new_request_id);
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "request_id": request_id }
         });

@@ -78,8 +78,15 @@ impl Installs {
                     format!("{MAX_RUNNING} installs are running; wait for one to finish"),
                 ));
             }
+            // Forget the oldest finished jobs; running ones are kept (and counted above).
             while jobs.len() >= MAX_JOBS {
-                jobs.pop_front();
+                let Some(finished) = jobs
+                    .iter()
+                    .position(|(_, j)| lock(&j.snapshot).state != "running")
+                else {
+                    break;
+                };
+                jobs.remove(finished);
             }
             jobs.push_back((id.clone(), job.clone()));
         }

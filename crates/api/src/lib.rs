@@ -64,6 +64,7 @@ impl ApiState {
         oidc: Oidc,
         operations: Arc<dyn operations::Operations>,
     ) -> Self {
+        tokio::spawn(purge_expired_sessions(store.clone()));
         ApiState {
             operations,
             installs: installs::Installs::default(),
@@ -96,4 +97,16 @@ async fn disabled() -> ApiError {
 /// Every route `/api` serves with the permission it requires, for documentation and tests.
 pub fn route_table() -> Vec<(http::Method, &'static str, rbac::Access)> {
     routes::routes().table()
+}
+
+/// Deletes expired sessions now and then, so the table holds live ones only.
+async fn purge_expired_sessions(store: Store) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        every.tick().await;
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(e) = store.delete_expired_sessions(now).await {
+            tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+    }
 }

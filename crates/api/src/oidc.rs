@@ -1,11 +1,11 @@
 //! Sign-in with the identity provider: authorization code + PKCE (S256) + state + nonce, the ID
 //! token verified (issuer, audience, signature against the provider's published keys, expiry,
-//! nonce) by the `openidconnect` crate. Pending sign-ins live in memory, bound to the browser
-//! that started them by a cookie, for ten minutes, and are used at most once.
+//! nonce) by the `openidconnect` crate. A pending sign-in (state, PKCE verifier, nonce, expiry)
+//! lives only in the login cookie of the browser that started it, sealed with XChaCha20-Poly1305
+//! under a key that exists only in this process's memory: there is no server-side table for an
+//! unauthenticated flood to fill or evict from, and no other browser can finish it.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use gig_config::{OidcConfig, Role};
 use openidconnect::core::{
@@ -26,9 +26,6 @@ use serde::{Deserialize, Serialize};
 
 /// How long a started sign-in may take.
 const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Most sign-ins pending at once (each a few hundred bytes): an unauthenticated flood of
-/// `/api/auth/login` is bounded, and the oldest are dropped first.
-const MAX_PENDING: usize = 10_000;
 
 /// Claims beyond the standard ones (the groups claim is configurable, so it is read by name).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -122,12 +119,14 @@ pub struct SignedIn {
     pub role: Role,
 }
 
-#[derive(Debug)]
+/// What the login cookie carries, sealed.
+#[derive(Debug, Serialize, Deserialize)]
 struct Pending {
-    browser: String,
+    state: String,
     verifier: String,
     nonce: String,
-    started: Instant,
+    /// Unix seconds after which the sign-in is refused.
+    expires: u64,
 }
 
 /// The relying party: one per gateway, created at start from the provider's discovery document.
@@ -136,7 +135,8 @@ pub struct Oidc {
     http: reqwest::Client,
     config: OidcConfig,
     end_session: Option<String>,
-    pending: Mutex<HashMap<String, Pending>>,
+    /// Seals pending sign-ins into their cookie; never leaves memory.
+    sealer: chacha20poly1305::XChaCha20Poly1305,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -189,7 +189,9 @@ impl Oidc {
             http,
             config: config.clone(),
             end_session,
-            pending: Mutex::new(HashMap::new()),
+            sealer: <chacha20poly1305::XChaCha20Poly1305 as chacha20poly1305::KeyInit>::new(
+                &rand::random::<[u8; 32]>().into(),
+            ),
         })
     }
 
@@ -198,9 +200,9 @@ impl Oidc {
         self.end_session.as_deref()
     }
 
-    /// Starts a sign-in for the browser holding `browser` (a random value in its login
-    /// cookie): returns the provider URL to send it to.
-    pub fn begin(&self, browser: &str) -> String {
+    /// Starts a sign-in: the provider URL to send the browser to, and the sealed value for its
+    /// login cookie.
+    pub fn begin(&self) -> (String, String) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -211,45 +213,60 @@ impl Oidc {
             request = request.add_scope(Scope::new(scope.clone()));
         }
         let (url, state, nonce) = request.set_pkce_challenge(challenge).url();
-        let mut pending = lock(&self.pending);
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        if pending.len() >= MAX_PENDING
-            && let Some(oldest) = pending
-                .iter()
-                .min_by_key(|(_, p)| p.started)
-                .map(|(k, _)| k.clone())
-        {
-            pending.remove(&oldest);
-        }
-        pending.insert(
-            state.secret().clone(),
-            Pending {
-                browser: browser.to_owned(),
-                verifier: verifier.secret().clone(),
-                nonce: nonce.secret().clone(),
-                started: Instant::now(),
-            },
-        );
-        url.to_string()
+        let pending = Pending {
+            state: state.secret().clone(),
+            verifier: verifier.secret().clone(),
+            nonce: nonce.secret().clone(),
+            expires: unix_now() + PENDING_TTL.as_secs(),
+        };
+        (url.to_string(), self.seal(&pending))
     }
 
-    /// Finishes a sign-in: the state must be pending for this browser (and is used up whatever
-    /// happens next), `iss` must be the issuer when given (RFC 9207), the code is exchanged
-    /// with the PKCE verifier, and the ID token verified.
+    fn seal(&self, pending: &Pending) -> String {
+        use chacha20poly1305::aead::Aead;
+        let nonce: [u8; 24] = rand::random();
+        let plain = serde_json::to_vec(pending).unwrap_or_default();
+        let sealed = self
+            .sealer
+            .encrypt(&nonce.into(), plain.as_slice())
+            .unwrap_or_default();
+        format!("{}{}", hex::encode(nonce), hex::encode(sealed))
+    }
+
+    fn open(&self, cookie: &str) -> Option<Pending> {
+        use chacha20poly1305::aead::Aead;
+        // Bounded before decoding: the cookie is the browser's to send.
+        if cookie.len() > 4096 {
+            return None;
+        }
+        let bytes = hex::decode(cookie).ok()?;
+        if bytes.len() < 24 {
+            return None;
+        }
+        let (nonce, sealed) = bytes.split_at(24);
+        let nonce: [u8; 24] = nonce.try_into().ok()?;
+        let plain = self.sealer.decrypt(&nonce.into(), sealed).ok()?;
+        serde_json::from_slice(&plain).ok()
+    }
+
+    /// Finishes a sign-in: the login cookie must open under this process's key, be unexpired
+    /// and name this `state`; `iss` must be the issuer when given (RFC 9207); the code is
+    /// exchanged with the PKCE verifier (a replayed code is refused by the provider), and the
+    /// ID token verified.
     pub async fn finish(
         &self,
-        browser: &str,
+        login_cookie: &str,
         state: &str,
         code: &str,
         iss: Option<&str>,
     ) -> Result<SignedIn, OidcError> {
-        let pending = lock(&self.pending)
-            .remove(state)
-            .filter(|p| p.started.elapsed() < PENDING_TTL)
+        let pending = self
+            .open(login_cookie)
+            .filter(|p| p.expires >= unix_now())
             .ok_or(OidcError::UnknownState)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
-            pending.browser.as_bytes(),
-            browser.as_bytes(),
+            pending.state.as_bytes(),
+            state.as_bytes(),
         )) {
             return Err(OidcError::UnknownState);
         }
@@ -294,8 +311,10 @@ impl Oidc {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 /// An error with its sources, for logs (never for response bodies).

@@ -55,6 +55,11 @@ impl ProfileTokens {
     }
 
     async fn load(&self, hash: &str) -> Option<Principal> {
+        // Read first: a random well-formed token costs a read, never a write.
+        let known = self.store.get_profile_token(hash).await.ok()??;
+        if !known.is_active(time::OffsetDateTime::now_utc()) {
+            return None;
+        }
         let token = match self.store.touch_profile_token(hash).await {
             Ok(token) => token?,
             Err(e) => {
@@ -64,6 +69,17 @@ impl ProfileTokens {
         };
         let profile = self.store.get_profile(token.profile_id).await.ok()??;
         let user = self.store.get_user(profile.user_id).await.ok()??;
+        // The owner's role now, not when the token was made: a user demoted below the
+        // permission (or deprovisioned to viewer) loses their tokens within a second.
+        let roles = self.store.list_roles(user.id).await.ok()?;
+        let role = roles
+            .iter()
+            .filter_map(|r| r.parse::<gig_config::Role>().ok())
+            .max()
+            .unwrap_or(gig_config::Role::Viewer);
+        if !crate::rbac::allows(role, crate::rbac::Permission::UseProfiles) {
+            return None;
+        }
         let filter = match ProfileFilter::parse(&profile.tool_filter) {
             Ok(filter) => filter,
             Err(e) => {

@@ -26,6 +26,21 @@ use crate::session::{Caller, token_hash};
 /// Longest token lifetime accepted (a year), and the default (90 days).
 const MAX_TOKEN_SECS: i64 = 365 * 24 * 3600;
 const DEFAULT_TOKEN_SECS: i64 = 90 * 24 * 3600;
+/// Profiles one user may have, and tokens one profile may have: a member cannot grow the store
+/// without bound.
+const MAX_PROFILES_PER_USER: usize = 100;
+const MAX_TOKENS_PER_PROFILE: usize = 50;
+
+/// What an audit row keeps of a filter: its digest and size (the filter itself can be large,
+/// and is the profile's business).
+fn filter_digest(filter: &serde_json::Value) -> serde_json::Value {
+    use sha2::Digest;
+    let text = filter.to_string();
+    serde_json::json!({
+        "filter_sha256": hex::encode(sha2::Sha256::digest(text.as_bytes())),
+        "filter_bytes": text.len(),
+    })
+}
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -120,14 +135,29 @@ pub(crate) async fn create(
     Extension(caller): Extension<Caller>,
     request: Result<Json<ProfileBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.may_mint_credentials()?;
     let (name, filter) = body(request)?.validated()?;
+    if state.store.list_profiles(caller.user.id).await?.len() >= MAX_PROFILES_PER_USER {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "limit",
+            format!("at most {MAX_PROFILES_PER_USER} profiles per user"),
+        ));
+    }
     let profile = state
         .store
         .create_profile(caller.user.id, &name, &filter)
         .await
         .map_err(conflict)?;
     let target = format!("profile:{}", profile.id);
-    audit(&state, &caller.actor(), "profile.created", &target, filter).await?;
+    audit(
+        &state,
+        &caller.actor(),
+        "profile.created",
+        &target,
+        filter_digest(&filter),
+    )
+    .await?;
     Ok((StatusCode::CREATED, Json(view(&profile))).into_response())
 }
 
@@ -150,6 +180,7 @@ pub(crate) async fn update(
     ApiPath(id): ApiPath<i64>,
     request: Result<Json<ProfileBody>, JsonRejection>,
 ) -> Result<Json<schema::Profile>, ApiError> {
+    caller.may_mint_credentials()?;
     let profile = own(&state, &caller, id).await?;
     let (name, filter) = body(request)?.validated()?;
     if name != profile.name {
@@ -161,7 +192,14 @@ pub(crate) async fn update(
     }
     state.store.set_profile_tool_filter(id, &filter).await?;
     let target = format!("profile:{id}");
-    audit(&state, &caller.actor(), "profile.updated", &target, filter).await?;
+    audit(
+        &state,
+        &caller.actor(),
+        "profile.updated",
+        &target,
+        filter_digest(&filter),
+    )
+    .await?;
     Ok(Json(view(&own(&state, &caller, id).await?)))
 }
 
@@ -199,16 +237,25 @@ pub(crate) struct TokenBody {
 
 /// A token for the profile, for an MCP client's `Authorization: Bearer` (shown once).
 #[utoipa::path(post, path = "/api/profiles/{id}/tokens", tag = "profiles", request_body = TokenBody, params(("id" = i64, Path, description = "Profile id")),
-    responses((status = 201, body = TokenCreated), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody)))]
+    responses((status = 201, body = TokenCreated), (status = 400, description = "Invalid request", body = ErrorBody), (status = 401, description = "Not signed in", body = ErrorBody), (status = 403, description = "The role does not allow it, or CSRF failed", body = ErrorBody), (status = 404, description = "No such item (or not yours)", body = ErrorBody),
+        (status = 409, description = "Too many tokens for this profile", body = ErrorBody)))]
 pub(crate) async fn create_token(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     ApiPath(id): ApiPath<i64>,
     request: Result<Json<TokenBody>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    caller.may_mint_credentials()?;
     own(&state, &caller, id).await?;
     let request = body(request)?;
     let name = valid_name(&request.name, "token")?;
+    if state.store.list_profile_tokens(id).await?.len() >= MAX_TOKENS_PER_PROFILE {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "limit",
+            format!("at most {MAX_TOKENS_PER_PROFILE} tokens per profile: revoke one first"),
+        ));
+    }
     let expires_at = time::OffsetDateTime::now_utc()
         + lifetime(request.expires_in, DEFAULT_TOKEN_SECS, MAX_TOKEN_SECS)?;
     let token = new_token();
@@ -279,8 +326,8 @@ pub(crate) async fn revoke_token(
 ) -> Result<StatusCode, ApiError> {
     own(&state, &caller, id).await?;
     let tokens = state.store.list_profile_tokens(id).await?;
-    let token = by_id(tokens, &token_id, |t| &t.token_hash)
-        .ok_or_else(|| ApiError::not_found("token"))?;
+    let token =
+        by_id(tokens, &token_id, |t| &t.token_hash).ok_or_else(|| ApiError::not_found("token"))?;
     state.store.revoke_profile_token(&token.token_hash).await?;
     let target = format!("profile:{id}/token:{token_id}");
     audit(

@@ -24,6 +24,9 @@ type Handler = MethodRouter<Arc<ApiState>>;
 /// Every response to an impersonating caller carries this header (the target's user id).
 pub const IMPERSONATING_HEADER: &str = "x-gig-impersonating";
 
+/// Largest request body `/api` reads.
+const MAX_API_BODY: usize = 512 * 1024;
+
 /// The route table under construction.
 pub(crate) struct Routes(Vec<(Method, &'static str, Access, Handler)>);
 
@@ -51,6 +54,8 @@ impl Routes {
         }
         router
             .fallback(|| async { ApiError::not_found("API route") })
+            // No /api body needs more (a profile with a thousand renamed tools fits).
+            .layer(axum::extract::DefaultBodyLimit::max(MAX_API_BODY))
             .with_state(state)
     }
 }

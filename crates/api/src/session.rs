@@ -38,6 +38,28 @@ pub struct Caller {
 }
 
 impl Caller {
+    /// New credentials (API tokens, profiles and their tokens) are made only by a person in a
+    /// browser session, as themselves: not through a token (a stolen one would mint successors
+    /// that outlive its revocation) and not while impersonating (they would outlive it and act
+    /// as the target alone).
+    pub fn may_mint_credentials(&self) -> Result<(), crate::error::ApiError> {
+        if self.real.is_some() {
+            return Err(crate::error::ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "not while impersonating: stop first",
+            ));
+        }
+        match self.via {
+            Via::Session { .. } => Ok(()),
+            Via::ApiToken { .. } => Err(crate::error::ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "forbidden",
+                "credentials are made from a signed-in session, not with a token",
+            )),
+        }
+    }
+
     /// Who acted, for audit rows: both users while impersonating.
     pub fn actor(&self) -> String {
         match &self.real {
@@ -105,7 +127,7 @@ pub fn set_cookie(
 }
 
 /// The user's role as stored (set at sign-in or by an admin); no role reads as the least.
-async fn role_of(state: &ApiState, user_id: i64) -> Result<Role, ApiError> {
+pub(crate) async fn role_of(state: &ApiState, user_id: i64) -> Result<Role, ApiError> {
     Ok(state
         .store
         .list_roles(user_id)
@@ -142,18 +164,28 @@ pub async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Option<Call
     let Some(real) = state.store.get_user(session.user_id).await? else {
         return Ok(None);
     };
+    let (user, real) = match session.impersonating_user_id {
+        None => (real, None),
+        Some(target) => {
+            // An administrator demoted while impersonating loses the impersonation at once and
+            // is themself again: it never outlives the permission that started it.
+            let real_role = role_of(state, real.id).await?;
+            if crate::rbac::allows(real_role, crate::rbac::Permission::Impersonate) {
+                match state.store.get_user(target).await? {
+                    Some(target) => (target, Some(real)),
+                    None => return Ok(None),
+                }
+            } else {
+                state.store.set_session_impersonation(&hash, None).await?;
+                (real, None)
+            }
+        }
+    };
+    let role = role_of(state, user.id).await?;
     let via = Via::Session {
         hash,
         csrf_token: csrf_for(token),
     };
-    let (user, real) = match session.impersonating_user_id {
-        None => (real, None),
-        Some(target) => match state.store.get_user(target).await? {
-            Some(target) => (target, Some(real)),
-            None => return Ok(None),
-        },
-    };
-    let role = role_of(state, user.id).await?;
     Ok(Some(Caller {
         user,
         role,
@@ -173,6 +205,11 @@ async fn api_token_caller(state: &ApiState, token: &str) -> Result<Option<Caller
     }
     let hash = token_hash(token);
     let now = time::OffsetDateTime::now_utc();
+    // Read first: a random well-formed token costs a read, never a write.
+    let known = state.store.get_api_token(&hash).await?;
+    if !known.is_some_and(|t| t.is_active(now)) {
+        return Ok(None);
+    }
     let Some(api_token) = state.store.touch_api_token(&hash, now).await? else {
         return Ok(None);
     };

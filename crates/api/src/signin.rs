@@ -24,11 +24,10 @@ use crate::session::{
 #[utoipa::path(get, path = "/api/auth/login", tag = "session",
     responses((status = 302, description = "To the identity provider")))]
 pub(crate) async fn login(State(state): State<Arc<ApiState>>) -> Response {
-    let browser = random_token();
-    let url = state.oidc.begin(&browser);
+    let (url, sealed) = state.oidc.begin();
     redirect(
         &url,
-        &[set_cookie(&state, LOGIN_COOKIE, &browser, "/api/auth", 600)],
+        &[set_cookie(&state, LOGIN_COOKIE, &sealed, "/api/auth", 600)],
     )
 }
 
@@ -51,7 +50,9 @@ pub(crate) async fn callback(
 ) -> Result<Response, ApiError> {
     let refused = |why: &str| ApiError::new(StatusCode::BAD_REQUEST, "sign_in_failed", why);
     if let Some(error) = &params.error {
-        tracing::info!(%error, "the identity provider refused a sign-in");
+        // Debug formatting: the value is the caller's, and must not forge log lines.
+        let error: String = error.chars().take(200).collect();
+        tracing::info!(error = ?error, "the identity provider refused a sign-in");
         return Err(refused("the identity provider refused the sign-in"));
     }
     let (Some(code), Some(oauth_state)) = (&params.code, &params.state) else {

@@ -673,14 +673,20 @@ mod tests {
     /// docs/configuration.md's variable table is generated from [`VARIABLES`] and checked
     /// here; `UPDATE_DOCS=1 cargo test -p gig-config` rewrites it.
     fn configuration_doc_matches_the_code() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
+        let path =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/configuration.md");
         let doc = std::fs::read_to_string(&path).unwrap();
         let mut table = String::from("| Variable | Default | Meaning |\n|---|---|---|\n");
         for var in VARIABLES {
-            table.push_str(&format!("| `{}` | `{}` | {} |\n", var.name, var.default, var.meaning));
+            table.push_str(&format!(
+                "| `{}` | `{}` | {} |\n",
+                var.name, var.default, var.meaning
+            ));
         }
         let start = doc.find("| Variable |").expect("the variable table");
-        let end = doc.find("## The servers file").expect("the section after the table");
+        let end = doc
+            .find("## The servers file")
+            .expect("the section after the table");
         let want = format!("{}{table}\n{}", &doc[..start], &doc[end..]);
         if std::env::var_os("UPDATE_DOCS").is_some() {
             std::fs::write(&path, &want).unwrap();

@@ -351,6 +351,10 @@ impl ServerHandler for Aggregator {
         request: SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
+        // A backend's log level is shared by every client of it: only the operator sets it.
+        if let Principal::Profile(_) = principal(&context)? {
+            return Ok(());
+        }
         for backend in self
             .hub
             .backends()

@@ -95,7 +95,9 @@ impl ProfileFilter {
         let mut shown = BTreeSet::new();
         for (exposed, o) in &self.overrides {
             if controlled(exposed) || o.description.as_deref().is_some_and(controlled) {
-                return Err(format!("the override for {exposed:?} holds control characters"));
+                return Err(format!(
+                    "the override for {exposed:?} holds control characters"
+                ));
             }
             if let Some(name) = &o.name {
                 if !is_valid_name(name) {

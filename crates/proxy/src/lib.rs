@@ -33,7 +33,7 @@ pub use addr::non_public_reason;
 pub use audit::{AuditEvent, AuditSink, Decision, Scheme, TracingAudit, redact_query};
 pub use ca::{CaError, RuntimeCa};
 pub use proxy::{
-    EgressProxy, ProxyLimits, ProxyConfig, ProxyError, SandboxEgress, SecretError, SecretSource,
+    EgressProxy, ProxyConfig, ProxyError, ProxyLimits, SandboxEgress, SecretError, SecretSource,
     StaticSecrets,
 };
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
