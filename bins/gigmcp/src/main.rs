@@ -48,6 +48,9 @@ enum Command {
     Uninstall { name: String },
     /// List installed servers.
     List,
+    /// Check the host and the configuration the gateway needs, one line per check with the
+    /// fix; exits 1 when something required is broken.
+    Doctor,
     /// Review tool definitions that changed since first seen (hidden until approved).
     Tools {
         #[command(subcommand)]
@@ -140,6 +143,7 @@ fn main() -> anyhow::Result<()> {
             runtime(1)?.block_on(commands::install::uninstall(store()?, &name))
         }
         Command::List => runtime(1)?.block_on(commands::install::list(store()?)),
+        Command::Doctor => std::process::exit(runtime(1)?.block_on(commands::doctor::run())?),
         Command::Tools { action } => runtime(1)?.block_on(commands::tools::run(store()?, action)),
         Command::Sandbox {
             action:

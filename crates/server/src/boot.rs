@@ -74,6 +74,8 @@ pub enum BootError {
     Oidc(#[from] gig_api::OidcError),
     #[error(transparent)]
     Metrics(#[from] gig_metrics::ListenError),
+    #[error("sandbox networking: {0}")]
+    Network(#[from] gig_netmgr::NetError),
 }
 
 impl From<gig_registry::InstallError> for BootError {
@@ -359,7 +361,8 @@ pub fn bootstrap_path(env: &dyn Env) -> Result<PathBuf, BootError> {
     Ok(exe.with_file_name("bootstrap"))
 }
 
-fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
+/// The bootstrap binary, which must exist (start-up and `gigmcp doctor`).
+pub fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
     let path = bootstrap_path(env)?;
     if !path.is_file() {
         return Err(BootError::NoBootstrap(path));
@@ -380,6 +383,28 @@ pub fn sandbox_runtime(bootstrap: PathBuf) -> Result<SandboxRuntime, BootError> 
         (false, text) => tracing::warn!("sandbox limits: {text}"),
     }
     Ok(runtime)
+}
+
+/// Bubblewrap as start-up finds it (`gigmcp doctor` asks the same question).
+pub fn bubblewrap() -> Result<PathBuf, BootError> {
+    Ok(gig_sandbox::BwrapSpawner::detect()?.bwrap)
+}
+
+/// The cgroup limits sandboxes will get: whether there are any, and the start-up log's line.
+pub fn cgroup_limits() -> (bool, String) {
+    let cgroups = gig_sandbox::CgroupSupport::detect("gigmcp");
+    let limited = !matches!(cgroups, gig_sandbox::CgroupSupport::Unavailable { .. });
+    (limited, cgroups.describe())
+}
+
+/// Whether sandbox networking can start (CAP_NET_ADMIN, a working `nft`); the `nft` found.
+pub fn sandbox_network_host(env: &dyn Env) -> Result<PathBuf, BootError> {
+    let egress = EgressConfig::from_env(env)?;
+    let net = NetConfig {
+        pool: egress.pool,
+        ..NetConfig::default()
+    };
+    Ok(gig_netmgr::check_host(&net)?)
 }
 
 /// Whether this process runs as root (the owner of `/proc/self`).
