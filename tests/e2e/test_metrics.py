@@ -192,6 +192,9 @@ def test_metrics_listener_is_off_by_default_and_refuses_the_mcp_port(tmp_path):
     try:
         assert "metrics listening" not in gw.logs()
         assert status_of(f"{gw.base}/metrics") in (401, 404)
+        # stderr is a file here, not a terminal: no colour codes in the text log.
+        assert "gateway listening" in gw.logs()
+        assert "\x1b[" not in gw.logs(), gw.logs()[:500]
     finally:
         stop(gw.proc)
     # Sharing /mcp's port is refused at start, before anything listens.

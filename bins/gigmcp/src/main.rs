@@ -112,9 +112,12 @@ pub enum VaultAction {
 fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.filter)
         .with_context(|| format!("GIG_LOG={:?} is not a valid log filter", config.filter))?;
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.format {
         gig_config::LogFormat::Json => builder.json().init(),
         gig_config::LogFormat::Text => builder.init(),
