@@ -162,3 +162,30 @@ async def test_a_real_client_calls_a_sandboxed_server_inside_the_image(image, tm
         run("podman", "stop", "-t", "20", name, check=False, timeout=60)
         run("podman", "rm", "-f", name, check=False)
         assert time.monotonic() - started < 60
+
+
+# ---------------------------------------------------------------- deployment files
+
+
+def test_the_compose_file_is_valid():
+    if shutil.which("docker-compose") is None:
+        pytest.skip("needs docker-compose (Debian's 1.29)")
+    done = run(
+        "docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "config",
+        env={"PATH": os.environ["PATH"], "GIG_BEARER_TOKEN": "t", "GIG_MASTER_KEY": "k"},
+    )
+    assert "unmask=/proc/*" in done.stdout and "NET_ADMIN" in done.stdout
+    assert "GIG_METRICS_LISTEN: 0.0.0.0:9464" in done.stdout
+    # Without the secrets in the environment it refuses, naming them.
+    refused = run("docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "config",
+                  env={"PATH": os.environ["PATH"]}, check=False)
+    assert refused.returncode != 0 and "GIG_BEARER_TOKEN" in refused.stderr
+
+
+def test_the_kubernetes_manifests_are_valid():
+    validate = shutil.which("kubernetes-validate") or str(Path(os.sys.executable).parent / "kubernetes-validate")
+    if not Path(validate).exists():
+        pytest.skip("needs kubernetes-validate (tests/peers/requirements.txt)")
+    manifests = sorted(str(p) for p in (REPO / "deploy" / "kubernetes").glob("*.yaml"))
+    done = run(validate, "--strict", "-k", "1.33.0", *manifests)
+    assert "passed for resource deployment/gigmcp" in done.stdout + done.stderr
