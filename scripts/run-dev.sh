@@ -10,6 +10,8 @@ target="${CARGO_TARGET_DIR:-target}/debug"
 
 export GIG_DATA_DIR="${GIG_DATA_DIR:-./data}"
 export GIG_LISTEN="${GIG_LISTEN:-127.0.0.1:8080}"
+# Prometheus scrapes its own listener (no token); GIG_METRICS_LISTEN= (empty) turns it off.
+export GIG_METRICS_LISTEN="${GIG_METRICS_LISTEN-127.0.0.1:9464}"
 mkdir -p "$GIG_DATA_DIR"
 # Not listable by others; `public/` (extracted images) must be reachable by bubblewrap's user.
 chmod 711 "$GIG_DATA_DIR"
@@ -68,6 +70,7 @@ Gig'MCP dev gateway
   endpoint : http://$GIG_LISTEN/mcp   (Streamable HTTP; health: /healthz, /readyz)
   installs : ${GIG_INSTALL:-(none)} from $GIG_INDEX_URL
   store    : ${GIG_DATABASE_URL:-sqlite://$GIG_DATA_DIR/gigmcp.db}
+  metrics  : ${GIG_METRICS_LISTEN:+http://$GIG_METRICS_LISTEN/metrics}${GIG_METRICS_LISTEN:-(off)}
 MSG
 if [ -n "${generated:-}" ]; then
   cat <<MSG

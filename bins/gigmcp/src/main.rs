@@ -48,6 +48,9 @@ enum Command {
     Uninstall { name: String },
     /// List installed servers.
     List,
+    /// Check the host and the configuration the gateway needs, one line per check with the
+    /// fix; exits 1 when something required is broken.
+    Doctor,
     /// Review tool definitions that changed since first seen (hidden until approved).
     Tools {
         #[command(subcommand)]
@@ -109,9 +112,12 @@ pub enum VaultAction {
 fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
     let filter = tracing_subscriber::EnvFilter::try_new(&config.filter)
         .with_context(|| format!("GIG_LOG={:?} is not a valid log filter", config.filter))?;
+    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi);
     match config.format {
         gig_config::LogFormat::Json => builder.json().init(),
         gig_config::LogFormat::Text => builder.init(),
@@ -140,6 +146,7 @@ fn main() -> anyhow::Result<()> {
             runtime(1)?.block_on(commands::install::uninstall(store()?, &name))
         }
         Command::List => runtime(1)?.block_on(commands::install::list(store()?)),
+        Command::Doctor => std::process::exit(runtime(1)?.block_on(commands::doctor::run())?),
         Command::Tools { action } => runtime(1)?.block_on(commands::tools::run(store()?, action)),
         Command::Sandbox {
             action:

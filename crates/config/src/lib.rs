@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod control_plane;
+mod metrics;
 mod runtime;
 mod servers;
 
@@ -21,6 +22,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use control_plane::{OidcConfig, Role};
+pub use metrics::MetricsConfig;
 pub use runtime::{EgressConfig, InstallConfig};
 pub use servers::{
     DEFAULT_LIMITS, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
@@ -117,6 +119,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "GIG_SERVERS_FILE",
         default: "(none)",
         meaning: "JSON file in the `mcpServers` format declaring stdio backends.",
+    },
+    VarDoc {
+        name: "GIG_METRICS_LISTEN",
+        default: "(off)",
+        meaning: "Address of the Prometheus scrape listener (`GET /metrics`, OpenMetrics text, no authentication), e.g. `127.0.0.1:9464`. Never GIG_LISTEN's port: scrapes need no client token, so they never share /mcp's listener. Keep it on loopback or a monitoring network.",
     },
     VarDoc {
         name: "GIG_LOG_FORMAT",

@@ -1,16 +1,23 @@
 //! Start-up: the order in which the gateway's parts come up, each only once what it relies on
 //! is there — the vault (a wrong master key stops everything before anything listens), the
 //! sandbox runtime and its network, boot-time installs, the hub with its backends, the
-//! installed-server reconciler — then serving, then [`crate::shutdown`].
+//! installed-server reconciler — then serving, then [`crate::shutdown`]. With
+//! `GIG_METRICS_LISTEN` set, the metrics listener is bound before any backend starts and the
+//! parts above report into it through their extension points (see `gig-metrics`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use gig_config::{EgressConfig, Env, GatewayConfig, InstallConfig, StoreConfig};
+use gig_config::{EgressConfig, Env, GatewayConfig, InstallConfig, MetricsConfig, StoreConfig};
 use gig_gateway::Hub;
 use gig_gateway::rugpull::FingerprintGate;
+use gig_metrics::{
+    AuditFanOut, CountedSecrets, EgressMetrics, HubBackends, InstallVia, MeteredOperations,
+    Metrics, MetricsListener, Outcome,
+};
+use gig_proxy::{AuditSink, SecretSource};
 use gig_runtime::{NetConfig, SandboxNetwork, SandboxRuntime, StoreAudit, VaultSecrets, data_dir};
 use gig_secrets::Secrets;
 use gig_store::Store;
@@ -65,6 +72,10 @@ pub enum BootError {
     Serve(#[from] crate::serve::ServeError),
     #[error(transparent)]
     Oidc(#[from] gig_api::OidcError),
+    #[error(transparent)]
+    Metrics(#[from] gig_metrics::ListenError),
+    #[error("sandbox networking: {0}")]
+    Network(#[from] gig_netmgr::NetError),
 }
 
 impl From<gig_registry::InstallError> for BootError {
@@ -93,10 +104,16 @@ pub fn master_key(env: &dyn Env, name: &'static str) -> Result<gig_vault::Master
 
 /// Runs the gateway until SIGTERM/SIGINT, then shuts down in order.
 pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> {
+    let metrics_config = MetricsConfig::from_env(env, config.listen)?;
     // The vault is checked before anything listens: a wrong key stops the gateway here.
     let secrets = Arc::new(open_secrets(&config.store, env).await?);
     tracing::info!(store = ?secrets.store().kind(), "store and vault ready");
     let oidc = discover_oidc(&config).await?;
+    let metrics = match metrics_config.listen {
+        Some(addr) => Some((Metrics::new(), MetricsListener::bind(addr).await?)),
+        None => None,
+    };
+    let meter = metrics.as_ref().map(|(m, _)| m.clone());
     let specs = match &config.servers_file {
         Some(path) => gig_config::parse_servers_file(path)?,
         None => {
@@ -111,15 +128,20 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
     let sandboxes = if has_installs || specs.iter().any(|s| s.sandbox.is_some()) {
         Some(Arc::new(
-            sandboxes(&config, env, &secrets, has_installs).await?,
+            sandboxes(&config, env, &secrets, has_installs, meter.as_ref()).await?,
         ))
     } else {
         None
     };
     if !install.install.is_empty() {
-        install_at_boot(&config.store, &install, &secrets).await?;
+        install_at_boot(&config.store, &install, &secrets, meter.as_ref()).await?;
     }
     let reserved: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let unsandboxed: BTreeSet<String> = specs
+        .iter()
+        .filter(|s| s.sandbox.is_none())
+        .map(|s| s.name.clone())
+        .collect();
     let declared = specs.clone();
     let backends = gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
@@ -130,6 +152,13 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         Some(gate.clone()),
     );
     tokio::spawn(refresh_approved(hub.clone(), gate));
+    if let Some(metrics) = &meter {
+        // Installed servers always run sandboxed; declared ones when they have a sandbox block.
+        metrics.watch_backends(Arc::new(HubBackends {
+            hub: hub.clone(),
+            sandboxed: move |name: &str| !unsandboxed.contains(name),
+        }));
+    }
     if let Some(runtime) = &sandboxes {
         let mut current = BTreeMap::new();
         let store = secrets.store().clone();
@@ -151,17 +180,37 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
             install.clone(),
             &declared,
         );
+        let operations: Arc<dyn gig_api::operations::Operations> = match &meter {
+            Some(metrics) => Arc::new(MeteredOperations::new(
+                Arc::new(operations),
+                metrics.clone(),
+            )),
+            None => Arc::new(operations),
+        };
         let store = secrets.store().clone();
-        Arc::new(gig_api::ApiState::new(
-            &config,
-            store,
-            oidc,
-            Arc::new(operations),
-        ))
+        Arc::new(gig_api::ApiState::new(&config, store, oidc, operations))
     });
     let listener = crate::serve::bind(&config).await?;
     let shutdown = crate::serve::shutdown_signal();
-    let served = crate::serve::serve_with_api(listener, config, hub, api, shutdown).await;
+    // Scrapes go on while HTTP drains; the listener stops once serving has returned.
+    // Tool calls reach the metrics once router.rs hands `gig_metrics::MetricsRecorder` to
+    // `McpExtras::recorder` next to the audit recorder (`gig_metrics::CallFanOut`).
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    let metrics_task = metrics.map(|(metrics, listener)| {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(listen = %addr, "metrics listening (GET /metrics)");
+        }
+        tokio::spawn(listener.serve(metrics, stop_metrics.clone()))
+    });
+    let calls = meter.as_ref().map(|m| {
+        Arc::new(gig_metrics::MetricsRecorder(m.clone()))
+            as Arc<dyn gig_gateway::audit::CallRecorder>
+    });
+    let served = crate::serve::serve_with_api(listener, config, hub, api, calls, shutdown).await;
+    stop_metrics.cancel();
+    if let Some(task) = metrics_task {
+        let _ = task.await;
+    }
     let confinement = sandboxes
         .as_deref()
         .map(|s| s as &dyn crate::shutdown::Confinement);
@@ -187,6 +236,7 @@ async fn sandboxes(
     env: &dyn Env,
     secrets: &Arc<Secrets>,
     has_installs: bool,
+    metrics: Option<&Arc<Metrics>>,
 ) -> Result<SandboxRuntime, BootError> {
     let bootstrap = existing_bootstrap(env)?;
     let mut runtime = sandbox_runtime(bootstrap.clone())?;
@@ -212,8 +262,15 @@ async fn sandboxes(
             }
         }
     }
-    let audit = Arc::new(StoreAudit::start(secrets.store().clone()));
-    let vault = Arc::new(VaultSecrets(secrets.clone()));
+    let mut audit: Arc<dyn AuditSink> = Arc::new(StoreAudit::start(secrets.store().clone()));
+    let mut vault: Arc<dyn SecretSource> = Arc::new(VaultSecrets(secrets.clone()));
+    if let Some(metrics) = metrics {
+        audit = Arc::new(AuditFanOut(vec![
+            audit,
+            Arc::new(EgressMetrics(metrics.clone())),
+        ]));
+        vault = Arc::new(CountedSecrets::new(vault, metrics.clone()));
+    }
     let net = NetConfig {
         pool: egress_config.pool,
         ..NetConfig::default()
@@ -234,18 +291,25 @@ async fn install_at_boot(
     store: &StoreConfig,
     install: &InstallConfig,
     secrets: &Arc<Secrets>,
+    metrics: Option<&Arc<Metrics>>,
 ) -> Result<(), BootError> {
     let installer = installer(store, install, secrets.clone())?;
     let index = installer.load_index().await?;
     tracing::info!(version = index.index().version, "signed index verified");
     for reference in &install.install {
-        let record = installer
-            .install_from(&index, reference, &|_| {})
-            .await
-            .map_err(|source| BootError::Install {
-                reference: reference.clone(),
-                source: Box::new(source),
-            })?;
+        let started = Instant::now();
+        let installed = installer.install_from(&index, reference, &|_| {}).await;
+        if let Some(metrics) = metrics {
+            metrics.install_finished(
+                InstallVia::Boot,
+                Outcome::from(&installed),
+                started.elapsed(),
+            );
+        }
+        let record = installed.map_err(|source| BootError::Install {
+            reference: reference.clone(),
+            source: Box::new(source),
+        })?;
         tracing::info!(server = %record.name, version = %record.version, digest = %record.image_digest, "GIG_INSTALL ready");
     }
     Ok(())
@@ -301,7 +365,8 @@ pub fn bootstrap_path(env: &dyn Env) -> Result<PathBuf, BootError> {
     Ok(exe.with_file_name("bootstrap"))
 }
 
-fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
+/// The bootstrap binary, which must exist (start-up and `gigmcp doctor`).
+pub fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
     let path = bootstrap_path(env)?;
     if !path.is_file() {
         return Err(BootError::NoBootstrap(path));
@@ -322,6 +387,28 @@ pub fn sandbox_runtime(bootstrap: PathBuf) -> Result<SandboxRuntime, BootError> 
         (false, text) => tracing::warn!("sandbox limits: {text}"),
     }
     Ok(runtime)
+}
+
+/// Bubblewrap as start-up finds it (`gigmcp doctor` asks the same question).
+pub fn bubblewrap() -> Result<PathBuf, BootError> {
+    Ok(gig_sandbox::BwrapSpawner::detect()?.bwrap)
+}
+
+/// The cgroup limits sandboxes will get: whether there are any, and the start-up log's line.
+pub fn cgroup_limits() -> (bool, String) {
+    let cgroups = gig_sandbox::CgroupSupport::detect("gigmcp");
+    let limited = !matches!(cgroups, gig_sandbox::CgroupSupport::Unavailable { .. });
+    (limited, cgroups.describe())
+}
+
+/// Whether sandbox networking can start (CAP_NET_ADMIN, a working `nft`); the `nft` found.
+pub fn sandbox_network_host(env: &dyn Env) -> Result<PathBuf, BootError> {
+    let egress = EgressConfig::from_env(env)?;
+    let net = NetConfig {
+        pool: egress.pool,
+        ..NetConfig::default()
+    };
+    Ok(gig_netmgr::check_host(&net)?)
 }
 
 /// Whether this process runs as root (the owner of `/proc/self`).

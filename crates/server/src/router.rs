@@ -8,23 +8,28 @@ use std::sync::Arc;
 use axum::Router;
 use gig_config::GatewayConfig;
 use gig_gateway::Hub;
+use gig_gateway::audit::CallRecorder;
 use gig_gateway::http::HttpState;
 use tokio_util::sync::CancellationToken;
 
 /// Builds the router. `mcp_shutdown` ends every MCP stream and session when cancelled. With
-/// no control plane (`api` is `None`), every `/api` route says how to turn it on.
+/// no control plane (`api` is `None`), every `/api` route says how to turn it on. Every
+/// `tools/call` goes to the audit log (with the control plane) and to `calls` (metrics).
 pub fn build(
     config: &GatewayConfig,
     hub: Arc<Hub>,
     api: Option<Arc<gig_api::ApiState>>,
+    calls: Option<Arc<dyn CallRecorder>>,
     mcp_shutdown: CancellationToken,
 ) -> (Router, Arc<HttpState>) {
-    let extras = match &api {
-        Some(api) => gig_gateway::http::McpExtras {
-            resolver: Some(api.profile_tokens.clone()),
-            recorder: Some(api.call_audit.clone()),
-        },
-        None => gig_gateway::http::McpExtras::default(),
+    let audit = api
+        .as_ref()
+        .map(|api| api.call_audit.clone() as Arc<dyn CallRecorder>);
+    let extras = gig_gateway::http::McpExtras {
+        resolver: api
+            .as_ref()
+            .map(|api| api.profile_tokens.clone() as Arc<dyn gig_gateway::http::PrincipalResolver>),
+        recorder: gig_metrics::CallFanOut::of(audit.into_iter().chain(calls).collect()),
     };
     let (mcp, state) = gig_gateway::http::router(config, hub, extras, mcp_shutdown);
     let api = match api {

@@ -61,7 +61,7 @@ pub async fn serve(
     hub: Arc<Hub>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
-    serve_with_api(listener, config, hub, None, shutdown).await
+    serve_with_api(listener, config, hub, None, None, shutdown).await
 }
 
 /// Like [`serve`], with the control plane's `/api` on.
@@ -70,12 +70,14 @@ pub async fn serve_with_api(
     config: GatewayConfig,
     hub: Arc<Hub>,
     api: Option<Arc<gig_api::ApiState>>,
+    calls: Option<Arc<dyn gig_gateway::audit::CallRecorder>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     gig_runtime::data_dir::prepare(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     let mcp_shutdown = CancellationToken::new();
-    let (router, state) = crate::router::build(&config, hub.clone(), api, mcp_shutdown.clone());
+    let (router, state) =
+        crate::router::build(&config, hub.clone(), api, calls, mcp_shutdown.clone());
     tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().len(), "gateway listening");
 
     let grace = config.limits.shutdown_grace;

@@ -1,6 +1,7 @@
 //! One file per command (as youki does). Each takes its validated configuration and returns
 //! an `anyhow::Result` the binary prints.
 
+pub mod doctor;
 pub mod install;
 pub mod sandbox_exec;
 pub mod secret;
