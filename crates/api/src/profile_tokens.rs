@@ -1,8 +1,9 @@
 //! Profile tokens on `/mcp`: `gigp_` + 64 hex characters, stored only as their SHA-256. The
-//! check is on every call's path, so a verified token is cached and re-read from the store at
-//! most once a second: a revocation (or expiry, or a change of the profile) is seen within a
-//! second on this replica and on every other replica sharing the database. A store that cannot
-//! be read fails closed (401), never open.
+//! check is on every call's path, so a verified token is cached and re-read from the store in the
+//! background every half second; an answer older than 1.5 s is never used without re-reading.
+//! A revocation (or expiry, a change of the profile, the owner's demotion) is seen within 1.5 s
+//! on this replica and on every other replica sharing the database. A store that cannot be read
+//! fails closed (401), never open.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -17,8 +18,11 @@ use crate::session::token_hash;
 
 /// What a profile token looks like; anything else is refused without a store lookup.
 pub const PREFIX: &str = "gigp_";
-/// How long a verified (or refused) token is trusted before the store is asked again.
-const RECHECK: Duration = Duration::from_secs(1);
+/// How long a verified (or refused) token is trusted before the store is asked again (in the
+/// background while the answer is at most `STALE` old, so the call does not wait).
+const RECHECK: Duration = Duration::from_millis(500);
+/// Beyond this the store is asked before answering: a revocation is seen within it.
+const STALE: Duration = Duration::from_millis(1500);
 /// Tokens remembered at once; beyond it the cache starts over (costing one lookup each).
 const MAX_CACHED: usize = 10_000;
 
@@ -38,59 +42,84 @@ pub fn well_formed(token: &str) -> bool {
 struct Cached {
     principal: Option<Principal>,
     checked: Instant,
+    /// A background re-read is under way (one per token at a time).
+    refreshing: bool,
 }
+
+type Cache = Arc<Mutex<HashMap<String, Cached>>>;
 
 #[derive(Debug)]
 pub struct ProfileTokens {
     store: Store,
-    cache: Mutex<HashMap<String, Cached>>,
+    cache: Cache,
 }
 
 impl ProfileTokens {
     pub fn new(store: Store) -> Self {
         ProfileTokens {
             store,
-            cache: Mutex::new(HashMap::new()),
+            cache: Arc::default(),
         }
     }
+}
 
-    async fn load(&self, hash: &str) -> Option<Principal> {
-        // Read first: a random well-formed token costs a read, never a write.
-        let known = self.store.get_profile_token(hash).await.ok()??;
-        if !known.is_active(time::OffsetDateTime::now_utc()) {
-            return None;
+/// Reads the token, its profile and its owner from the store and remembers the answer.
+async fn refresh(store: Store, cache: Cache, hash: String) -> Option<Principal> {
+    let principal = load(&store, &hash).await;
+    let mut cache = lock(&cache);
+    if cache.len() >= MAX_CACHED {
+        cache.retain(|_, c| c.checked.elapsed() < STALE);
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
         }
-        let token = match self.store.touch_profile_token(hash).await {
-            Ok(token) => token?,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check a profile token; refusing it");
-                return None;
-            }
-        };
-        let profile = self.store.get_profile(token.profile_id).await.ok()??;
-        let user = self.store.get_user(profile.user_id).await.ok()??;
-        // The owner's role now, not when the token was made: a user demoted below the
-        // permission (or deprovisioned to viewer) loses their tokens within a second.
-        let roles = self.store.list_roles(user.id).await.ok()?;
-        let role = roles
-            .iter()
-            .filter_map(|r| r.parse::<gig_config::Role>().ok())
-            .max()
-            .unwrap_or(gig_config::Role::Viewer);
-        if !crate::rbac::allows(role, crate::rbac::Permission::UseProfiles) {
-            return None;
-        }
-        let filter = match ProfileFilter::parse(&profile.tool_filter) {
-            Ok(filter) => filter,
-            Err(e) => {
-                tracing::warn!(profile = profile.id, error = %e, "stored profile does not parse");
-                return None;
-            }
-        };
-        let label = crate::session::user_label(&user);
-        let view = ProfileView::new(profile.id, user.id, label, filter);
-        Some(Principal::Profile(Arc::new(view)))
     }
+    cache.insert(
+        hash,
+        Cached {
+            principal: principal.clone(),
+            checked: Instant::now(),
+            refreshing: false,
+        },
+    );
+    principal
+}
+
+async fn load(store: &Store, hash: &str) -> Option<Principal> {
+    // Read first: a random well-formed token costs a read, never a write.
+    let known = store.get_profile_token(hash).await.ok()??;
+    if !known.is_active(time::OffsetDateTime::now_utc()) {
+        return None;
+    }
+    let token = match store.touch_profile_token(hash).await {
+        Ok(token) => token?,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check a profile token; refusing it");
+            return None;
+        }
+    };
+    let profile = store.get_profile(token.profile_id).await.ok()??;
+    let user = store.get_user(profile.user_id).await.ok()??;
+    // The owner's role now, not when the token was made: a user demoted below the
+    // permission (or deprovisioned to viewer) loses their tokens within a second.
+    let roles = store.list_roles(user.id).await.ok()?;
+    let role = roles
+        .iter()
+        .filter_map(|r| r.parse::<gig_config::Role>().ok())
+        .max()
+        .unwrap_or(gig_config::Role::Viewer);
+    if !crate::rbac::allows(role, crate::rbac::Permission::UseProfiles) {
+        return None;
+    }
+    let filter = match ProfileFilter::parse(&profile.tool_filter) {
+        Ok(filter) => filter,
+        Err(e) => {
+            tracing::warn!(profile = profile.id, error = %e, "stored profile does not parse");
+            return None;
+        }
+    };
+    let label = crate::session::user_label(&user);
+    let view = ProfileView::new(profile.id, user.id, label, filter);
+    Some(Principal::Profile(Arc::new(view)))
 }
 
 impl PrincipalResolver for ProfileTokens {
@@ -100,27 +129,30 @@ impl PrincipalResolver for ProfileTokens {
                 return None;
             }
             let hash = token_hash(token);
-            if let Some(cached) = lock(&self.cache).get(&hash)
-                && cached.checked.elapsed() < RECHECK
-            {
-                return cached.principal.clone();
-            }
-            let principal = self.load(&hash).await;
-            let mut cache = lock(&self.cache);
-            if cache.len() >= MAX_CACHED {
-                cache.retain(|_, c| c.checked.elapsed() < RECHECK);
-                if cache.len() >= MAX_CACHED {
-                    cache.clear();
+            // Fresh: answer from memory. Stale but recent: answer from memory and re-read in
+            // the background, so no call waits on the store. Older: re-read before answering.
+            let stale = {
+                let mut cache = lock(&self.cache);
+                match cache.get_mut(&hash) {
+                    Some(c) if c.checked.elapsed() < RECHECK => return c.principal.clone(),
+                    Some(c) if c.checked.elapsed() < STALE => {
+                        let start = !c.refreshing;
+                        c.refreshing = true;
+                        Some((c.principal.clone(), start))
+                    }
+                    _ => None,
                 }
+            };
+            match stale {
+                Some((principal, start)) => {
+                    if start {
+                        let (store, cache) = (self.store.clone(), self.cache.clone());
+                        tokio::spawn(refresh(store, cache, hash));
+                    }
+                    principal
+                }
+                None => refresh(self.store.clone(), self.cache.clone(), hash).await,
             }
-            cache.insert(
-                hash,
-                Cached {
-                    principal: principal.clone(),
-                    checked: Instant::now(),
-                },
-            );
-            principal
         })
     }
 }
