@@ -40,6 +40,10 @@ def test_logs_restart_and_approving_a_changed_tool(tmp_path):
         admin = signed_in(gw, "alice")
         base = f"{gw.base}/api/servers/fixture"
         assert "fixture_pid" in names(gw)
+        tools = {t["name"]: t for t in admin.get(f"{base}/tools").json()["tools"]}
+        assert tools["pid"]["exposed"] == "fixture_pid"
+        assert tools["pid"]["description"] == "Returns this process's id"
+        assert tools["pid"]["input_schema"]["type"] == "object"
 
         logs = eventually(lambda: admin.get(f"{base}/logs").json()["lines"], "fixture's stderr")
         assert any("starting with key [redacted]" in line for line in logs), logs

@@ -23,7 +23,7 @@ use crate::{api_tokens, approvals, audit_log, installs, profiles, schema, server
         api_tokens::list, api_tokens::create, api_tokens::revoke,
         servers::list, servers::catalog, servers::install, servers::uninstall,
         servers::credentials, servers::set_credential, servers::delete_credential,
-        installs::status, installs::events, servers::logs, servers::restart,
+        installs::status, installs::events, servers::logs, servers::restart, servers::tools,
         approvals::list, approvals::approve,
         audit_log::list, audit_log::export,
         profiles::list, profiles::create, profiles::get_one, profiles::update, profiles::delete,

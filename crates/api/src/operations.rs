@@ -33,6 +33,17 @@ pub struct DeclaredCredential {
     pub hosts: Vec<String>,
 }
 
+/// A tool as a running server lists it (after the rug-pull check), with its exposed name.
+#[derive(Debug, Clone)]
+pub struct ToolDefinition {
+    /// The name clients call it by (`<server>_<tool>`, or a hashed form).
+    pub exposed: String,
+    /// The server's own name for it.
+    pub name: String,
+    pub description: Option<String>,
+    pub input_schema: serde_json::Value,
+}
+
 /// An entry of the signed index.
 #[derive(Debug, Clone)]
 pub struct CatalogEntry {
@@ -78,6 +89,8 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
         reference: String,
         progress: mpsc::Sender<String>,
     ) -> BoxFuture<'_, Result<(String, String), OpError>>;
+    /// The tools a running server shows clients; `None` if it is not running here.
+    fn tools(&self, name: &str) -> Option<Vec<ToolDefinition>>;
     /// The server's recent stderr lines (scrubbed); `None` if it is not running here.
     fn logs(&self, name: &str) -> Option<Vec<String>>;
     /// Restarts a running server now; false if it is not running here.

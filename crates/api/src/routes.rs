@@ -126,6 +126,12 @@ pub(crate) fn routes() -> Routes {
         )
         .add(
             M::GET,
+            "/api/servers/{name}/tools",
+            Requires(ViewServers),
+            get(servers::tools),
+        )
+        .add(
+            M::GET,
             "/api/servers/{name}/logs",
             Requires(ApproveTools),
             get(servers::logs),

@@ -259,3 +259,19 @@ pub struct Logs {
     /// Recent stderr lines, oldest first, with the secrets the server was given scrubbed.
     pub lines: Vec<String>,
 }
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ToolInfo {
+    /// What clients call it (`<server>_<tool>`, or a hashed form when that is taken).
+    pub exposed: String,
+    /// The server's own name.
+    pub name: String,
+    pub description: Option<String>,
+    #[schema(value_type = Object)]
+    pub input_schema: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Tools {
+    pub tools: Vec<ToolInfo>,
+}

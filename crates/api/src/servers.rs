@@ -18,7 +18,7 @@ use crate::operations::OpError;
 use crate::routes::{audit, body};
 use crate::schema::{
     Catalog, CatalogItem, CredentialInfo, Credentials, DeclaredCredentialInfo, ErrorBody,
-    InstallStarted, Logs, ServerInfo, Servers,
+    InstallStarted, Logs, ServerInfo, Servers, ToolInfo, Tools,
 };
 use crate::session::Caller;
 
@@ -355,4 +355,33 @@ pub(crate) async fn restart(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// The tools a running server shows clients, with their definitions (a tool hidden by the
+/// rug-pull check is not among them: see /api/approvals).
+#[utoipa::path(get, path = "/api/servers/{name}/tools", tag = "servers",
+    params(("name" = String, Path, description = "Server name")),
+    responses((status = 200, body = Tools),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it", body = ErrorBody),
+        (status = 404, description = "Not running here", body = ErrorBody)))]
+pub(crate) async fn tools(
+    State(state): State<Arc<ApiState>>,
+    ApiPath(name): ApiPath<String>,
+) -> Result<Json<Tools>, ApiError> {
+    valid_name(&name, "server")?;
+    let tools = state
+        .operations
+        .tools(&name)
+        .ok_or_else(|| ApiError::not_found("running server"))?
+        .into_iter()
+        .map(|t| ToolInfo {
+            exposed: t.exposed,
+            name: t.name,
+            description: t.description,
+            input_schema: t.input_schema,
+        })
+        .collect();
+    Ok(Json(Tools { tools }))
 }

@@ -61,9 +61,22 @@ Gig.page('server', async function (Gig) {
     }
   });
 
-  Gig.fill($('#tools'),
-    h('p', {}, info.tools === null ? 'The tool list is not known while the server is not running.' : info.name + ' exposes ' + info.tools + ' tool' + (info.tools === 1 ? '' : 's') + ', each to clients as ', h('code', {}, info.name + '_<tool>'), ' (see naming in the README).'),
-    h('p', { class: 'unavailable' }, 'Tool definitions are not listed by this gateway’s /api yet; changed definitions appear below for approval.'));
+  async function tools() {
+    const box = $('#tools');
+    try {
+      const list = (await Gig.api('GET', path + '/tools')).tools || [];
+      if (!list.length) {
+        Gig.fill(box, h('p', { class: 'muted' }, 'No tools listed (a changed tool stays hidden until approved, below).'));
+        return;
+      }
+      Gig.fill(box, list.map((t) => h('details', { class: 'tool' },
+        h('summary', {}, h('code', {}, t.exposed), t.exposed === info.name + '_' + t.name ? '' : ' (the server calls it ' + t.name + ')'),
+        h('p', {}, t.description || 'No description.'),
+        h('pre', {}, JSON.stringify(t.input_schema, null, 2)))));
+    } catch (e) {
+      Gig.fill(box, Gig.failure(e, { optional: 'The tool list is not known while the server is not running here.' }));
+    }
+  }
 
   const hosts = [];
   for (const c of info.credentials) for (const host of c.hosts) hosts.push([c.name, host]);
@@ -155,5 +168,5 @@ Gig.page('server', async function (Gig) {
     return h('pre', { class: 'diff', 'aria-label': 'Changes: lines starting with + are new, with - removed', tabindex: 0 }, out);
   }
 
-  await Promise.all([activity(), logs(), approvals()]);
+  await Promise.all([tools(), activity(), logs(), approvals()]);
 });

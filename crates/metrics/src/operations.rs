@@ -52,6 +52,10 @@ impl Operations for MeteredOperations {
         })
     }
 
+    fn tools(&self, name: &str) -> Option<Vec<gig_api::operations::ToolDefinition>> {
+        self.inner.tools(name)
+    }
+
     fn logs(&self, name: &str) -> Option<Vec<String>> {
         self.inner.logs(name)
     }

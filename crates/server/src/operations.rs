@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use gig_api::operations::{
     CatalogEntry, DeclaredCredential, OpError, Operations, ServerStatus, StoredCredential,
+    ToolDefinition,
 };
 use gig_config::{InstallConfig, ServerSpec, StoreConfig};
 use gig_gateway::Hub;
@@ -225,6 +226,24 @@ impl Operations for GatewayOperations {
             })?;
             Ok((record.name, record.version))
         })
+    }
+
+    fn tools(&self, name: &str) -> Option<Vec<ToolDefinition>> {
+        self.hub.backend(name)?;
+        let catalog = self.hub.catalog();
+        Some(
+            catalog
+                .tools
+                .iter()
+                .filter(|(_, routed)| routed.origin.backend == name)
+                .map(|(exposed, routed)| ToolDefinition {
+                    exposed: exposed.clone(),
+                    name: routed.origin.item.clone(),
+                    description: routed.exposed.description.as_ref().map(|d| d.to_string()),
+                    input_schema: serde_json::Value::Object((*routed.exposed.input_schema).clone()),
+                })
+                .collect(),
+        )
     }
 
     fn logs(&self, name: &str) -> Option<Vec<String>> {
