@@ -5,6 +5,8 @@ import json
 import urllib.error
 import urllib.request
 
+import requests
+
 INIT = {
     "jsonrpc": "2.0",
     "id": 1,
@@ -88,3 +90,31 @@ def test_gateway_refuses_to_start_without_a_token(tmp_path):
     )
     assert result.returncode != 0
     assert "GIG_BEARER_TOKEN is not set" in result.stderr
+
+
+def test_json_logs_name_the_request_and_its_principal(tmp_path):
+    import json as _json
+
+    from conftest import echo_server, start_gateway, stop
+
+    gw = start_gateway(tmp_path, {"echo": echo_server()}, GIG_LOG_FORMAT="json",
+                       GIG_LOG="info,gig_gateway=debug")
+    try:
+        body = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                           "clientInfo": {"name": "t", "version": "0"}}}
+        headers = {"Authorization": f"Bearer {gw.token}", "Accept": "application/json, text/event-stream",
+                   "X-Request-Id": "trace-0123"}
+        r = requests.post(gw.url, json=body, headers=headers, timeout=30)
+        assert r.status_code == 200 and r.headers["x-request-id"] == "trace-0123"
+        # A client's id that is not short and plain is replaced, never echoed.
+        for odd in ("x" * 100, "a b;c", "<script>"):
+            r = requests.post(gw.url, json=body, headers={**headers, "X-Request-Id": odd}, timeout=30)
+            assert r.headers["x-request-id"] != odd and len(r.headers["x-request-id"]) == 16
+        lines = [_json.loads(line) for line in gw.logs().splitlines() if line.startswith("{")]
+        traced = [line for line in lines if "trace-0123" in _json.dumps(line)]
+        assert traced, gw.logs()[-2000:]
+        assert any("operator" in _json.dumps(line) for line in traced)
+        assert gw.token not in gw.logs()
+    finally:
+        stop(gw.proc)

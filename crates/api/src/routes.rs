@@ -262,6 +262,9 @@ async fn guard(
         Err(e) => return e.into_response(),
     };
     let impersonating = caller.real.as_ref().map(|_| caller.user.id);
+    let request_id = gig_gateway::http::request_id(request.headers());
+    let span =
+        tracing::info_span!("api_request", request_id = %request_id, principal = %caller.actor());
     let mut response = if let Access::Requires(permission) = access
         && !allows(caller.role, permission)
     {
@@ -274,7 +277,16 @@ async fn guard(
         e.into_response()
     } else {
         request.extensions_mut().insert(caller);
-        next.run(request).await
+        let method = request.method().clone();
+        let path = request.uri().path().to_owned();
+        tracing::Instrument::instrument(
+            async move {
+                tracing::debug!(%method, %path, "api request");
+                next.run(request).await
+            },
+            span,
+        )
+        .await
     };
     if let Some(target) = impersonating {
         response

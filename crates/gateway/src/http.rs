@@ -257,12 +257,33 @@ async fn authenticate(
             _ => Err(rejection),
         },
     };
+    let request_id = request_id(request.headers());
     match principal {
         Ok(principal) => {
+            let label = match &principal {
+                Principal::Operator => "operator".to_owned(),
+                Principal::Profile(view) => format!("{} profile:{}", view.label, view.profile_id),
+            };
             request.extensions_mut().insert(principal);
-            next.run(request).await
+            // Everything logged while this request is handled names it and its caller.
+            let span =
+                tracing::info_span!("mcp_request", request_id = %request_id, principal = %label);
+            let method = request.method().clone();
+            let mut response = tracing::Instrument::instrument(
+                async move {
+                    tracing::debug!(%method, "mcp request");
+                    next.run(request).await
+                },
+                span,
+            )
+            .await;
+            if let Ok(value) = HeaderValue::from_str(&request_id) {
+                response.headers_mut().insert(REQUEST_ID_HEADER, value);
+            }
+            response
         }
         Err(rejection) => {
+            tracing::debug!(%request_id, "mcp request refused: no valid bearer token");
             let mut response = (
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid bearer token\n",
@@ -275,6 +296,46 @@ async fn authenticate(
             response
         }
     }
+}
+
+/// Names one request in logs and in its response; a client's own `X-Request-Id` is kept when
+/// it is short and plain (so it can be traced end to end), else a fresh one is made.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub fn request_id(headers: &http::HeaderMap) -> String {
+    headers
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| {
+            !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| {
+            use std::fmt::Write;
+            rand_id().iter().fold(String::new(), |mut s, b| {
+                let _ = write!(s, "{b:02x}");
+                s
+            })
+        })
+}
+
+fn rand_id() -> [u8; 8] {
+    use sha2::Digest;
+    // Unique per process and request; not a secret, only a name.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let seed = format!(
+        "{}:{n}:{:?}",
+        std::process::id(),
+        std::time::SystemTime::now()
+    );
+    let digest = sha2::Sha256::digest(seed.as_bytes());
+    let mut id = [0u8; 8];
+    id.copy_from_slice(&digest[..8]);
+    id
 }
 
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
