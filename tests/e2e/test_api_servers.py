@@ -9,7 +9,7 @@ import time
 import requests
 
 from conftest import csrf_headers, signed_in, start_control_plane, stop
-from test_install import Index, push_image, registry, world_reachable  # noqa: F401 (fixture)
+from test_install import echo_and_fetch_index, registry, world_reachable  # noqa: F401 (fixture)
 
 
 def follow(gw, http, events_url: str) -> list[tuple[str, str]]:
@@ -49,15 +49,7 @@ def wait_state(gw, http, name: str, want: str, timeout: float = 30.0) -> dict:
 
 
 def test_install_follow_credentials_and_uninstall_over_the_api(tmp_path, sandbox_bins, registry):
-    push_image(tmp_path, registry, "echo")
-    push_image(tmp_path, registry, "fetch")
-    index = Index(tmp_path)
-    index.add("echo", f"{registry}/echo-mcp:0.1.0")
-    credential = {"env": "API_KEY", "secret": "api-key", "hosts": ["api.example.test"],
-                  "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}}
-    index.add("fetch", f"{registry}/fetch-mcp:0.1.0", "--egress", "api.example.test",
-              "--credential", json.dumps(credential))
-    index.sign()
+    index = echo_and_fetch_index(tmp_path, registry)
     home = world_reachable(tmp_path / "gw")
     idp, gw = start_control_plane(home, {}, GIG_MASTER_KEY=os.urandom(32).hex(),
                                   GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),

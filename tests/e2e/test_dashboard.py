@@ -20,7 +20,7 @@ import requests
 
 from conftest import PEERS, TARGET, signed_in, start_control_plane, stop
 from test_api_servers import wait_state
-from test_install import Index, push_image, registry, world_reachable  # noqa: F401 (fixture)
+from test_install import echo_and_fetch_index, registry, world_reachable  # noqa: F401 (fixture)
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "dashboard_browser.mjs")
 SHOTS = TARGET.parent / "dashboard-screenshots"
@@ -61,15 +61,7 @@ async def tools_with(url: str, token: str) -> list[str]:
 
 
 def test_the_console_in_a_real_browser(tmp_path, sandbox_bins, registry):
-    push_image(tmp_path, registry, "echo")
-    push_image(tmp_path, registry, "fetch")
-    index = Index(tmp_path)
-    index.add("echo", f"{registry}/echo-mcp:0.1.0")
-    credential = {"env": "API_KEY", "secret": "api-key", "hosts": ["api.example.test"],
-                  "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}}
-    index.add("fetch", f"{registry}/fetch-mcp:0.1.0", "--egress", "api.example.test",
-              "--credential", json.dumps(credential))
-    index.sign()
+    index = echo_and_fetch_index(tmp_path, registry)
     home = world_reachable(tmp_path / "gw")
     idp, gw = start_control_plane(home, {}, GIG_MASTER_KEY=os.urandom(32).hex(),
                                   GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),

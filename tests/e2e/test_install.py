@@ -100,6 +100,23 @@ class Index:
         }
 
 
+FETCH_CREDENTIAL = {"env": "API_KEY", "secret": "api-key", "hosts": ["api.example.test"],
+                    "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}}
+
+
+def echo_and_fetch_index(tmp_path: Path, registry: str, egress: str = "api.example.test") -> Index:
+    """echo and fetch pushed to the registry and signed into an index; fetch declares the
+    `api-key` credential for api.example.test and may reach `egress`."""
+    push_image(tmp_path, registry, "echo")
+    push_image(tmp_path, registry, "fetch")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-mcp:0.1.0")
+    index.add("fetch", f"{registry}/fetch-mcp:0.1.0", "--egress", egress,
+              "--credential", json.dumps(FETCH_CREDENTIAL))
+    index.sign()
+    return index
+
+
 def cli_env(data: Path, master_key: str, index: Index) -> dict:
     return {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(data), "GIG_MASTER_KEY": master_key,
             "GIG_LOG": "warn", **index.env()}
