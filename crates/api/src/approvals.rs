@@ -89,14 +89,8 @@ pub(crate) async fn approve(
     if !hex {
         return Err(ApiError::bad_request("sha256 is 64 hex characters"));
     }
-    if [&server, &tool]
-        .iter()
-        .any(|v| v.len() > 256 || v.chars().any(char::is_control))
-    {
-        return Err(ApiError::bad_request(
-            "server and tool are at most 256 bytes, without control characters",
-        ));
-    }
+    crate::extract::plain_text(&server, "server", 256)?;
+    crate::extract::plain_text(&tool, "tool", 256)?;
     match state
         .store
         .approve_fingerprint(&server, &tool, &approval.sha256)

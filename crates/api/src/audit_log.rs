@@ -55,15 +55,11 @@ fn instant(secs: Option<i64>, what: &str) -> Result<Option<time::OffsetDateTime>
     .transpose()
 }
 
-/// Filter text: bounded, and no control characters (which no stored value holds, and
-/// PostgreSQL refuses outright).
+/// A filter's text, when given: bounded and plain.
 fn text(value: &Option<String>, what: &str) -> Result<(), ApiError> {
-    match value {
-        Some(v) if v.len() > 512 || v.chars().any(char::is_control) => Err(ApiError::bad_request(
-            format!("{what} is at most 512 bytes, without control characters"),
-        )),
-        _ => Ok(()),
-    }
+    value
+        .as_deref()
+        .map_or(Ok(()), |v| crate::extract::plain_text(v, what, 512))
 }
 
 struct Owned {

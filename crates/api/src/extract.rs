@@ -18,6 +18,17 @@ fn bounded(text: String) -> String {
     }
 }
 
+/// Text a caller sends that the store will look up: at most `max` bytes and no control
+/// characters (no stored name holds one, and PostgreSQL refuses NUL outright).
+pub(crate) fn plain_text(value: &str, what: &str, max: usize) -> Result<(), ApiError> {
+    if value.len() > max || value.chars().any(char::is_control) {
+        return Err(ApiError::bad_request(format!(
+            "{what} is at most {max} bytes, without control characters"
+        )));
+    }
+    Ok(())
+}
+
 /// `Path<T>` answering a bad segment with `400 bad_request`.
 #[derive(Debug)]
 pub(crate) struct ApiPath<T>(pub T);

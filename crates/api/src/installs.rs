@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use http::StatusCode;
 use tokio::sync::{mpsc, watch};
 
-use crate::ApiState;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::routes::audit;
 use crate::schema::{ErrorBody, InstallJob};
+use crate::{ApiState, lock};
 
 /// Installs running at once; more get 429.
 const MAX_RUNNING: usize = 4;
@@ -211,8 +211,4 @@ pub(crate) async fn events(
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::default())
         .into_response())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }

@@ -110,3 +110,9 @@ async fn purge_expired_sessions(store: Store) {
         }
     }
 }
+
+/// A poisoned lock is taken anyway: every critical section here leaves its data consistent, and
+/// one panicking request must not fail every later one.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}

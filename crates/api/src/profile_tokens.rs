@@ -14,6 +14,7 @@ use gig_gateway::http::PrincipalResolver;
 use gig_gateway::profile::{Principal, ProfileFilter, ProfileView};
 use gig_store::Store;
 
+use crate::lock;
 use crate::session::token_hash;
 
 /// What a profile token looks like; anything else is refused without a store lookup.
@@ -101,12 +102,7 @@ async fn load(store: &Store, hash: &str) -> Option<Principal> {
     let user = store.get_user(profile.user_id).await.ok()??;
     // The owner's role now, not when the token was made: a user demoted below the
     // permission (or deprovisioned to viewer) loses their tokens within a second.
-    let roles = store.list_roles(user.id).await.ok()?;
-    let role = roles
-        .iter()
-        .filter_map(|r| r.parse::<gig_config::Role>().ok())
-        .max()
-        .unwrap_or(gig_config::Role::Viewer);
+    let role = crate::session::role_of(store, user.id).await.ok()?;
     if !crate::rbac::allows(role, crate::rbac::Permission::UseProfiles) {
         return None;
     }
@@ -155,10 +151,6 @@ impl PrincipalResolver for ProfileTokens {
             }
         })
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 #[cfg(test)]

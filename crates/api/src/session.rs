@@ -127,9 +127,8 @@ pub fn set_cookie(
 }
 
 /// The user's role as stored (set at sign-in or by an admin); no role reads as the least.
-pub(crate) async fn role_of(state: &ApiState, user_id: i64) -> Result<Role, ApiError> {
-    Ok(state
-        .store
+pub(crate) async fn role_of(store: &gig_store::Store, user_id: i64) -> Result<Role, ApiError> {
+    Ok(store
         .list_roles(user_id)
         .await?
         .iter()
@@ -169,7 +168,7 @@ pub async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Option<Call
         Some(target) => {
             // An administrator demoted while impersonating loses the impersonation at once and
             // is themself again: it never outlives the permission that started it.
-            let real_role = role_of(state, real.id).await?;
+            let real_role = role_of(&state.store, real.id).await?;
             if crate::rbac::allows(real_role, crate::rbac::Permission::Impersonate) {
                 match state.store.get_user(target).await? {
                     Some(target) => (target, Some(real)),
@@ -181,7 +180,7 @@ pub async fn caller(state: &ApiState, headers: &HeaderMap) -> Result<Option<Call
             }
         }
     };
-    let role = role_of(state, user.id).await?;
+    let role = role_of(&state.store, user.id).await?;
     let via = Via::Session {
         hash,
         csrf_token: csrf_for(token),
@@ -217,7 +216,7 @@ async fn api_token_caller(state: &ApiState, token: &str) -> Result<Option<Caller
         return Ok(None);
     };
     let granted = api_token.role.parse::<Role>().unwrap_or(Role::Viewer);
-    let role = granted.min(role_of(state, user.id).await?);
+    let role = granted.min(role_of(&state.store, user.id).await?);
     Ok(Some(Caller {
         user,
         role,
