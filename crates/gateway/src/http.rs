@@ -313,29 +313,23 @@ pub fn request_id(headers: &http::HeaderMap) -> String {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         })
         .map(str::to_owned)
-        .unwrap_or_else(|| {
-            use std::fmt::Write;
-            rand_id().iter().fold(String::new(), |mut s, b| {
-                let _ = write!(s, "{b:02x}");
-                s
-            })
-        })
+        .unwrap_or_else(fresh_request_id)
 }
 
-fn rand_id() -> [u8; 8] {
-    use sha2::Digest;
-    // Unique per process and request; not a secret, only a name.
-    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let seed = format!(
-        "{}:{n}:{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-    );
-    let digest = sha2::Sha256::digest(seed.as_bytes());
-    let mut id = [0u8; 8];
-    id.copy_from_slice(&digest[..8]);
-    id
+/// A process-unique id without hashing or system calls on the request path: a prefix drawn
+/// once per process, then a counter.
+fn fresh_request_id() -> String {
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static PREFIX: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        use sha2::Digest;
+        let seed = format!("{}:{:?}", std::process::id(), std::time::SystemTime::now());
+        let digest = sha2::Sha256::digest(seed.as_bytes());
+        u32::from_le_bytes([digest[0], digest[1], digest[2], digest[3]])
+    });
+    format!("{prefix:08x}{:08x}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 fn bearer(headers: &http::HeaderMap) -> Option<&str> {
