@@ -11,6 +11,8 @@ use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
 
+pub mod address;
+
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 

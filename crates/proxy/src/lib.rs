@@ -14,7 +14,6 @@
 
 #![forbid(unsafe_code)]
 
-mod addr;
 mod audit;
 mod ca;
 mod framing;
@@ -29,9 +28,9 @@ use std::sync::{Arc, OnceLock};
 
 use rand::RngCore;
 
-pub use addr::non_public_reason;
 pub use audit::{AuditEvent, AuditSink, Decision, Scheme, TracingAudit, redact_query};
 pub use ca::{CaError, RuntimeCa};
+pub use gig_policy::address::non_public_reason;
 pub use proxy::{
     EgressProxy, ProxyConfig, ProxyError, ProxyLimits, SandboxEgress, SecretError, SecretSource,
     StaticSecrets,

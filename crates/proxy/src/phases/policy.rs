@@ -10,8 +10,8 @@ use gig_policy::{EgressPolicy, host_ip};
 use http::StatusCode;
 
 use super::Refusal;
-use crate::addr::{LocalAddrs, non_public_reason};
 use crate::resolve::Resolver;
+use gig_policy::address::{LocalAddrs, non_public_reason};
 
 /// What the decision needs: the sandbox's rules and the proxy's view of the network.
 pub(crate) struct Reach<'a> {

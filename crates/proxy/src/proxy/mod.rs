@@ -40,7 +40,6 @@ use tokio_util::task::TaskTracker;
 pub(crate) use sandbox::Cred;
 pub use sandbox::{SandboxEgress, SecretError, SecretSource, StaticSecrets};
 
-use crate::addr::LocalAddrs;
 use crate::audit::{AuditEvent, AuditGuard, AuditSink, Outcome, Scheme, Target, redact_query};
 use crate::ca::{LeafCache, RuntimeCa};
 use crate::framing::FramingWatch;
@@ -48,6 +47,7 @@ use crate::phases::policy::Reach;
 use crate::phases::{Answer, Body, Refusal, agree, body, empty, inject, placeholders, scrub, send};
 use crate::resolve::{Resolver, SystemResolver};
 use crate::upstream::{Destination, Upstream};
+use gig_policy::address::LocalAddrs;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {

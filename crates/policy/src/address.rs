@@ -1,4 +1,6 @@
-//! Which resolved addresses a sandbox may never reach unless its policy lists them.
+//! Which resolved addresses neither a sandbox (through the egress proxy) nor the gateway itself
+//! (fetching a client's metadata document, calling a remote server) may reach unless a policy
+//! lists them: loopback, private, link-local (cloud metadata), the host's own addresses.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -57,20 +59,20 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
 
 /// The host's own interface addresses, re-read at most once per `REFRESH`.
 #[derive(Debug)]
-pub(crate) struct LocalAddrs {
+pub struct LocalAddrs {
     cache: Mutex<(Option<Instant>, HashSet<IpAddr>)>,
 }
 
 const REFRESH: Duration = Duration::from_secs(30);
 
 impl LocalAddrs {
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         LocalAddrs {
             cache: Mutex::new((None, HashSet::new())),
         }
     }
 
-    pub(crate) fn contains(&self, ip: IpAddr) -> bool {
+    pub fn contains(&self, ip: IpAddr) -> bool {
         let mut cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
         if cache.0.is_none_or(|at| at.elapsed() > REFRESH) {
             match read_interface_addrs() {
@@ -98,4 +100,65 @@ fn read_interface_addrs() -> nix::Result<HashSet<IpAddr>> {
         }
     }
     Ok(set)
+}
+
+impl Default for LocalAddrs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which addresses the gateway's own outbound connections may reach: public ones, and the
+/// non-public ones an operator allowed (`GIG_EGRESS_ALLOW_ADDRESSES`, a remote entry's
+/// `allowAddresses`). Decided on each resolved address, so a name cannot launder a forbidden one.
+#[derive(Debug, Default)]
+pub struct AddressPolicy {
+    allow: Vec<ipnet::IpNet>,
+    local: LocalAddrs,
+}
+
+impl AddressPolicy {
+    pub fn new(allow: Vec<ipnet::IpNet>) -> Self {
+        AddressPolicy {
+            allow,
+            local: LocalAddrs::new(),
+        }
+    }
+
+    /// Why `ip` may not be reached, or `None` when it may.
+    pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
+        if self.allow.iter().any(|net| net.contains(&ip)) {
+            return None;
+        }
+        if let Some(why) = non_public_reason(ip) {
+            return Some(why);
+        }
+        self.local
+            .contains(ip)
+            .then_some("address of the gateway's own host")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_public_or_allowed_addresses_pass() {
+        let policy = AddressPolicy::new(vec!["127.0.0.1/32".parse().unwrap()]);
+        assert_eq!(policy.refusal("127.0.0.1".parse().unwrap()), None);
+        for refused in [
+            "127.0.0.2",
+            "10.0.0.1",
+            "169.254.169.254",
+            "::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(
+                policy.refusal(refused.parse().unwrap()).is_some(),
+                "{refused}"
+            );
+        }
+        assert_eq!(policy.refusal("203.0.113.9".parse().unwrap()), None);
+    }
 }

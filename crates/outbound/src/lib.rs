@@ -1,0 +1,236 @@
+//! The gateway's own outbound HTTP: fetching an OAuth client's metadata document today, remote
+//! MCP servers next. Whoever names the URL (a client registering itself, a servers file) is not
+//! trusted to choose where the gateway connects, so:
+//!
+//! - every address a name resolves to is checked against the egress address policy
+//!   ([`gig_policy::address::AddressPolicy`]: no loopback, private, link-local or metadata
+//!   address, nor the host's own, unless allowed) and one refused answer refuses the name (mixed
+//!   answers are a DNS-rebinding trick); the connection goes to exactly the checked addresses;
+//! - an IP literal in the URL gets the same check (it never reaches the resolver);
+//! - https only, TLS verified against the system roots plus `GIG_EGRESS_EXTRA_ROOTS`;
+//! - redirects are never followed (a redirect could point anywhere the check did not see);
+//! - every fetch is bounded in time and in bytes.
+
+#![forbid(unsafe_code)]
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gig_policy::IpNet;
+use gig_policy::address::AddressPolicy;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OutboundError {
+    #[error("only https URLs are fetched")]
+    NotHttps,
+    #[error("{host} resolves to a {why}, which the gateway may not reach")]
+    Refused { host: String, why: &'static str },
+    #[error("{0} did not answer in time")]
+    Timeout(String),
+    #[error("the answer is larger than {0} bytes")]
+    TooLarge(usize),
+    #[error("the answer was HTTP {0}")]
+    Status(u16),
+    #[error("the answer is not a JSON document: {0}")]
+    NotJson(String),
+    #[error("cannot reach {host}: {reason}")]
+    Unreachable { host: String, reason: String },
+    #[error("extra roots {path}: {reason}")]
+    Roots { path: String, reason: String },
+    #[error("building the HTTP client: {0}")]
+    Client(String),
+}
+
+/// A JSON document fetched from outside, with how long its sender lets it be cached.
+#[derive(Debug)]
+pub struct FetchedJson {
+    pub value: serde_json::Value,
+    /// `Cache-Control: max-age`, when given (and no `no-store`/`no-cache`).
+    pub max_age: Option<Duration>,
+}
+
+/// An HTTP client for the gateway's own requests under the address policy.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    client: reqwest::Client,
+    policy: Arc<AddressPolicy>,
+}
+
+impl Outbound {
+    /// `allow`: the non-public addresses that may be reached (`GIG_EGRESS_ALLOW_ADDRESSES`);
+    /// `extra_roots`: a PEM bundle trusted besides the system's roots.
+    pub fn new(allow: Vec<IpNet>, extra_roots: Option<&Path>) -> Result<Self, OutboundError> {
+        let policy = Arc::new(AddressPolicy::new(allow));
+        let mut builder = reqwest::Client::builder()
+            .https_only(true)
+            .redirect(reqwest::redirect::Policy::none())
+            .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
+            .connect_timeout(Duration::from_secs(5))
+            .user_agent(concat!("gigmcp/", env!("CARGO_PKG_VERSION")));
+        for cert in rustls_native_certs::load_native_certs().certs {
+            if let Ok(cert) = reqwest::Certificate::from_der(&cert) {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(path) = extra_roots {
+            let roots_error = |reason: String| OutboundError::Roots {
+                path: path.display().to_string(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| roots_error(e.to_string()))?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem)
+                .map_err(|e| roots_error(e.to_string()))?;
+            if certs.is_empty() {
+                return Err(roots_error("no certificate in the file".into()));
+            }
+            for cert in certs {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder
+            .build()
+            .map_err(|e| OutboundError::Client(e.to_string()))?;
+        Ok(Outbound { client, policy })
+    }
+
+    /// GETs `url` as JSON: at most `max_bytes`, within `timeout` for the whole exchange.
+    pub async fn get_json(
+        &self,
+        url: &url::Url,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<FetchedJson, OutboundError> {
+        let host = self.check_url(url)?;
+        let exchange = async {
+            let mut response = self
+                .client
+                .get(url.clone())
+                .header(reqwest::header::ACCEPT, "application/json")
+                .send()
+                .await
+                .map_err(|e| send_error(&host, &e))?;
+            if !response.status().is_success() {
+                return Err(OutboundError::Status(response.status().as_u16()));
+            }
+            if response
+                .content_length()
+                .is_some_and(|n| n > max_bytes as u64)
+            {
+                return Err(OutboundError::TooLarge(max_bytes));
+            }
+            let max_age = max_age(response.headers());
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| send_error(&host, &e))? {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(OutboundError::TooLarge(max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            let value =
+                serde_json::from_slice(&body).map_err(|e| OutboundError::NotJson(e.to_string()))?;
+            Ok(FetchedJson { value, max_age })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| OutboundError::Timeout(host.clone()))?
+    }
+
+    /// https, and an IP literal host (which reqwest connects to without resolving) allowed.
+    fn check_url(&self, url: &url::Url) -> Result<String, OutboundError> {
+        if url.scheme() != "https" {
+            return Err(OutboundError::NotHttps);
+        }
+        let host = match url.host() {
+            Some(url::Host::Domain(d)) => return Ok(d.to_owned()),
+            Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),
+            Some(url::Host::Ipv6(ip)) => IpAddr::V6(ip),
+            None => return Err(OutboundError::NotHttps),
+        };
+        match self.policy.refusal(host) {
+            Some(why) => Err(OutboundError::Refused {
+                host: host.to_string(),
+                why,
+            }),
+            None => Ok(host.to_string()),
+        }
+    }
+}
+
+/// The reason the address check gave, when it is what stopped the request.
+fn send_error(host: &str, e: &reqwest::Error) -> OutboundError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(cause) = source {
+        if let Some(refused) = cause.downcast_ref::<RefusedAddress>() {
+            return OutboundError::Refused {
+                host: host.to_owned(),
+                why: refused.0,
+            };
+        }
+        source = cause.source();
+    }
+    if e.is_timeout() {
+        return OutboundError::Timeout(host.to_owned());
+    }
+    let mut reason = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        reason.push_str(": ");
+        reason.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    OutboundError::Unreachable {
+        host: host.to_owned(),
+        reason,
+    }
+}
+
+fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let value = headers.get(reqwest::header::CACHE_CONTROL)?.to_str().ok()?;
+    let mut max_age = None;
+    for directive in value.split(',').map(str::trim) {
+        let lower = directive.to_ascii_lowercase();
+        if lower == "no-store" || lower == "no-cache" {
+            return None;
+        }
+        if let Some(secs) = lower.strip_prefix("max-age=") {
+            max_age = secs.parse().ok().map(Duration::from_secs);
+        }
+    }
+    max_age
+}
+
+#[derive(Debug)]
+struct RefusedAddress(&'static str);
+
+impl std::fmt::Display for RefusedAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "resolves to a {}", self.0)
+    }
+}
+
+impl std::error::Error for RefusedAddress {}
+
+/// Resolves with the system resolver, then refuses the name if any answer is refused.
+struct PolicyResolver(Arc<AddressPolicy>);
+
+impl Resolve for PolicyResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let policy = self.0.clone();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> =
+                tokio::net::lookup_host((name.as_str(), 0)).await?.collect();
+            for addr in &addrs {
+                if let Some(why) = policy.refusal(addr.ip()) {
+                    return Err(Box::new(RefusedAddress(why)) as Box<_>);
+                }
+            }
+            Ok(Box::new(addrs.into_iter()) as Addrs)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;
