@@ -1,5 +1,6 @@
 //! Persistence for the Gig'MCP gateway: installed servers, vault ciphertext, users and their
-//! sessions, profiles, profile and API tokens, tool fingerprints, and the append-only audit log.
+//! sessions, profiles, profile and API tokens, OAuth clients, grants and tokens, tool
+//! fingerprints, and the append-only audit log.
 //!
 //! It owns the schema (versioned migrations embedded from `migrations/sqlite` and
 //! `migrations/postgres`, applied at [`Store::open`]) and nothing else: it never sees a plaintext
@@ -67,6 +68,7 @@ mod error;
 mod fingerprints;
 mod index_state;
 mod model;
+mod oauth;
 mod open;
 mod profiles;
 mod servers;
@@ -86,6 +88,9 @@ pub use model::{
     CredentialScope, FingerprintCheck, LoginSession, NewApiToken, NewProfileToken, NewServer,
     NewSession, NewUser, Profile, ProfileToken, SealedCredential, ServerRecord, ServerState,
     ToolFingerprint, User, VaultMeta,
+};
+pub use oauth::{
+    NewOAuthGrant, NewOAuthToken, OAuthClient, OAuthGrant, OAuthToken, OAuthTokenKind, Spent,
 };
 pub use open::{OpenOptions, redact_url};
 

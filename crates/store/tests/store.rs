@@ -19,6 +19,9 @@ use time::{Duration, OffsetDateTime};
 
 use harness::TestDb;
 
+#[path = "store_cases/oauth.rs"]
+mod oauth_cases;
+
 mod harness {
     use std::collections::{BTreeMap, BTreeSet};
     use std::future::Future;
@@ -402,6 +405,7 @@ both_backends!(
     audit_filters_and_paging,
     newer_schema_is_refused,
     concurrent_writers_lose_nothing,
+    oauth_grants_codes_and_tokens,
 );
 
 fn user(subject: &str) -> NewUser<'_> {
@@ -447,6 +451,8 @@ fn sealed<'a>(
 
 mod cases {
     use super::*;
+
+    pub use crate::oauth_cases::oauth_grants_codes_and_tokens;
 
     pub async fn servers_round_trip(db: Arc<TestDb>) {
         let s = &db.store;

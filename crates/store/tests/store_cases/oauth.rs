@@ -1,0 +1,206 @@
+//! OAuth clients, grants, codes and tokens: spending is once only, a replay revokes the grant,
+//! revocation and cascades leave nothing usable behind.
+
+use std::sync::Arc;
+
+use gig_store::{NewOAuthGrant, NewOAuthToken, NewUser, OAuthTokenKind, Spent};
+use serde_json::json;
+use time::{Duration, OffsetDateTime};
+
+use crate::harness::TestDb;
+
+fn token(token_hash: &str, expires_in: Duration) -> NewOAuthToken<'_> {
+    NewOAuthToken {
+        token_hash,
+        expires_at: OffsetDateTime::now_utc() + expires_in,
+    }
+}
+
+pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
+    let s = &db.store;
+    let new_user = |subject| NewUser {
+        subject,
+        email: None,
+        display_name: None,
+    };
+    let ann = s.create_user(&new_user("ann")).await.unwrap();
+    let bob = s.create_user(&new_user("bob")).await.unwrap();
+    let work = s.create_profile(ann.id, "work", &json!({})).await.unwrap();
+
+    // Clients: registered once, counted, forgotten when old and never granted.
+    s.create_oauth_client("c-1", None, &json!({"client_name": "one"}))
+        .await
+        .unwrap();
+    s.create_oauth_client("c-unused", Some("hash"), &json!({}))
+        .await
+        .unwrap();
+    assert!(
+        s.create_oauth_client("c-1", None, &json!({}))
+            .await
+            .is_err()
+    );
+    let c1 = s.get_oauth_client("c-1").await.unwrap().unwrap();
+    assert_eq!(
+        (c1.secret_hash, c1.metadata),
+        (None, json!({"client_name": "one"}))
+    );
+    assert_eq!(s.count_oauth_clients().await.unwrap(), 2);
+
+    let grant = |client_id| NewOAuthGrant {
+        user_id: ann.id,
+        profile_id: work.id,
+        client_id,
+        client_name: "one",
+        resource: "http://gw/mcp",
+        scope: "mcp",
+    };
+    let minute = Duration::minutes(1);
+
+    // A code is spent once; a second presentation revokes the grant and all under it.
+    let g1 = s
+        .create_oauth_grant(&grant("c-1"), &token("code-1", minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    let Spent::Fresh(code, spent_grant) = s
+        .spend_oauth_token("code-1", OAuthTokenKind::Code)
+        .await
+        .unwrap()
+    else {
+        panic!("a fresh code is spendable");
+    };
+    assert_eq!(spent_grant, g1);
+    assert_eq!(
+        (code.code_challenge.as_deref(), code.redirect_uri.as_deref()),
+        (Some("chal"), Some("http://cb"))
+    );
+    assert!(
+        s.issue_oauth_tokens(g1.id, &token("acc-1", minute), &token("ref-1", minute))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.get_oauth_access("acc-1").await.unwrap(), Some(g1.clone()));
+    assert_eq!(
+        s.spend_oauth_token("code-1", OAuthTokenKind::Code)
+            .await
+            .unwrap(),
+        Spent::Replayed { grant_id: g1.id }
+    );
+    assert_eq!(s.get_oauth_access("acc-1").await.unwrap(), None);
+    assert_eq!(
+        s.spend_oauth_token("ref-1", OAuthTokenKind::Refresh)
+            .await
+            .unwrap(),
+        Spent::Invalid
+    );
+    assert!(
+        !s.issue_oauth_tokens(g1.id, &token("acc-x", minute), &token("ref-x", minute))
+            .await
+            .unwrap(),
+        "nothing is issued under a revoked grant"
+    );
+    assert_eq!(s.get_oauth_access("acc-x").await.unwrap(), None);
+
+    // Refresh rotation: the old refresh token is spent, and its replay revokes the grant.
+    let g2 = s
+        .create_oauth_grant(&grant("c-1"), &token("code-2", minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    assert!(matches!(
+        s.spend_oauth_token("code-2", OAuthTokenKind::Code).await.unwrap(),
+        Spent::Fresh(..)
+    ));
+    s.issue_oauth_tokens(g2.id, &token("acc-2", minute), &token("ref-2", minute))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.spend_oauth_token("acc-2", OAuthTokenKind::Refresh)
+            .await
+            .unwrap(),
+        Spent::Invalid,
+        "an access token is not a refresh token"
+    );
+    assert!(matches!(
+        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh).await.unwrap(),
+        Spent::Fresh(..)
+    ));
+    s.issue_oauth_tokens(g2.id, &token("acc-3", minute), &token("ref-3", minute))
+        .await
+        .unwrap();
+    assert!(s.get_oauth_access("acc-3").await.unwrap().is_some());
+    let (found, client) = s.find_oauth_token("ref-3").await.unwrap().unwrap();
+    assert_eq!((found.kind, client.as_str()), (OAuthTokenKind::Refresh, "c-1"));
+    assert_eq!(
+        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh)
+            .await
+            .unwrap(),
+        Spent::Replayed { grant_id: g2.id }
+    );
+    assert_eq!(s.get_oauth_access("acc-3").await.unwrap(), None);
+    assert_eq!(s.find_oauth_token("ref-3").await.unwrap(), None);
+
+    // Expired codes and tokens are refused, and purged.
+    let g3 = s
+        .create_oauth_grant(&grant("c-1"), &token("code-3", -minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    assert_eq!(
+        s.spend_oauth_token("code-3", OAuthTokenKind::Code)
+            .await
+            .unwrap(),
+        Spent::Invalid
+    );
+    s.issue_oauth_tokens(g3.id, &token("acc-old", -minute), &token("ref-4", minute))
+        .await
+        .unwrap();
+    assert_eq!(s.get_oauth_access("acc-old").await.unwrap(), None);
+    assert_eq!(
+        s.delete_expired_oauth_tokens(OffsetDateTime::now_utc())
+            .await
+            .unwrap(),
+        2
+    );
+
+    // Only the owner (or an unrestricted caller) revokes; the grant list shows live ones.
+    assert_eq!(
+        s.list_oauth_grants(ann.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.id)
+            .collect::<Vec<_>>(),
+        [g3.id]
+    );
+    assert!(!s.revoke_oauth_grant(g3.id, Some(bob.id)).await.unwrap());
+    assert!(s.get_oauth_access("ref-4").await.unwrap().is_none());
+    assert!(s.find_oauth_token("ref-4").await.unwrap().is_some());
+    assert!(s.revoke_oauth_grant(g3.id, Some(ann.id)).await.unwrap());
+    assert!(!s.revoke_oauth_grant(g3.id, None).await.unwrap());
+    assert_eq!(s.find_oauth_token("ref-4").await.unwrap(), None);
+    assert!(s.list_oauth_grants(ann.id).await.unwrap().is_empty());
+
+    // Deleting the profile deletes its grants and their tokens.
+    let g4 = s
+        .create_oauth_grant(&grant("c-1"), &token("code-4", minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    let home = s.create_profile(ann.id, "home", &json!({})).await.unwrap();
+    let kept = NewOAuthGrant {
+        profile_id: home.id,
+        ..grant("c-1")
+    };
+    s.create_oauth_grant(&kept, &token("code-5", minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    s.delete_profile(work.id).await.unwrap();
+    assert_eq!(s.get_oauth_grant(g4.id).await.unwrap(), None);
+    assert_eq!(s.find_oauth_token("code-4").await.unwrap(), None);
+
+    // The granted client is kept; the unused one goes.
+    assert_eq!(
+        s.delete_unused_oauth_clients(OffsetDateTime::now_utc() + minute)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(s.get_oauth_client("c-unused").await.unwrap().is_none());
+}
