@@ -23,6 +23,7 @@ impl StoreCallAudit {
                     "tool": call.tool,
                     "profile": call.profile_id,
                     "user": call.user_id,
+                    "client": call.client,
                     "durationMs": call.duration.as_secs_f64() * 1000.0,
                 });
                 let target = format!("{}/{}", call.backend, call.backend_tool);

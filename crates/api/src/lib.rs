@@ -16,14 +16,16 @@ pub mod call_audit;
 pub mod error;
 mod extract;
 mod installs;
+pub mod mcp_tokens;
+pub mod oauth;
 pub mod oidc;
 pub mod openapi;
 pub mod operations;
-pub mod profile_tokens;
 mod profiles;
 pub mod rbac;
 mod routes;
 pub mod schema;
+mod sealed;
 mod servers;
 pub mod session;
 mod signin;
@@ -43,8 +45,11 @@ pub use oidc::{Oidc, OidcError};
 pub struct ApiState {
     pub store: Store,
     pub oidc: Oidc,
-    /// Resolves profile tokens on `/mcp` (cached; revocations seen within a second).
-    pub profile_tokens: Arc<profile_tokens::ProfileTokens>,
+    /// Resolves profile tokens and OAuth access tokens on `/mcp` (cached; revocations seen
+    /// within 1.5 s).
+    pub mcp_tokens: Arc<mcp_tokens::McpTokens>,
+    /// The OAuth authorization server for `/mcp`.
+    pub oauth: oauth::AuthServer,
     /// Records every `tools/call` into the audit log.
     pub call_audit: Arc<call_audit::StoreCallAudit>,
     /// The running gateway's servers, index, installs and vault.
@@ -57,18 +62,25 @@ pub struct ApiState {
 }
 
 impl ApiState {
-    /// Starts the call-audit writer: call from within the runtime.
+    /// Starts the call-audit writer: call from within the runtime. `outbound` carries the
+    /// gateway's own requests (clients' metadata documents).
     pub fn new(
         config: &GatewayConfig,
         store: Store,
         oidc: Oidc,
         operations: Arc<dyn operations::Operations>,
+        outbound: gig_outbound::Outbound,
     ) -> Self {
-        tokio::spawn(purge_expired_sessions(store.clone()));
+        tokio::spawn(purge_expired(store.clone()));
+        let oauth = oauth::AuthServer::new(config, outbound);
         ApiState {
             operations,
             installs: installs::Installs::default(),
-            profile_tokens: Arc::new(profile_tokens::ProfileTokens::new(store.clone())),
+            mcp_tokens: Arc::new(mcp_tokens::McpTokens::new(
+                store.clone(),
+                oauth.resource().to_owned(),
+            )),
+            oauth,
             call_audit: Arc::new(call_audit::StoreCallAudit::start(store.clone())),
             store,
             oidc,
@@ -78,9 +90,12 @@ impl ApiState {
     }
 }
 
-/// The `/api` router with the control plane on.
+/// The `/api` router with the control plane on, and beside it the OAuth authorization server
+/// for `/mcp` (`/.well-known/…`, `/oauth/…`).
 pub fn router(state: Arc<ApiState>) -> Router {
-    routes::routes().into_router(state)
+    routes::routes()
+        .into_router(state.clone())
+        .merge(oauth::router(state))
 }
 
 /// Every `/api` path answers 503 with how to turn the control plane on.
@@ -99,14 +114,22 @@ pub fn route_table() -> Vec<(http::Method, &'static str, rbac::Access)> {
     routes::routes().table()
 }
 
-/// Deletes expired sessions now and then, so the table holds live ones only.
-async fn purge_expired_sessions(store: Store) {
+/// Deletes expired sessions, OAuth codes and tokens, and registered clients nobody granted
+/// within a day, now and then, so those tables hold live rows only.
+async fn purge_expired(store: Store) {
     let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         every.tick().await;
         let now = time::OffsetDateTime::now_utc();
         if let Err(e) = store.delete_expired_sessions(now).await {
             tracing::warn!(error = %e, "cannot purge expired sessions");
+        }
+        if let Err(e) = store.delete_expired_oauth_tokens(now).await {
+            tracing::warn!(error = %e, "cannot purge expired OAuth tokens");
+        }
+        let day_ago = now - time::Duration::days(1);
+        if let Err(e) = store.delete_unused_oauth_clients(day_ago).await {
+            tracing::warn!(error = %e, "cannot purge unused OAuth clients");
         }
     }
 }

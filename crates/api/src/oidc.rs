@@ -117,6 +117,8 @@ pub struct SignedIn {
     pub name: Option<String>,
     pub groups: Vec<String>,
     pub role: Role,
+    /// Where the browser asked to go once signed in.
+    pub return_to: Option<String>,
 }
 
 /// What the login cookie carries, sealed.
@@ -127,6 +129,9 @@ struct Pending {
     nonce: String,
     /// Unix seconds after which the sign-in is refused.
     expires: u64,
+    /// Where the browser goes once signed in (a path on this gateway, checked by the caller).
+    #[serde(default)]
+    return_to: Option<String>,
 }
 
 /// The relying party: one per gateway, created at start from the provider's discovery document.
@@ -135,8 +140,8 @@ pub struct Oidc {
     http: reqwest::Client,
     config: OidcConfig,
     end_session: Option<String>,
-    /// Seals pending sign-ins into their cookie; never leaves memory.
-    sealer: chacha20poly1305::XChaCha20Poly1305,
+    /// Seals pending sign-ins into their cookie.
+    sealer: crate::sealed::Sealer,
 }
 
 impl std::fmt::Debug for Oidc {
@@ -189,9 +194,7 @@ impl Oidc {
             http,
             config: config.clone(),
             end_session,
-            sealer: <chacha20poly1305::XChaCha20Poly1305 as chacha20poly1305::KeyInit>::new(
-                &rand::random::<[u8; 32]>().into(),
-            ),
+            sealer: crate::sealed::Sealer::new(),
         })
     }
 
@@ -201,8 +204,8 @@ impl Oidc {
     }
 
     /// Starts a sign-in: the provider URL to send the browser to, and the sealed value for its
-    /// login cookie.
-    pub fn begin(&self) -> (String, String) {
+    /// login cookie, which also carries where to go once signed in.
+    pub fn begin(&self, return_to: Option<String>) -> (String, String) {
         let (challenge, verifier) = PkceCodeChallenge::new_random_sha256();
         let mut request = self.client.authorize_url(
             CoreAuthenticationFlow::AuthorizationCode,
@@ -218,35 +221,9 @@ impl Oidc {
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
             expires: unix_now() + PENDING_TTL.as_secs(),
+            return_to,
         };
-        (url.to_string(), self.seal(&pending))
-    }
-
-    fn seal(&self, pending: &Pending) -> String {
-        use chacha20poly1305::aead::Aead;
-        let nonce: [u8; 24] = rand::random();
-        let plain = serde_json::to_vec(pending).unwrap_or_default();
-        let sealed = self
-            .sealer
-            .encrypt(&nonce.into(), plain.as_slice())
-            .unwrap_or_default();
-        format!("{}{}", hex::encode(nonce), hex::encode(sealed))
-    }
-
-    fn open(&self, cookie: &str) -> Option<Pending> {
-        use chacha20poly1305::aead::Aead;
-        // Bounded before decoding: the cookie is the browser's to send.
-        if cookie.len() > 4096 {
-            return None;
-        }
-        let bytes = hex::decode(cookie).ok()?;
-        if bytes.len() < 24 {
-            return None;
-        }
-        let (nonce, sealed) = bytes.split_at(24);
-        let nonce: [u8; 24] = nonce.try_into().ok()?;
-        let plain = self.sealer.decrypt(&nonce.into(), sealed).ok()?;
-        serde_json::from_slice(&plain).ok()
+        (url.to_string(), self.sealer.seal(&pending))
     }
 
     /// Finishes a sign-in: the login cookie must open under this process's key, be unexpired
@@ -261,7 +238,8 @@ impl Oidc {
         iss: Option<&str>,
     ) -> Result<SignedIn, OidcError> {
         let pending = self
-            .open(login_cookie)
+            .sealer
+            .open::<Pending>(login_cookie, 4096)
             .filter(|p| p.expires >= unix_now())
             .ok_or(OidcError::UnknownState)?;
         if !bool::from(subtle::ConstantTimeEq::ct_eq(
@@ -307,6 +285,7 @@ impl Oidc {
                 .map(|n| n.as_str().to_owned()),
             role: self.config.role_for(&groups),
             groups,
+            return_to: pending.return_to,
         })
     }
 }

@@ -9,7 +9,9 @@ use utoipa::openapi::extensions::ExtensionsBuilder;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 
 use crate::rbac::Access;
-use crate::{api_tokens, approvals, audit_log, installs, profiles, schema, servers, signin, users};
+use crate::{
+    api_tokens, approvals, audit_log, installs, oauth, profiles, schema, servers, signin, users,
+};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -28,6 +30,7 @@ use crate::{api_tokens, approvals, audit_log, installs, profiles, schema, server
         audit_log::list, audit_log::export,
         profiles::list, profiles::create, profiles::get_one, profiles::update, profiles::delete,
         profiles::create_token, profiles::list_tokens, profiles::revoke_token,
+        oauth::grants::list, oauth::grants::revoke,
         document,
     ),
     components(schemas(schema::ErrorBody)),
@@ -36,6 +39,7 @@ use crate::{api_tokens, approvals, audit_log, installs, profiles, schema, server
         (name = "users", description = "Users, roles, impersonation"),
         (name = "tokens", description = "API tokens for automation"),
         (name = "profiles", description = "Profiles of tools and their tokens for /mcp"),
+        (name = "oauth", description = "Clients signed in to /mcp with OAuth, by user consent"),
         (name = "servers", description = "Servers, the signed index, installs"),
         (name = "credentials", description = "Servers' credentials (values never returned)"),
         (name = "audit", description = "The audit log"),

@@ -18,7 +18,7 @@ use crate::ApiState;
 use crate::api_tokens::{by_id, lifetime, token_id, valid_name};
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::profile_tokens::new_token;
+use crate::mcp_tokens::new_token;
 use crate::routes::{audit, body};
 use crate::schema::{self, ErrorBody, TokenCreated, TokenInfo, Tokens};
 use crate::session::{Caller, token_hash};

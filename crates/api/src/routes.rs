@@ -93,6 +93,18 @@ pub(crate) fn routes() -> Routes {
             delete(users::stop_impersonation),
         )
         .add(M::GET, "/api/tokens", SignedIn, get(api_tokens::list))
+        .add(
+            M::GET,
+            "/api/oauth/grants",
+            SignedIn,
+            get(crate::oauth::grants::list),
+        )
+        .add(
+            M::DELETE,
+            "/api/oauth/grants/{id}",
+            SignedIn,
+            delete(crate::oauth::grants::revoke),
+        )
         .add(M::POST, "/api/tokens", SignedIn, post(api_tokens::create))
         .add(
             M::DELETE,

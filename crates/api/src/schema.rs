@@ -101,6 +101,25 @@ pub struct Tokens {
     pub tokens: Vec<TokenInfo>,
 }
 
+/// A client a user let act for them on `/mcp`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthGrantInfo {
+    pub id: i64,
+    /// A metadata-document URL, or the id of a registered client.
+    pub client_id: String,
+    /// As shown at consent (a registered client's own claim).
+    pub client_name: String,
+    pub profile_id: i64,
+    pub scope: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OAuthGrants {
+    pub grants: Vec<OAuthGrantInfo>,
+}
+
 /// A new token: the only response that ever carries its value.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TokenCreated {

@@ -20,11 +20,23 @@ use crate::session::{
     token_hash, user_label,
 };
 
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct LoginParams {
+    /// A path on this gateway to return to once signed in (e.g. an OAuth authorization
+    /// request); anything but a local path is ignored.
+    return_to: Option<String>,
+}
+
 /// Starts a sign-in: a redirect to the identity provider.
-#[utoipa::path(get, path = "/api/auth/login", tag = "session",
-    responses((status = 302, description = "To the identity provider")))]
-pub(crate) async fn login(State(state): State<Arc<ApiState>>) -> Response {
-    let (url, sealed) = state.oidc.begin();
+#[utoipa::path(get, path = "/api/auth/login", tag = "session", params(LoginParams),
+    responses((status = 302, description = "To the identity provider"), (status = 400, description = "Invalid request", body = ErrorBody)))]
+pub(crate) async fn login(
+    State(state): State<Arc<ApiState>>,
+    ApiQuery(params): ApiQuery<LoginParams>,
+) -> Response {
+    let return_to = params.return_to.filter(|path| local_path(path));
+    let (url, sealed) = state.oidc.begin(return_to);
     redirect(
         &url,
         &[set_cookie(&state, LOGIN_COOKIE, &sealed, "/api/auth", 600)],
@@ -103,7 +115,7 @@ pub(crate) async fn callback(
     )
     .await?;
     Ok(redirect(
-        "/",
+        signed_in.return_to.as_deref().unwrap_or("/"),
         &[
             set_cookie(
                 &state,
@@ -115,6 +127,17 @@ pub(crate) async fn callback(
             set_cookie(&state, LOGIN_COOKIE, "", "/api/auth", 0),
         ],
     ))
+}
+
+/// Whether `path` is a path on this gateway and nothing else: one leading `/` (never `//`
+/// or `/\`, which browsers read as another host), visible ASCII only, bounded (it rides in the
+/// login cookie).
+pub(crate) fn local_path(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.first() == Some(&b'/')
+        && !matches!(bytes.get(1), Some(b'/' | b'\\'))
+        && path.len() <= 1500
+        && bytes.iter().all(|b| b.is_ascii_graphic())
 }
 
 /// Ends the session (and names the identity provider's logout page).

@@ -54,6 +54,10 @@ pub struct OidcConfig {
     /// IdP group → role; a user in several mapped groups gets the highest of their roles.
     pub role_map: BTreeMap<String, Role>,
     pub discovery_timeout: Duration,
+    /// Lifetime of an access token the gateway issues to an MCP client (OAuth on `/mcp`).
+    pub oauth_access_ttl: Duration,
+    /// Lifetime of a refresh token; each use replaces it with a fresh one.
+    pub oauth_refresh_ttl: Duration,
 }
 
 impl OidcConfig {
@@ -93,20 +97,15 @@ impl OidcConfig {
             .filter(|v| !v.is_empty())
             .unwrap_or_else(|| "groups".into());
         let role_map = parse_role_map(&env.var("GIG_OIDC_ROLE_MAP").unwrap_or_default())?;
-        let timeout_raw = env
-            .var("GIG_OIDC_DISCOVERY_TIMEOUT_SECS")
-            .unwrap_or_else(|| "10".into());
-        let secs: u64 = timeout_raw
-            .parse()
-            .ok()
-            .filter(|s| (1..=300).contains(s))
-            .ok_or_else(|| {
-                invalid(
-                    "GIG_OIDC_DISCOVERY_TIMEOUT_SECS",
-                    &timeout_raw,
-                    "whole seconds, 1 to 300",
-                )
-            })?;
+        let discovery_timeout = bounded_secs(env, "GIG_OIDC_DISCOVERY_TIMEOUT_SECS", 10, 1..=300)?;
+        let oauth_access_ttl =
+            bounded_secs(env, "GIG_OAUTH_ACCESS_TOKEN_TTL_SECS", 3600, 1..=86_400)?;
+        let oauth_refresh_ttl = bounded_secs(
+            env,
+            "GIG_OAUTH_REFRESH_TOKEN_TTL_SECS",
+            30 * 86_400,
+            60..=365 * 86_400,
+        )?;
         Ok(Some(OidcConfig {
             issuer,
             client_id,
@@ -115,7 +114,9 @@ impl OidcConfig {
             scopes,
             groups_claim,
             role_map,
-            discovery_timeout: Duration::from_secs(secs),
+            discovery_timeout,
+            oauth_access_ttl,
+            oauth_refresh_ttl,
         }))
     }
 
@@ -127,6 +128,29 @@ impl OidcConfig {
             .max()
             .unwrap_or(Role::Member)
     }
+}
+
+/// Whole seconds within `range`, `default` when unset.
+fn bounded_secs(
+    env: &dyn Env,
+    name: &'static str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<Duration, ConfigError> {
+    let Some(raw) = env.var(name).filter(|v| !v.is_empty()) else {
+        return Ok(Duration::from_secs(default));
+    };
+    raw.parse()
+        .ok()
+        .filter(|s| range.contains(s))
+        .map(Duration::from_secs)
+        .ok_or_else(|| {
+            invalid(
+                name,
+                &raw,
+                format!("whole seconds, {} to {}", range.start(), range.end()),
+            )
+        })
 }
 
 fn http_url(name: &'static str, raw: &str) -> Result<url::Url, ConfigError> {

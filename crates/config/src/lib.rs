@@ -223,7 +223,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_EGRESS_EXTRA_ROOTS",
         default: "(none)",
-        meaning: "PEM file of extra CA certificates the proxy trusts for upstream TLS, besides the public roots.",
+        meaning: "PEM file of extra CA certificates trusted for upstream TLS besides the public roots: by the egress proxy, and by the gateway's own requests (OAuth client metadata documents).",
     },
     VarDoc {
         name: "GIG_EGRESS_HOSTS",
@@ -233,7 +233,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_EGRESS_ALLOW_ADDRESSES",
         default: "(none)",
-        meaning: "Comma-separated IPs/CIDRs every sandboxed server may reach although they are not public (internal services). Loopback, private and link-local destinations are refused otherwise.",
+        meaning: "Comma-separated IPs/CIDRs every sandboxed server, and the gateway's own requests (OAuth client metadata documents), may reach although they are not public (internal services). Loopback, private and link-local destinations are refused otherwise.",
     },
     VarDoc {
         name: "GIG_OIDC_ISSUER",
@@ -274,6 +274,16 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "GIG_OIDC_DISCOVERY_TIMEOUT_SECS",
         default: "10",
         meaning: "How long the gateway waits for the issuer's discovery document at start before it stops with an error.",
+    },
+    VarDoc {
+        name: "GIG_OAUTH_ACCESS_TOKEN_TTL_SECS",
+        default: "3600",
+        meaning: "Lifetime of the access tokens the gateway issues to MCP clients that sign in with OAuth (1 to 86400).",
+    },
+    VarDoc {
+        name: "GIG_OAUTH_REFRESH_TOKEN_TTL_SECS",
+        default: "2592000",
+        meaning: "Lifetime of a refresh token (60 s to 365 days); every use replaces it, and presenting a used one again revokes the client's grant.",
     },
 ];
 /// Reads `name` as a master key: exactly 64 hex characters. The value never appears in an error.

@@ -16,6 +16,8 @@ pub struct CallRecord {
     pub principal: String,
     pub user_id: Option<i64>,
     pub profile_id: Option<i64>,
+    /// The OAuth client acting for the user, when there is one.
+    pub client: Option<String>,
     /// The name the caller used.
     pub tool: String,
     pub backend: String,
@@ -33,12 +35,13 @@ impl CallRecord {
         answer: &Result<ServerResult, ErrorData>,
         duration: Duration,
     ) -> Self {
-        let (principal, user_id, profile_id) = match caller {
-            Principal::Operator => ("operator".to_owned(), None, None),
+        let (principal, user_id, profile_id, client) = match caller {
+            Principal::Operator => ("operator".to_owned(), None, None, None),
             Principal::Profile(view) => (
                 view.label.clone(),
                 Some(view.user_id),
                 Some(view.profile_id),
+                view.client.as_ref().map(|c| c.client_id.clone()),
             ),
         };
         let outcome = match answer {
@@ -50,6 +53,7 @@ impl CallRecord {
             principal,
             user_id,
             profile_id,
+            client,
             tool,
             backend: origin.backend.clone(),
             backend_tool: origin.item.clone(),

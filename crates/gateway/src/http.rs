@@ -20,7 +20,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::StreamExt;
-use gig_auth::StaticBearer;
+use gig_auth::{Rejection, StaticBearer};
 use gig_config::GatewayConfig;
 use http::{HeaderValue, Method, StatusCode, header};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -35,18 +35,52 @@ use crate::profile::Principal;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
-/// Resolves a bearer token that is not the static one (a profile token) to its principal;
-/// `None` refuses it. Called on every such request: implementations cache (and must still see
-/// a revocation within seconds).
+/// Resolves a bearer token that is not the static one (a profile token, an OAuth access
+/// token) to its principal. Called on every such request: implementations cache (and must
+/// still see a revocation within seconds).
 pub trait PrincipalResolver: Send + Sync + std::fmt::Debug {
-    fn resolve<'a>(&'a self, token: &'a str) -> futures::future::BoxFuture<'a, Option<Principal>>;
+    fn resolve<'a>(
+        &'a self,
+        token: &'a str,
+    ) -> futures::future::BoxFuture<'a, Result<Principal, TokenRefusal>>;
 }
 
-/// What `/mcp` needs beyond the hub: other principals than the operator, and the call audit.
+/// Why a bearer token other than the static one was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenRefusal {
+    /// Unknown, expired, revoked, for another audience: 401.
+    Invalid,
+    /// Valid, but not granted the scope `/mcp` needs: 403 `insufficient_scope` (RFC 6750 §3.1).
+    InsufficientScope,
+}
+
+/// What `/mcp` needs beyond the hub: other principals than the operator, the call audit, and
+/// where a client learns to sign in.
 #[derive(Debug, Clone, Default)]
 pub struct McpExtras {
     pub resolver: Option<Arc<dyn PrincipalResolver>>,
     pub recorder: Option<Arc<dyn CallRecorder>>,
+    pub oauth: Option<OAuthChallenge>,
+}
+
+/// With OAuth on, every refusal names the protected-resource metadata (RFC 9728 §5.1) and the
+/// scope `/mcp` needs, so a client can discover the authorization server from a 401.
+#[derive(Debug, Clone)]
+pub struct OAuthChallenge {
+    pub resource_metadata: String,
+    pub scope: String,
+}
+
+impl OAuthChallenge {
+    /// A `WWW-Authenticate` value; `error` as in RFC 6750 §3.1.
+    fn header(&self, error: Option<&str>) -> Option<HeaderValue> {
+        let error = error.map_or(String::new(), |e| format!(", error=\"{e}\""));
+        HeaderValue::from_str(&format!(
+            "Bearer realm=\"gigmcp\"{error}, resource_metadata=\"{}\", scope=\"{}\"",
+            self.resource_metadata, self.scope
+        ))
+        .ok()
+    }
 }
 
 /// State shared by the middleware and the health endpoints.
@@ -55,6 +89,7 @@ pub struct HttpState {
     pub hub: Arc<Hub>,
     pub auth: StaticBearer,
     pub resolver: Option<Arc<dyn PrincipalResolver>>,
+    oauth: Option<OAuthChallenge>,
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
@@ -95,11 +130,16 @@ impl Drop for SlotGuard {
     }
 }
 
-/// The principal a session belongs to; another principal presenting its id gets 404.
+/// The principal a session belongs to; another principal presenting its id gets 404 (another
+/// OAuth grant over the same profile is another principal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Owner {
     Operator,
-    Profile { profile_id: i64, user_id: i64 },
+    Profile {
+        profile_id: i64,
+        user_id: i64,
+        grant_id: Option<i64>,
+    },
 }
 
 impl Owner {
@@ -109,6 +149,7 @@ impl Owner {
             Principal::Profile(view) => Some(Owner::Profile {
                 profile_id: view.profile_id,
                 user_id: view.user_id,
+                grant_id: view.client.as_ref().map(|c| c.grant_id),
             }),
         }
     }
@@ -194,6 +235,7 @@ pub fn router(
         hub,
         auth: StaticBearer::new(&config.bearer_token),
         resolver: extras.resolver.clone(),
+        oauth: extras.oauth.clone(),
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
@@ -244,7 +286,7 @@ async fn refuse_when_draining(
 }
 
 /// The static token is the operator; any other bearer token goes to the resolver (profile
-/// tokens). Cookies are never read here.
+/// tokens, OAuth access tokens). Cookies are never read here.
 async fn authenticate(
     State(state): State<Arc<HttpState>>,
     mut request: Request,
@@ -253,48 +295,82 @@ async fn authenticate(
     let principal = match state.auth.check(request.headers()) {
         Ok(()) => Ok(Principal::Operator),
         Err(rejection) => match (&state.resolver, bearer(request.headers())) {
-            (Some(resolver), Some(token)) => resolver.resolve(token).await.ok_or(rejection),
-            _ => Err(rejection),
+            (Some(resolver), Some(token)) => resolver.resolve(token).await.map_err(Refused::Token),
+            _ if rejection == Rejection::Missing => Err(Refused::Missing),
+            _ => Err(Refused::Token(TokenRefusal::Invalid)),
         },
     };
     let request_id = request_id(request.headers());
-    match principal {
-        Ok(principal) => {
-            let label = match &principal {
-                Principal::Operator => "operator".to_owned(),
-                Principal::Profile(view) => format!("{} profile:{}", view.label, view.profile_id),
-            };
-            request.extensions_mut().insert(principal);
-            // Everything logged while this request is handled names it and its caller.
-            let span =
-                tracing::info_span!("mcp_request", request_id = %request_id, principal = %label);
-            let method = request.method().clone();
-            let mut response = tracing::Instrument::instrument(
-                async move {
-                    tracing::debug!(%method, "mcp request");
-                    next.run(request).await
-                },
-                span,
-            )
-            .await;
-            if let Ok(value) = HeaderValue::from_str(&request_id) {
-                response.headers_mut().insert(REQUEST_ID_HEADER, value);
-            }
-            response
+    let principal = match principal {
+        Ok(principal) => principal,
+        Err(refused) => {
+            tracing::debug!(%request_id, ?refused, "mcp request refused");
+            return refused.response(state.oauth.as_ref());
         }
-        Err(rejection) => {
-            tracing::debug!(%request_id, "mcp request refused: no valid bearer token");
-            let mut response = (
+    };
+    let label = match &principal {
+        Principal::Operator => "operator".to_owned(),
+        Principal::Profile(view) => format!("{} profile:{}", view.label, view.profile_id),
+    };
+    request.extensions_mut().insert(principal);
+    // Everything logged while this request is handled names it and its caller.
+    let span = tracing::info_span!("mcp_request", request_id = %request_id, principal = %label);
+    let method = request.method().clone();
+    let mut response = tracing::Instrument::instrument(
+        async move {
+            tracing::debug!(%method, "mcp request");
+            next.run(request).await
+        },
+        span,
+    )
+    .await;
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Why `/mcp` refused a request before anything else ran.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refused {
+    /// No bearer token at all.
+    Missing,
+    Token(TokenRefusal),
+}
+
+impl Refused {
+    fn response(self, oauth: Option<&OAuthChallenge>) -> Response {
+        let (status, body, error) = match self {
+            Refused::Missing => (
                 StatusCode::UNAUTHORIZED,
                 "missing or invalid bearer token\n",
-            )
-                .into_response();
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(rejection.challenge()),
-            );
+                None,
+            ),
+            Refused::Token(TokenRefusal::Invalid) => (
+                StatusCode::UNAUTHORIZED,
+                "missing or invalid bearer token\n",
+                Some("invalid_token"),
+            ),
+            Refused::Token(TokenRefusal::InsufficientScope) => (
+                StatusCode::FORBIDDEN,
+                "the token was not granted the scope /mcp needs\n",
+                Some("insufficient_scope"),
+            ),
+        };
+        let challenge = match oauth {
+            Some(oauth) => oauth.header(error),
+            None => Some(HeaderValue::from_static(match error {
+                None => Rejection::Missing.challenge(),
+                Some(_) => Rejection::Invalid.challenge(),
+            })),
+        };
+        let mut response = (status, body).into_response();
+        if let Some(challenge) = challenge {
             response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, challenge);
         }
+        response
     }
 }
 

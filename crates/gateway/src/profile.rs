@@ -32,7 +32,16 @@ pub struct ProfileView {
     pub user_id: i64,
     /// Names the profile in audit records.
     pub label: String,
+    /// The OAuth client acting through this profile, when the caller signed in with OAuth.
+    pub client: Option<OAuthClientRef>,
     filter: ProfileFilter,
+}
+
+/// The OAuth grant behind a caller: which client, under which consent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthClientRef {
+    pub grant_id: i64,
+    pub client_id: String,
 }
 
 /// A profile's stored definition (the `tool_filter` column), validated by [`ProfileFilter::parse`].
@@ -161,8 +170,15 @@ impl ProfileView {
             profile_id,
             user_id,
             label,
+            client: None,
             filter,
         }
+    }
+
+    /// The same profile used by an OAuth client under grant `client.grant_id`.
+    pub fn through_client(mut self, client: OAuthClientRef) -> Self {
+        self.client = Some(client);
+        self
     }
 
     /// The name this profile shows for a catalog tool.

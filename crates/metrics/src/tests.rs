@@ -12,6 +12,7 @@ fn call(outcome: &'static str, principal: &str) -> CallRecord {
         principal: principal.into(),
         user_id: None,
         profile_id: None,
+        client: None,
         tool: "echo_echo".into(),
         backend: "echo".into(),
         backend_tool: "echo".into(),

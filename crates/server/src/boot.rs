@@ -59,6 +59,8 @@ pub enum BootError {
     SandboxUnavailable(#[from] gig_runtime::SandboxUnavailable),
     #[error("installing needs GIG_INDEX_URL (the signed index) and GIG_INDEX_PUBKEYS (its keys)")]
     InstallsOff,
+    #[error("the gateway's outbound HTTP client: {0}")]
+    Outbound(#[from] gig_outbound::OutboundError),
     #[error("GIG_INDEX_PUBKEYS: {0}")]
     IndexKeys(#[from] gig_registry_schema::KeyError),
     #[error("GIG_INSTALL {reference}: {source}")]
@@ -172,7 +174,17 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
             current,
         ));
     }
-    let api = oidc.map(|oidc| {
+    let outbound = match &oidc {
+        Some(_) => {
+            let egress = EgressConfig::from_env(env)?;
+            Some(gig_outbound::Outbound::new(
+                egress.allow_addresses,
+                egress.extra_roots.as_deref(),
+            )?)
+        }
+        None => None,
+    };
+    let api = oidc.zip(outbound).map(|(oidc, outbound)| {
         let operations = crate::operations::GatewayOperations::new(
             hub.clone(),
             secrets.clone(),
@@ -188,7 +200,9 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
             None => Arc::new(operations),
         };
         let store = secrets.store().clone();
-        Arc::new(gig_api::ApiState::new(&config, store, oidc, operations))
+        Arc::new(gig_api::ApiState::new(
+            &config, store, oidc, operations, outbound,
+        ))
     });
     let listener = crate::serve::bind(&config).await?;
     let shutdown = crate::serve::shutdown_signal();

@@ -1,4 +1,5 @@
-//! The one HTTP router: `/mcp` and the health endpoints, the control plane's `/api`, and the
+//! The one HTTP router: `/mcp` and the health endpoints, the control plane's `/api` (with the
+//! OAuth authorization server for `/mcp` beside it), and the
 //! console at `/` — every surface shares one listener, one origin and one shutdown. The console
 //! is mounted with or without the control plane: without it, its pages say how to turn `/api`
 //! on (they only ever call `/api`).
@@ -28,8 +29,9 @@ pub fn build(
     let extras = gig_gateway::http::McpExtras {
         resolver: api
             .as_ref()
-            .map(|api| api.profile_tokens.clone() as Arc<dyn gig_gateway::http::PrincipalResolver>),
+            .map(|api| api.mcp_tokens.clone() as Arc<dyn gig_gateway::http::PrincipalResolver>),
         recorder: gig_metrics::CallFanOut::of(audit.into_iter().chain(calls).collect()),
+        oauth: api.as_ref().map(|api| api.oauth.challenge()),
     };
     let (mcp, state) = gig_gateway::http::router(config, hub, extras, mcp_shutdown);
     let api = match api {

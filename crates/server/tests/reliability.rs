@@ -294,16 +294,22 @@ impl gig_gateway::http::PrincipalResolver for OneProfile {
     fn resolve<'a>(
         &'a self,
         token: &'a str,
-    ) -> futures::future::BoxFuture<'a, Option<gig_gateway::profile::Principal>> {
+    ) -> futures::future::BoxFuture<
+        'a,
+        Result<gig_gateway::profile::Principal, gig_gateway::http::TokenRefusal>,
+    > {
         Box::pin(async move {
-            (token == PROFILE_TOKEN).then(|| {
-                let filter =
-                    gig_gateway::profile::ProfileFilter::parse(&serde_json::json!({"tools": []}))
-                        .unwrap();
-                gig_gateway::profile::Principal::Profile(Arc::new(
-                    gig_gateway::profile::ProfileView::new(7, 7, "p".into(), filter),
-                ))
-            })
+            (token == PROFILE_TOKEN)
+                .then(|| {
+                    let filter = gig_gateway::profile::ProfileFilter::parse(
+                        &serde_json::json!({"tools": []}),
+                    )
+                    .unwrap();
+                    gig_gateway::profile::Principal::Profile(Arc::new(
+                        gig_gateway::profile::ProfileView::new(7, 7, "p".into(), filter),
+                    ))
+                })
+                .ok_or(gig_gateway::http::TokenRefusal::Invalid)
         })
     }
 }
@@ -324,6 +330,7 @@ async fn another_principals_session_id_gets_404() {
     let extras = gig_gateway::http::McpExtras {
         resolver: Some(Arc::new(OneProfile)),
         recorder: None,
+        oauth: None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (router, _state) =

@@ -95,7 +95,7 @@ pub struct NewOAuthToken<'a> {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Spent {
     /// Spent now, by this call; the grant is live.
-    Fresh(OAuthToken, OAuthGrant),
+    Fresh(Box<(OAuthToken, OAuthGrant)>),
     /// Spent before: its grant (and every token under it) has now been revoked.
     Replayed { grant_id: i64 },
     /// Unknown, expired, of another kind, or its grant revoked.
@@ -412,7 +412,7 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await
                     .map_err(db_err(op))?;
-                    Spent::Fresh(token, grant.into())
+                    Spent::Fresh(Box::new((token, grant.into())))
                 }
                 None => {
                     let replayed: Option<i64> = sqlx::query_scalar(

@@ -61,13 +61,14 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         .create_oauth_grant(&grant("c-1"), &token("code-1", minute), "chal", "http://cb")
         .await
         .unwrap();
-    let Spent::Fresh(code, spent_grant) = s
+    let Spent::Fresh(spent) = s
         .spend_oauth_token("code-1", OAuthTokenKind::Code)
         .await
         .unwrap()
     else {
         panic!("a fresh code is spendable");
     };
+    let (code, spent_grant) = *spent;
     assert_eq!(spent_grant, g1);
     assert_eq!(
         (code.code_challenge.as_deref(), code.redirect_uri.as_deref()),
@@ -106,7 +107,9 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         .await
         .unwrap();
     assert!(matches!(
-        s.spend_oauth_token("code-2", OAuthTokenKind::Code).await.unwrap(),
+        s.spend_oauth_token("code-2", OAuthTokenKind::Code)
+            .await
+            .unwrap(),
         Spent::Fresh(..)
     ));
     s.issue_oauth_tokens(g2.id, &token("acc-2", minute), &token("ref-2", minute))
@@ -120,7 +123,9 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         "an access token is not a refresh token"
     );
     assert!(matches!(
-        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh).await.unwrap(),
+        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh)
+            .await
+            .unwrap(),
         Spent::Fresh(..)
     ));
     s.issue_oauth_tokens(g2.id, &token("acc-3", minute), &token("ref-3", minute))
@@ -128,7 +133,10 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         .unwrap();
     assert!(s.get_oauth_access("acc-3").await.unwrap().is_some());
     let (found, client) = s.find_oauth_token("ref-3").await.unwrap().unwrap();
-    assert_eq!((found.kind, client.as_str()), (OAuthTokenKind::Refresh, "c-1"));
+    assert_eq!(
+        (found.kind, client.as_str()),
+        (OAuthTokenKind::Refresh, "c-1")
+    );
     assert_eq!(
         s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh)
             .await
@@ -140,7 +148,12 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
 
     // Expired codes and tokens are refused, and purged.
     let g3 = s
-        .create_oauth_grant(&grant("c-1"), &token("code-3", -minute), "chal", "http://cb")
+        .create_oauth_grant(
+            &grant("c-1"),
+            &token("code-3", -minute),
+            "chal",
+            "http://cb",
+        )
         .await
         .unwrap();
     assert_eq!(

@@ -1,5 +1,6 @@
-//! Profile tokens on `/mcp`: `gigp_` + 64 hex characters, stored only as their SHA-256. The
-//! check is on every call's path, so a verified token is cached and re-read from the store in the
+//! Bearer tokens on `/mcp` besides the static one: profile tokens (`gigp_`) and OAuth access
+//! tokens (`gigo_`), each + 64 hex characters and stored only as their SHA-256. The check is on
+//! every call's path, so a verified token is cached and re-read from the store in the
 //! background every half second; an answer older than 1.5 s is never used without re-reading.
 //! A revocation (or expiry, a change of the profile, the owner's demotion) is seen within 1.5 s
 //! on this replica and on every other replica sharing the database. A store that cannot be read
@@ -10,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
-use gig_gateway::http::PrincipalResolver;
+use gig_gateway::http::{PrincipalResolver, TokenRefusal};
 use gig_gateway::profile::{Principal, ProfileFilter, ProfileView};
 use gig_store::Store;
 
@@ -32,16 +33,19 @@ pub fn new_token() -> String {
     format!("{PREFIX}{}", crate::session::random_token())
 }
 
-/// Whether `token` has the shape of a profile token.
-pub fn well_formed(token: &str) -> bool {
+/// Whether `token` is `prefix` + 64 hex characters.
+pub fn well_formed(token: &str, prefix: &str) -> bool {
     token
-        .strip_prefix(PREFIX)
+        .strip_prefix(prefix)
         .is_some_and(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The answer for one token.
+type Answer = Result<Principal, TokenRefusal>;
+
 #[derive(Debug, Clone)]
 struct Cached {
-    principal: Option<Principal>,
+    principal: Answer,
     checked: Instant,
     /// A background re-read is under way (one per token at a time).
     refreshing: bool,
@@ -49,24 +53,37 @@ struct Cached {
 
 type Cache = Arc<Mutex<HashMap<String, Cached>>>;
 
-#[derive(Debug)]
-pub struct ProfileTokens {
-    store: Store,
-    cache: Cache,
+/// Which kind of token a cache entry is, by its prefix.
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Profile,
+    OAuth,
 }
 
-impl ProfileTokens {
-    pub fn new(store: Store) -> Self {
-        ProfileTokens {
+#[derive(Debug)]
+pub struct McpTokens {
+    store: Store,
+    cache: Cache,
+    /// The audience OAuth access tokens must be for: this gateway's `/mcp` URL.
+    resource: String,
+}
+
+impl McpTokens {
+    pub fn new(store: Store, resource: String) -> Self {
+        McpTokens {
             store,
             cache: Arc::default(),
+            resource,
         }
     }
 }
 
 /// Reads the token, its profile and its owner from the store and remembers the answer.
-async fn refresh(store: Store, cache: Cache, hash: String) -> Option<Principal> {
-    let principal = load(&store, &hash).await;
+async fn refresh(store: Store, cache: Cache, kind: Kind, resource: String, hash: String) -> Answer {
+    let principal = match kind {
+        Kind::Profile => load(&store, &hash).await.ok_or(TokenRefusal::Invalid),
+        Kind::OAuth => crate::oauth::access::load(&store, &hash, &resource).await,
+    };
     let mut cache = lock(&cache);
     if cache.len() >= MAX_CACHED {
         cache.retain(|_, c| c.checked.elapsed() < STALE);
@@ -99,9 +116,23 @@ async fn load(store: &Store, hash: &str) -> Option<Principal> {
         }
     };
     let profile = store.get_profile(token.profile_id).await.ok()??;
-    let user = store.get_user(profile.user_id).await.ok()??;
-    // The owner's role now, not when the token was made: a user demoted below the
-    // permission (or deprovisioned to viewer) loses their tokens within a second.
+    let view = profile_view(store, profile.id, profile.user_id).await?;
+    Some(Principal::Profile(Arc::new(view)))
+}
+
+/// The profile `profile_id` as `/mcp` applies it for `user_id`, if the user may still use
+/// profiles (their role now, not when a token was made: a demoted user loses their tokens
+/// within a second).
+pub(crate) async fn profile_view(
+    store: &Store,
+    profile_id: i64,
+    user_id: i64,
+) -> Option<ProfileView> {
+    let profile = store.get_profile(profile_id).await.ok()??;
+    if profile.user_id != user_id {
+        return None;
+    }
+    let user = store.get_user(user_id).await.ok()??;
     let role = crate::session::role_of(store, user.id).await.ok()?;
     if !crate::rbac::allows(role, crate::rbac::Permission::UseProfiles) {
         return None;
@@ -114,16 +145,19 @@ async fn load(store: &Store, hash: &str) -> Option<Principal> {
         }
     };
     let label = crate::session::user_label(&user);
-    let view = ProfileView::new(profile.id, user.id, label, filter);
-    Some(Principal::Profile(Arc::new(view)))
+    Some(ProfileView::new(profile.id, user.id, label, filter))
 }
 
-impl PrincipalResolver for ProfileTokens {
-    fn resolve<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Option<Principal>> {
+impl PrincipalResolver for McpTokens {
+    fn resolve<'a>(&'a self, token: &'a str) -> BoxFuture<'a, Answer> {
         Box::pin(async move {
-            if !well_formed(token) {
-                return None;
-            }
+            let kind = if well_formed(token, PREFIX) {
+                Kind::Profile
+            } else if well_formed(token, crate::oauth::ACCESS_PREFIX) {
+                Kind::OAuth
+            } else {
+                return Err(TokenRefusal::Invalid);
+            };
             let hash = token_hash(token);
             // Fresh: answer from memory. Stale but recent: answer from memory and re-read in
             // the background, so no call waits on the store. Older: re-read before answering.
@@ -143,11 +177,15 @@ impl PrincipalResolver for ProfileTokens {
                 Some((principal, start)) => {
                     if start {
                         let (store, cache) = (self.store.clone(), self.cache.clone());
-                        tokio::spawn(refresh(store, cache, hash));
+                        let resource = self.resource.clone();
+                        tokio::spawn(refresh(store, cache, kind, resource, hash));
                     }
                     principal
                 }
-                None => refresh(self.store.clone(), self.cache.clone(), hash).await,
+                None => {
+                    let (store, cache) = (self.store.clone(), self.cache.clone());
+                    refresh(store, cache, kind, self.resource.clone(), hash).await
+                }
             }
         })
     }
@@ -159,7 +197,7 @@ mod tests {
 
     #[test]
     fn only_our_shape_is_a_profile_token() {
-        assert!(well_formed(&new_token()));
+        assert!(well_formed(&new_token(), PREFIX));
         for bad in [
             "",
             "gigp_",
@@ -167,7 +205,7 @@ mod tests {
             &format!("gigp_{}", "g".repeat(64)),
             &"a".repeat(69),
         ] {
-            assert!(!well_formed(bad), "{bad}");
+            assert!(!well_formed(bad, PREFIX), "{bad}");
         }
     }
 }

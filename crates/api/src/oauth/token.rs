@@ -1,0 +1,359 @@
+//! `/oauth/token` (authorization code with PKCE, refresh with rotation) and `/oauth/revoke`
+//! (RFC 7009). A code or refresh token is bound to the client it was issued to; each is spent
+//! once, and one presented again revokes its grant with every token under it (someone else has
+//! a copy). Every failure is an RFC 6749 §5.2 error that tells nothing about whose token it was.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use gig_store::{NewOAuthToken, OAuthGrant, OAuthTokenKind, Spent};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::clients::ClientKind;
+use super::form::Params;
+use super::{ACCESS_PREFIX, REFRESH_PREFIX, new_secret, parse_scope};
+use crate::ApiState;
+use crate::routes::audit;
+use crate::session::token_hash;
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub(super) struct TokenError {
+    code: &'static str,
+    description: String,
+    /// The client tried HTTP Basic: a 401 names the scheme back.
+    basic: bool,
+}
+
+fn fail(code: &'static str, description: impl Into<String>) -> TokenError {
+    TokenError {
+        code,
+        description: description.into(),
+        basic: false,
+    }
+}
+
+impl IntoResponse for TokenError {
+    fn into_response(self) -> Response {
+        let status = if self.code == "invalid_client" {
+            StatusCode::UNAUTHORIZED
+        } else if self.code == "server_error" {
+            StatusCode::SERVICE_UNAVAILABLE
+        } else {
+            StatusCode::BAD_REQUEST
+        };
+        let mut response = (
+            status,
+            Json(json!({"error": self.code, "error_description": self.description})),
+        )
+            .into_response();
+        no_store(response.headers_mut());
+        if self.basic && status == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(r#"Basic realm="gigmcp-oauth""#),
+            );
+        }
+        response
+    }
+}
+
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+impl From<gig_store::StoreError> for TokenError {
+    fn from(e: gig_store::StoreError) -> Self {
+        tracing::error!(error = %e, "OAuth token endpoint: store error");
+        fail("server_error", "the store cannot be used; try again")
+    }
+}
+
+/// `client_id` and `client_secret` from HTTP Basic (RFC 6749 §2.3.1: each form-urlencoded)
+/// or from the body; never both ways at once.
+fn client_credentials(
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<(String, Option<String>, bool), TokenError> {
+    let basic = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Basic "));
+    let Some(basic) = basic else {
+        let id = params
+            .require("client_id")
+            .map_err(|why| fail("invalid_client", why))?;
+        return Ok((
+            id.to_owned(),
+            params.get("client_secret").map(str::to_owned),
+            false,
+        ));
+    };
+    let invalid = || TokenError {
+        basic: true,
+        ..fail("invalid_client", "malformed Basic credentials")
+    };
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(basic.trim())
+        .ok()
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(invalid)?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+    let decode = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    let (id, secret) = (
+        decode(id).ok_or_else(invalid)?,
+        decode(secret).ok_or_else(invalid)?,
+    );
+    if params.get("client_secret").is_some() || params.get("client_id").is_some_and(|b| b != id) {
+        return Err(fail(
+            "invalid_request",
+            "client credentials are given one way only",
+        ));
+    }
+    Ok((id, Some(secret), true))
+}
+
+/// The authenticated client's id: a metadata-document client or a public registered one
+/// presents no secret; a confidential one its secret.
+async fn authenticate_client(
+    state: &ApiState,
+    headers: &HeaderMap,
+    params: &Params,
+) -> Result<String, TokenError> {
+    let (id, secret, basic) = client_credentials(headers, params)?;
+    let refused = || TokenError {
+        basic,
+        ..fail("invalid_client", "client authentication failed")
+    };
+    if id.starts_with("https://") {
+        // Metadata-document clients are public: nothing to check but that none claims more.
+        return if secret.is_none() {
+            Ok(id)
+        } else {
+            Err(refused())
+        };
+    }
+    let client = state
+        .oauth
+        .clients
+        .find(&state.store, &id)
+        .await
+        .map_err(|_| refused())?;
+    let ClientKind::Registered { secret_hash } = &client.kind else {
+        return Err(refused());
+    };
+    match (secret_hash, secret) {
+        (None, None) => Ok(id),
+        (Some(expected), Some(given))
+            if bool::from(token_hash(&given).as_bytes().ct_eq(expected.as_bytes())) =>
+        {
+            Ok(id)
+        }
+        _ => Err(refused()),
+    }
+}
+
+/// `POST /oauth/token`.
+pub(super) async fn token(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TokenError> {
+    let params = Params::parse(&body).map_err(|why| fail("invalid_request", why))?;
+    let client_id = authenticate_client(&state, &headers, &params).await?;
+    let grant = match params
+        .require("grant_type")
+        .map_err(|w| fail("invalid_request", w))?
+    {
+        "authorization_code" => redeem_code(&state, &params, &client_id).await?,
+        "refresh_token" => redeem_refresh(&state, &params, &client_id).await?,
+        _ => {
+            return Err(fail(
+                "unsupported_grant_type",
+                "authorization_code or refresh_token",
+            ));
+        }
+    };
+    if params.get("resource").is_some_and(|r| r != grant.resource) {
+        return Err(fail("invalid_target", "the grant is for another resource"));
+    }
+    issue(&state, &grant).await
+}
+
+/// Spends `presented` as a `kind` of `client_id`'s; a replay revokes the grant.
+async fn spend(
+    state: &ApiState,
+    presented: &str,
+    kind: OAuthTokenKind,
+    client_id: &str,
+) -> Result<(gig_store::OAuthToken, OAuthGrant), TokenError> {
+    let invalid = || {
+        fail(
+            "invalid_grant",
+            "the code or refresh token is invalid, expired or spent",
+        )
+    };
+    match state
+        .store
+        .spend_oauth_token(&token_hash(presented), kind)
+        .await?
+    {
+        Spent::Fresh(spent) if spent.1.client_id == client_id => Ok(*spent),
+        Spent::Fresh(spent) => {
+            let (token, grant) = *spent;
+            // Another client's code or token: spent now, so its owner's copy is worthless too
+            // (which is right: it has leaked).
+            tracing::warn!(grant = grant.id, kind = ?token.kind, "OAuth token presented by another client");
+            Err(invalid())
+        }
+        Spent::Replayed { grant_id } => {
+            tracing::warn!(
+                grant = grant_id,
+                ?kind,
+                "spent OAuth code or refresh token presented again: grant revoked"
+            );
+            let target = format!("grant:{grant_id}");
+            let detail = json!({"grant": grant_id, "kind": format!("{kind:?}").to_lowercase()});
+            audit(
+                state,
+                &format!("client:{client_id}"),
+                "oauth.replay",
+                &target,
+                detail,
+            )
+            .await
+            .map_err(|_| fail("server_error", "the store cannot be written"))?;
+            Err(invalid())
+        }
+        Spent::Invalid => Err(invalid()),
+    }
+}
+
+async fn redeem_code(
+    state: &ApiState,
+    params: &Params,
+    client_id: &str,
+) -> Result<OAuthGrant, TokenError> {
+    let code = params
+        .require("code")
+        .map_err(|w| fail("invalid_request", w))?;
+    let verifier = params
+        .require("code_verifier")
+        .map_err(|w| fail("invalid_request", w))?;
+    // Spent before the checks below: a stolen code gets one guess at its verifier.
+    let (code, grant) = spend(state, code, OAuthTokenKind::Code, client_id).await?;
+    let mismatch = |what: &str| {
+        fail(
+            "invalid_grant",
+            format!("{what} does not match the authorization request"),
+        )
+    };
+    if params
+        .get("redirect_uri")
+        .is_some_and(|r| Some(r) != code.redirect_uri.as_deref())
+    {
+        return Err(mismatch("redirect_uri"));
+    }
+    let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(Sha256::digest(verifier.as_bytes()));
+    let expected = code.code_challenge.unwrap_or_default();
+    if !bool::from(computed.as_bytes().ct_eq(expected.as_bytes())) {
+        return Err(mismatch("code_verifier"));
+    }
+    Ok(grant)
+}
+
+async fn redeem_refresh(
+    state: &ApiState,
+    params: &Params,
+    client_id: &str,
+) -> Result<OAuthGrant, TokenError> {
+    let refresh = params
+        .require("refresh_token")
+        .map_err(|w| fail("invalid_request", w))?;
+    let (_, grant) = spend(state, refresh, OAuthTokenKind::Refresh, client_id).await?;
+    if let Some(asked) = params.get("scope") {
+        let granted: Vec<&str> = grant.scope.split(' ').collect();
+        let within = parse_scope(asked).is_some_and(|s| s.iter().all(|s| granted.contains(s)));
+        if !within {
+            return Err(fail(
+                "invalid_scope",
+                "a refresh cannot widen the grant's scope",
+            ));
+        }
+    }
+    Ok(grant)
+}
+
+async fn issue(state: &ApiState, grant: &OAuthGrant) -> Result<Response, TokenError> {
+    let now = time::OffsetDateTime::now_utc();
+    let (access, refresh) = (new_secret(ACCESS_PREFIX), new_secret(REFRESH_PREFIX));
+    let issued = state
+        .store
+        .issue_oauth_tokens(
+            grant.id,
+            &NewOAuthToken {
+                token_hash: &token_hash(&access),
+                expires_at: now + state.oauth.access_ttl,
+            },
+            &NewOAuthToken {
+                token_hash: &token_hash(&refresh),
+                expires_at: now + state.oauth.refresh_ttl,
+            },
+        )
+        .await?;
+    if !issued {
+        return Err(fail("invalid_grant", "the grant has been revoked"));
+    }
+    let mut response = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": state.oauth.access_ttl.as_secs(),
+        "refresh_token": refresh,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// `POST /oauth/revoke`: the client's own access or refresh token (a refresh token takes its
+/// whole grant with it). Unknown and other clients' tokens are answered the same, 200.
+pub(super) async fn revoke(
+    State(state): State<Arc<ApiState>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, TokenError> {
+    let params = Params::parse(&body).map_err(|why| fail("invalid_request", why))?;
+    let client_id = authenticate_client(&state, &headers, &params).await?;
+    let presented = params
+        .require("token")
+        .map_err(|w| fail("invalid_request", w))?;
+    let hash = token_hash(presented);
+    if let Some((token, owner)) = state.store.find_oauth_token(&hash).await?
+        && owner == client_id
+    {
+        match token.kind {
+            OAuthTokenKind::Access => state.store.delete_oauth_token(&hash).await?,
+            OAuthTokenKind::Refresh | OAuthTokenKind::Code => {
+                state.store.revoke_oauth_grant(token.grant_id, None).await?;
+            }
+        }
+        tracing::info!(grant = token.grant_id, kind = ?token.kind, "OAuth token revoked by its client");
+    }
+    let mut response = StatusCode::OK.into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
