@@ -173,12 +173,12 @@ pub(super) async fn token(
 ) -> Result<Response, TokenError> {
     let params = Params::parse(&body).map_err(|why| fail("invalid_request", why))?;
     let client_id = authenticate_client(&state, &headers, &params).await?;
-    let grant = match params
+    let (field, kind) = match params
         .require("grant_type")
         .map_err(|w| fail("invalid_request", w))?
     {
-        "authorization_code" => redeem_code(&state, &params, &client_id).await?,
-        "refresh_token" => redeem_refresh(&state, &params, &client_id).await?,
+        "authorization_code" => ("code", OAuthTokenKind::Code),
+        "refresh_token" => ("refresh_token", OAuthTokenKind::Refresh),
         _ => {
             return Err(fail(
                 "unsupported_grant_type",
@@ -186,8 +186,28 @@ pub(super) async fn token(
             ));
         }
     };
-    if params.get("resource").is_some_and(|r| r != grant.resource) {
-        return Err(fail("invalid_target", "the grant is for another resource"));
+    let presented = params
+        .require(field)
+        .map_err(|w| fail("invalid_request", w))?;
+    if kind == OAuthTokenKind::Code && params.get("code_verifier").is_none() {
+        return Err(fail("invalid_request", "code_verifier is required"));
+    }
+    // Spent before the checks below: a stolen code or refresh token gets one try. One that
+    // fails them ends its grant, which nothing could use any more anyway.
+    let (spent, grant) = spend(&state, presented, kind, &client_id).await?;
+    let checked = match kind {
+        OAuthTokenKind::Code => check_code(&params, &spent),
+        _ => check_refresh(&params, &grant),
+    }
+    .and_then(|()| match params.get("resource") {
+        Some(r) if r != grant.resource => {
+            Err(fail("invalid_target", "the grant is for another resource"))
+        }
+        _ => Ok(()),
+    });
+    if let Err(refused) = checked {
+        state.store.revoke_oauth_grant(grant.id, None).await?;
+        return Err(refused);
     }
     issue(&state, &grant).await
 }
@@ -213,9 +233,9 @@ async fn spend(
         Spent::Fresh(spent) if spent.1.client_id == client_id => Ok(*spent),
         Spent::Fresh(spent) => {
             let (token, grant) = *spent;
-            // Another client's code or token: spent now, so its owner's copy is worthless too
-            // (which is right: it has leaked).
-            tracing::warn!(grant = grant.id, kind = ?token.kind, "OAuth token presented by another client");
+            // Another client's code or token: it has leaked, so its grant ends here.
+            tracing::warn!(grant = grant.id, kind = ?token.kind, "OAuth token presented by another client: grant revoked");
+            state.store.revoke_oauth_grant(grant.id, None).await?;
             Err(invalid())
         }
         Spent::Replayed { grant_id } => {
@@ -241,19 +261,9 @@ async fn spend(
     }
 }
 
-async fn redeem_code(
-    state: &ApiState,
-    params: &Params,
-    client_id: &str,
-) -> Result<OAuthGrant, TokenError> {
-    let code = params
-        .require("code")
-        .map_err(|w| fail("invalid_request", w))?;
-    let verifier = params
-        .require("code_verifier")
-        .map_err(|w| fail("invalid_request", w))?;
-    // Spent before the checks below: a stolen code gets one guess at its verifier.
-    let (code, grant) = spend(state, code, OAuthTokenKind::Code, client_id).await?;
+/// The exchange matches the authorization request: same redirect URI (when given) and the
+/// verifier whose S256 is the challenge.
+fn check_code(params: &Params, code: &gig_store::OAuthToken) -> Result<(), TokenError> {
     let mismatch = |what: &str| {
         fail(
             "invalid_grant",
@@ -266,24 +276,18 @@ async fn redeem_code(
     {
         return Err(mismatch("redirect_uri"));
     }
+    let verifier = params.get("code_verifier").unwrap_or_default();
     let computed = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .encode(Sha256::digest(verifier.as_bytes()));
-    let expected = code.code_challenge.unwrap_or_default();
+    let expected = code.code_challenge.as_deref().unwrap_or_default();
     if !bool::from(computed.as_bytes().ct_eq(expected.as_bytes())) {
         return Err(mismatch("code_verifier"));
     }
-    Ok(grant)
+    Ok(())
 }
 
-async fn redeem_refresh(
-    state: &ApiState,
-    params: &Params,
-    client_id: &str,
-) -> Result<OAuthGrant, TokenError> {
-    let refresh = params
-        .require("refresh_token")
-        .map_err(|w| fail("invalid_request", w))?;
-    let (_, grant) = spend(state, refresh, OAuthTokenKind::Refresh, client_id).await?;
+/// A refresh may narrow the scope it names, never widen it.
+fn check_refresh(params: &Params, grant: &OAuthGrant) -> Result<(), TokenError> {
     if let Some(asked) = params.get("scope") {
         let granted: Vec<&str> = grant.scope.split(' ').collect();
         let within = parse_scope(asked).is_some_and(|s| s.iter().all(|s| granted.contains(s)));
@@ -294,7 +298,7 @@ async fn redeem_refresh(
             ));
         }
     }
-    Ok(grant)
+    Ok(())
 }
 
 async fn issue(state: &ApiState, grant: &OAuthGrant) -> Result<Response, TokenError> {
