@@ -1947,7 +1947,7 @@ mod cases {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99990101000000,
-                    supported: 4
+                    supported: 5
                 }
             ),
             "{err:?}"
