@@ -115,9 +115,9 @@ pub fn route_table() -> Vec<(http::Method, &'static str, rbac::Access)> {
 }
 
 /// Deletes expired sessions, OAuth codes and tokens, and registered clients nobody granted
-/// within a day, now and then, so those tables hold live rows only.
+/// within an hour, every ten minutes, so those tables hold live rows only.
 async fn purge_expired(store: Store) {
-    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
     loop {
         every.tick().await;
         let now = time::OffsetDateTime::now_utc();
@@ -127,8 +127,8 @@ async fn purge_expired(store: Store) {
         if let Err(e) = store.delete_expired_oauth_tokens(now).await {
             tracing::warn!(error = %e, "cannot purge expired OAuth tokens");
         }
-        let day_ago = now - time::Duration::days(1);
-        if let Err(e) = store.delete_unused_oauth_clients(day_ago).await {
+        let hour_ago = now - time::Duration::hours(1);
+        if let Err(e) = store.delete_unused_oauth_clients(hour_ago).await {
             tracing::warn!(error = %e, "cannot purge unused OAuth clients");
         }
     }

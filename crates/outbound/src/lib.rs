@@ -8,7 +8,8 @@
 //!   answers are a DNS-rebinding trick); the connection goes to exactly the checked addresses;
 //! - an IP literal in the URL gets the same check (it never reaches the resolver);
 //! - https only, TLS verified against the system roots plus `GIG_EGRESS_EXTRA_ROOTS`;
-//! - redirects are never followed (a redirect could point anywhere the check did not see);
+//! - redirects are never followed (a redirect could point anywhere the check did not see), and
+//!   proxies from the environment are ignored (a proxy would connect past the check);
 //! - every fetch is bounded in time and in bytes.
 
 #![forbid(unsafe_code)]
@@ -67,6 +68,9 @@ impl Outbound {
         let mut builder = reqwest::Client::builder()
             .https_only(true)
             .redirect(reqwest::redirect::Policy::none())
+            // Never through a proxy from HTTPS_PROXY/ALL_PROXY: the proxy would resolve and
+            // connect in our place, past the address check.
+            .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("gigmcp/", env!("CARGO_PKG_VERSION")));

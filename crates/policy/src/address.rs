@@ -44,6 +44,14 @@ fn v6_reason(ip: Ipv6Addr) -> Option<&'static str> {
         let [c, d] = seg[7].to_be_bytes();
         return v4_reason(Ipv4Addr::new(a, b, c, d));
     }
+    // Local-use NAT64 (64:ff9b:1::/48, RFC 8215) and 6to4 (2002::/16) carry IPv4 addresses a
+    // translator may reach: never an ordinary destination.
+    if seg[..3] == [0x64, 0xff9b, 1] {
+        return Some("local-use NAT64 address");
+    }
+    if seg[0] == 0x2002 {
+        return Some("6to4 address");
+    }
     Some(match seg[0] {
         _ if ip.is_unspecified() => "unspecified address",
         _ if ip.is_loopback() => "loopback address",

@@ -90,7 +90,7 @@ pub use model::{
     ToolFingerprint, User, VaultMeta,
 };
 pub use oauth::{
-    NewOAuthGrant, NewOAuthToken, OAuthClient, OAuthGrant, OAuthToken, OAuthTokenKind, Spent,
+    Exchange, NewOAuthGrant, NewOAuthToken, OAuthClient, OAuthGrant, OAuthToken, OAuthTokenKind,
 };
 pub use open::{OpenOptions, redact_url};
 

@@ -91,11 +91,13 @@ pub struct NewOAuthToken<'a> {
     pub expires_at: OffsetDateTime,
 }
 
-/// Outcome of [`Store::spend_oauth_token`].
+/// Outcome of [`Store::exchange_oauth_token`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Spent {
-    /// Spent now, by this call; the grant is live.
-    Fresh(Box<(OAuthToken, OAuthGrant)>),
+pub enum Exchange<R> {
+    /// Spent now, and the new tokens written under this live grant.
+    Issued(Box<OAuthGrant>),
+    /// Spent now but refused by the caller's check: the grant has been revoked.
+    Refused { grant_id: i64, why: R },
     /// Spent before: its grant (and every token under it) has now been revoked.
     Replayed { grant_id: i64 },
     /// Unknown, expired, of another kind, or its grant revoked.
@@ -250,6 +252,23 @@ impl Store {
         done.map_err(db_err("delete_unused_oauth_clients"))
     }
 
+    /// Deletes up to `count` of the oldest clients no user ever granted; returns how many.
+    pub async fn delete_oldest_unused_oauth_clients(&self, count: i64) -> Result<u64> {
+        let done = on_backend!(self, |pool| {
+            sqlx::query(
+                "DELETE FROM oauth_clients WHERE client_id IN (
+                   SELECT client_id FROM oauth_clients
+                   WHERE client_id NOT IN (SELECT client_id FROM oauth_grants)
+                   ORDER BY created_at LIMIT $1)",
+            )
+            .bind(count)
+            .execute(pool)
+            .await
+            .map(|r| r.rows_affected())
+        });
+        done.map_err(db_err("delete_oldest_unused_oauth_clients"))
+    }
+
     // -- grants -----------------------------------------------------------------------------
 
     /// Records a consent with its first code, in one transaction.
@@ -379,10 +398,21 @@ impl Store {
 
     // -- codes and tokens -------------------------------------------------------------------
 
-    /// Spends a code or refresh token: marks it used if it is unspent, unexpired and of `kind`
-    /// under a live grant. A spent one presented again revokes its grant (see [`Spent`]).
-    pub async fn spend_oauth_token(&self, token_hash: &str, kind: OAuthTokenKind) -> Result<Spent> {
-        let op = "spend_oauth_token";
+    /// Exchanges a code or refresh token for a new access and refresh token, in one
+    /// transaction: the presented one is spent if it is unspent, unexpired and of `kind` under
+    /// a live grant; then `accept` judges it (client, PKCE, redirect URI, resource). Accepted,
+    /// the new tokens are written; refused, the grant is revoked. A spent one presented again
+    /// revokes its grant. Only the latest spent refresh token of a grant is kept (enough to
+    /// recognise the replay that matters, without a row per refresh forever).
+    pub async fn exchange_oauth_token<R: Send>(
+        &self,
+        presented_hash: &str,
+        kind: OAuthTokenKind,
+        accept: impl Fn(&OAuthToken, &OAuthGrant) -> std::result::Result<(), R> + Send + Sync,
+        access: &NewOAuthToken<'_>,
+        refresh: &NewOAuthToken<'_>,
+    ) -> Result<Exchange<R>> {
+        let op = "exchange_oauth_token";
         let now = DbTime::now();
         on_backend!(self, |pool, backend| {
             let mut tx = pool
@@ -395,93 +425,82 @@ impl Store {
                    AND grant_id IN (SELECT id FROM oauth_grants WHERE revoked_at IS NULL)
                  RETURNING {TOKEN_COLUMNS}"
             ))
-            .bind(token_hash)
+            .bind(presented_hash)
             .bind(kind.as_str())
             .bind(now)
             .fetch_optional(&mut *tx)
             .await
             .map_err(db_err(op))?;
-            let outcome = match spent.and_then(TokenRow::into_token) {
-                Some(token) => {
-                    let grant: GrantRow = sqlx::query_as(concat!(
-                        "SELECT ",
-                        grant_columns!(),
-                        " FROM oauth_grants WHERE id = $1"
-                    ))
-                    .bind(token.grant_id)
-                    .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
-                    Spent::Fresh(Box::new((token, grant.into())))
-                }
-                None => {
-                    let replayed: Option<i64> = sqlx::query_scalar(
-                        "SELECT grant_id FROM oauth_tokens
-                         WHERE token_hash = $1 AND kind = $2 AND used_at IS NOT NULL",
-                    )
-                    .bind(token_hash)
-                    .bind(kind.as_str())
-                    .fetch_optional(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
-                    match replayed {
-                        Some(grant_id) => {
-                            sqlx::query(
-                                "UPDATE oauth_grants SET revoked_at = $2
-                                 WHERE id = $1 AND revoked_at IS NULL",
-                            )
-                            .bind(grant_id)
-                            .bind(now)
-                            .execute(&mut *tx)
+            let Some(token) = spent.and_then(TokenRow::into_token) else {
+                let replayed: Option<i64> = sqlx::query_scalar(
+                    "SELECT grant_id FROM oauth_tokens
+                     WHERE token_hash = $1 AND kind = $2 AND used_at IS NOT NULL",
+                )
+                .bind(presented_hash)
+                .bind(kind.as_str())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db_err(op))?;
+                let outcome = match replayed {
+                    Some(grant_id) => {
+                        revoke_in(&mut tx, grant_id, now)
                             .await
                             .map_err(db_err(op))?;
-                            sqlx::query("DELETE FROM oauth_tokens WHERE grant_id = $1")
-                                .bind(grant_id)
-                                .execute(&mut *tx)
-                                .await
-                                .map_err(db_err(op))?;
-                            Spent::Replayed { grant_id }
-                        }
-                        None => Spent::Invalid,
+                        Exchange::Replayed { grant_id }
                     }
+                    None => Exchange::Invalid,
+                };
+                tx.commit().await.map_err(db_err(op))?;
+                return Ok(outcome);
+            };
+            let grant: OAuthGrant = sqlx::query_as::<_, GrantRow>(concat!(
+                "SELECT ",
+                grant_columns!(),
+                " FROM oauth_grants WHERE id = $1"
+            ))
+            .bind(token.grant_id)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db_err(op))?
+            .into();
+            let outcome = match accept(&token, &grant) {
+                Err(why) => {
+                    revoke_in(&mut tx, grant.id, now)
+                        .await
+                        .map_err(db_err(op))?;
+                    Exchange::Refused {
+                        grant_id: grant.id,
+                        why,
+                    }
+                }
+                Ok(()) => {
+                    sqlx::query(
+                        "DELETE FROM oauth_tokens WHERE grant_id = $1 AND kind = 'refresh'
+                         AND used_at IS NOT NULL AND token_hash <> $2",
+                    )
+                    .bind(grant.id)
+                    .bind(presented_hash)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(db_err(op))?;
+                    for (new, kind) in [(access, "access"), (refresh, "refresh")] {
+                        sqlx::query(
+                            "INSERT INTO oauth_tokens (token_hash, grant_id, kind, expires_at)
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(new.token_hash)
+                        .bind(grant.id)
+                        .bind(kind)
+                        .bind(DbTime::from(new.expires_at))
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(db_err(op))?;
+                    }
+                    Exchange::Issued(Box::new(grant))
                 }
             };
             tx.commit().await.map_err(db_err(op))?;
             Ok(outcome)
-        })
-    }
-
-    /// Issues an access token and a refresh token under grant `grant_id`, only if the grant
-    /// is still live; returns whether they were written.
-    pub async fn issue_oauth_tokens(
-        &self,
-        grant_id: i64,
-        access: &NewOAuthToken<'_>,
-        refresh: &NewOAuthToken<'_>,
-    ) -> Result<bool> {
-        let op = "issue_oauth_tokens";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
-            let mut written = 0;
-            for (token, kind) in [(access, "access"), (refresh, "refresh")] {
-                written += sqlx::query(
-                    "INSERT INTO oauth_tokens (token_hash, grant_id, kind, expires_at)
-                     SELECT $1, id, $3, $4 FROM oauth_grants WHERE id = $2 AND revoked_at IS NULL",
-                )
-                .bind(token.token_hash)
-                .bind(grant_id)
-                .bind(kind)
-                .bind(DbTime::from(token.expires_at))
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err(op))?
-                .rows_affected();
-            }
-            tx.commit().await.map_err(db_err(op))?;
-            Ok(written == 2)
         })
     }
 
@@ -552,4 +571,31 @@ impl Store {
         });
         done.map_err(db_err("delete_expired_oauth_tokens"))
     }
+}
+
+/// Revokes a grant and deletes its codes and tokens, inside the caller's transaction.
+async fn revoke_in<'c, DB>(
+    tx: &mut sqlx::Transaction<'c, DB>,
+    grant_id: i64,
+    now: DbTime,
+) -> std::result::Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'e> &'e mut <DB as sqlx::Database>::Connection: sqlx::Executor<'e, Database = DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> DbTime: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> <DB as sqlx::Database>::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+{
+    sqlx::query::<DB>(
+        "UPDATE oauth_grants SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(grant_id)
+    .bind(now)
+    .execute(&mut **tx)
+    .await?;
+    sqlx::query::<DB>("DELETE FROM oauth_tokens WHERE grant_id = $1")
+        .bind(grant_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
 }

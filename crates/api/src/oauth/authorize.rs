@@ -2,9 +2,10 @@
 //! to a signed-in user (anyone else is sent to sign in first and comes back); `POST` takes the
 //! user's decision and sends the browser back to the client with a code (or `access_denied`).
 //!
-//! Until the client and its redirect URI are known good, every refusal is a page shown here:
-//! redirecting to an unchecked URI would make this an open redirector. After that, refusals go
-//! back to the client as RFC 6749 §4.1.2.1 errors, with `state` and `iss` (RFC 9207).
+//! Every refusal before the person has acted is a page shown here, never a redirect: anyone can
+//! register a client with any redirect URI, so redirecting on a bad request would make the
+//! gateway a redirector for any site. Only the person's own decision sends the browser back to
+//! the client — a code, or `access_denied` — always with `state` and `iss` (RFC 9207).
 
 use std::sync::Arc;
 
@@ -22,6 +23,9 @@ use crate::rbac::{Permission, allows};
 use crate::routes::audit;
 use crate::session::{Caller, Via, token_hash};
 
+/// Longest `state` kept (it rides sealed in the consent form).
+const MAX_STATE: usize = 512;
+
 /// The checked authorization request, sealed into the consent form so `POST` acts on exactly
 /// what was shown, for the session that was shown it.
 #[derive(Debug, Serialize, Deserialize)]
@@ -36,6 +40,8 @@ struct Pending {
     session_hash: String,
     /// Unix seconds.
     expires: i64,
+    /// Makes the form single-use: a decision is taken once.
+    nonce: String,
 }
 
 /// Where the browser goes back to, once the redirect URI is known to be the client's.
@@ -43,7 +49,6 @@ struct Back<'a> {
     redirect_uri: &'a str,
     state: Option<&'a str>,
     issuer: &'a str,
-    status: StatusCode,
 }
 
 impl Back<'_> {
@@ -61,7 +66,9 @@ impl Back<'_> {
             }
             query.append_pair("iss", self.issuer);
         }
-        let mut response = (self.status, [(header::LOCATION, url.as_str())]).into_response();
+        // 303: the browser follows a form POST with a GET.
+        let mut response =
+            (StatusCode::SEE_OTHER, [(header::LOCATION, url.as_str())]).into_response();
         response.headers_mut().insert(
             header::REFERRER_POLICY,
             http::HeaderValue::from_static("no-referrer"),
@@ -131,6 +138,13 @@ pub(super) async fn request(
         Ok(p) => p,
         Err(why) => return page::error(StatusCode::BAD_REQUEST, &why),
     };
+    // Before anything is fetched on the caller's behalf.
+    if !allows(caller.role, Permission::UseProfiles) {
+        return page::error(
+            StatusCode::FORBIDDEN,
+            "your role cannot use profiles, so it cannot let a client use one",
+        );
+    }
     let client_id = match params.require("client_id") {
         Ok(id) => id,
         Err(why) => return page::error(StatusCode::BAD_REQUEST, &why),
@@ -142,28 +156,34 @@ pub(super) async fn request(
             return page::error(StatusCode::BAD_REQUEST, &e.to_string());
         }
     };
-    let redirect_uri = match params.get("redirect_uri") {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
-        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-        _ => {
-            return page::error(
-                StatusCode::BAD_REQUEST,
-                "the redirect URI is not one the client registered",
-            );
-        }
-    };
-    let back = Back {
-        redirect_uri: &redirect_uri,
-        state: params.get("state"),
-        issuer: &state.oauth.issuer,
-        status: StatusCode::FOUND,
-    };
+    if params
+        .get("redirect_uri")
+        .is_some_and(|uri| !client.redirect_uris.iter().any(|r| r == uri))
+        || (params.get("redirect_uri").is_none() && client.redirect_uris.len() != 1)
+    {
+        return page::error(
+            StatusCode::BAD_REQUEST,
+            "the redirect URI is not one the client registered",
+        );
+    }
+    let redirect_uri = params
+        .get("redirect_uri")
+        .unwrap_or(&client.redirect_uris[0])
+        .to_owned();
+    // A bad request is shown here, not sent back: anyone can register a client, so sending
+    // the browser to its redirect URI before the person has acted would make this gateway a
+    // redirector for any site (RFC 9700 §4.11.2).
+    let refused =
+        |code: &str, why: &str| page::error(StatusCode::BAD_REQUEST, &format!("{why} ({code})"));
     if params.get("response_type") != Some("code") {
-        return back.error("unsupported_response_type", "only response_type=code");
+        return refused(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        );
     }
     let challenge = params.get("code_challenge").filter(|c| pkce_shaped(c));
     let (Some(challenge), Some("S256")) = (challenge, params.get("code_challenge_method")) else {
-        return back.error(
+        return refused(
             "invalid_request",
             "PKCE with code_challenge_method=S256 is required",
         );
@@ -172,7 +192,7 @@ pub(super) async fn request(
         .get("resource")
         .is_some_and(|r| r != state.oauth.resource)
     {
-        return back.error(
+        return refused(
             "invalid_target",
             "tokens are issued only for this gateway's /mcp",
         );
@@ -180,10 +200,15 @@ pub(super) async fn request(
     let scopes = match parse_scope(params.get("scope").unwrap_or(SCOPE_MCP)) {
         Some(s) if s.is_empty() => vec![SCOPE_MCP],
         Some(s) => s,
-        None => return back.error("invalid_scope", "scopes granted here: mcp, offline_access"),
+        None => {
+            return refused(
+                "invalid_scope",
+                "the scopes granted here are mcp and offline_access",
+            );
+        }
     };
-    if !allows(caller.role, Permission::UseProfiles) {
-        return back.error("access_denied", "your role cannot use profiles");
+    if params.get("state").is_some_and(|s| s.len() > MAX_STATE) {
+        return refused("invalid_request", "state is at most 512 bytes");
     }
     let profiles = match state.store.list_profiles(caller.user.id).await {
         Ok(p) => p,
@@ -199,19 +224,16 @@ pub(super) async fn request(
         client_id: client.id.clone(),
         client_name: client.display_name().to_owned(),
         redirect_uri: redirect_uri.clone(),
-        state: back.state.map(str::to_owned),
+        state: params.get("state").map(str::to_owned),
         scope: scopes.join(" "),
         code_challenge: challenge.to_owned(),
         user_id: caller.user.id,
         session_hash: hash.clone(),
         expires: unix_now() + CONSENT_TTL.as_secs() as i64,
+        nonce: crate::session::random_token(),
     };
     let redirect_host = url::Url::parse(&redirect_uri)
-        .ok()
-        .map(|u| match u.host_str() {
-            Some(host) => host.to_owned(),
-            None => format!("{}:", u.scheme()),
-        })
+        .map(|u| shown_destination(&u))
         .unwrap_or_default();
     let profiles: Vec<(i64, String)> = profiles.into_iter().map(|p| (p.id, p.name)).collect();
     let vouching_host = client.vouching_host();
@@ -226,6 +248,17 @@ pub(super) async fn request(
         sealed_request: &state.oauth.sealer.seal(&pending),
         csrf: csrf_token,
     })
+}
+
+/// Where a redirect URI sends the code, as the person should read it: the host of an https
+/// URI; anything else with its scheme (`cursor://anysphere…` is not the site `anysphere…`, and
+/// `http://127.0.0.1` is a program on this machine).
+fn shown_destination(uri: &url::Url) -> String {
+    match (uri.scheme(), uri.host_str()) {
+        ("https", Some(host)) => host.to_owned(),
+        (scheme, Some(host)) => format!("{scheme}://{host}"),
+        (scheme, None) => format!("{scheme}:"),
+    }
 }
 
 /// RFC 7636 §4.2: 43 to 128 characters of `[A-Za-z0-9-._~]` (S256 gives exactly 43).
@@ -277,16 +310,17 @@ pub(super) async fn decide(
         .filter(|p| {
             p.expires > unix_now() && p.user_id == caller.user.id && &p.session_hash == hash
         });
+    // Used up only by an answer that passed every other check.
+    let pending = pending.filter(|p| csrf_ok && state.oauth.first_use(&p.nonce, p.expires));
     let (true, Some(pending)) = (csrf_ok, pending) else {
         return refused(
-            "this consent form is not valid for your session (expired, or not yours): start again from the client",
+            "this consent form is not valid for your session (expired, used, or not yours): start again from the client",
         );
     };
     let back = Back {
         redirect_uri: &pending.redirect_uri,
         state: pending.state.as_deref(),
         issuer: &state.oauth.issuer,
-        status: StatusCode::SEE_OTHER,
     };
     match params.get("decision") {
         Some("allow") => {}
@@ -353,6 +387,15 @@ pub(super) async fn decide(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn destinations_name_their_scheme_unless_https() {
+        let shown = |u: &str| shown_destination(&url::Url::parse(u).unwrap());
+        assert_eq!(shown("https://claude.ai/cb"), "claude.ai");
+        assert_eq!(shown("evilapp://claude.ai/cb"), "evilapp://claude.ai");
+        assert_eq!(shown("http://127.0.0.1:9/cb"), "http://127.0.0.1");
+        assert_eq!(shown("com.example.app:/cb"), "com.example.app:");
+    }
 
     #[test]
     fn pkce_challenges_have_the_rfc_shape() {

@@ -5,8 +5,8 @@
 //!   redirects) and caches it as its `Cache-Control` allows (1 minute to 1 day). The client's
 //!   name is shown with the host that vouched for it.
 //! - **Dynamic registration** (RFC 7591): anyone may register, so what they register is their
-//!   own claim (the consent page says so), registrations are capped, and ones no user ever
-//!   granted are forgotten after a day.
+//!   own claim (the consent page says so), registrations are capped (the oldest unused make
+//!   room), and ones no user ever granted are forgotten after an hour.
 //!
 //! Either way the redirect URIs are fixed up front and matched exactly later.
 
@@ -37,6 +37,8 @@ const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 const MIN_CACHE: Duration = Duration::from_secs(60);
 const MAX_CACHE: Duration = Duration::from_secs(86_400);
 const DEFAULT_CACHE: Duration = Duration::from_secs(300);
+/// How long a document that could not be used is remembered as such.
+const FAILURE_CACHE: Duration = Duration::from_secs(30);
 /// Documents remembered at once.
 const MAX_CACHED: usize = 1000;
 /// Redirect URIs one client may have.
@@ -90,14 +92,23 @@ pub(super) enum ClientError {
     Fetch(OutboundError),
     #[error("the client's metadata document is invalid: {0}")]
     Document(String),
+    /// A recent failure, remembered (its text).
+    #[error("{0}")]
+    Remembered(String),
+    #[error("too many client documents are being fetched; try again shortly")]
+    Busy,
     #[error("the store cannot be read")]
     Store,
 }
 
+/// A fetched document's client, or why it could not be used.
+type Cached = Result<Arc<Client>, String>;
+
 #[derive(Debug)]
 pub(super) struct Clients {
     outbound: Outbound,
-    documents: Mutex<HashMap<String, (Instant, Arc<Client>)>>,
+    /// Fetched documents (or why they could not be used), until they expire.
+    documents: Mutex<HashMap<String, (Instant, Cached)>>,
     /// Metadata fetches under way, bounded so a burst of new client ids cannot turn the
     /// gateway into a crawler.
     fetches: tokio::sync::Semaphore,
@@ -139,41 +150,58 @@ impl Clients {
     }
 
     async fn document(&self, client_id: &str) -> Result<Arc<Client>, ClientError> {
-        if let Some((until, client)) = lock(&self.documents).get(client_id)
-            && Instant::now() < *until
-        {
-            return Ok(client.clone());
+        if let Some(known) = self.cached(client_id) {
+            return known;
         }
         let url = document_url(client_id).map_err(ClientError::Document)?;
-        let _permit = self
-            .fetches
-            .acquire()
+        // Waiting for a fetch slot is bounded too: slow documents cannot stall everyone else
+        // for longer than one fetch takes.
+        let _permit = tokio::time::timeout(FETCH_TIMEOUT, self.fetches.acquire())
             .await
-            .map_err(|_| ClientError::Store)?;
+            .map_err(|_| ClientError::Busy)?
+            .map_err(|_| ClientError::Busy)?;
+        // Someone else may have fetched it while this request waited.
+        if let Some(known) = self.cached(client_id) {
+            return known;
+        }
         let fetched = self
             .outbound
             .get_json(&url, MAX_DOCUMENT, FETCH_TIMEOUT)
             .await
-            .map_err(ClientError::Fetch)?;
-        let client =
-            Arc::new(parse_document(client_id, fetched.value).map_err(ClientError::Document)?);
-        let lifetime = fetched
-            .max_age
-            .unwrap_or(DEFAULT_CACHE)
-            .clamp(MIN_CACHE, MAX_CACHE);
+            .map_err(ClientError::Fetch)
+            .and_then(|f| {
+                let client = parse_document(client_id, f.value).map_err(ClientError::Document)?;
+                Ok((Arc::new(client), f.max_age))
+            });
+        let (entry, lifetime) = match fetched {
+            Ok((client, max_age)) => (
+                Ok(client),
+                max_age.unwrap_or(DEFAULT_CACHE).clamp(MIN_CACHE, MAX_CACHE),
+            ),
+            // A failure is remembered briefly, so retries do not turn into fetches.
+            Err(e) => (Err(e.to_string()), FAILURE_CACHE),
+        };
         let mut documents = lock(&self.documents);
+        let now = Instant::now();
         if documents.len() >= MAX_CACHED {
-            let now = Instant::now();
             documents.retain(|_, (until, _)| now < *until);
-            if documents.len() >= MAX_CACHED {
-                documents.clear();
-            }
         }
-        documents.insert(
-            client_id.to_owned(),
-            (Instant::now() + lifetime, client.clone()),
-        );
-        Ok(client)
+        if documents.len() >= MAX_CACHED {
+            // Still full of live entries: drop the half that expires soonest.
+            let mut expiries: Vec<Instant> = documents.values().map(|(until, _)| *until).collect();
+            expiries.sort_unstable();
+            let cut = expiries[expiries.len() / 2];
+            documents.retain(|_, (until, _)| *until > cut);
+        }
+        documents.insert(client_id.to_owned(), (now + lifetime, entry.clone()));
+        entry.map_err(ClientError::Remembered)
+    }
+
+    /// The cached answer for `client_id`, if still fresh.
+    fn cached(&self, client_id: &str) -> Option<Result<Arc<Client>, ClientError>> {
+        let documents = lock(&self.documents);
+        let (until, entry) = documents.get(client_id)?;
+        (Instant::now() < *until).then(|| entry.clone().map_err(ClientError::Remembered))
     }
 }
 
@@ -226,10 +254,10 @@ impl Registration {
             valid_redirect_uri(uri).map_err(|why| ("invalid_redirect_uri", why))?;
         }
         if let Some(name) = &self.client_name
-            && (name.chars().count() > MAX_NAME || name.chars().any(char::is_control))
+            && (name.chars().count() > MAX_NAME || name.chars().any(invisible))
         {
             return Err(metadata(format!(
-                "client_name is at most {MAX_NAME} characters, without control characters"
+                "client_name is at most {MAX_NAME} characters, without control or invisible formatting characters"
             )));
         }
         let method = self.token_endpoint_auth_method.as_deref().unwrap_or("none");
@@ -262,6 +290,13 @@ impl Registration {
         }
         Ok(())
     }
+}
+
+/// Control characters, and the formatting ones that make a name read as another on the
+/// consent page (bidirectional overrides, zero-width characters, soft hyphens).
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Where a code may be sent: https anywhere; http only to this machine (a native client's
@@ -352,16 +387,30 @@ pub(super) async fn register(State(state): State<Arc<ApiState>>, body: Bytes) ->
     if let Err((code, why)) = registration.validate() {
         return registration_error(StatusCode::BAD_REQUEST, code, &why);
     }
+    // Registration is open to anyone, so the table is capped; at the cap the oldest clients
+    // no user ever granted make room (a flood evicts only other unused registrations).
     match state.store.count_oauth_clients().await {
         Ok(n) if n < MAX_REGISTERED => {}
-        Ok(_) => {
-            tracing::warn!("client registration refused: {MAX_REGISTERED} clients registered");
-            return registration_error(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "temporarily_unavailable",
-                "too many registered clients; try again later",
-            );
-        }
+        Ok(n) => match state
+            .store
+            .delete_oldest_unused_oauth_clients(n - MAX_REGISTERED + 1)
+            .await
+        {
+            Ok(evicted) if evicted > 0 => {
+                tracing::warn!(
+                    evicted,
+                    "client registrations at the cap: oldest unused evicted"
+                );
+            }
+            Ok(_) => {
+                return registration_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "too many registered clients; try again later",
+                );
+            }
+            Err(e) => return crate::error::ApiError::from(e).into_response(),
+        },
         Err(e) => return crate::error::ApiError::from(e).into_response(),
     }
     let method = registration

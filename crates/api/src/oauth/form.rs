@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 
 /// Longest single parameter value (a metadata-document client id or redirect URI fits).
 const MAX_VALUE: usize = 2048;
+/// The consent form's sealed request is longer (its own opener bounds it again).
+const MAX_SEALED: usize = 16 * 1024;
 
 /// Parsed parameters.
 #[derive(Debug, Default)]
@@ -16,9 +18,14 @@ impl Params {
     pub(super) fn parse(raw: &[u8]) -> Result<Self, String> {
         let mut map = BTreeMap::new();
         for (key, value) in url::form_urlencoded::parse(raw) {
-            if value.len() > MAX_VALUE || value.chars().any(char::is_control) {
+            let max = if key == "request" {
+                MAX_SEALED
+            } else {
+                MAX_VALUE
+            };
+            if value.len() > max || value.chars().any(char::is_control) {
                 return Err(format!(
-                    "{key} is over {MAX_VALUE} bytes or holds control characters"
+                    "{key} is over {max} bytes or holds control characters"
                 ));
             }
             if map.insert(key.to_string(), value.into_owned()).is_some() {

@@ -65,6 +65,8 @@ pub struct AuthServer {
     clients: clients::Clients,
     /// Seals the authorization request into the consent form.
     sealer: Sealer,
+    /// Consent forms already answered (nonce → unix expiry), so each is answered once.
+    answered: std::sync::Mutex<std::collections::HashMap<String, i64>>,
 }
 
 impl AuthServer {
@@ -81,7 +83,16 @@ impl AuthServer {
             refresh_ttl,
             clients: clients::Clients::new(outbound),
             sealer: Sealer::new(),
+            answered: Default::default(),
         }
+    }
+
+    /// Whether the consent form `nonce` (valid until `expires`) is answered for the first time.
+    fn first_use(&self, nonce: &str, expires: i64) -> bool {
+        let now = time::OffsetDateTime::now_utc().unix_timestamp();
+        let mut answered = crate::lock(&self.answered);
+        answered.retain(|_, until| *until > now);
+        answered.insert(nonce.to_owned(), expires).is_none()
     }
 
     /// `/mcp`'s audience.

@@ -42,7 +42,10 @@ h1{font-size:1.4rem}.warn{background:#fff4d6;border:1px solid #c98a00;padding:.5
 code{background:#f2f2f2;padding:0 .25rem;word-break:break-all}fieldset{border:1px solid #bbb;border-radius:4px}\
 button{font-size:1rem;padding:.4rem 1.2rem;margin-right:.5rem}";
 
-fn page(status: StatusCode, title: &str, body: &str) -> Response {
+/// `referrer`: `no-referrer` for pages without a form; `same-origin` for the consent form,
+/// whose POST must carry this gateway's `Origin` (browsers send `Origin: null` under
+/// `no-referrer`) while nothing leaks to other sites.
+fn page(status: StatusCode, title: &str, body: &str, referrer: &'static str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
@@ -59,10 +62,7 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
+    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static(referrer));
     response
 }
 
@@ -75,6 +75,7 @@ pub(super) fn error(status: StatusCode, message: &str) -> Response {
             "<h1>This sign-in cannot continue</h1><p>{}</p>",
             escape(message)
         ),
+        "no-referrer",
     )
 }
 
@@ -139,7 +140,12 @@ pub(super) fn consent(c: &Consent<'_>) -> Response {
         request = escape(c.sealed_request),
         csrf = escape(c.csrf),
     );
-    page(StatusCode::OK, &format!("Allow {}?", c.client_name), &body)
+    page(
+        StatusCode::OK,
+        &format!("Allow {}?", c.client_name),
+        &body,
+        "same-origin",
+    )
 }
 
 /// The user has no profile to grant yet.

@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
-use gig_store::{NewOAuthToken, OAuthGrant, OAuthTokenKind, Spent};
+use gig_store::{Exchange, NewOAuthToken, OAuthGrant, OAuthToken, OAuthTokenKind};
 use http::{HeaderMap, HeaderValue, StatusCode, header};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -192,78 +192,104 @@ pub(super) async fn token(
     if kind == OAuthTokenKind::Code && params.get("code_verifier").is_none() {
         return Err(fail("invalid_request", "code_verifier is required"));
     }
-    // Spent before the checks below: a stolen code or refresh token gets one try. One that
-    // fails them ends its grant, which nothing could use any more anyway.
-    let (spent, grant) = spend(&state, presented, kind, &client_id).await?;
-    let checked = match kind {
-        OAuthTokenKind::Code => check_code(&params, &spent),
-        _ => check_refresh(&params, &grant),
-    }
-    .and_then(|()| match params.get("resource") {
-        Some(r) if r != grant.resource => {
-            Err(fail("invalid_target", "the grant is for another resource"))
+    // One transaction spends what was presented, judges it, and either issues the new pair
+    // or (judged wrong) ends the grant: a stolen code or refresh token gets one try.
+    let judge = |spent: &OAuthToken, grant: &OAuthGrant| {
+        if grant.client_id != client_id {
+            return Err(fail(
+                "invalid_grant",
+                "the code or refresh token was issued to another client",
+            ));
         }
-        _ => Ok(()),
-    });
-    if let Err(refused) = checked {
-        state.store.revoke_oauth_grant(grant.id, None).await?;
-        return Err(refused);
-    }
-    issue(&state, &grant).await
-}
-
-/// Spends `presented` as a `kind` of `client_id`'s; a replay revokes the grant.
-async fn spend(
-    state: &ApiState,
-    presented: &str,
-    kind: OAuthTokenKind,
-    client_id: &str,
-) -> Result<(gig_store::OAuthToken, OAuthGrant), TokenError> {
+        match kind {
+            OAuthTokenKind::Code => check_code(&params, spent)?,
+            _ => check_refresh(&params, grant)?,
+        }
+        match params.get("resource") {
+            Some(r) if r != grant.resource => {
+                Err(fail("invalid_target", "the grant is for another resource"))
+            }
+            _ => Ok(()),
+        }
+    };
+    let now = time::OffsetDateTime::now_utc();
+    let (access, refresh) = (new_secret(ACCESS_PREFIX), new_secret(REFRESH_PREFIX));
+    let exchanged = state
+        .store
+        .exchange_oauth_token(
+            &token_hash(presented),
+            kind,
+            judge,
+            &NewOAuthToken {
+                token_hash: &token_hash(&access),
+                expires_at: now + state.oauth.access_ttl,
+            },
+            &NewOAuthToken {
+                token_hash: &token_hash(&refresh),
+                expires_at: now + state.oauth.refresh_ttl,
+            },
+        )
+        .await?;
     let invalid = || {
         fail(
             "invalid_grant",
             "the code or refresh token is invalid, expired or spent",
         )
     };
-    match state
-        .store
-        .spend_oauth_token(&token_hash(presented), kind)
-        .await?
-    {
-        Spent::Fresh(spent) if spent.1.client_id == client_id => Ok(*spent),
-        Spent::Fresh(spent) => {
-            let (token, grant) = *spent;
-            // Another client's code or token: it has leaked, so its grant ends here.
-            tracing::warn!(grant = grant.id, kind = ?token.kind, "OAuth token presented by another client: grant revoked");
-            state.store.revoke_oauth_grant(grant.id, None).await?;
-            Err(invalid())
+    let grant = match exchanged {
+        Exchange::Issued(grant) => grant,
+        Exchange::Invalid => return Err(invalid()),
+        Exchange::Refused { grant_id, why } => {
+            tracing::warn!(grant = grant_id, ?kind, reason = %why.description, "OAuth exchange refused: grant revoked");
+            let detail = json!({"grant": grant_id, "reason": why.description});
+            grant_ended(&state, &client_id, "oauth.refused", grant_id, detail).await?;
+            return Err(why);
         }
-        Spent::Replayed { grant_id } => {
+        Exchange::Replayed { grant_id } => {
             tracing::warn!(
                 grant = grant_id,
                 ?kind,
                 "spent OAuth code or refresh token presented again: grant revoked"
             );
-            let target = format!("grant:{grant_id}");
             let detail = json!({"grant": grant_id, "kind": format!("{kind:?}").to_lowercase()});
-            audit(
-                state,
-                &format!("client:{client_id}"),
-                "oauth.replay",
-                &target,
-                detail,
-            )
-            .await
-            .map_err(|_| fail("server_error", "the store cannot be written"))?;
-            Err(invalid())
+            grant_ended(&state, &client_id, "oauth.replay", grant_id, detail).await?;
+            return Err(invalid());
         }
-        Spent::Invalid => Err(invalid()),
-    }
+    };
+    let mut response = Json(json!({
+        "access_token": access,
+        "token_type": "Bearer",
+        "expires_in": state.oauth.access_ttl.as_secs(),
+        "refresh_token": refresh,
+        "scope": grant.scope,
+    }))
+    .into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// An audit row for a grant the token endpoint ended (a replay, a failed check).
+async fn grant_ended(
+    state: &ApiState,
+    client_id: &str,
+    action: &str,
+    grant_id: i64,
+    detail: serde_json::Value,
+) -> Result<(), TokenError> {
+    audit(
+        state,
+        &format!("client:{client_id}"),
+        action,
+        &format!("grant:{grant_id}"),
+        detail,
+    )
+    .await
+    .map_err(|_| fail("server_error", "the store cannot be written"))
 }
 
 /// The exchange matches the authorization request: same redirect URI (when given) and the
 /// verifier whose S256 is the challenge.
-fn check_code(params: &Params, code: &gig_store::OAuthToken) -> Result<(), TokenError> {
+fn check_code(params: &Params, code: &OAuthToken) -> Result<(), TokenError> {
     let mismatch = |what: &str| {
         fail(
             "invalid_grant",
@@ -286,51 +312,22 @@ fn check_code(params: &Params, code: &gig_store::OAuthToken) -> Result<(), Token
     Ok(())
 }
 
-/// A refresh may narrow the scope it names, never widen it.
+/// A refresh keeps the grant's scope: a `scope` parameter, when given, must name exactly it
+/// (a narrower token per refresh is not offered, so it is refused rather than ignored).
 fn check_refresh(params: &Params, grant: &OAuthGrant) -> Result<(), TokenError> {
     if let Some(asked) = params.get("scope") {
-        let granted: Vec<&str> = grant.scope.split(' ').collect();
-        let within = parse_scope(asked).is_some_and(|s| s.iter().all(|s| granted.contains(s)));
-        if !within {
+        let mut granted: Vec<&str> = grant.scope.split(' ').collect();
+        let mut asked = parse_scope(asked).unwrap_or_default();
+        granted.sort_unstable();
+        asked.sort_unstable();
+        if asked != granted {
             return Err(fail(
                 "invalid_scope",
-                "a refresh cannot widen the grant's scope",
+                "a refresh keeps the grant's scope; ask for it unchanged or omit scope",
             ));
         }
     }
     Ok(())
-}
-
-async fn issue(state: &ApiState, grant: &OAuthGrant) -> Result<Response, TokenError> {
-    let now = time::OffsetDateTime::now_utc();
-    let (access, refresh) = (new_secret(ACCESS_PREFIX), new_secret(REFRESH_PREFIX));
-    let issued = state
-        .store
-        .issue_oauth_tokens(
-            grant.id,
-            &NewOAuthToken {
-                token_hash: &token_hash(&access),
-                expires_at: now + state.oauth.access_ttl,
-            },
-            &NewOAuthToken {
-                token_hash: &token_hash(&refresh),
-                expires_at: now + state.oauth.refresh_ttl,
-            },
-        )
-        .await?;
-    if !issued {
-        return Err(fail("invalid_grant", "the grant has been revoked"));
-    }
-    let mut response = Json(json!({
-        "access_token": access,
-        "token_type": "Bearer",
-        "expires_in": state.oauth.access_ttl.as_secs(),
-        "refresh_token": refresh,
-        "scope": grant.scope,
-    }))
-    .into_response();
-    no_store(response.headers_mut());
-    Ok(response)
 }
 
 /// `POST /oauth/revoke`: the client's own access or refresh token (a refresh token takes its

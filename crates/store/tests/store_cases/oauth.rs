@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use gig_store::{NewOAuthGrant, NewOAuthToken, NewUser, OAuthTokenKind, Spent};
+use gig_store::{
+    Exchange, NewOAuthGrant, NewOAuthToken, NewUser, OAuthGrant, OAuthToken, OAuthTokenKind,
+};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -56,50 +58,93 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     };
     let minute = Duration::minutes(1);
 
+    let ok = |_: &OAuthToken, _: &OAuthGrant| Ok::<(), ()>(());
+    let exchange = |hash: &'static str, kind, access: &'static str, refresh: &'static str| {
+        let s = s.clone();
+        async move {
+            s.exchange_oauth_token(
+                hash,
+                kind,
+                ok,
+                &token(access, minute),
+                &token(refresh, minute),
+            )
+            .await
+            .unwrap()
+        }
+    };
+
     // A code is spent once; a second presentation revokes the grant and all under it.
     let g1 = s
         .create_oauth_grant(&grant("c-1"), &token("code-1", minute), "chal", "http://cb")
         .await
         .unwrap();
-    let Spent::Fresh(spent) = s
-        .spend_oauth_token("code-1", OAuthTokenKind::Code)
+    let seen = std::sync::Mutex::new(None);
+    let first = s
+        .exchange_oauth_token(
+            "code-1",
+            OAuthTokenKind::Code,
+            |t: &OAuthToken, _: &OAuthGrant| {
+                *seen.lock().unwrap() = Some((t.code_challenge.clone(), t.redirect_uri.clone()));
+                Ok::<(), ()>(())
+            },
+            &token("acc-1", minute),
+            &token("ref-1", minute),
+        )
         .await
-        .unwrap()
-    else {
-        panic!("a fresh code is spendable");
-    };
-    let (code, spent_grant) = *spent;
-    assert_eq!(spent_grant, g1);
+        .unwrap();
+    assert_eq!(first, Exchange::Issued(Box::new(g1.clone())));
     assert_eq!(
-        (code.code_challenge.as_deref(), code.redirect_uri.as_deref()),
-        (Some("chal"), Some("http://cb"))
-    );
-    assert!(
-        s.issue_oauth_tokens(g1.id, &token("acc-1", minute), &token("ref-1", minute))
-            .await
-            .unwrap()
+        seen.lock().unwrap().clone(),
+        Some((Some("chal".into()), Some("http://cb".into())))
     );
     assert_eq!(s.get_oauth_access("acc-1").await.unwrap(), Some(g1.clone()));
     assert_eq!(
-        s.spend_oauth_token("code-1", OAuthTokenKind::Code)
-            .await
-            .unwrap(),
-        Spent::Replayed { grant_id: g1.id }
+        exchange("code-1", OAuthTokenKind::Code, "acc-x", "ref-x").await,
+        Exchange::Replayed { grant_id: g1.id }
     );
     assert_eq!(s.get_oauth_access("acc-1").await.unwrap(), None);
     assert_eq!(
-        s.spend_oauth_token("ref-1", OAuthTokenKind::Refresh)
-            .await
-            .unwrap(),
-        Spent::Invalid
+        s.get_oauth_access("acc-x").await.unwrap(),
+        None,
+        "nothing issued on a replay"
     );
+    assert_eq!(
+        exchange("ref-1", OAuthTokenKind::Refresh, "acc-y", "ref-y").await,
+        Exchange::Invalid
+    );
+
+    // A refused check spends the code and revokes the grant, issuing nothing.
+    let g0 = s
+        .create_oauth_grant(&grant("c-1"), &token("code-0", minute), "chal", "http://cb")
+        .await
+        .unwrap();
+    let refused = s
+        .exchange_oauth_token(
+            "code-0",
+            OAuthTokenKind::Code,
+            |_: &OAuthToken, _: &OAuthGrant| Err("wrong verifier"),
+            &token("acc-0", minute),
+            &token("ref-0", minute),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Exchange::Refused {
+            grant_id: g0.id,
+            why: "wrong verifier"
+        }
+    );
+    assert_eq!(s.get_oauth_access("acc-0").await.unwrap(), None);
     assert!(
-        !s.issue_oauth_tokens(g1.id, &token("acc-x", minute), &token("ref-x", minute))
+        s.get_oauth_grant(g0.id)
             .await
-            .unwrap(),
-        "nothing is issued under a revoked grant"
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_some()
     );
-    assert_eq!(s.get_oauth_access("acc-x").await.unwrap(), None);
 
     // Refresh rotation: the old refresh token is spent, and its replay revokes the grant.
     let g2 = s
@@ -107,30 +152,18 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         .await
         .unwrap();
     assert!(matches!(
-        s.spend_oauth_token("code-2", OAuthTokenKind::Code)
-            .await
-            .unwrap(),
-        Spent::Fresh(..)
+        exchange("code-2", OAuthTokenKind::Code, "acc-2", "ref-2").await,
+        Exchange::Issued(_)
     ));
-    s.issue_oauth_tokens(g2.id, &token("acc-2", minute), &token("ref-2", minute))
-        .await
-        .unwrap();
     assert_eq!(
-        s.spend_oauth_token("acc-2", OAuthTokenKind::Refresh)
-            .await
-            .unwrap(),
-        Spent::Invalid,
+        exchange("acc-2", OAuthTokenKind::Refresh, "acc-z", "ref-z").await,
+        Exchange::Invalid,
         "an access token is not a refresh token"
     );
     assert!(matches!(
-        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh)
-            .await
-            .unwrap(),
-        Spent::Fresh(..)
+        exchange("ref-2", OAuthTokenKind::Refresh, "acc-3", "ref-3").await,
+        Exchange::Issued(_)
     ));
-    s.issue_oauth_tokens(g2.id, &token("acc-3", minute), &token("ref-3", minute))
-        .await
-        .unwrap();
     assert!(s.get_oauth_access("acc-3").await.unwrap().is_some());
     let (found, client) = s.find_oauth_token("ref-3").await.unwrap().unwrap();
     assert_eq!(
@@ -138,16 +171,14 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         (OAuthTokenKind::Refresh, "c-1")
     );
     assert_eq!(
-        s.spend_oauth_token("ref-2", OAuthTokenKind::Refresh)
-            .await
-            .unwrap(),
-        Spent::Replayed { grant_id: g2.id }
+        exchange("ref-2", OAuthTokenKind::Refresh, "acc-4", "ref-4x").await,
+        Exchange::Replayed { grant_id: g2.id }
     );
     assert_eq!(s.get_oauth_access("acc-3").await.unwrap(), None);
     assert_eq!(s.find_oauth_token("ref-3").await.unwrap(), None);
 
     // Expired codes and tokens are refused, and purged.
-    let g3 = s
+    let stale = s
         .create_oauth_grant(
             &grant("c-1"),
             &token("code-3", -minute),
@@ -157,21 +188,28 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
         .await
         .unwrap();
     assert_eq!(
-        s.spend_oauth_token("code-3", OAuthTokenKind::Code)
-            .await
-            .unwrap(),
-        Spent::Invalid
+        exchange("code-3", OAuthTokenKind::Code, "acc-5", "ref-5").await,
+        Exchange::Invalid
     );
-    s.issue_oauth_tokens(g3.id, &token("acc-old", -minute), &token("ref-4", minute))
-        .await
-        .unwrap();
-    assert_eq!(s.get_oauth_access("acc-old").await.unwrap(), None);
     assert_eq!(
         s.delete_expired_oauth_tokens(OffsetDateTime::now_utc())
             .await
             .unwrap(),
-        2
+        1
     );
+    let g3 = s
+        .create_oauth_grant(
+            &grant("c-1"),
+            &token("code-3b", minute),
+            "chal",
+            "http://cb",
+        )
+        .await
+        .unwrap();
+    assert!(matches!(
+        exchange("code-3b", OAuthTokenKind::Code, "acc-6", "ref-4").await,
+        Exchange::Issued(_)
+    ));
 
     // Only the owner (or an unrestricted caller) revokes; the grant list shows live ones.
     assert_eq!(
@@ -181,7 +219,7 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
             .iter()
             .map(|g| g.id)
             .collect::<Vec<_>>(),
-        [g3.id]
+        [g3.id, stale.id]
     );
     assert!(!s.revoke_oauth_grant(g3.id, Some(bob.id)).await.unwrap());
     assert!(s.get_oauth_access("ref-4").await.unwrap().is_none());
@@ -189,7 +227,15 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     assert!(s.revoke_oauth_grant(g3.id, Some(ann.id)).await.unwrap());
     assert!(!s.revoke_oauth_grant(g3.id, None).await.unwrap());
     assert_eq!(s.find_oauth_token("ref-4").await.unwrap(), None);
-    assert!(s.list_oauth_grants(ann.id).await.unwrap().is_empty());
+    assert_eq!(
+        s.list_oauth_grants(ann.id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|g| g.id)
+            .collect::<Vec<_>>(),
+        [stale.id]
+    );
 
     // Deleting the profile deletes its grants and their tokens.
     let g4 = s
