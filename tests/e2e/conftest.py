@@ -99,8 +99,9 @@ def start_gateway(tmp_path: Path, servers: dict, port: int | None = None, **env)
 
 
 @contextlib.asynccontextmanager
-async def connect(gw: "Gateway"):
-    """An initialized Python SDK session (initialize handshake) to the gateway."""
+async def connect(gw: "Gateway", **session_options):
+    """An initialized Python SDK session (initialize handshake) to the gateway; `session_options`
+    go to ClientSession (sampling_callback, ...)."""
     import httpx2
     from mcp import ClientSession
     from mcp.client.streamable_http import streamable_http_client
@@ -108,7 +109,7 @@ async def connect(gw: "Gateway"):
     headers = {"Authorization": f"Bearer {gw.token}"}
     async with httpx2.AsyncClient(headers=headers, timeout=30) as client:
         async with streamable_http_client(gw.url, http_client=client) as (read, write):
-            async with ClientSession(read, write) as session:
+            async with ClientSession(read, write, **session_options) as session:
                 await session.initialize()
                 yield session
 

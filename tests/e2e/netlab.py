@@ -62,8 +62,10 @@ def sh(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 
 def make_tls(directory: Path, names=UPSTREAM_NAMES) -> dict:
-    """A throwaway CA and a leaf for `names` signed by it (PEM files in `directory`)."""
+    """A throwaway CA and a leaf for `names` (DNS names or IP addresses) signed by it (PEM files
+    in `directory`)."""
     import datetime
+    import ipaddress
 
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -97,7 +99,7 @@ def make_tls(directory: Path, names=UPSTREAM_NAMES) -> dict:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(minutes=5))
         .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName(n) for n in names]), critical=False)
+        .add_extension(x509.SubjectAlternativeName([_san(n, x509, ipaddress) for n in names]), critical=False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .add_extension(
@@ -113,6 +115,13 @@ def make_tls(directory: Path, names=UPSTREAM_NAMES) -> dict:
         leaf_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return paths
+
+
+def _san(name: str, x509, ipaddress):
+    try:
+        return x509.IPAddress(ipaddress.ip_address(name))
+    except ValueError:
+        return x509.DNSName(name)
 
 
 class TlsUpstream:

@@ -11,16 +11,13 @@ answered (oidc.authorize_until_callback); back at the gateway, its consent page 
     with DocumentServer(documents={"/client.json": {...}}) as docs:
         docs.url("/client.json")   # https://127.0.0.1:PORT/client.json, CA in docs.ca_file
 
-The document server is plain Python (ssl + http.server) with a throwaway CA made by
-`cryptography`; it also serves `/big.json` (over 64 KiB) and `/slow.json` (answers after 8 s), and
+The document server is plain Python (ssl + http.server) with a throwaway CA (netlab.make_tls); it also serves `/big.json` (over 64 KiB) and `/slow.json` (answers after 8 s), and
 listens on 127.0.0.1 and 127.0.0.2 (the latter to test loopback addresses the gateway must refuse).
 """
 
 from __future__ import annotations
 
-import datetime
 import html
-import ipaddress
 import json
 import re
 import ssl
@@ -33,6 +30,7 @@ from urllib.parse import urljoin
 
 import requests
 
+from netlab import make_tls
 from oidc import authorize_until_callback
 
 _PROFILE = re.compile(r'<input type="radio" name="profile" value="(\d+)"[^>]*> ([^<]*)</label>')
@@ -90,40 +88,11 @@ class DocumentServer:
     """HTTPS on 127.0.0.1 and 127.0.0.2 serving JSON documents, with its own CA."""
 
     def __init__(self, documents: dict[str, dict] | None = None):
-        from cryptography import x509
-        from cryptography.hazmat.primitives import hashes, serialization
-        from cryptography.hazmat.primitives.asymmetric import ec
-        from cryptography.x509.oid import NameOID
-
         self.documents = dict(documents or {})
         self.dir = Path(tempfile.mkdtemp(prefix="gig-docs-"))
-        now = datetime.datetime.now(datetime.timezone.utc)
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "gig test document CA")])
-        ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(minutes=5))
-              .not_valid_after(now + datetime.timedelta(days=1))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-              .sign(ca_key, hashes.SHA256()))
-        key = ec.generate_private_key(ec.SECP256R1())
-        leaf = (x509.CertificateBuilder()
-                .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
-                .issuer_name(ca_name).public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(now - datetime.timedelta(minutes=5))
-                .not_valid_after(now + datetime.timedelta(days=1))
-                .add_extension(x509.SubjectAlternativeName([
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.2"))]), critical=False)
-                .sign(ca_key, hashes.SHA256()))
-        self.ca_file = self.dir / "ca.pem"
-        self.ca_file.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-        cert_file, key_file = self.dir / "cert.pem", self.dir / "key.pem"
-        cert_file.write_bytes(leaf.public_bytes(serialization.Encoding.PEM))
-        key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
-                                               serialization.PrivateFormat.PKCS8,
-                                               serialization.NoEncryption()))
+        tls = make_tls(self.dir, names=("127.0.0.1", "127.0.0.2"))
+        self.ca_file = tls["ca"]
+        cert_file, key_file = tls["cert"], tls["key"]
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         context.load_cert_chain(cert_file, key_file)
         self.fetched: list[str] = []

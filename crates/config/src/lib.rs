@@ -25,7 +25,8 @@ pub use control_plane::{OidcConfig, Role};
 pub use metrics::MetricsConfig;
 pub use runtime::{EgressConfig, InstallConfig};
 pub use servers::{
-    DEFAULT_LIMITS, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
+    DEFAULT_LIMITS, DeclaredServers, HeaderTemplate, RemoteSpec, RemoteTransport, SandboxPolicy,
+    ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
 };
 
 /// Where configuration values come from. The process environment in production, a map in tests.

@@ -1,5 +1,6 @@
-//! The `mcpServers` file: the format Claude Desktop, Cursor and other clients use, so operators
-//! can bring their existing configuration unchanged.
+//! The `mcpServers` file: the format Claude Desktop, Cursor, VS Code and other clients use, so
+//! operators can bring their existing configuration unchanged — local servers (`command`) and
+//! remote ones (`url`, with `type` `http`/`streamable-http` or `sse`, and `headers`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -28,6 +29,120 @@ pub struct SandboxPolicy {
     /// Hosts the server may reach through the egress proxy and the credentials it gets as
     /// placeholders. Empty: no network at all.
     pub egress: EgressPolicy,
+}
+
+/// Everything a servers file declares: local servers (started by the gateway) and remote ones
+/// (reached over HTTP). Names are unique across both.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeclaredServers {
+    pub local: Vec<ServerSpec>,
+    pub remote: Vec<RemoteSpec>,
+}
+
+/// A remote MCP server the gateway connects to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    pub name: String,
+    pub url: url::Url,
+    pub transport: RemoteTransport,
+    /// Sent with every request. A value may name vault credentials of this server as
+    /// `${credential:NAME}`, so no secret needs to sit in the file.
+    pub headers: BTreeMap<String, HeaderTemplate>,
+    /// Non-public addresses this server may resolve to (an internal service), beside
+    /// `GIG_EGRESS_ALLOW_ADDRESSES`. Plain `http://` is allowed only to these.
+    pub allow_addresses: Vec<IpNet>,
+}
+
+impl RemoteSpec {
+    /// The vault credentials (of this server's scope) its headers name, sorted, once each.
+    pub fn credentials(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .headers
+            .values()
+            .flat_map(|h| h.credentials().map(str::to_owned))
+            .collect();
+        names.sort();
+        names.dedup();
+        names
+    }
+}
+
+/// How the gateway talks to a remote server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RemoteTransport {
+    /// Streamable HTTP (2025-03-26 and later).
+    StreamableHttp,
+    /// The legacy HTTP+SSE transport (2024-11-05): a GET event stream plus POSTs.
+    Sse,
+}
+
+/// A header value with `${credential:NAME}` references.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderTemplate(String);
+
+const CREDENTIAL_REF: &str = "${credential:";
+
+impl HeaderTemplate {
+    /// Checks the references (each closed, each a valid credential name) and the characters
+    /// (no control characters: a header value cannot hold them).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.chars().any(|c| c.is_control() && c != '\t') {
+            return Err("a header value cannot hold control characters".into());
+        }
+        let template = HeaderTemplate(text.to_owned());
+        let mut rest = text;
+        while let Some(start) = rest.find(CREDENTIAL_REF) {
+            let after = &rest[start + CREDENTIAL_REF.len()..];
+            let end = after
+                .find('}')
+                .ok_or("an unclosed ${credential:...} reference")?;
+            let name = &after[..end];
+            if name.is_empty()
+                || name.len() > 128
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(format!("{name:?} is not a credential name"));
+            }
+            rest = &after[end + 1..];
+        }
+        Ok(template)
+    }
+
+    /// The credential names referenced.
+    pub fn credentials(&self) -> impl Iterator<Item = &str> {
+        self.0
+            .split(CREDENTIAL_REF)
+            .skip(1)
+            .filter_map(|part| part.split_once('}').map(|(n, _)| n))
+    }
+
+    /// The value with every reference replaced by `lookup(name)`.
+    pub fn render<E>(
+        &self,
+        mut lookup: impl FnMut(&str) -> Result<String, E>,
+    ) -> Result<String, E> {
+        let mut out = String::with_capacity(self.0.len());
+        let mut rest = self.0.as_str();
+        while let Some(start) = rest.find(CREDENTIAL_REF) {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + CREDENTIAL_REF.len()..];
+            let Some((name, tail)) = after.split_once('}') else {
+                break;
+            };
+            out.push_str(&lookup(name)?);
+            rest = tail;
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Whether the value is written out in the file (no reference): it is then a secret of
+    /// the file's, scrubbed like a declared environment value.
+    pub fn literal(&self) -> &str {
+        &self.0
+    }
 }
 
 /// How to start a stdio MCP server as a child process.
@@ -82,6 +197,12 @@ struct RawServer {
     #[serde(rename = "type")]
     transport: Option<String>,
     url: Option<String>,
+    /// Remote servers: headers sent with every request (VS Code, Cursor).
+    #[serde(default)]
+    headers: BTreeMap<String, String>,
+    /// Remote servers: non-public addresses it may resolve to.
+    #[serde(rename = "allowAddresses", default)]
+    allow_addresses: Vec<IpNet>,
     #[serde(default)]
     disabled: bool,
     /// Gig'MCP's own extension: `"sandbox": {}` or `{"bindRo": [...], "maxProcesses": 64}`.
@@ -118,7 +239,7 @@ pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
 };
 
 /// Reads and validates a servers file. Disabled servers are left out.
-pub fn parse_servers_file(path: &Path) -> Result<Vec<ServerSpec>, ServersFileError> {
+pub fn parse_servers_file(path: &Path) -> Result<DeclaredServers, ServersFileError> {
     let bytes = std::fs::read(path).map_err(|source| ServersFileError::Read {
         path: path.to_owned(),
         source,
@@ -126,7 +247,7 @@ pub fn parse_servers_file(path: &Path) -> Result<Vec<ServerSpec>, ServersFileErr
     parse_servers_json(path, &bytes)
 }
 
-fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, ServersFileError> {
+fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<DeclaredServers, ServersFileError> {
     let raw: RawFile = serde_json::from_slice(bytes).map_err(|source| ServersFileError::Parse {
         path: path.to_owned(),
         source,
@@ -136,7 +257,7 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
         name: name.to_owned(),
         reason: reason.to_owned(),
     };
-    let mut specs = Vec::new();
+    let mut declared = DeclaredServers::default();
     for (name, server) in raw.mcp_servers {
         // `@` is reserved for the gateway's own vault scopes (registry logins).
         if name.starts_with('@') {
@@ -151,19 +272,24 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
         if server.disabled {
             continue;
         }
+        if let Some(url) = &server.url {
+            let remote = remote_spec(&name, url, &server).map_err(|why| fail(&name, &why))?;
+            declared.remote.push(remote);
+            continue;
+        }
         match server.transport.as_deref() {
             None | Some("stdio") => {}
             Some(other) => {
                 return Err(fail(
                     &name,
-                    &format!("transport {other:?} is not supported yet; only stdio"),
+                    &format!("transport {other:?} needs a \"url\" (remote server)"),
                 ));
             }
         }
-        if server.url.is_some() {
+        if !server.headers.is_empty() || !server.allow_addresses.is_empty() {
             return Err(fail(
                 &name,
-                "remote (url) servers are not supported yet; only stdio",
+                "headers and allowAddresses are for remote (url) servers; a local server's egress is in \"sandbox\"",
             ));
         }
         let program = server
@@ -233,7 +359,7 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
                 })
             }
         };
-        specs.push(ServerSpec {
+        declared.local.push(ServerSpec {
             name,
             sandbox,
             command: StdioCommand {
@@ -244,7 +370,70 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<Vec<ServerSpec>, Serv
             },
         });
     }
-    Ok(specs)
+    Ok(declared)
+}
+
+/// A `url` entry: http(s) with a host, no credentials in the URL, no local-server fields;
+/// plain http only to addresses it is allowed (an internal service), never across the
+/// internet with its headers in clear.
+fn remote_spec(name: &str, raw_url: &str, server: &RawServer) -> Result<RemoteSpec, String> {
+    let transport = match server.transport.as_deref() {
+        None | Some("http" | "streamable-http" | "streamableHttp") => {
+            RemoteTransport::StreamableHttp
+        }
+        Some("sse") => RemoteTransport::Sse,
+        Some(other) => {
+            return Err(format!(
+                "type {other:?} with a url: use \"http\" (Streamable HTTP) or \"sse\""
+            ));
+        }
+    };
+    if server.command.is_some()
+        || !server.args.is_empty()
+        || !server.env.is_empty()
+        || server.cwd.is_some()
+        || server.sandbox.is_some()
+    {
+        return Err("a url server takes no command, args, env, cwd or sandbox".into());
+    }
+    let url = url::Url::parse(raw_url).map_err(|e| format!("url {raw_url:?}: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(format!("url {raw_url:?} must be http(s) with a host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("put credentials in headers (from the vault), not in the url".into());
+    }
+    if url.scheme() == "http" && server.allow_addresses.is_empty() {
+        return Err(
+            "plain http only to an internal address named in allowAddresses; use https".into(),
+        );
+    }
+    let mut headers = BTreeMap::new();
+    for (key, value) in &server.headers {
+        let valid_name = !key.is_empty()
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !valid_name {
+            return Err(format!("{key:?} is not a header name"));
+        }
+        let lower = key.to_ascii_lowercase();
+        if matches!(
+            lower.as_str(),
+            "host" | "content-length" | "transfer-encoding" | "connection" | "mcp-session-id"
+        ) {
+            return Err(format!("header {key} is set by the gateway"));
+        }
+        let template = HeaderTemplate::parse(value).map_err(|e| format!("header {key}: {e}"))?;
+        headers.insert(key.clone(), template);
+    }
+    Ok(RemoteSpec {
+        name: name.to_owned(),
+        url,
+        transport,
+        headers,
+        allow_addresses: server.allow_addresses.clone(),
+    })
 }
 
 #[cfg(test)]
@@ -252,7 +441,93 @@ mod tests {
     use super::*;
 
     fn parse(json: &str) -> Result<Vec<ServerSpec>, ServersFileError> {
-        parse_servers_json(Path::new("servers.json"), json.as_bytes())
+        parse_servers_json(Path::new("servers.json"), json.as_bytes()).map(|d| d.local)
+    }
+
+    fn parse_remote(json: &str) -> Result<Vec<RemoteSpec>, ServersFileError> {
+        parse_servers_json(Path::new("servers.json"), json.as_bytes()).map(|d| d.remote)
+    }
+
+    #[test]
+    fn remote_servers_in_the_clients_spellings() {
+        let remote = parse_remote(
+            r#"{"mcpServers": {
+                "gh": {"type": "http", "url": "https://api.example.com/mcp",
+                       "headers": {"Authorization": "Bearer ${credential:gh-token}", "X-Team": "core"}},
+                "cursor": {"url": "https://mcp.example.org/mcp"},
+                "legacy": {"type": "sse", "url": "http://10.1.2.3:8080/sse", "allowAddresses": ["10.1.2.3/32"]}
+            }}"#,
+        )
+        .unwrap();
+        let names: Vec<_> = remote
+            .iter()
+            .map(|r| (r.name.as_str(), r.transport))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("cursor", RemoteTransport::StreamableHttp),
+                ("gh", RemoteTransport::StreamableHttp),
+                ("legacy", RemoteTransport::Sse)
+            ]
+        );
+        assert_eq!(remote[1].credentials(), ["gh-token"]);
+        let rendered = remote[1].headers["Authorization"]
+            .render(|name| Ok::<_, ()>(format!("<{name}>")))
+            .unwrap();
+        assert_eq!(rendered, "Bearer <gh-token>");
+        assert_eq!(remote[2].allow_addresses[0].to_string(), "10.1.2.3/32");
+    }
+
+    #[test]
+    fn remote_entries_are_checked() {
+        for (json, needle) in [
+            (
+                r#"{"mcpServers": {"a": {"url": "http://api.example.com/mcp"}}}"#,
+                "plain http",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "ftp://x/mcp"}}}"#,
+                "http(s)",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://u:p@x/mcp"}}}"#,
+                "credentials",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "type": "ws"}}}"#,
+                "ws",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "command": "x"}}}"#,
+                "no command",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"Host": "y"}}}}"#,
+                "set by the gateway",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"A": "${credential:x"}}}}"#,
+                "unclosed",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"A": "${credential:a b}"}}}}"#,
+                "not a credential name",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"A": "x\ny"}}}}"#,
+                "control",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"command": "x", "headers": {"A": "b"}}}}"#,
+                "remote",
+            ),
+        ] {
+            let err = parse_servers_json(Path::new("s.json"), json.as_bytes())
+                .expect_err(json)
+                .to_string();
+            assert!(err.contains(needle), "{err} should mention {needle}");
+        }
     }
 
     #[test]
@@ -362,10 +637,6 @@ mod tests {
             (
                 r#"{"mcpServers": {"a": {"command": "x", "typo": 1}}}"#,
                 "typo",
-            ),
-            (
-                r#"{"mcpServers": {"a": {"url": "https://x", "command": "x"}}}"#,
-                "remote",
             ),
             (
                 r#"{"mcpServers": {"a": {"type": "sse", "command": "x"}}}"#,

@@ -13,14 +13,17 @@ use std::process::Stdio;
 use gig_config::StdioCommand;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use rmcp::RoleClient;
+use rmcp::service::{ClientInitializeError, RunningService};
 use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
 
-/// A byte channel to a running MCP server plus whatever must be torn down with it.
+pub use crate::backend_client::BackendClient;
+
+/// A channel to a running MCP server plus whatever must be torn down with it.
 pub struct Connection {
-    pub reader: Pin<Box<dyn AsyncRead + Send>>,
-    pub writer: Pin<Box<dyn AsyncWrite + Send>>,
-    /// Dropping this ends the server (kills its process group).
+    pub channel: Channel,
+    /// Dropping this ends the server (kills its process group, closes its bridge).
     pub guard: Box<dyn Send + Sync>,
     /// Told which tool call is running (`None` when it ends), so the egress proxy's audit
     /// records name the call that caused a request. Sandboxed servers only.
@@ -28,6 +31,44 @@ pub struct Connection {
     /// The server's stderr: the supervisor logs it and keeps its recent lines for operators.
     pub stderr: Option<Stderr>,
 }
+
+/// How MCP messages reach the server.
+pub enum Channel {
+    /// JSON-RPC, one message per line, over a byte stream: a child's stdio, a sandbox's, or a
+    /// bridge to a legacy HTTP+SSE server. The supervisor bounds lines and stalled writes.
+    Lines {
+        reader: Pin<Box<dyn AsyncRead + Send>>,
+        writer: Pin<Box<dyn AsyncWrite + Send>>,
+    },
+    /// A transport that speaks for itself (rmcp's Streamable HTTP client to a remote server):
+    /// given the gateway's client handler, it initializes and serves it.
+    Serve(ServeFn),
+}
+
+impl std::fmt::Debug for Channel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Channel::Lines { .. } => "Channel::Lines",
+            Channel::Serve(_) => "Channel::Serve",
+        })
+    }
+}
+
+/// See [`Channel::Serve`].
+pub type ServeFn = Box<
+    dyn FnOnce(
+            BackendClient,
+        ) -> Pin<
+            Box<
+                dyn Future<
+                        Output = Result<
+                            RunningService<RoleClient, BackendClient>,
+                            ClientInitializeError,
+                        >,
+                    > + Send,
+            >,
+        > + Send,
+>;
 
 /// A backend's stderr and the values to scrub from it before anyone sees a line.
 pub struct Stderr {
@@ -151,8 +192,10 @@ impl StdioLauncher {
                 scrub,
             }),
             on_tool_call: None,
-            reader: Box::pin(stdout),
-            writer: Box::pin(stdin),
+            channel: Channel::Lines {
+                reader: Box::pin(stdout),
+                writer: Box::pin(stdin),
+            },
             guard: Box::new(ProcessGroup::new(child)),
         })
     }

@@ -12,7 +12,7 @@
 pub mod aggregator;
 pub mod audit;
 pub mod backend;
-mod backend_client;
+pub mod backend_client;
 pub mod catalog;
 pub mod http;
 pub mod hub;

@@ -1,6 +1,7 @@
 //! Supervision: keeps one backend running for the life of the gateway — start, initialize,
 //! fetch its lists (bounded), serve it until it ends, restart with backoff. A backend that
-//! stops reading its stdin for the call timeout is ended like one that crashed.
+//! stops reading its stdin for the call timeout is ended like one that crashed. Local and
+//! remote backends are supervised alike: only the channel differs.
 
 mod stdin_guard;
 
@@ -12,11 +13,13 @@ use rmcp::ServiceExt;
 use rmcp::model::PaginatedRequestParams;
 use rmcp::service::{Peer, RunningService};
 use rmcp::transport::async_rw::AsyncRwTransport;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{Backend, BackendStatus};
 use crate::backend_client::BackendClient;
 use crate::catalog::BackendLists;
 use crate::hub::Hub;
+use crate::launcher::Channel;
 use crate::stdout_guard::StdoutGuard;
 use crate::sync::write;
 use stdin_guard::StdinGuard;
@@ -157,13 +160,20 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
             backend.stderr_tail.clone(),
         ));
     }
-    let reader = StdoutGuard::new(connection.reader, limits.max_message_bytes);
-    let (writer, stalled) = StdinGuard::new(connection.writer, limits.call_timeout);
-    let transport =
-        AsyncRwTransport::new_client(reader, writer).with_max_line_length(limits.max_message_bytes);
     let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(&hub.subscriptions));
-
-    let init = tokio::time::timeout(limits.call_timeout, handler.serve(transport));
+    // A byte channel gets its lines bounded and a stalled reader noticed; a transport that
+    // speaks for itself bounds its own messages (rmcp's HTTP client: SSE event size).
+    let (serving, stalled) = match connection.channel {
+        Channel::Lines { reader, writer } => {
+            let reader = StdoutGuard::new(reader, limits.max_message_bytes);
+            let (writer, stalled) = StdinGuard::new(writer, limits.call_timeout);
+            let transport = AsyncRwTransport::new_client(reader, writer)
+                .with_max_line_length(limits.max_message_bytes);
+            (Box::pin(handler.serve(transport)) as ServeFuture, stalled)
+        }
+        Channel::Serve(serve) => (serve(handler), CancellationToken::new()),
+    };
+    let init = tokio::time::timeout(limits.call_timeout, serving);
     let running: RunningService<RoleClient, BackendClient> = tokio::select! {
         result = init => match result {
             Ok(Ok(running)) => running,
@@ -226,7 +236,18 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         }
     };
     closed.cancel();
-    // Dropping the guard kills the process group.
+    // Dropping the guard kills the process group (or closes the bridge).
     drop(connection.guard);
     reason
 }
+
+type ServeFuture = std::pin::Pin<
+    Box<
+        dyn std::future::Future<
+                Output = Result<
+                    RunningService<RoleClient, BackendClient>,
+                    rmcp::service::ClientInitializeError,
+                >,
+            > + Send,
+    >,
+>;

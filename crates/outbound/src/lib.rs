@@ -62,11 +62,38 @@ pub struct Outbound {
 
 impl Outbound {
     /// `allow`: the non-public addresses that may be reached (`GIG_EGRESS_ALLOW_ADDRESSES`);
-    /// `extra_roots`: a PEM bundle trusted besides the system's roots.
+    /// `extra_roots`: a PEM bundle trusted besides the system's roots. https only.
     pub fn new(allow: Vec<IpNet>, extra_roots: Option<&Path>) -> Result<Self, OutboundError> {
-        let policy = Arc::new(AddressPolicy::new(allow));
+        Self::build(AddressPolicy::new(allow), extra_roots, false)
+    }
+
+    /// For plain-http remote servers: http is allowed, but only to `allow`ed addresses (an
+    /// internal service), never to a public one, so headers never cross the internet in clear.
+    pub fn plain_http(
+        allow: Vec<IpNet>,
+        extra_roots: Option<&Path>,
+    ) -> Result<Self, OutboundError> {
+        Self::build(AddressPolicy::allowed_only(allow), extra_roots, true)
+    }
+
+    /// The client itself, for transports that make their own requests (rmcp's Streamable
+    /// HTTP client): every connection it opens still goes through the address check.
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    fn build(
+        policy: AddressPolicy,
+        extra_roots: Option<&Path>,
+        plain_http: bool,
+    ) -> Result<Self, OutboundError> {
+        // reqwest 0.13 is built without a bundled provider in this workspace (as in gig-oci):
+        // ring, installed once per process; a provider someone installed first is kept.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let policy = Arc::new(policy);
+        let mut roots = Vec::new();
         let mut builder = reqwest::Client::builder()
-            .https_only(true)
+            .https_only(!plain_http)
             .redirect(reqwest::redirect::Policy::none())
             // Never through a proxy from HTTPS_PROXY/ALL_PROXY: the proxy would resolve and
             // connect in our place, past the address check.
@@ -76,7 +103,7 @@ impl Outbound {
             .user_agent(concat!("gigmcp/", env!("CARGO_PKG_VERSION")));
         for cert in rustls_native_certs::load_native_certs().certs {
             if let Ok(cert) = reqwest::Certificate::from_der(&cert) {
-                builder = builder.add_root_certificate(cert);
+                roots.push(cert);
             }
         }
         if let Some(path) = extra_roots {
@@ -90,10 +117,9 @@ impl Outbound {
             if certs.is_empty() {
                 return Err(roots_error("no certificate in the file".into()));
             }
-            for cert in certs {
-                builder = builder.add_root_certificate(cert);
-            }
+            roots.extend(certs);
         }
+        builder = builder.tls_certs_only(roots);
         let client = builder
             .build()
             .map_err(|e| OutboundError::Client(e.to_string()))?;
@@ -147,6 +173,12 @@ impl Outbound {
         if url.scheme() != "https" {
             return Err(OutboundError::NotHttps);
         }
+        self.check_host(url)
+    }
+
+    /// An IP literal host (which reqwest connects to without resolving) must be allowed: call
+    /// before handing a URL to a transport that uses [`Self::client`].
+    pub fn check_host(&self, url: &url::Url) -> Result<String, OutboundError> {
         let host = match url.host() {
             Some(url::Host::Domain(d)) => return Ok(d.to_owned()),
             Some(url::Host::Ipv4(ip)) => IpAddr::V4(ip),

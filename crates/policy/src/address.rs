@@ -122,6 +122,8 @@ impl Default for LocalAddrs {
 #[derive(Debug, Default)]
 pub struct AddressPolicy {
     allow: Vec<ipnet::IpNet>,
+    /// Only `allow`ed addresses, not public ones either (plain-http internal services).
+    allowed_only: bool,
     local: LocalAddrs,
 }
 
@@ -129,7 +131,16 @@ impl AddressPolicy {
     pub fn new(allow: Vec<ipnet::IpNet>) -> Self {
         AddressPolicy {
             allow,
+            allowed_only: false,
             local: LocalAddrs::new(),
+        }
+    }
+
+    /// Only the `allow`ed addresses, no public ones.
+    pub fn allowed_only(allow: Vec<ipnet::IpNet>) -> Self {
+        AddressPolicy {
+            allowed_only: true,
+            ..Self::new(allow)
         }
     }
 
@@ -137,6 +148,11 @@ impl AddressPolicy {
     pub fn refusal(&self, ip: IpAddr) -> Option<&'static str> {
         if self.allow.iter().any(|net| net.contains(&ip)) {
             return None;
+        }
+        if self.allowed_only {
+            return Some(
+                "address outside this server's allowAddresses (plain http goes nowhere else)",
+            );
         }
         if let Some(why) = non_public_reason(ip) {
             return Some(why);
@@ -168,5 +184,8 @@ mod tests {
             );
         }
         assert_eq!(policy.refusal("203.0.113.9".parse().unwrap()), None);
+        let strict = AddressPolicy::allowed_only(vec!["10.1.2.3/32".parse().unwrap()]);
+        assert_eq!(strict.refusal("10.1.2.3".parse().unwrap()), None);
+        assert!(strict.refusal("203.0.113.9".parse().unwrap()).is_some());
     }
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use gig_config::ServerSpec;
-use gig_gateway::launcher::{Connection, LaunchError, LaunchFuture, Stderr, ToolCallHook};
+use gig_gateway::launcher::{Channel, Connection, LaunchError, LaunchFuture, Stderr, ToolCallHook};
 use gig_gateway::{Launcher, NamedLauncher, StdioLauncher};
 
 use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime};
@@ -99,8 +99,10 @@ impl SandboxLauncher {
                 scrub: Vec::new(),
             }),
             on_tool_call,
-            reader: Box::pin(stdout),
-            writer: Box::pin(stdin),
+            channel: Channel::Lines {
+                reader: Box::pin(stdout),
+                writer: Box::pin(stdin),
+            },
             guard: Box::new(SandboxGuard(Some(running))),
         })
     }

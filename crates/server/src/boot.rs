@@ -116,13 +116,14 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         None => None,
     };
     let meter = metrics.as_ref().map(|(m, _)| m.clone());
-    let specs = match &config.servers_file {
+    let declared = match &config.servers_file {
         Some(path) => gig_config::parse_servers_file(path)?,
         None => {
             tracing::warn!("GIG_SERVERS_FILE is not set: no backends");
-            Vec::new()
+            gig_config::DeclaredServers::default()
         }
     };
+    let specs = declared.local.clone();
     let install = InstallConfig::from_env(env)?;
     // Installed servers always run sandboxed: with installs configured (or already recorded),
     // the sandbox is required, not optional.
@@ -138,14 +139,33 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     if !install.install.is_empty() {
         install_at_boot(&config.store, &install, &secrets, meter.as_ref()).await?;
     }
-    let reserved: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
+    let reserved: Vec<String> = specs
+        .iter()
+        .map(|s| s.name.clone())
+        .chain(declared.remote.iter().map(|r| r.name.clone()))
+        .collect();
+    // Plain children and remote servers run outside any sandbox.
     let unsandboxed: BTreeSet<String> = specs
         .iter()
         .filter(|s| s.sandbox.is_none())
         .map(|s| s.name.clone())
+        .chain(declared.remote.iter().map(|r| r.name.clone()))
         .collect();
-    let declared = specs.clone();
-    let backends = gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
+    let mut backends =
+        gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
+    if !declared.remote.is_empty() {
+        let egress = EgressConfig::from_env(env)?;
+        let context = gig_runtime::RemoteContext {
+            allow_addresses: egress.allow_addresses,
+            extra_roots: egress.extra_roots,
+            secrets: secrets.clone(),
+            max_message_bytes: config.limits.max_message_bytes,
+        };
+        backends.extend(gig_runtime::remote_launchers(
+            declared.remote.clone(),
+            &context,
+        )?);
+    }
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
         config.limits,

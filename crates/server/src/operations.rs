@@ -11,10 +11,10 @@ use gig_api::operations::{
     CatalogEntry, DeclaredCredential, OpError, Operations, ServerStatus, StoredCredential,
     ToolDefinition,
 };
-use gig_config::{InstallConfig, ServerSpec, StoreConfig};
+use gig_config::{DeclaredServers, InstallConfig, RemoteSpec, StoreConfig};
 use gig_gateway::Hub;
 use gig_gateway::backend::BackendStatus;
-use gig_policy::{CredentialSpec, EgressPolicy};
+use gig_policy::{CredentialSpec, EgressPolicy, HostPattern, Injection};
 use gig_secrets::Secrets;
 use gig_store::CredentialScope;
 use tokio::sync::mpsc;
@@ -43,15 +43,21 @@ impl GatewayOperations {
         secrets: Arc<Secrets>,
         store_config: StoreConfig,
         install: InstallConfig,
-        specs: &[ServerSpec],
+        servers: &DeclaredServers,
     ) -> Self {
-        let declared = specs
-            .iter()
-            .map(|s| {
-                let egress = s.sandbox.as_ref().map(|p| p.egress.clone());
-                (s.name.clone(), Declared { egress })
-            })
-            .collect();
+        let local = servers.local.iter().map(|s| {
+            let egress = s.sandbox.as_ref().map(|p| p.egress.clone());
+            (s.name.clone(), Declared { egress })
+        });
+        let remote = servers.remote.iter().map(|r| {
+            (
+                r.name.clone(),
+                Declared {
+                    egress: Some(remote_policy(r)),
+                },
+            )
+        });
+        let declared = local.chain(remote).collect();
         GatewayOperations {
             hub,
             secrets,
@@ -83,6 +89,40 @@ impl GatewayOperations {
                 let rules = i.entry.egress.iter().map(|r| r.to_string()).collect();
                 (i.entry.credentials, rules)
             }))
+    }
+}
+
+/// A remote server's reach as `/api` shows it: its URL's host and port, the addresses it may
+/// resolve to, and each header credential as sent to that host only.
+fn remote_policy(remote: &RemoteSpec) -> EgressPolicy {
+    let host = remote
+        .url
+        .host_str()
+        .unwrap_or_default()
+        .trim_matches(['[', ']']);
+    let port = remote.url.port_or_known_default().unwrap_or(443);
+    let allow = format!("{host}:{port}").parse().into_iter().collect();
+    let hosts: Vec<HostPattern> = host.parse().into_iter().collect();
+    let credentials = remote
+        .headers
+        .iter()
+        .flat_map(|(header, template)| {
+            let hosts = hosts.clone();
+            template.credentials().map(move |name| CredentialSpec {
+                env: header.clone(),
+                secret: Some(name.to_owned()),
+                hosts: hosts.clone(),
+                inject: Injection::Header {
+                    name: header.clone(),
+                    template: template.literal().to_owned(),
+                },
+            })
+        })
+        .collect();
+    EgressPolicy {
+        allow,
+        allow_addresses: remote.allow_addresses.clone(),
+        credentials,
     }
 }
 

@@ -420,8 +420,10 @@ impl Launcher for StallingBackend {
                 }
             });
             Ok(Connection {
-                reader: Box::pin(gateway_read),
-                writer: Box::pin(gateway_write),
+                channel: gig_gateway::launcher::Channel::Lines {
+                    reader: Box::pin(gateway_read),
+                    writer: Box::pin(gateway_write),
+                },
                 guard: Box::new(AbortOnDrop(task)),
                 on_tool_call: None,
                 stderr: None,

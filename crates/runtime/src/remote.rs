@@ -1,0 +1,188 @@
+//! Remote MCP servers: reached over HTTP through the same [`Launcher`] interface as local ones,
+//! so supervision (fail-open, backoff, per-call timeout, bounded messages) is the same.
+//!
+//! Every connection goes through [`gig_outbound`]: each resolved address checked against the
+//! egress address policy (with this server's `allowAddresses` beside
+//! `GIG_EGRESS_ALLOW_ADDRESSES`), TLS verified against the system roots plus
+//! `GIG_EGRESS_EXTRA_ROOTS`, no redirects, environment proxies ignored. Header values are
+//! rendered from the vault at every (re)connection, so a credential set or rotated over `/api`
+//! applies at the next restart; the client's own token is never among them (it never leaves
+//! the gateway).
+
+mod sse;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use gig_config::{RemoteSpec, RemoteTransport};
+use gig_gateway::launcher::{Channel, Connection, LaunchError, LaunchFuture};
+use gig_gateway::{Launcher, NamedLauncher};
+use gig_outbound::Outbound;
+use gig_policy::IpNet;
+use gig_secrets::Secrets;
+use gig_store::CredentialScope;
+use rmcp::model::ProtocolVersion;
+use rmcp::service::{ClientLifecycleMode, ClientServiceExt};
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+
+/// What every remote launcher shares.
+#[derive(Clone)]
+pub struct RemoteContext {
+    /// `GIG_EGRESS_ALLOW_ADDRESSES`: allowed for every remote server.
+    pub allow_addresses: Vec<IpNet>,
+    /// `GIG_EGRESS_EXTRA_ROOTS`.
+    pub extra_roots: Option<PathBuf>,
+    /// Header credentials come from here (the server's own scope only).
+    pub secrets: Arc<Secrets>,
+    /// Largest message accepted from a server (`GIG_MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+}
+
+impl std::fmt::Debug for RemoteContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteContext")
+            .field("allow_addresses", &self.allow_addresses)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Launchers for the remote servers of the servers file.
+pub fn remote_launchers(
+    specs: Vec<RemoteSpec>,
+    context: &RemoteContext,
+) -> Result<Vec<NamedLauncher>, gig_outbound::OutboundError> {
+    specs
+        .into_iter()
+        .map(|spec| {
+            let launcher = RemoteLauncher::new(spec, context)?;
+            Ok((
+                launcher.spec.name.clone(),
+                Box::new(launcher) as Box<dyn Launcher>,
+            ))
+        })
+        .collect()
+}
+
+/// Connects to one remote server, afresh at every (re)start.
+#[derive(Debug)]
+pub struct RemoteLauncher {
+    spec: RemoteSpec,
+    outbound: Outbound,
+    secrets: Arc<Secrets>,
+    max_message_bytes: usize,
+}
+
+impl RemoteLauncher {
+    pub fn new(
+        spec: RemoteSpec,
+        context: &RemoteContext,
+    ) -> Result<Self, gig_outbound::OutboundError> {
+        let mut allow = context.allow_addresses.clone();
+        allow.extend(spec.allow_addresses.iter().copied());
+        let roots = context.extra_roots.as_deref();
+        let outbound = if spec.url.scheme() == "http" {
+            Outbound::plain_http(spec.allow_addresses.clone(), roots)?
+        } else {
+            Outbound::new(allow, roots)?
+        };
+        Ok(RemoteLauncher {
+            spec,
+            outbound,
+            secrets: context.secrets.clone(),
+            max_message_bytes: context.max_message_bytes,
+        })
+    }
+
+    /// The configured headers with every `${credential:NAME}` filled from the vault.
+    async fn headers(&self) -> Result<HashMap<http::HeaderName, http::HeaderValue>, LaunchError> {
+        let mut values = HashMap::new();
+        for name in self.spec.credentials() {
+            let scope = CredentialScope {
+                server: &self.spec.name,
+                user_id: None,
+                profile_id: None,
+            };
+            let secret = self
+                .secrets
+                .get(&scope, &name)
+                .await
+                .map_err(|e| LaunchError::Other(format!("credential {name}: {e}")))?
+                .ok_or_else(|| {
+                    LaunchError::Other(format!(
+                        "credential {name} is not set: set it with `gigmcp secret set {} {name}` or PUT /api/servers/{}/credentials/{name}",
+                        self.spec.name, self.spec.name
+                    ))
+                })?;
+            let text = String::from_utf8(secret.expose().to_vec())
+                .map_err(|_| LaunchError::Other(format!("credential {name} is not text")))?;
+            values.insert(name, text);
+        }
+        let mut headers = HashMap::new();
+        for (key, template) in &self.spec.headers {
+            let rendered = template.render(|name| {
+                values
+                    .get(name)
+                    .cloned()
+                    .ok_or_else(|| LaunchError::Other(format!("credential {name} missing")))
+            })?;
+            let name = http::HeaderName::from_bytes(key.as_bytes())
+                .map_err(|e| LaunchError::Other(format!("header {key}: {e}")))?;
+            let mut value = http::HeaderValue::from_str(&rendered)
+                .map_err(|_| LaunchError::Other(format!("header {key}: not a valid value")))?;
+            // Kept out of any debug output of the request.
+            value.set_sensitive(true);
+            headers.insert(name, value);
+        }
+        Ok(headers)
+    }
+
+    fn streamable_http(&self, headers: HashMap<http::HeaderName, http::HeaderValue>) -> Connection {
+        let mut config = StreamableHttpClientTransportConfig::with_uri(self.spec.url.as_str())
+            .custom_headers(headers);
+        config.max_sse_event_size = self.max_message_bytes;
+        config.max_json_response_size = self.max_message_bytes;
+        config.reinit_on_expired_session = true;
+        let transport =
+            StreamableHttpClientTransport::with_client(self.outbound.client().clone(), config);
+        // The 2026-07-28 era where the server answers `server/discover`, the initialize
+        // handshake otherwise.
+        let lifecycle = ClientLifecycleMode::Auto {
+            preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+            legacy_version: None,
+        };
+        Connection {
+            channel: Channel::Serve(Box::new(move |handler| {
+                Box::pin(handler.serve_with_lifecycle(transport, lifecycle))
+            })),
+            guard: Box::new(()),
+            on_tool_call: None,
+            stderr: None,
+        }
+    }
+}
+
+impl Launcher for RemoteLauncher {
+    fn launch(&self) -> LaunchFuture<'_> {
+        Box::pin(async move {
+            self.outbound
+                .check_host(&self.spec.url)
+                .map_err(|e| LaunchError::Other(e.to_string()))?;
+            let headers = self.headers().await?;
+            tracing::debug!(backend = %self.spec.name, url = %self.spec.url, "connecting to a remote server");
+            match self.spec.transport {
+                RemoteTransport::StreamableHttp => Ok(self.streamable_http(headers)),
+                RemoteTransport::Sse => {
+                    sse::connect(
+                        self.outbound.client().clone(),
+                        self.spec.url.clone(),
+                        headers,
+                        self.max_message_bytes,
+                    )
+                    .await
+                }
+            }
+        })
+    }
+}

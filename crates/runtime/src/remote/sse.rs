@@ -1,0 +1,263 @@
+//! The legacy HTTP+SSE transport (MCP 2024-11-05) as a byte channel: a GET opens an event
+//! stream whose first `endpoint` event names where to POST; every `message` event is one
+//! JSON-RPC message from the server. A bridge turns that into the JSON-lines channel the
+//! supervisor already bounds and supervises.
+//!
+//! Hostile-server bounds: the endpoint must be on the stream's own origin (a server cannot
+//! point the gateway's POSTs, and their headers, anywhere else); an event larger than the
+//! message limit ends the connection (a flooding stream is cut off, not buffered); the endpoint
+//! must arrive within 10 s.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use futures::StreamExt;
+use gig_gateway::launcher::{Channel, Connection, LaunchError};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+
+const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes buffered between the bridge and the supervisor in each direction.
+const PIPE_BYTES: usize = 256 * 1024;
+
+fn fail(why: impl Into<String>) -> LaunchError {
+    LaunchError::Other(why.into())
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Event {
+    name: String,
+    data: String,
+}
+
+/// An SSE parser that refuses any event over `max` bytes (field lines included).
+#[derive(Debug)]
+struct Parser {
+    buffer: Vec<u8>,
+    event: Event,
+    event_bytes: usize,
+    max: usize,
+}
+
+impl Parser {
+    fn new(max: usize) -> Self {
+        Parser {
+            buffer: Vec::new(),
+            event: Event::default(),
+            event_bytes: 0,
+            max,
+        }
+    }
+
+    /// Feeds bytes; returns the events they complete.
+    fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, String> {
+        self.buffer.extend_from_slice(bytes);
+        let mut done = Vec::new();
+        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.buffer.drain(..=end).collect();
+            let line = String::from_utf8(line).map_err(|_| "an event is not UTF-8")?;
+            let line = line.trim_end_matches(['\n', '\r']);
+            self.event_bytes += line.len() + 1;
+            if self.event_bytes > self.max {
+                return Err(format!("an event is over {} bytes", self.max));
+            }
+            if line.is_empty() {
+                self.event_bytes = 0;
+                let event = std::mem::take(&mut self.event);
+                if !event.data.is_empty() || !event.name.is_empty() {
+                    done.push(event);
+                }
+                continue;
+            }
+            let (field, value) = line.split_once(':').unwrap_or((line, ""));
+            let value = value.strip_prefix(' ').unwrap_or(value);
+            match field {
+                "event" => self.event.name = value.to_owned(),
+                "data" => {
+                    if !self.event.data.is_empty() {
+                        self.event.data.push('\n');
+                    }
+                    self.event.data.push_str(value);
+                }
+                _ => {} // id, retry and comments: nothing to do for a bridge
+            }
+        }
+        if self.event_bytes + self.buffer.len() > self.max {
+            return Err(format!("an event is over {} bytes", self.max));
+        }
+        Ok(done)
+    }
+}
+
+/// Opens the event stream, waits for the endpoint, and starts the bridge.
+pub(super) async fn connect(
+    client: reqwest::Client,
+    url: url::Url,
+    headers: HashMap<http::HeaderName, http::HeaderValue>,
+    max_message_bytes: usize,
+) -> Result<Connection, LaunchError> {
+    let mut request = client
+        .get(url.clone())
+        .header(http::header::ACCEPT, "text/event-stream");
+    for (name, value) in &headers {
+        request = request.header(name, value);
+    }
+    let response = request
+        .send()
+        .await
+        .map_err(|e| fail(format!("GET {url}: {}", chain(&e))))?;
+    if !response.status().is_success() {
+        return Err(fail(format!("GET {url}: HTTP {}", response.status())));
+    }
+    let mut stream = response.bytes_stream();
+    let mut parser = Parser::new(max_message_bytes);
+    let mut early = Vec::new();
+    let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| fail(format!("event stream: {}", chain(&e))))?;
+            for event in parser.feed(&chunk).map_err(fail)? {
+                if event.name == "endpoint" {
+                    return Ok(event.data);
+                }
+                early.push(event);
+            }
+        }
+        Err(fail("the event stream ended before naming its endpoint"))
+    })
+    .await
+    .map_err(|_| fail("no endpoint event within 10 s"))??;
+    let endpoint = url
+        .join(endpoint.trim())
+        .map_err(|e| fail(format!("endpoint {endpoint:?}: {e}")))?;
+    if endpoint.origin() != url.origin() {
+        return Err(fail(format!(
+            "the server named an endpoint on another origin ({}); refused",
+            endpoint.origin().ascii_serialization()
+        )));
+    }
+
+    let (gateway_side, bridge_side) = tokio::io::duplex(PIPE_BYTES);
+    let (bridge_read, mut bridge_write) = tokio::io::split(bridge_side);
+    let (gateway_read, gateway_write) = tokio::io::split(gateway_side);
+    let events = tokio::spawn(async move {
+        let mut deliver = early;
+        loop {
+            for event in deliver.drain(..) {
+                if event.name.is_empty() || event.name == "message" {
+                    let line = format!("{}\n", event.data.replace('\n', ""));
+                    if bridge_write.write_all(line.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            }
+            match stream.next().await {
+                Some(Ok(chunk)) => match parser.feed(&chunk) {
+                    Ok(events) => deliver = events,
+                    Err(why) => {
+                        tracing::warn!(%why, "legacy SSE server cut off");
+                        return;
+                    }
+                },
+                Some(Err(e)) => {
+                    tracing::info!(error = %chain(&e), "legacy SSE stream ended");
+                    return;
+                }
+                None => return,
+            }
+        }
+    });
+    let posts = tokio::spawn(async move {
+        let mut lines = BufReader::new(bridge_read).lines();
+        while let Ok(Some(line)) = lines.next_line().await {
+            let mut request = client
+                .post(endpoint.clone())
+                .header(http::header::CONTENT_TYPE, "application/json")
+                .body(line);
+            for (name, value) in &headers {
+                request = request.header(name, value);
+            }
+            match request.send().await {
+                Ok(r) if r.status().is_success() => {}
+                Ok(r) => {
+                    tracing::info!(status = %r.status(), "legacy SSE server refused a message");
+                    return;
+                }
+                Err(e) => {
+                    tracing::info!(error = %chain(&e), "legacy SSE server unreachable");
+                    return;
+                }
+            }
+        }
+    });
+    Ok(Connection {
+        channel: Channel::Lines {
+            reader: Box::pin(gateway_read),
+            writer: Box::pin(gateway_write),
+        },
+        guard: Box::new(Bridge([events, posts])),
+        on_tool_call: None,
+        stderr: None,
+    })
+}
+
+/// Ends both halves of the bridge when the connection is dropped.
+struct Bridge([tokio::task::JoinHandle<()>; 2]);
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
+        }
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_are_parsed_across_chunks_and_bounded() {
+        let mut p = Parser::new(64);
+        assert!(
+            p.feed(b"event: endpoint\ndata: /messages?s")
+                .unwrap()
+                .is_empty()
+        );
+        let events = p.feed(b"=1\n\ndata: {\"a\":1}\r\n\n: comment\n\n").unwrap();
+        assert_eq!(
+            events,
+            [
+                Event {
+                    name: "endpoint".into(),
+                    data: "/messages?s=1".into()
+                },
+                Event {
+                    name: String::new(),
+                    data: "{\"a\":1}".into()
+                }
+            ]
+        );
+        let mut flood = Parser::new(64);
+        assert!(
+            flood.feed(&[b'x'; 100]).is_err(),
+            "no newline, still bounded"
+        );
+        let mut long = Parser::new(64);
+        let many: Vec<u8> = b"data: xxxxxxxxxx\n".repeat(10);
+        assert!(
+            long.feed(&many).is_err(),
+            "many lines of one event are one event"
+        );
+    }
+}
