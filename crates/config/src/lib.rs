@@ -119,7 +119,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_SERVERS_FILE",
         default: "(none)",
-        meaning: "JSON file in the `mcpServers` format declaring stdio backends.",
+        meaning: "JSON file in the `mcpServers` format declaring backends: local (`command`) and remote (`url`).",
     },
     VarDoc {
         name: "GIG_METRICS_LISTEN",
