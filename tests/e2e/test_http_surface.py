@@ -118,3 +118,34 @@ def test_json_logs_name_the_request_and_its_principal(tmp_path):
         assert gw.token not in gw.logs()
     finally:
         stop(gw.proc)
+
+
+def test_ending_a_session_answers_204_as_the_sdks_expect(gateway):
+    """The Python SDK logs any answer but 200/204 to its DELETE as a failure to end the session."""
+    status, headers, _ = post(gateway, INIT)
+    assert status == 200
+    session = {"Authorization": f"Bearer {gateway.token}", "Mcp-Session-Id": headers["mcp-session-id"],
+               "MCP-Protocol-Version": "2025-06-18"}
+    ended = requests.delete(gateway.url, headers=session, timeout=10)
+    assert ended.status_code == 204, (ended.status_code, ended.text)
+    after, _, _ = post(gateway, {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}, headers=session)
+    assert after == 404, "an ended session is gone"
+
+
+def test_a_malformed_body_is_a_json_rpc_parse_error(gateway):
+    """Not 415: the specification and the SDKs expect HTTP 400 with JSON-RPC error -32700."""
+    h = {"Authorization": f"Bearer {gateway.token}", "Content-Type": "application/json",
+         "Accept": "application/json, text/event-stream"}
+    r = requests.post(gateway.url, data=b'{"jsonrpc": "2.0", "id": 1, "method": ', headers=h, timeout=10)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["error"]["code"] == -32700, r.text
+
+
+def test_json_that_is_no_request_is_invalid_request(gateway):
+    h = {"Authorization": f"Bearer {gateway.token}", "Content-Type": "application/json",
+         "Accept": "application/json, text/event-stream"}
+    r = requests.post(gateway.url, json={"hello": "world"}, headers=h, timeout=10)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert r.json()["error"]["code"] == -32600, r.text
+    wrong_type = requests.post(gateway.url, data="x", headers={**h, "Content-Type": "text/plain"}, timeout=10)
+    assert wrong_type.status_code == 415, "a wrong media type is still 415"

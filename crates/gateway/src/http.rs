@@ -248,6 +248,7 @@ pub fn router(
 
     let mcp_routes = Router::new()
         .route_service("/mcp", mcp)
+        .layer(middleware::from_fn(parse_errors))
         .layer(middleware::from_fn_with_state(state.clone(), session_cap))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         .layer(middleware::from_fn_with_state(
@@ -450,7 +451,15 @@ async fn session_cap(
         if owner.is_none() || known != owner {
             return refusal(StatusCode::NOT_FOUND, "session not found\n");
         }
-        return next.run(request).await;
+        let ending = request.method() == Method::DELETE;
+        let mut response = next.run(request).await;
+        // rmcp confirms a session's end with 202; the SDKs read anything but 200/204 as a
+        // failure to end it (the specification names no code), so it is said as 204.
+        if ending && response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
+            *response.body_mut() = axum::body::Body::empty();
+        }
+        return response;
     }
     if request.method() != Method::POST {
         return next.run(request).await;
@@ -484,6 +493,51 @@ async fn session_cap(
         record_owner(&state, id, owner).await;
     }
     hold_until_sent(response, slot)
+}
+
+/// rmcp answers a JSON body that is not a JSON-RPC message with 415, as if the media type were
+/// wrong; the specification and the SDKs expect 400 with a JSON-RPC error: -32700 for text that
+/// is not JSON, -32600 for JSON that is not a request. A wrong media type keeps its 415.
+async fn parse_errors(request: Request, next: Next) -> Response {
+    let json = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    let response = next.run(request).await;
+    if !json || response.status() != StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        return response;
+    }
+    // rmcp's own short message: bounded, read only to tell the two cases apart.
+    let detail = axum::body::to_bytes(response.into_body(), 4096)
+        .await
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    // rmcp parses with serde_json: JSON of the wrong shape is its "unrecognized JSON-RPC
+    // message" (or a field error); anything else is a syntax error.
+    let not_a_request = [
+        "unrecognized JSON-RPC message",
+        "missing field",
+        "unknown variant",
+        "invalid type",
+    ]
+    .iter()
+    .any(|m| detail.contains(m));
+    let (code, message) = if not_a_request {
+        (
+            -32600,
+            "Invalid Request: the body is not a JSON-RPC message",
+        )
+    } else {
+        (-32700, "Parse error: the body is not JSON")
+    };
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": code, "message": message},
+    });
+    (StatusCode::BAD_REQUEST, axum::Json(body)).into_response()
 }
 
 fn lock_owners(state: &HttpState) -> std::sync::MutexGuard<'_, HashMap<String, Owner>> {
