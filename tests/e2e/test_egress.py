@@ -14,6 +14,7 @@ GIG_REQUIRE_SANDBOX=1.
 
 import json
 import os
+import re
 import secrets
 import socket
 import sqlite3
@@ -505,24 +506,74 @@ def host_links(prefix: str) -> list[str]:
     return [link["ifname"] for link in json.loads(out) if link["ifname"].startswith(prefix)]
 
 
+def owned_networking(gw) -> tuple[str, str]:
+    """The link-name prefix and firewall table the gateway claimed (its start-up line says)."""
+    found = re.search(r"links=(\S+)\* table=(\S+)", gw.logs())
+    assert found, f"no sandbox networking line:\n{gw.logs()[-2000:]}"
+    return found.group(1), found.group(2)
+
+
+def table_exists(table: str) -> bool:
+    return subprocess.run([nft_tool(), "list", "table", "inet", table], capture_output=True).returncode == 0
+
+
 @pytest.mark.anyio
 async def test_gateway_shutdown_removes_its_sandbox_links(tmp_path, sandbox_bins, tls):
     require_sandbox_net()
     gw = start_egress_gateway(tmp_path, sandbox_bins, tls)
+    links, _ = owned_networking(gw)
     try:
         async with connect(gw) as session:
             await session.call_tool("fetch_env", {})
-            assert host_links("gigmcp"), "the sandboxed server has no link on the host"
+            assert host_links(links), "the sandboxed server has no link on the host"
     finally:
         stop(gw.proc)
     assert gw.proc.returncode == 0, gw.logs()
-    assert host_links("gigmcp") == []
+    assert host_links(links) == []
 
 
 def test_gateway_shutdown_removes_its_firewall_table(tmp_path, sandbox_bins, tls):
     require_sandbox_net()
     gw = start_egress_gateway(tmp_path, sandbox_bins, tls)
+    _, table = owned_networking(gw)
+    assert table_exists(table)
     stop(gw.proc)
     assert gw.proc.returncode == 0, gw.logs()
-    left = subprocess.run([nft_tool(), "list", "table", "inet", "gigmcp"], capture_output=True, text=True)
-    assert left.returncode != 0, f"the gateway left its firewall table behind:\n{left.stdout}"
+    assert not table_exists(table), "the gateway left its firewall table behind"
+
+
+@pytest.mark.anyio
+async def test_two_gateways_on_one_host_keep_their_own_networking(tmp_path, sandbox_bins, tls):
+    """The second gateway once deleted the first's live links and firewall table as "stale".
+    Now each claims its own share (names, table, addresses) and leaves the other's alone."""
+    require_sandbox_net()
+    tmp_path.chmod(0o711)  # sandboxes run as nobody and must reach each data dir's public files
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = start_egress_gateway(tmp_path / "a", sandbox_bins, tls)
+    try:
+        links_a, table_a = owned_networking(first)
+        async with connect(first) as session:
+            await session.call_tool("fetch_env", {})
+        before = host_links(links_a)
+        assert before
+        second = start_egress_gateway(tmp_path / "b", sandbox_bins, tls)
+        try:
+            links_b, table_b = owned_networking(second)
+            assert (links_b, table_b) != (links_a, table_a)
+            async with connect(second) as session:
+                await session.call_tool("fetch_env", {})
+            assert host_links(links_b)
+            assert host_links(links_a) == before, "the second gateway took the first's links"
+            assert table_exists(table_a) and table_exists(table_b)
+        finally:
+            stop(second.proc)
+        assert second.proc.returncode == 0, second.logs()
+        assert host_links(links_b) == [] and not table_exists(table_b)
+        # The first is untouched by the second's start and its stop.
+        assert host_links(links_a) == before and table_exists(table_a)
+        async with connect(first) as session:
+            assert (await session.call_tool("fetch_env", {})).is_error is not True
+    finally:
+        stop(first.proc)
+    assert not table_exists(table_a)

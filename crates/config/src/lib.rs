@@ -214,7 +214,7 @@ pub const VARIABLES: &[VarDoc] = &[
     VarDoc {
         name: "GIG_SANDBOX_POOL",
         default: "198.19.0.0/16",
-        meaning: "IPv4 range each sandbox's /30 veth pair comes from (RFC 2544 benchmarking space: clear of LANs, CGNAT and 169.254/16).",
+        meaning: "IPv4 range each sandbox's /30 veth pair comes from (RFC 2544 benchmarking space: clear of LANs, CGNAT and 169.254/16). Gateways on one host share it: each claims an equal part (up to 16, each at least a /26) with its own link names and firewall table.",
     },
     VarDoc {
         name: "GIG_EGRESS_PORT",

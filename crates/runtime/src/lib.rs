@@ -12,6 +12,7 @@
 
 pub mod data_dir;
 pub mod installed;
+pub mod instance;
 pub mod launcher;
 pub mod network;
 pub mod remote;

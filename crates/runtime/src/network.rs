@@ -51,6 +51,8 @@ pub struct SandboxNetwork {
     pub(crate) ca_file: PathBuf,
     pub(crate) port: u16,
     pub(crate) allow_addresses: Vec<gig_policy::IpNet>,
+    /// This gateway's claim on its share of the host's sandbox networking, held while it runs.
+    instance: Option<crate::instance::NetInstance>,
 }
 
 impl std::fmt::Debug for SandboxNetwork {
@@ -112,7 +114,19 @@ impl SandboxNetwork {
             ca_file,
             port: config.proxy_port,
             allow_addresses: config.allow_addresses.clone(),
+            instance: None,
         })
+    }
+
+    /// Keeps `instance` claimed for as long as this network lives.
+    pub fn holding(mut self, instance: crate::instance::NetInstance) -> Self {
+        self.instance = Some(instance);
+        self
+    }
+
+    /// The names and pool this network owns.
+    pub fn config(&self) -> &NetConfig {
+        self.net.config()
     }
 
     /// Removes the firewall table at a clean shutdown (a crash is reclaimed at the next start).

@@ -305,13 +305,33 @@ async fn sandboxes(
         ]));
         vault = Arc::new(CountedSecrets::new(vault, metrics.clone()));
     }
-    let net = NetConfig {
+    let base = NetConfig {
         pool: egress_config.pool,
         ..NetConfig::default()
     };
+    // This gateway's share of the host's sandbox networking: other gateways on the host keep
+    // theirs (names, table, addresses), and a crashed run's share is reclaimed by the next.
+    let lock_dir = std::path::Path::new(gig_runtime::instance::LOCK_DIR);
+    let (net, instance) = match gig_runtime::instance::claim(&base, lock_dir) {
+        Ok(claimed) => claimed,
+        Err(e) => {
+            tracing::warn!(
+                "sandbox networking unavailable ({e}): servers whose policy allows egress will not start"
+            );
+            return Ok(runtime);
+        }
+    };
     match SandboxNetwork::start(&egress_config, net, &public, vault, audit).await {
         Ok(network) => {
-            tracing::info!(pool = %egress_config.pool, port = egress_config.proxy_port, "sandbox networking and egress proxy ready");
+            let network = network.holding(instance);
+            let owned = network.config();
+            tracing::info!(
+                pool = %owned.pool,
+                links = %format!("{}*", owned.ifname_prefix),
+                table = %owned.nft_table,
+                port = egress_config.proxy_port,
+                "sandbox networking and egress proxy ready"
+            );
             runtime = runtime.with_network(Arc::new(network));
         }
         Err(e) => tracing::warn!(
