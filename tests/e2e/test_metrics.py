@@ -19,6 +19,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+import requests
 
 import test_egress
 from conftest import TARGET, connect, echo_server, free_port, start_gateway, stop, wait_http
@@ -177,6 +178,15 @@ async def test_prometheus_sees_tool_call_counts_and_latency(tmp_path):
         # Unsandboxed: up, but not counted as a running sandbox.
         prom.value('gig_backend_up{server="echo",state="up"}', lambda v: v == 1)
         prom.value("gig_sandboxes_running", lambda v: v == 0)
+        # Refusals by reason (never the token), and the sessions open now.
+        for bearer, times in ((None, 2), ("wrong-token-0123456789", 3)):
+            headers = {"Authorization": f"Bearer {bearer}"} if bearer else {}
+            for _ in range(times):
+                assert requests.post(gw.url, json={}, headers=headers, timeout=10).status_code == 401
+        prom.value('gig_auth_failures_total{surface="mcp",reason="missing"}', lambda v: v == 2)
+        prom.value('gig_auth_failures_total{surface="mcp",reason="invalid_token"}', lambda v: v == 3)
+        async with connect(gw), connect(gw):
+            prom.value("gig_mcp_sessions", lambda v: v >= 2)
     finally:
         if prom:
             prom.stop()

@@ -54,13 +54,20 @@ pub enum TokenRefusal {
     InsufficientScope,
 }
 
-/// What `/mcp` needs beyond the hub: other principals than the operator, the call audit, and
-/// where a client learns to sign in.
+/// Told of every request `/mcp` refuses before anything else runs (metrics), with why:
+/// `missing`, `invalid_token` or `insufficient_scope`. Never the token.
+pub trait AuthObserver: Send + Sync + std::fmt::Debug {
+    fn refused(&self, reason: &'static str);
+}
+
+/// What `/mcp` needs beyond the hub: other principals than the operator, the call audit,
+/// where a client learns to sign in, and who counts refusals.
 #[derive(Debug, Clone, Default)]
 pub struct McpExtras {
     pub resolver: Option<Arc<dyn PrincipalResolver>>,
     pub recorder: Option<Arc<dyn CallRecorder>>,
     pub oauth: Option<OAuthChallenge>,
+    pub auth_observer: Option<Arc<dyn AuthObserver>>,
 }
 
 /// With OAuth on, every refusal names the protected-resource metadata (RFC 9728 §5.1) and the
@@ -90,6 +97,7 @@ pub struct HttpState {
     pub auth: StaticBearer,
     pub resolver: Option<Arc<dyn PrincipalResolver>>,
     oauth: Option<OAuthChallenge>,
+    auth_observer: Option<Arc<dyn AuthObserver>>,
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
@@ -105,6 +113,11 @@ pub struct HttpState {
 }
 
 impl HttpState {
+    /// Sessions open now, when that can be read without waiting (for scrapes).
+    pub fn open_sessions(&self) -> Option<usize> {
+        self.sessions.sessions.try_read().ok().map(|s| s.len())
+    }
+
     /// Resolves when every POST's response has been sent to the end.
     pub async fn posts_drained(&self) {
         let mut rx = self.posts_in_flight.subscribe();
@@ -236,6 +249,7 @@ pub fn router(
         auth: StaticBearer::new(&config.bearer_token),
         resolver: extras.resolver.clone(),
         oauth: extras.oauth.clone(),
+        auth_observer: extras.auth_observer.clone(),
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
@@ -306,6 +320,9 @@ async fn authenticate(
         Ok(principal) => principal,
         Err(refused) => {
             tracing::debug!(%request_id, ?refused, "mcp request refused");
+            if let Some(observer) = &state.auth_observer {
+                observer.refused(refused.reason());
+            }
             return refused.response(state.oauth.as_ref());
         }
     };
@@ -340,6 +357,14 @@ enum Refused {
 }
 
 impl Refused {
+    fn reason(self) -> &'static str {
+        match self {
+            Refused::Missing => "missing",
+            Refused::Token(TokenRefusal::Invalid) => "invalid_token",
+            Refused::Token(TokenRefusal::InsufficientScope) => "insufficient_scope",
+        }
+    }
+
     fn response(self, oauth: Option<&OAuthChallenge>) -> Response {
         let (status, body, error) = match self {
             Refused::Missing => (

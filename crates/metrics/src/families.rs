@@ -12,7 +12,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
-use crate::sampled::BackendSource;
+use crate::sampled::{BackendSource, SessionSource};
 
 /// OpenTelemetry's advice for `mcp.server.operation.duration`, with sub-millisecond buckets
 /// in front: a call through the gateway to a local server takes a fraction of a millisecond.
@@ -105,6 +105,12 @@ pub(crate) struct InstallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub(crate) struct AuthLabels {
+    pub(crate) surface: &'static str,
+    pub(crate) reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub(crate) struct VaultLabels {
     pub(crate) operation: &'static str,
     pub(crate) outcome: &'static str,
@@ -124,7 +130,10 @@ pub struct Metrics {
     pub(crate) install_duration: HistogramFamily<InstallLabels>,
     pub(crate) uninstalls: Family<InstallLabels, Counter>,
     pub(crate) vault_operations: Family<VaultLabels, Counter>,
+    pub(crate) sessions_open: Gauge,
+    pub(crate) auth_failures: Family<AuthLabels, Counter>,
     pub(crate) backends: Mutex<Option<Arc<dyn BackendSource>>>,
+    pub(crate) sessions: Mutex<Option<Arc<dyn SessionSource>>>,
     /// The highest restart count seen per backend (the hub shows it only while one is down).
     pub(crate) restarts_seen: Mutex<HashMap<String, u32>>,
 }
@@ -203,6 +212,18 @@ impl Metrics {
             "Vault reads (the egress proxy's secret lookups) and writes (credentials set or deleted over /api)",
             vault_operations.clone(),
         );
+        let sessions_open = Gauge::default();
+        registry.register(
+            "gig_mcp_sessions",
+            "MCP sessions open on /mcp, sampled at scrape",
+            sessions_open.clone(),
+        );
+        let auth_failures = Family::<AuthLabels, Counter>::default();
+        registry.register(
+            "gig_auth_failures",
+            "Requests refused for their credentials, by surface (mcp) and reason (missing, invalid_token, insufficient_scope)",
+            auth_failures.clone(),
+        );
         registry.register(
             "gig_build",
             "The gateway's version",
@@ -220,7 +241,10 @@ impl Metrics {
             install_duration,
             uninstalls,
             vault_operations,
+            sessions_open,
+            auth_failures,
             backends: Mutex::new(None),
+            sessions: Mutex::new(None),
             restarts_seen: Mutex::new(HashMap::new()),
         })
     }
@@ -228,6 +252,18 @@ impl Metrics {
     /// Samples backend states from `source` at every scrape.
     pub fn watch_backends(&self, source: Arc<dyn BackendSource>) {
         *self.backends.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// Samples open sessions from `source` at every scrape.
+    pub fn watch_sessions(&self, source: Arc<dyn SessionSource>) {
+        *self.sessions.lock().unwrap_or_else(PoisonError::into_inner) = Some(source);
+    }
+
+    /// One request refused for its credentials.
+    pub fn auth_failed(&self, surface: &'static str, reason: &'static str) {
+        self.auth_failures
+            .get_or_create(&AuthLabels { surface, reason })
+            .inc();
     }
 
     /// One install's end.
@@ -262,6 +298,7 @@ impl Metrics {
     /// The exposition (OpenMetrics text), with hub state sampled now.
     pub fn render(&self) -> String {
         self.sample_backends();
+        self.sample_sessions();
         let mut text = String::new();
         // Writing into a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);

@@ -28,7 +28,7 @@ pub use egress::{AuditFanOut, CountedSecrets, EgressMetrics};
 pub use families::{InstallVia, Metrics, Outcome};
 pub use listener::{ListenError, MetricsListener};
 pub use operations::MeteredOperations;
-pub use sampled::{BackendSource, HubBackends};
+pub use sampled::{AuthFailures, BackendSource, HubBackends, SessionSource};
 
 #[cfg(test)]
 mod tests;

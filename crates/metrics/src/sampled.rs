@@ -1,4 +1,5 @@
-//! State read at scrape time rather than counted as it happens: the hub's backends.
+//! State read at scrape time rather than counted as it happens: the hub's backends and the
+//! sessions open on `/mcp`.
 
 use std::sync::{Arc, PoisonError};
 
@@ -11,6 +12,41 @@ use crate::families::{BackendStateLabels, Metrics, ServerLabels};
 pub trait BackendSource: Send + Sync + std::fmt::Debug {
     /// Each backend's name, status, and whether it runs in a sandbox.
     fn backends(&self) -> Vec<(String, BackendStatus, bool)>;
+}
+
+/// Where the open-session count comes from at each scrape.
+pub trait SessionSource: Send + Sync + std::fmt::Debug {
+    /// `None` when it cannot be read without waiting (the last value stays).
+    fn open_sessions(&self) -> Option<usize>;
+}
+
+impl SessionSource for gig_gateway::http::HttpState {
+    fn open_sessions(&self) -> Option<usize> {
+        gig_gateway::http::HttpState::open_sessions(self)
+    }
+}
+
+/// Counts `/mcp`'s refusals into `gig_auth_failures_total{surface="mcp"}`.
+#[derive(Debug, Clone)]
+pub struct AuthFailures(pub Arc<Metrics>);
+
+impl gig_gateway::http::AuthObserver for AuthFailures {
+    fn refused(&self, reason: &'static str) {
+        self.0.auth_failed("mcp", reason);
+    }
+}
+
+impl Metrics {
+    pub(crate) fn sample_sessions(&self) {
+        let source = self
+            .sessions
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if let Some(open) = source.and_then(|s| s.open_sessions()) {
+            self.sessions_open.set(open as i64);
+        }
+    }
 }
 
 /// The running hub; `sandboxed` says which backends run in a sandbox (installed servers and

@@ -227,8 +227,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     let listener = crate::serve::bind(&config).await?;
     let shutdown = crate::serve::shutdown_signal();
     // Scrapes go on while HTTP drains; the listener stops once serving has returned.
-    // Tool calls reach the metrics once router.rs hands `gig_metrics::MetricsRecorder` to
-    // `McpExtras::recorder` next to the audit recorder (`gig_metrics::CallFanOut`).
+    // Tool calls, refusals and sessions reach the metrics through router.rs (`McpExtras`).
     let stop_metrics = tokio_util::sync::CancellationToken::new();
     let metrics_task = metrics.map(|(metrics, listener)| {
         if let Ok(addr) = listener.local_addr() {
@@ -236,11 +235,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         }
         tokio::spawn(listener.serve(metrics, stop_metrics.clone()))
     });
-    let calls = meter.as_ref().map(|m| {
-        Arc::new(gig_metrics::MetricsRecorder(m.clone()))
-            as Arc<dyn gig_gateway::audit::CallRecorder>
-    });
-    let served = crate::serve::serve_with_api(listener, config, hub, api, calls, shutdown).await;
+    let served = crate::serve::serve_with_api(listener, config, hub, api, meter, shutdown).await;
     stop_metrics.cancel();
     if let Some(task) = metrics_task {
         let _ = task.await;

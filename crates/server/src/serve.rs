@@ -70,14 +70,14 @@ pub async fn serve_with_api(
     config: GatewayConfig,
     hub: Arc<Hub>,
     api: Option<Arc<gig_api::ApiState>>,
-    calls: Option<Arc<dyn gig_gateway::audit::CallRecorder>>,
+    metrics: Option<Arc<gig_metrics::Metrics>>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     gig_runtime::data_dir::prepare(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     let mcp_shutdown = CancellationToken::new();
     let (router, state) =
-        crate::router::build(&config, hub.clone(), api, calls, mcp_shutdown.clone());
+        crate::router::build(&config, hub.clone(), api, metrics, mcp_shutdown.clone());
     tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().len(), "gateway listening");
 
     let grace = config.limits.shutdown_grace;

@@ -331,6 +331,7 @@ async fn another_principals_session_id_gets_404() {
         resolver: Some(Arc::new(OneProfile)),
         recorder: None,
         oauth: None,
+        auth_observer: None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (router, _state) =
