@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # install-peers.sh PEERS_DIR — install the pinned MCP test peers into PEERS_DIR (e.g. repo/.peers).
 #
-#   apt  : wrk, python3-venv, chromium, prometheus, podman, mmdebstrap, docker-compose
+#   apt  : wrk, python3-venv, chromium, prometheus, podman, mmdebstrap, docker-compose, haproxy
 #          (+ nodejs/npm if npm is missing)                                 [root only, when missing]
 #   venv : PEERS_DIR/venv   from requirements.txt (mcp, mcp-server-time, pinned with all deps)
 #   node : PEERS_DIR/node   from package.json + package-lock.json (inspector, server-everything,
@@ -27,7 +27,7 @@ PEERS_DIR="$(cd "$1" && pwd)"
 STAMPS="$PEERS_DIR/.stamps"
 mkdir -p "$STAMPS"
 
-APT_PKGS=(wrk python3-venv bubblewrap nftables docker-registry apache2-utils openssl binutils iproute2 util-linux chromium prometheus podman mmdebstrap docker-compose)
+APT_PKGS=(wrk python3-venv bubblewrap nftables docker-registry apache2-utils openssl binutils iproute2 util-linux chromium prometheus podman mmdebstrap docker-compose haproxy)
 OHA_VERSION=1.16.0
 PYTHON="${PYTHON:-python3}"
 
