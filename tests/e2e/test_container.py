@@ -170,12 +170,18 @@ async def test_a_real_client_calls_a_sandboxed_server_inside_the_image(image, tm
 def test_the_compose_file_is_valid():
     if shutil.which("docker-compose") is None:
         pytest.fail("needs docker-compose (Debian's 1.29)")
-    done = run(
-        "docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "config",
-        env={"PATH": os.environ["PATH"], "GIG_BEARER_TOKEN": "t", "GIG_MASTER_KEY": "k"},
-    )
+    secrets_env = {"PATH": os.environ["PATH"], "GIG_BEARER_TOKEN": "t", "GIG_MASTER_KEY": "k",
+                   "POSTGRES_PASSWORD": "p"}
+    done = run("docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "config", env=secrets_env)
     assert "unmask=/proc/*" in done.stdout and "NET_ADMIN" in done.stdout
     assert "GIG_METRICS_LISTEN: 0.0.0.0:9464" in done.stdout
+    assert "GIG_DATABASE_URL: postgres://gigmcp:p@postgres:5432/gigmcp" in done.stdout
+    assert "pg_isready" in done.stdout, "the gateway waits for a healthy database"
+    # With the development sign-in provider, which shares the gateway's network namespace.
+    dev = run("docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"),
+              "-f", str(REPO / "deploy" / "docker-compose.dev.yml"), "config", env=secrets_env)
+    assert "GIG_OIDC_ISSUER: http://127.0.0.1:9000" in dev.stdout
+    assert "network_mode: service:gigmcp" in dev.stdout
     # Without the secrets in the environment it refuses, naming them.
     refused = run("docker-compose", "-f", str(REPO / "deploy" / "docker-compose.yml"), "config",
                   env={"PATH": os.environ["PATH"]}, check=False)
@@ -188,4 +194,12 @@ def test_the_kubernetes_manifests_are_valid():
         pytest.fail("needs kubernetes-validate (tests/peers/requirements.txt)")
     manifests = sorted(str(p) for p in (REPO / "deploy" / "kubernetes").glob("*.yaml"))
     done = run(validate, "--strict", "-k", "1.33.0", *manifests)
-    assert "passed for resource deployment/gigmcp" in done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    for resource in ("deployment/gigmcp", "poddisruptionbudget/gigmcp", "service/gigmcp"):
+        assert f"passed for resource {resource}" in said, said
+    import yaml
+    docs = {d["kind"]: d for d in yaml.safe_load_all(Path(manifests[0]).read_text()) if d}
+    assert docs["Deployment"]["spec"]["replicas"] >= 2
+    env = {e["name"]: e for e in docs["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for secret in ("GIG_BEARER_TOKEN", "GIG_MASTER_KEY", "GIG_DATABASE_URL"):
+        assert "secretKeyRef" in env[secret]["valueFrom"], secret + " must come from a Secret"

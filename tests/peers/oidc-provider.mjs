@@ -58,7 +58,7 @@ let handler = (_req, res) => { res.statusCode = 503; res.end(); };
 const server = http.createServer((req, res) => handler(req, res));
 await new Promise((resolve, reject) => {
   server.once('error', reject);
-  server.listen(config.port ?? 0, '127.0.0.1', resolve);
+  server.listen(config.port ?? 0, config.host ?? '127.0.0.1', resolve);
 });
 const { port } = server.address();
 const issuer = `http://127.0.0.1:${port}`;
