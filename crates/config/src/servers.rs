@@ -277,100 +277,97 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<DeclaredServers, Serv
             declared.remote.push(remote);
             continue;
         }
-        match server.transport.as_deref() {
-            None | Some("stdio") => {}
-            Some(other) => {
-                return Err(fail(
-                    &name,
-                    &format!("transport {other:?} needs a \"url\" (remote server)"),
-                ));
-            }
-        }
-        if !server.headers.is_empty() || !server.allow_addresses.is_empty() {
-            return Err(fail(
-                &name,
-                "headers and allowAddresses are for remote (url) servers; a local server's egress is in \"sandbox\"",
-            ));
-        }
-        let program = server
-            .command
-            .filter(|c| !c.trim().is_empty())
-            .ok_or_else(|| fail(&name, "\"command\" is required"))?;
-        if let Some(key) = server
-            .env
-            .keys()
-            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
-        {
-            return Err(fail(&name, &format!("invalid env variable name {key:?}")));
-        }
-        if program.contains('\0') || server.args.iter().any(|a| a.contains('\0')) {
-            return Err(fail(&name, "command and args must not contain NUL"));
-        }
-        let sandbox = match server.sandbox {
-            None => None,
-            Some(raw) => {
-                if !Path::new(&program).is_absolute() {
-                    return Err(fail(
-                        &name,
-                        "a sandboxed server's command must be an absolute path (it is bound into the sandbox)",
-                    ));
-                }
-                if let Some(bad) = raw.bind_ro.iter().find(|p| !p.is_absolute()) {
-                    return Err(fail(
-                        &name,
-                        &format!("bindRo path {bad:?} must be absolute"),
-                    ));
-                }
-                let egress = EgressPolicy {
-                    allow: raw.egress,
-                    allow_addresses: raw.allow_addresses,
-                    credentials: raw.credentials,
-                };
-                egress.validate().map_err(|e| fail(&name, &e.to_string()))?;
-                if let Some(c) = egress
-                    .credentials
-                    .iter()
-                    .find(|c| server.env.contains_key(&c.env))
-                {
-                    return Err(fail(
-                        &name,
-                        &format!("{} is both a credential and a plain env variable", c.env),
-                    ));
-                }
-                if raw.memory_bytes.is_some_and(|m| m < 16 << 20) {
-                    return Err(fail(&name, "memoryBytes below 16 MiB cannot run a server"));
-                }
-                Some(SandboxPolicy {
-                    bind_ro: raw.bind_ro,
-                    limits: ResourceLimits {
-                        memory_bytes: raw.memory_bytes.or(DEFAULT_LIMITS.memory_bytes),
-                        max_processes: Some(
-                            raw.max_processes
-                                .or(DEFAULT_LIMITS.max_processes)
-                                .unwrap_or(1)
-                                .max(1),
-                        ),
-                        cpu_millis: raw
-                            .cpu_millis
-                            .or(DEFAULT_LIMITS.cpu_millis)
-                            .map(|c| c.max(1)),
-                    },
-                    egress,
-                })
-            }
-        };
-        declared.local.push(ServerSpec {
-            name,
-            sandbox,
-            command: StdioCommand {
-                program,
-                args: server.args,
-                env: server.env,
-                cwd: server.cwd,
-            },
-        });
+        let local = local_spec(name.clone(), server).map_err(|why| fail(&name, &why))?;
+        declared.local.push(local);
     }
     Ok(declared)
+}
+
+/// A `command` entry: a program (absolute when sandboxed), its arguments and environment, and
+/// the sandbox policy when it asks for one.
+fn local_spec(name: String, server: RawServer) -> Result<ServerSpec, String> {
+    match server.transport.as_deref() {
+        None | Some("stdio") => {}
+        Some(other) => {
+            return Err(format!(
+                "transport {other:?} needs a \"url\" (remote server)"
+            ));
+        }
+    }
+    if !server.headers.is_empty() || !server.allow_addresses.is_empty() {
+        return Err("headers and allowAddresses are for remote (url) servers; a local server's egress is in \"sandbox\"".to_owned());
+    }
+    let program = server
+        .command
+        .filter(|c| !c.trim().is_empty())
+        .ok_or_else(|| "\"command\" is required".to_owned())?;
+    if let Some(key) = server
+        .env
+        .keys()
+        .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+    {
+        return Err(format!("invalid env variable name {key:?}"));
+    }
+    if program.contains('\0') || server.args.iter().any(|a| a.contains('\0')) {
+        return Err("command and args must not contain NUL".to_owned());
+    }
+    let sandbox = match server.sandbox {
+        None => None,
+        Some(raw) => {
+            if !Path::new(&program).is_absolute() {
+                return Err("a sandboxed server's command must be an absolute path (it is bound into the sandbox)".to_owned());
+            }
+            if let Some(bad) = raw.bind_ro.iter().find(|p| !p.is_absolute()) {
+                return Err(format!("bindRo path {bad:?} must be absolute"));
+            }
+            let egress = EgressPolicy {
+                allow: raw.egress,
+                allow_addresses: raw.allow_addresses,
+                credentials: raw.credentials,
+            };
+            egress.validate().map_err(|e| e.to_string())?;
+            if let Some(c) = egress
+                .credentials
+                .iter()
+                .find(|c| server.env.contains_key(&c.env))
+            {
+                return Err(format!(
+                    "{} is both a credential and a plain env variable",
+                    c.env
+                ));
+            }
+            if raw.memory_bytes.is_some_and(|m| m < 16 << 20) {
+                return Err("memoryBytes below 16 MiB cannot run a server".to_owned());
+            }
+            Some(SandboxPolicy {
+                bind_ro: raw.bind_ro,
+                limits: ResourceLimits {
+                    memory_bytes: raw.memory_bytes.or(DEFAULT_LIMITS.memory_bytes),
+                    max_processes: Some(
+                        raw.max_processes
+                            .or(DEFAULT_LIMITS.max_processes)
+                            .unwrap_or(1)
+                            .max(1),
+                    ),
+                    cpu_millis: raw
+                        .cpu_millis
+                        .or(DEFAULT_LIMITS.cpu_millis)
+                        .map(|c| c.max(1)),
+                },
+                egress,
+            })
+        }
+    };
+    Ok(ServerSpec {
+        name,
+        sandbox,
+        command: StdioCommand {
+            program,
+            args: server.args,
+            env: server.env,
+            cwd: server.cwd,
+        },
+    })
 }
 
 /// A `url` entry: http(s) with a host, no credentials in the URL, no local-server fields;

@@ -151,21 +151,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         .map(|s| s.name.clone())
         .chain(declared.remote.iter().map(|r| r.name.clone()))
         .collect();
-    let mut backends =
-        gig_runtime::launchers(specs, &gig_config::ProcessEnv.all(), sandboxes.clone())?;
-    if !declared.remote.is_empty() {
-        let egress = EgressConfig::from_env(env)?;
-        let context = gig_runtime::RemoteContext {
-            allow_addresses: egress.allow_addresses,
-            extra_roots: egress.extra_roots,
-            secrets: secrets.clone(),
-            max_message_bytes: config.limits.max_message_bytes,
-        };
-        backends.extend(gig_runtime::remote_launchers(
-            declared.remote.clone(),
-            &context,
-        )?);
-    }
+    let backends = declared_launchers(&declared, &config, env, &secrets, sandboxes.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
         config.limits,
@@ -245,6 +231,36 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         .map(|s| s as &dyn crate::shutdown::Confinement);
     crate::shutdown::after_serve(confinement, secrets.store()).await;
     Ok(served?)
+}
+
+/// How to start every server the servers file declares: local ones as children or sandboxes,
+/// remote ones over HTTP under the address policy.
+fn declared_launchers(
+    declared: &gig_config::DeclaredServers,
+    config: &GatewayConfig,
+    env: &dyn Env,
+    secrets: &Arc<Secrets>,
+    sandboxes: Option<Arc<SandboxRuntime>>,
+) -> Result<Vec<gig_gateway::NamedLauncher>, BootError> {
+    let mut backends = gig_runtime::launchers(
+        declared.local.clone(),
+        &gig_config::ProcessEnv.all(),
+        sandboxes,
+    )?;
+    if !declared.remote.is_empty() {
+        let egress = EgressConfig::from_env(env)?;
+        let context = gig_runtime::RemoteContext {
+            allow_addresses: egress.allow_addresses,
+            extra_roots: egress.extra_roots,
+            secrets: secrets.clone(),
+            max_message_bytes: config.limits.max_message_bytes,
+        };
+        backends.extend(gig_runtime::remote_launchers(
+            declared.remote.clone(),
+            &context,
+        )?);
+    }
+    Ok(backends)
 }
 
 /// The control plane's identity provider, when configured: asked before any backend starts,

@@ -105,7 +105,15 @@ fn unix_now() -> i64 {
     time::OffsetDateTime::now_utc().unix_timestamp()
 }
 
-/// `GET /oauth/authorize`.
+/// What a checked authorization request asks for.
+struct Checked<'a> {
+    client: Arc<super::clients::Client>,
+    redirect_uri: String,
+    challenge: &'a str,
+    scopes: Vec<&'static str>,
+}
+
+/// `GET /oauth/authorize`: sign in first, check the request, then show the consent page.
 pub(super) async fn request(
     State(state): State<Arc<ApiState>>,
     headers: HeaderMap,
@@ -115,124 +123,41 @@ pub(super) async fn request(
     // Signed in first: an anonymous request never makes the gateway fetch a client document.
     let caller = match browser_user(&state, &headers).await {
         Ok(Some(caller)) => caller,
-        Ok(None) => {
-            let back_here = format!("/oauth/authorize?{query}");
-            if !crate::signin::local_path(&back_here) {
-                return page::error(
-                    StatusCode::BAD_REQUEST,
-                    "the authorization request is too long",
-                );
-            }
-            let login: String = url::form_urlencoded::Serializer::new(String::new())
-                .append_pair("return_to", &back_here)
-                .finish();
-            return (
-                StatusCode::FOUND,
-                [(header::LOCATION, format!("/api/auth/login?{login}"))],
-            )
-                .into_response();
-        }
+        Ok(None) => return sign_in_first(query),
         Err(why) => return page::error(StatusCode::FORBIDDEN, why),
     };
     let params = match Params::parse(query.as_bytes()) {
         Ok(p) => p,
         Err(why) => return page::error(StatusCode::BAD_REQUEST, &why),
     };
-    // Before anything is fetched on the caller's behalf.
-    if !allows(caller.role, Permission::UseProfiles) {
-        return page::error(
-            StatusCode::FORBIDDEN,
-            "your role cannot use profiles, so it cannot let a client use one",
-        );
-    }
-    let client_id = match params.require("client_id") {
-        Ok(id) => id,
-        Err(why) => return page::error(StatusCode::BAD_REQUEST, &why),
+    let checked = match check(&state, &caller, &params).await {
+        Ok(checked) => checked,
+        Err(refused) => return refused,
     };
-    let client = match state.oauth.clients.find(&state.store, client_id).await {
-        Ok(client) => client,
-        Err(e) => {
-            tracing::info!(client_id = ?client_id, error = %e, "authorization refused: client");
-            return page::error(StatusCode::BAD_REQUEST, &e.to_string());
-        }
-    };
-    if params
-        .get("redirect_uri")
-        .is_some_and(|uri| !client.redirect_uris.iter().any(|r| r == uri))
-        || (params.get("redirect_uri").is_none() && client.redirect_uris.len() != 1)
-    {
-        return page::error(
-            StatusCode::BAD_REQUEST,
-            "the redirect URI is not one the client registered",
-        );
-    }
-    let redirect_uri = params
-        .get("redirect_uri")
-        .unwrap_or(&client.redirect_uris[0])
-        .to_owned();
-    // A bad request is shown here, not sent back: anyone can register a client, so sending
-    // the browser to its redirect URI before the person has acted would make this gateway a
-    // redirector for any site (RFC 9700 §4.11.2).
-    let refused =
-        |code: &str, why: &str| page::error(StatusCode::BAD_REQUEST, &format!("{why} ({code})"));
-    if params.get("response_type") != Some("code") {
-        return refused(
-            "unsupported_response_type",
-            "only response_type=code is supported",
-        );
-    }
-    let challenge = params.get("code_challenge").filter(|c| pkce_shaped(c));
-    let (Some(challenge), Some("S256")) = (challenge, params.get("code_challenge_method")) else {
-        return refused(
-            "invalid_request",
-            "PKCE with code_challenge_method=S256 is required",
-        );
-    };
-    if params
-        .get("resource")
-        .is_some_and(|r| r != state.oauth.resource)
-    {
-        return refused(
-            "invalid_target",
-            "tokens are issued only for this gateway's /mcp",
-        );
-    }
-    let scopes = match parse_scope(params.get("scope").unwrap_or(SCOPE_MCP)) {
-        Some(s) if s.is_empty() => vec![SCOPE_MCP],
-        Some(s) => s,
-        None => {
-            return refused(
-                "invalid_scope",
-                "the scopes granted here are mcp and offline_access",
-            );
-        }
-    };
-    if params.get("state").is_some_and(|s| s.len() > MAX_STATE) {
-        return refused("invalid_request", "state is at most 512 bytes");
-    }
     let profiles = match state.store.list_profiles(caller.user.id).await {
         Ok(p) => p,
         Err(_) => return page::error(StatusCode::SERVICE_UNAVAILABLE, "the store cannot be read"),
     };
     if profiles.is_empty() {
-        return page::no_profile(client.display_name());
+        return page::no_profile(checked.client.display_name());
     }
     let Via::Session { hash, csrf_token } = &caller.via else {
         return page::error(StatusCode::FORBIDDEN, "a browser session is required");
     };
+    let client = &checked.client;
     let pending = Pending {
         client_id: client.id.clone(),
         client_name: client.display_name().to_owned(),
-        redirect_uri: redirect_uri.clone(),
+        redirect_uri: checked.redirect_uri.clone(),
         state: params.get("state").map(str::to_owned),
-        scope: scopes.join(" "),
-        code_challenge: challenge.to_owned(),
+        scope: checked.scopes.join(" "),
+        code_challenge: checked.challenge.to_owned(),
         user_id: caller.user.id,
         session_hash: hash.clone(),
         expires: unix_now() + CONSENT_TTL.as_secs() as i64,
         nonce: crate::session::random_token(),
     };
-    let redirect_host = url::Url::parse(&redirect_uri)
+    let redirect_host = url::Url::parse(&checked.redirect_uri)
         .map(|u| shown_destination(&u))
         .unwrap_or_default();
     let profiles: Vec<(i64, String)> = profiles.into_iter().map(|p| (p.id, p.name)).collect();
@@ -242,11 +167,113 @@ pub(super) async fn request(
         client_id: &client.id,
         vouching_host: vouching_host.as_deref(),
         redirect_host: &redirect_host,
-        scopes: &scopes,
+        scopes: &checked.scopes,
         user: &crate::session::user_label(&caller.user),
         profiles: &profiles,
         sealed_request: &state.oauth.sealer.seal(&pending),
         csrf: csrf_token,
+    })
+}
+
+/// Sends a browser that is not signed in to sign in, and back here afterwards.
+fn sign_in_first(query: &str) -> Response {
+    let back_here = format!("/oauth/authorize?{query}");
+    if !crate::signin::local_path(&back_here) {
+        return page::error(
+            StatusCode::BAD_REQUEST,
+            "the authorization request is too long",
+        );
+    }
+    let login: String = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("return_to", &back_here)
+        .finish();
+    (
+        StatusCode::FOUND,
+        [(header::LOCATION, format!("/api/auth/login?{login}"))],
+    )
+        .into_response()
+}
+
+/// Checks an authorization request for a signed-in `caller`; the error is the page to show.
+/// Nothing is redirected from here: anyone can register a client, so sending the browser to its
+/// redirect URI before the person has acted would make this gateway a redirector for any site
+/// (RFC 9700 §4.11.2).
+async fn check<'p>(
+    state: &ApiState,
+    caller: &Caller,
+    params: &'p Params,
+) -> Result<Checked<'p>, Response> {
+    let refused =
+        |code: &str, why: &str| page::error(StatusCode::BAD_REQUEST, &format!("{why} ({code})"));
+    // Before anything is fetched on the caller's behalf.
+    if !allows(caller.role, Permission::UseProfiles) {
+        return Err(page::error(
+            StatusCode::FORBIDDEN,
+            "your role cannot use profiles, so it cannot let a client use one",
+        ));
+    }
+    let client_id = params
+        .require("client_id")
+        .map_err(|why| page::error(StatusCode::BAD_REQUEST, &why))?;
+    let client = state
+        .oauth
+        .clients
+        .find(&state.store, client_id)
+        .await
+        .map_err(|e| {
+            tracing::info!(client_id = ?client_id, error = %e, "authorization refused: client");
+            page::error(StatusCode::BAD_REQUEST, &e.to_string())
+        })?;
+    let redirect_uri = match params.get("redirect_uri") {
+        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
+        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
+        _ => {
+            return Err(page::error(
+                StatusCode::BAD_REQUEST,
+                "the redirect URI is not one the client registered",
+            ));
+        }
+    };
+    if params.get("response_type") != Some("code") {
+        return Err(refused(
+            "unsupported_response_type",
+            "only response_type=code is supported",
+        ));
+    }
+    let challenge = params.get("code_challenge").filter(|c| pkce_shaped(c));
+    let (Some(challenge), Some("S256")) = (challenge, params.get("code_challenge_method")) else {
+        return Err(refused(
+            "invalid_request",
+            "PKCE with code_challenge_method=S256 is required",
+        ));
+    };
+    if params
+        .get("resource")
+        .is_some_and(|r| r != state.oauth.resource)
+    {
+        return Err(refused(
+            "invalid_target",
+            "tokens are issued only for this gateway's /mcp",
+        ));
+    }
+    let scopes = match parse_scope(params.get("scope").unwrap_or(SCOPE_MCP)) {
+        Some(s) if s.is_empty() => vec![SCOPE_MCP],
+        Some(s) => s,
+        None => {
+            return Err(refused(
+                "invalid_scope",
+                "the scopes granted here are mcp and offline_access",
+            ));
+        }
+    };
+    if params.get("state").is_some_and(|s| s.len() > MAX_STATE) {
+        return Err(refused("invalid_request", "state is at most 512 bytes"));
+    }
+    Ok(Checked {
+        client,
+        redirect_uri,
+        challenge,
+        scopes,
     })
 }
 
