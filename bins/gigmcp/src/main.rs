@@ -8,7 +8,6 @@ mod commands;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
 use gig_config::{GatewayConfig, LogConfig, ProcessEnv, StoreConfig};
 
@@ -109,25 +108,13 @@ pub enum VaultAction {
     },
 }
 
-fn init_logging(config: &LogConfig) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&config.filter)
-        .with_context(|| format!("GIG_LOG={:?} is not a valid log filter", config.filter))?;
-    // Colour only for a person at a terminal: a file, a pipe or journald gets plain text.
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi);
-    match config.format {
-        gig_config::LogFormat::Json => builder.json().init(),
-        gig_config::LogFormat::Text => builder.init(),
-    }
-    Ok(())
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    init_logging(&LogConfig::from_env(&ProcessEnv)?)?;
+    // Held for the whole run: dropping it flushes the spans not yet exported.
+    let _telemetry = gig_telemetry::init(
+        &LogConfig::from_env(&ProcessEnv)?,
+        &gig_config::TracesConfig::from_env(&ProcessEnv)?,
+    )?;
     let store = || StoreConfig::from_env(&ProcessEnv);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {

@@ -29,6 +29,8 @@ use crate::backend::Backend;
 use crate::catalog::{expose_contents_uri, resource_origin};
 use crate::hub::{Hub, ListChange};
 use crate::profile::Principal;
+use crate::trace::{ContinueTrace, backend_span, operation_span};
+use tracing::Instrument as _;
 
 /// The handler rmcp instantiates per session (initialize era) or per request (2026-07-28).
 /// Cheap to create: it is one `Arc`.
@@ -37,16 +39,23 @@ pub struct Aggregator {
     hub: Arc<Hub>,
     /// Where every `tools/call` is recorded (principal, profile, tool, outcome, duration).
     recorder: Option<Arc<dyn CallRecorder>>,
+    /// Continues a client's `_meta.traceparent` (when traces are exported).
+    continuation: Option<Arc<dyn ContinueTrace>>,
     /// Set once this session's list-change relay runs: a client repeating
     /// `notifications/initialized` must not start another.
     relaying: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Aggregator {
-    pub fn new(hub: Arc<Hub>, recorder: Option<Arc<dyn CallRecorder>>) -> Self {
+    pub fn new(
+        hub: Arc<Hub>,
+        recorder: Option<Arc<dyn CallRecorder>>,
+        continuation: Option<Arc<dyn ContinueTrace>>,
+    ) -> Self {
         Self {
             hub,
             recorder,
+            continuation,
             relaying: Arc::default(),
         }
     }
@@ -77,6 +86,59 @@ fn not_in_profile(what: &str, name: &str) -> ErrorData {
 }
 
 impl Aggregator {
+    /// `tools/call`, inside its span.
+    async fn call_tool_in(
+        &self,
+        request: CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CallToolResponse, ErrorData> {
+        let caller = principal(&context)?;
+        let catalog = self.hub.catalog();
+        let routed = match &caller {
+            Principal::Operator => catalog.tools.get(request.name.as_ref()).ok_or_else(|| {
+                ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None)
+            })?,
+            Principal::Profile(view) => view
+                .resolve_tool(&catalog, &request.name)
+                .map_err(|_| not_in_profile("tool", &request.name))?,
+        };
+        let backend = self.backend(&routed.origin.backend)?;
+        let shown = request.name.to_string();
+        let mut forwarded = request;
+        forwarded.name = routed.origin.item.clone().into();
+        forwarded.meta = None;
+        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
+        let started = std::time::Instant::now();
+        let answer = backend
+            .forward(request, &context, &self.hub.limits)
+            .instrument(backend_span(
+                "tools/call",
+                &routed.origin.backend,
+                &routed.origin.item,
+            ))
+            .await;
+        if let Some(recorder) = &self.recorder {
+            recorder.record(CallRecord::new(
+                &caller,
+                shown,
+                &routed.origin,
+                &answer,
+                started.elapsed(),
+            ));
+        }
+        match answer? {
+            ServerResult::CallToolResult(mut result) => {
+                result.result_type = Some(complete(result.result_type));
+                Ok(CallToolResponse::Complete(result))
+            }
+            ServerResult::InputRequiredResult(result) => {
+                Ok(CallToolResponse::InputRequired(result))
+            }
+            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
+            _ => Err(unexpected("tools/call")),
+        }
+    }
+
     /// Resolves a subscription's exposed URI to its backend, the backend's URI, and the
     /// session asking (subscriptions exist only in initialize-era sessions).
     fn subscription_target(
@@ -188,44 +250,22 @@ impl ServerHandler for Aggregator {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let caller = principal(&context)?;
-        let catalog = self.hub.catalog();
-        let routed = match &caller {
-            Principal::Operator => catalog.tools.get(request.name.as_ref()).ok_or_else(|| {
-                ErrorData::invalid_params(format!("unknown tool {:?}", request.name), None)
-            })?,
-            Principal::Profile(view) => view
-                .resolve_tool(&catalog, &request.name)
-                .map_err(|_| not_in_profile("tool", &request.name))?,
-        };
-        let backend = self.backend(&routed.origin.backend)?;
-        let shown = request.name.to_string();
-        let mut forwarded = request;
-        forwarded.name = routed.origin.item.clone().into();
-        forwarded.meta = None;
-        let request = ClientRequest::CallToolRequest(CallToolRequest::new(forwarded));
-        let started = std::time::Instant::now();
-        let answer = backend.forward(request, &context, &self.hub.limits).await;
-        if let Some(recorder) = &self.recorder {
-            recorder.record(CallRecord::new(
-                &caller,
-                shown,
-                &routed.origin,
-                &answer,
-                started.elapsed(),
-            ));
-        }
-        match answer? {
-            ServerResult::CallToolResult(mut result) => {
-                result.result_type = Some(complete(result.result_type));
-                Ok(CallToolResponse::Complete(result))
-            }
-            ServerResult::InputRequiredResult(result) => {
-                Ok(CallToolResponse::InputRequired(result))
-            }
-            ServerResult::CreateTaskResult(result) => Ok(CallToolResponse::Task(result)),
-            _ => Err(unexpected("tools/call")),
-        }
+        // rmcp moves a request's `_meta` into its context.
+        let traceparent = context
+            .meta
+            .0
+            .get("traceparent")
+            .or_else(|| request.meta.as_ref().and_then(|m| m.get("traceparent")))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned);
+        let span = operation_span(
+            &context,
+            "tools/call",
+            &request.name,
+            traceparent.as_deref(),
+            self.continuation.as_ref(),
+        );
+        self.call_tool_in(request, context).instrument(span).await
     }
 
     async fn list_prompts(

@@ -32,6 +32,7 @@ use crate::audit::CallRecorder;
 use crate::backend::BackendStatus;
 use crate::hub::Hub;
 use crate::profile::Principal;
+use crate::trace::ContinueTrace;
 
 const SESSION_HEADER: &str = "mcp-session-id";
 
@@ -68,6 +69,8 @@ pub struct McpExtras {
     pub recorder: Option<Arc<dyn CallRecorder>>,
     pub oauth: Option<OAuthChallenge>,
     pub auth_observer: Option<Arc<dyn AuthObserver>>,
+    /// Continues clients' W3C trace context (when traces are exported).
+    pub continuation: Option<Arc<dyn ContinueTrace>>,
 }
 
 /// With OAuth on, every refusal names the protected-resource metadata (RFC 9728 §5.1) and the
@@ -98,6 +101,7 @@ pub struct HttpState {
     pub resolver: Option<Arc<dyn PrincipalResolver>>,
     oauth: Option<OAuthChallenge>,
     auth_observer: Option<Arc<dyn AuthObserver>>,
+    continuation: Option<Arc<dyn ContinueTrace>>,
     pub sessions: Arc<LocalSessionManager>,
     pub draining: AtomicBool,
     pub max_sessions: usize,
@@ -238,8 +242,15 @@ pub fn router(
         .with_cancellation_token(mcp_shutdown);
     let factory_hub = hub.clone();
     let recorder = extras.recorder.clone();
+    let continuation = extras.continuation.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(Aggregator::new(factory_hub.clone(), recorder.clone())),
+        move || {
+            Ok(Aggregator::new(
+                factory_hub.clone(),
+                recorder.clone(),
+                continuation.clone(),
+            ))
+        },
         sessions.clone(),
         mcp_config,
     );
@@ -250,6 +261,7 @@ pub fn router(
         resolver: extras.resolver.clone(),
         oauth: extras.oauth.clone(),
         auth_observer: extras.auth_observer.clone(),
+        continuation: extras.continuation.clone(),
         sessions,
         draining: AtomicBool::new(false),
         max_sessions: config.limits.max_sessions,
@@ -331,9 +343,29 @@ async fn authenticate(
         Principal::Profile(view) => format!("{} profile:{}", view.label, view.profile_id),
     };
     request.extensions_mut().insert(principal);
-    // Everything logged while this request is handled names it and its caller.
-    let span = tracing::info_span!("mcp_request", request_id = %request_id, principal = %label);
+    // Everything logged while this request is handled names it and its caller; the span is
+    // also the trace's HTTP server span, continuing the client's `traceparent`.
     let method = request.method().clone();
+    let span = tracing::info_span!(
+        "mcp_request",
+        otel.name = %format!("{method} /mcp"),
+        otel.kind = "server",
+        request_id = %request_id,
+        principal = %label,
+    );
+    if let (Some(continuation), Some(traceparent)) = (
+        &state.continuation,
+        request
+            .headers()
+            .get("traceparent")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::trace::plausible_traceparent(v)),
+    ) {
+        continuation.continue_from(&span, traceparent);
+    }
+    request
+        .extensions_mut()
+        .insert(crate::trace::RequestSpan(span.clone()));
     let mut response = tracing::Instrument::instrument(
         async move {
             tracing::debug!(%method, "mcp request");

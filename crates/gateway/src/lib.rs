@@ -24,6 +24,7 @@ pub mod stdout_guard;
 mod subscriptions;
 mod supervisor;
 mod sync;
+pub mod trace;
 
 use gig_config::ServerSpec;
 

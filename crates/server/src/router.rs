@@ -36,6 +36,7 @@ pub fn build(
             .map(|api| api.mcp_tokens.clone() as Arc<dyn gig_gateway::http::PrincipalResolver>),
         recorder: gig_metrics::CallFanOut::of(audit.into_iter().chain(calls).collect()),
         oauth: api.as_ref().map(|api| api.oauth.challenge()),
+        continuation: Some(Arc::new(gig_telemetry::W3cTraceContext)),
         auth_observer: metrics.as_ref().map(|m| {
             Arc::new(gig_metrics::AuthFailures(m.clone()))
                 as Arc<dyn gig_gateway::http::AuthObserver>

@@ -332,6 +332,7 @@ async fn another_principals_session_id_gets_404() {
         recorder: None,
         oauth: None,
         auth_observer: None,
+        continuation: None,
     };
     let shutdown = tokio_util::sync::CancellationToken::new();
     let (router, _state) =
