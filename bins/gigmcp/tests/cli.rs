@@ -54,6 +54,12 @@ fn secrets_are_set_listed_and_deleted_without_the_value_ever_showing() {
         Some(&format!("{VALUE}\n")),
     );
     assert!(set.status.success(), "{}", text(&set.stderr));
+    // No server of that name exists here: stored, but the operator is told.
+    assert!(
+        text(&set.stderr).contains("no server named \"github\" is installed or declared"),
+        "{}",
+        text(&set.stderr)
+    );
 
     let list = gigmcp(data.path(), KEY_A, &["secret", "list"], None);
     assert!(list.status.success(), "{}", text(&list.stderr));

@@ -532,6 +532,13 @@ pub enum ConfigError {
 const MIN_TOKEN_CHARS: usize = 16;
 
 impl GatewayConfig {
+    /// `GIG_SERVERS_FILE`, for the operator CLI too (which needs no client token).
+    pub fn servers_file(env: &dyn Env) -> Option<PathBuf> {
+        env.var("GIG_SERVERS_FILE")
+            .filter(|f| !f.is_empty())
+            .map(PathBuf::from)
+    }
+
     /// Reads and validates every `GIG_*` variable.
     pub fn from_env(env: &dyn Env) -> Result<Self, ConfigError> {
         let token = env
@@ -607,10 +614,7 @@ impl GatewayConfig {
             listen,
             public_url,
             store,
-            servers_file: env
-                .var("GIG_SERVERS_FILE")
-                .filter(|f| !f.is_empty())
-                .map(PathBuf::from),
+            servers_file: Self::servers_file(env),
             logging,
             worker_threads: positive(env, "GIG_WORKER_THREADS", 1)?,
             limits,

@@ -118,10 +118,7 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     let meter = metrics.as_ref().map(|(m, _)| m.clone());
     let declared = match &config.servers_file {
         Some(path) => gig_config::parse_servers_file(path)?,
-        None => {
-            tracing::warn!("GIG_SERVERS_FILE is not set: no backends");
-            gig_config::DeclaredServers::default()
-        }
+        None => gig_config::DeclaredServers::default(),
     };
     let specs = declared.local.clone();
     let install = InstallConfig::from_env(env)?;
@@ -129,6 +126,11 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     // the sandbox is required, not optional.
     let has_installs =
         install.index_url.is_some() || !secrets.store().list_servers().await?.is_empty();
+    if config.servers_file.is_none() && !has_installs {
+        tracing::warn!(
+            "no backends: set GIG_SERVERS_FILE, or GIG_INDEX_URL and GIG_INDEX_PUBKEYS to install servers"
+        );
+    }
     let sandboxes = if has_installs || specs.iter().any(|s| s.sandbox.is_some()) {
         Some(Arc::new(
             sandboxes(&config, env, &secrets, has_installs, meter.as_ref()).await?,

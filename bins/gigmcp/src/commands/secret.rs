@@ -38,6 +38,26 @@ fn read_value(file: Option<PathBuf>) -> anyhow::Result<Vec<u8>> {
     Ok(value)
 }
 
+/// Servers installed in the store or declared in `GIG_SERVERS_FILE` (when it is set).
+async fn known_servers(
+    secrets: &gig_secrets::Secrets,
+) -> anyhow::Result<std::collections::BTreeSet<String>> {
+    let mut known: std::collections::BTreeSet<String> = secrets
+        .store()
+        .list_servers()
+        .await?
+        .into_iter()
+        .map(|s| s.name)
+        .collect();
+    let config = gig_config::GatewayConfig::servers_file(&gig_config::ProcessEnv);
+    if let Some(path) = config {
+        let declared = gig_config::parse_servers_file(&path)?;
+        known.extend(declared.local.into_iter().map(|s| s.name));
+        known.extend(declared.remote.into_iter().map(|r| r.name));
+    }
+    Ok(known)
+}
+
 pub async fn run(config: StoreConfig, action: SecretAction) -> anyhow::Result<()> {
     let secrets = open_secrets(&config).await?;
     let scope = |server| CredentialScope {
@@ -48,8 +68,21 @@ pub async fn run(config: StoreConfig, action: SecretAction) -> anyhow::Result<()
     match action {
         SecretAction::Set { server, name, file } => {
             let value = zeroize::Zeroizing::new(read_value(file)?);
+            let known = known_servers(&secrets).await?;
             secrets.set(&scope(&server), &name, &value).await?;
             println!("stored {name} for {server}");
+            if !known.contains(&server) {
+                // Stored anyway: declaring or installing the server may come next.
+                let listed = if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.into_iter().collect::<Vec<_>>().join(", ")
+                };
+                eprintln!(
+                    "warning: no server named {server:?} is installed or declared in GIG_SERVERS_FILE \
+                     (known: {listed}); the secret waits for one of that name"
+                );
+            }
         }
         SecretAction::List { server } => {
             for meta in secrets.list(server.as_deref()).await? {
