@@ -27,7 +27,9 @@ fi
 if [ -z "${GIG_INDEX_URL:-}" ]; then
   # The dev signing key: generated once, mode 0600, its public half kept beside it.
   if [ ! -s "$dev/index.key" ]; then
-    "$target/registryctl" keygen --out "$dev/index.key" | grep -o 'ed25519:[A-Za-z0-9+/=]*' >"$dev/index.pub"
+    # Its "give the line above to GIG_INDEX_PUBKEYS" is done here (the key is printed below).
+    "$target/registryctl" keygen --out "$dev/index.key" 2>/dev/null \
+      | grep -o 'ed25519:[A-Za-z0-9+/=]*' >"$dev/index.pub"
   fi
   layout="$dev/layout"
   index="$dev/index.json"
@@ -57,6 +59,7 @@ if [ -z "${GIG_MASTER_KEY:-}" ]; then
   fi
   GIG_MASTER_KEY="$(cat "$key_file")"
   export GIG_MASTER_KEY
+  master_key_from="\$(cat '$key_file')"
 fi
 
 if [ -z "${GIG_BEARER_TOKEN:-}" ]; then
@@ -65,12 +68,14 @@ if [ -z "${GIG_BEARER_TOKEN:-}" ]; then
   generated=1
 fi
 
+metrics_at="(off)"
+[ -n "${GIG_METRICS_LISTEN:-}" ] && metrics_at="http://$GIG_METRICS_LISTEN/metrics"
 cat <<MSG
 Gig'MCP dev gateway
   endpoint : http://$GIG_LISTEN/mcp   (Streamable HTTP; health: /healthz, /readyz)
   installs : ${GIG_INSTALL:-(none)} from $GIG_INDEX_URL
   store    : ${GIG_DATABASE_URL:-sqlite://$GIG_DATA_DIR/gigmcp.db}
-  metrics  : ${GIG_METRICS_LISTEN:+http://$GIG_METRICS_LISTEN/metrics}${GIG_METRICS_LISTEN:-(off)}
+  metrics  : $metrics_at
 MSG
 if [ -n "${generated:-}" ]; then
   cat <<MSG
@@ -84,5 +89,14 @@ Connect a client, for example:
        -d '{"jsonrpc":"2.0","id":1,"method":"server/discover","params":{"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientInfo":{"name":"curl","version":"0"},"io.modelcontextprotocol/clientCapabilities":{}}}}'
 MSG
 fi
+# The operator CLI (`gigmcp secret|install|list|tools`) reads the same settings: the lines to
+# paste into another shell, so it works against this gateway's store and dev index.
+cat <<MSG
+
+Operator CLI, in another shell:
+  export GIG_DATA_DIR='$GIG_DATA_DIR' GIG_MASTER_KEY="${master_key_from:-(the key you set)}"
+  export GIG_INDEX_URL='$GIG_INDEX_URL' GIG_INDEX_PUBKEYS='$GIG_INDEX_PUBKEYS'${GIG_OCI_LAYOUT:+ GIG_OCI_LAYOUT='$GIG_OCI_LAYOUT'}
+  $target/gigmcp list            # installed servers; also: install fetch, secret set fetch api-key, tools
+MSG
 echo
 exec "$target/gigmcp" serve

@@ -171,6 +171,9 @@ def test_gig_install_boots_echo_from_a_signed_index_and_runtime_installs_follow(
         env = cli_env(data, master_key, index)
         out = run(TARGET / "gigmcp", "install", "fetch", env=env)
         assert "installed fetch 0.1.0" in out.stdout, out.stdout + out.stderr
+        # Not a terminal: one plain progress line per step, no escape codes.
+        assert "\x1b" not in out.stderr and "\r" not in out.stderr, repr(out.stderr[:300])
+        assert "verifying the signed index\n" in out.stderr, out.stderr
         wait_for(lambda: "fetch_fetch" in names(gw), "fetch_fetch to appear after `gigmcp install fetch`")
         listed = run(TARGET / "gigmcp", "list", env=env).stdout
         assert "echo\t0.1.0\tinstalled" in listed and "fetch\t0.1.0\tinstalled" in listed, listed

@@ -13,10 +13,15 @@ pub async fn install(config: StoreConfig, reference: &str) -> anyhow::Result<()>
     let install = InstallConfig::from_env(&ProcessEnv)?;
     let secrets = Arc::new(open_secrets(&config).await?);
     let installer = gig_server::boot::installer(&config, &install, secrets.clone())?;
-    let record = installer
-        .install(reference, &|p| print_progress(&p))
-        .await?;
-    eprintln!();
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let installed = installer
+        .install(reference, &|p| print_progress(&p, terminal))
+        .await;
+    // The status line ends before anything else is printed, an error included.
+    if terminal {
+        eprintln!();
+    }
+    let record = installed?;
     println!(
         "installed {} {} ({}); a running gateway starts it within seconds",
         record.name, record.version, record.image_digest
@@ -54,10 +59,15 @@ pub async fn list(config: StoreConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One status line on stderr, rewritten in place.
-fn print_progress(progress: &gig_registry::InstallProgress) {
+/// Progress on stderr: one status line rewritten in place at a terminal; elsewhere (a file, a
+/// pipe, CI) one plain line per step, without escape codes.
+fn print_progress(progress: &gig_registry::InstallProgress, terminal: bool) {
     use std::io::Write;
     let mut err = std::io::stderr().lock();
-    let _ = write!(err, "\r\x1b[2K{progress}");
+    let _ = if terminal {
+        write!(err, "\r\x1b[2K{progress}")
+    } else {
+        writeln!(err, "{progress}")
+    };
     let _ = err.flush();
 }
