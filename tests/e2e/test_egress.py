@@ -124,7 +124,7 @@ class CredentialSetup:
     """A gateway whose sandboxed fetch-mcp has one credential (API_KEY, for api.example.test)
     whose real value sits in the vault."""
 
-    def __init__(self, tmp_path, sandbox_bins, tls, upstream):
+    def __init__(self, tmp_path, sandbox_bins, tls, upstream, **extra_env):
         self.real = "sk-live-" + secrets.token_hex(20)
         # Every form the key may take on the wire: raw, and percent-encoded in a query string
         # (the proxy encodes everything but letters and digits; other encoders leave '-' alone).
@@ -165,6 +165,7 @@ class CredentialSetup:
             GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
             GIG_SANDBOX_POOL="198.19.201.0/24",
             **egress_env(tls),
+            **extra_env,
         )
 
     def leaked(self, text: str) -> bool:

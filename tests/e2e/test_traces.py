@@ -9,10 +9,13 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import pytest
 import requests
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from conftest import echo_server, free_port, start_gateway, stop
+from conftest import connect, echo_server, free_port, start_gateway, stop
+from netlab import require_sandbox_net
+from test_egress import CredentialSetup, tls, upstream  # noqa: F401 (fixtures)
 
 
 class Collector:
@@ -112,6 +115,35 @@ def test_spans_continue_the_clients_trace(tmp_path):
         assert not any(gw.token in v for s in collector.spans for v in s["attrs"].values())
     finally:
         stop(gw.proc)
+        collector.stop()
+
+
+@pytest.mark.anyio
+async def test_egress_requests_are_children_of_the_call_that_caused_them(tmp_path, sandbox_bins, tls, upstream):
+    """A sandboxed server's request through the egress proxy is a span inside its tool call,
+    named by method and host, and carries no secret."""
+    require_sandbox_net()
+    collector = Collector()
+    setup = CredentialSetup(tmp_path, sandbox_bins, tls, upstream,
+                            OTEL_EXPORTER_OTLP_ENDPOINT=f"http://127.0.0.1:{collector.port}",
+                            OTEL_BSP_SCHEDULE_DELAY="200")
+    try:
+        async with connect(setup.gw) as session:
+            result = await session.call_tool("fetch_fetch", {"url": f"https://api.example.test:{upstream.port}/echo"})
+            assert not result.is_error, result
+        deadline = time.monotonic() + 20
+        while not [s for s in collector.spans if s["name"] == "GET api.example.test"]:
+            assert time.monotonic() < deadline, [s["name"] for s in collector.spans]
+            time.sleep(0.2)
+        egress = next(s for s in collector.spans if s["name"] == "GET api.example.test")
+        backend = next(s for s in collector.spans if s["id"] == egress["parent"])
+        assert backend["name"] == "tools/call fetch" and backend["trace"] == egress["trace"], backend
+        call = next(s for s in collector.spans if s["id"] == backend["parent"])
+        assert call["name"] == "tools/call fetch_fetch"
+        assert egress["attrs"]["server.address"] == "api.example.test"
+        assert not any(setup.leaked(v) for s in collector.spans for v in s["attrs"].values())
+    finally:
+        stop(setup.gw.proc)
         collector.stop()
 
 

@@ -320,7 +320,11 @@ impl Backend {
         let hook = read(&self.tool_call_hook).clone();
         let _attribution = match (&request, hook) {
             (ClientRequest::CallToolRequest(call), Some(hook)) => {
-                hook(Some(format!("{}/{}", self.name, call.params.name)));
+                // Called inside the backend call's span (see `Aggregator::call_tool_in`).
+                hook(Some((
+                    format!("{}/{}", self.name, call.params.name),
+                    tracing::Span::current(),
+                )));
                 Some(ClearOnDrop(hook))
             }
             _ => None,

@@ -84,8 +84,9 @@ impl std::fmt::Debug for Stderr {
     }
 }
 
-/// See [`Connection::on_tool_call`].
-pub type ToolCallHook = std::sync::Arc<dyn Fn(Option<String>) + Send + Sync>;
+/// See [`Connection::on_tool_call`]: the running call's name (`server/tool`) and its trace span
+/// (the parent of the egress requests it causes), or `None` when it ends.
+pub type ToolCallHook = std::sync::Arc<dyn Fn(Option<(String, tracing::Span)>) + Send + Sync>;
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -33,7 +33,7 @@ pub use ca::{CaError, RuntimeCa};
 pub use gig_policy::address::non_public_reason;
 pub use proxy::{
     EgressProxy, ProxyConfig, ProxyError, ProxyLimits, SandboxEgress, SecretError, SecretSource,
-    StaticSecrets,
+    StaticSecrets, ToolCall,
 };
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
 pub use rustls::pki_types::CertificateDer;

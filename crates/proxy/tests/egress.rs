@@ -235,7 +235,10 @@ async fn redirects_are_passed_to_the_server_not_followed() {
 #[tokio::test]
 async fn tool_call_is_stamped_on_audit_records() {
     let w = world().await;
-    w.sb.egress.set_tool_call(Some("search#42".into()));
+    w.sb.egress.set_tool_call(Some(gig_proxy::ToolCall {
+        name: "search#42".into(),
+        span: tracing::Span::none(),
+    }));
     let client = w.sb.client(&w.p.proxy, false);
     client
         .get(w.url("api.example.test", "/"))

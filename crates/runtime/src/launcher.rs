@@ -89,8 +89,9 @@ impl SandboxLauncher {
         let stdout = tokio::process::ChildStdout::from_std(stdout).map_err(io)?;
         let stderr = tokio::process::ChildStderr::from_std(stderr).map_err(io)?;
         let on_tool_call = running.egress.clone().map(|egress| {
-            std::sync::Arc::new(move |call: Option<String>| egress.set_tool_call(call))
-                as ToolCallHook
+            std::sync::Arc::new(move |call: Option<(String, tracing::Span)>| {
+                egress.set_tool_call(call.map(|(name, span)| gig_proxy::ToolCall { name, span }))
+            }) as ToolCallHook
         });
         Ok(Connection {
             // A sandboxed server holds placeholders only: nothing of its stderr is secret.

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use sandbox::Cred;
-pub use sandbox::{SandboxEgress, SecretError, SecretSource, StaticSecrets};
+pub use sandbox::{SandboxEgress, SecretError, SecretSource, StaticSecrets, ToolCall};
 
 use crate::audit::{AuditEvent, AuditGuard, AuditSink, Outcome, Scheme, Target, redact_query};
 use crate::ca::{LeafCache, RuntimeCa};
@@ -583,6 +583,29 @@ impl Conn {
     /// A request whose destination is agreed and allowed, through the rest of its phases in
     /// their order; the first that refuses ends it.
     async fn forward(
+        &self,
+        target: &Target,
+        dest: &Destination,
+        req: Request<Incoming>,
+    ) -> Result<Response<Body>, Refusal> {
+        // A child of the tool call that caused it, when there is one: the trace shows which
+        // call reached where (names only; never a header, a body or a secret).
+        let span = match self.sandbox.tool_call_span() {
+            Some(call) => tracing::info_span!(
+                parent: &call,
+                "egress",
+                otel.name = %format!("{} {}", target.method, target.host),
+                otel.kind = "client",
+                http.request.method = %target.method,
+                server.address = %target.host,
+                server.port = target.port,
+            ),
+            None => tracing::Span::none(),
+        };
+        tracing::Instrument::instrument(self.forward_phases(target, dest, req), span).await
+    }
+
+    async fn forward_phases(
         &self,
         target: &Target,
         dest: &Destination,

@@ -84,8 +84,16 @@ pub struct SandboxEgress {
     /// The only source address this sandbox's listener serves (its own `eth0`); `None` in
     /// tests that connect from loopback.
     pub(crate) client: Option<std::net::IpAddr>,
-    tool_call: Mutex<Option<String>>,
+    tool_call: Mutex<Option<ToolCall>>,
     scrub_cache: Mutex<ScrubCache>,
+}
+
+/// The tool call running in a sandbox: its name for audit records, and its trace span, the
+/// parent of the spans of the egress requests it causes.
+#[derive(Debug, Clone)]
+pub struct ToolCall {
+    pub name: String,
+    pub span: tracing::Span,
 }
 
 impl std::fmt::Debug for SandboxEgress {
@@ -186,7 +194,7 @@ impl SandboxEgress {
     }
 
     /// The tool call now running in this sandbox (`None` when idle); stamped on audit records.
-    pub fn set_tool_call(&self, tool_call: Option<String>) {
+    pub fn set_tool_call(&self, tool_call: Option<ToolCall>) {
         *self.tool_call.lock().unwrap_or_else(|p| p.into_inner()) = tool_call;
     }
 
@@ -227,7 +235,17 @@ impl SandboxEgress {
         self.tool_call
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .clone()
+            .as_ref()
+            .map(|c| c.name.clone())
+    }
+
+    /// The running tool call's span, when there is a call.
+    pub(crate) fn tool_call_span(&self) -> Option<tracing::Span> {
+        self.tool_call
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .map(|c| c.span.clone())
     }
 }
 
