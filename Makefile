@@ -3,7 +3,7 @@ CARGO ?= cargo
 PEERS ?= .peers
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build run test test-local test-e2e lint bench peers clean bootstrap
+.PHONY: all build run test test-local test-e2e lint bench peers clean bootstrap docs-check
 
 all: build
 
@@ -11,8 +11,8 @@ build:
 	$(CARGO) build --workspace --all-targets
 
 ## Build and start the gateway on embedded defaults (echo backend, generated dev token).
-run: bootstrap
-	$(CARGO) build --workspace
+## Builds what `make test` builds (all targets: one feature set), so neither rebuilds the other.
+run: bootstrap build
 	scripts/run-dev.sh
 
 ## Install the pinned test peers (apt as root, pip venv and npm into $(PEERS)/) when missing.
@@ -20,7 +20,7 @@ peers:
 	tests/peers/install-peers.sh $(PEERS)
 
 ## Everything: lint, Rust unit + integration tests, end-to-end tests with real MCP clients.
-test: peers lint build
+test: peers lint build docs-check
 	GIG_REQUIRE_SANDBOX=1 scripts/with-postgres.sh $(CARGO) test --workspace
 	@# The escape matrix's tally (the full table: add --nocapture to the test).
 	@GIG_REQUIRE_SANDBOX=1 $(CARGO) test -q -p gig-sandbox --test escape_matrix \
@@ -45,6 +45,10 @@ bootstrap:
 	RUSTFLAGS="-C target-feature=+crt-static" $(CARGO) build --release -p gig-bootstrap \
 	  --target $$(rustc -vV | sed -n 's/^host: //p') --target-dir target/static
 	@echo "GIG_BOOTSTRAP=$$(pwd)/target/static/$$(rustc -vV | sed -n 's/^host: //p')/release/bootstrap"
+
+## Every command block marked runnable in the docs, against the built binaries.
+docs-check: build
+	scripts/docs-check.py
 
 lint:
 	$(CARGO) fmt --all -- --check

@@ -7,7 +7,7 @@ Changes made through one replica reach the other: an install (its reconciler), a
 store). Killing the replica that holds a session: the load balancer sends the client to the
 other, which answers 404, and a new session works there. Stateless 2026-07-28 requests work on
 either. No audit row is lost. Each replica runs its own sandbox and owns its own networking.
-Propagation times are printed, not asserted (timing does not belong in tests); docs/operations.md
+Propagation times are printed, not asserted (timing does not belong in tests); docs/deployment.md
 has them."""
 
 import json
