@@ -293,3 +293,19 @@ def test_a_whole_image_root_runs_without_the_host_runtime(tmp_path, sandbox_bins
         assert "backend down" in logs and "bare" in logs, logs
     finally:
         stop(gw.proc)
+
+
+def test_cli_install_says_how_to_reach_a_dev_index_images(tmp_path):
+    """`make run`'s dev index names images that live in a local OCI layout; without
+    GIG_OCI_LAYOUT the registry named cannot be reached, and the CLI says what to set."""
+    key, pub = tmp_path / "index.key", tmp_path / "index.pub"
+    pub.write_text(run(TARGET / "registryctl", "keygen", "--out", key).stdout.strip())
+    unsigned, signed = tmp_path / "index.json", tmp_path / "index.signed.json"
+    run(TARGET / "registryctl", "add", "--index", unsigned, "--name", "fetch", "--version", "0.1.0",
+        "--image", "127.0.0.1:9/gigmcp/fetch-mcp@sha256:" + "0" * 64, "--entrypoint", "/srv/fetch-mcp")
+    run(TARGET / "registryctl", "sign", "--index", unsigned, "--key", key, "--expires-in", "1d", "--out", signed)
+    env = {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(tmp_path / "data"), "GIG_MASTER_KEY": os.urandom(32).hex(),
+           "GIG_INDEX_URL": f"file://{signed}", "GIG_INDEX_PUBKEYS": pub.read_text(), "GIG_REGISTRY_PLAIN_HTTP": "1"}
+    failed = run(TARGET / "gigmcp", "install", "fetch", env=env, check=False)
+    assert failed.returncode != 0
+    assert "set GIG_OCI_LAYOUT" in failed.stderr, failed.stderr

@@ -110,7 +110,9 @@ fn api_reference() -> String {
             continue;
         };
         out.push_str(&format!("\n### {tag}\n\n{description}.\n\n"));
-        out.push_str("| Method | Path | Access | What | Body | Answers |\n|---|---|---|---|---|---|\n");
+        out.push_str(
+            "| Method | Path | Access | What | Body | Answers |\n|---|---|---|---|---|---|\n",
+        );
         for row in rows {
             out.push_str(&row);
         }

@@ -21,7 +21,18 @@ pub async fn install(config: StoreConfig, reference: &str) -> anyhow::Result<()>
     if terminal {
         eprintln!();
     }
-    let record = installed?;
+    let record = match installed {
+        Ok(record) => record,
+        // A dev index (`make run`) names images that live only in a local OCI layout: say so
+        // when the registry it names cannot be reached and no layout is set.
+        Err(e) if install.oci_layout.is_none() && unreachable(&e) => {
+            return Err(anyhow::Error::new(e).context(
+                "the image's registry cannot be reached; for `make run`'s dev index the images \
+                 are in a local OCI layout: set GIG_OCI_LAYOUT (make run prints the export lines)",
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     println!(
         "installed {} {} ({}); a running gateway starts it within seconds",
         record.name, record.version, record.image_digest
@@ -57,6 +68,19 @@ pub async fn list(config: StoreConfig) -> anyhow::Result<()> {
     }
     secrets.store().close().await;
     Ok(())
+}
+
+/// Whether an install failed because a registry could not be reached at all.
+fn unreachable(e: &gig_registry::InstallError) -> bool {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ["Connection refused", "error sending request", "dns error"]
+        .iter()
+        .any(|m| text.contains(m))
 }
 
 /// Progress on stderr: one status line rewritten in place at a terminal; elsewhere (a file, a
