@@ -210,17 +210,23 @@ fn send_error(host: &str, e: &reqwest::Error) -> OutboundError {
     if e.is_timeout() {
         return OutboundError::Timeout(host.to_owned());
     }
-    let mut reason = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        reason.push_str(": ");
-        reason.push_str(&cause.to_string());
-        source = cause.source();
-    }
     OutboundError::Unreachable {
         host: host.to_owned(),
-        reason,
+        reason: error_chain(e),
     }
+}
+
+/// An error with its sources, `: `-separated: what an HTTP client's nested errors really say
+/// (for logs and operator messages, never for a response to a client).
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }
 
 fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {

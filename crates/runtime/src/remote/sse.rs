@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use gig_gateway::launcher::{Channel, Connection, LaunchError};
+use gig_outbound::error_chain;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const ENDPOINT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -105,7 +106,7 @@ pub(super) async fn connect(
     let response = request
         .send()
         .await
-        .map_err(|e| fail(format!("GET {url}: {}", chain(&e))))?;
+        .map_err(|e| fail(format!("GET {url}: {}", error_chain(&e))))?;
     if !response.status().is_success() {
         return Err(fail(format!("GET {url}: HTTP {}", response.status())));
     }
@@ -114,7 +115,7 @@ pub(super) async fn connect(
     let mut early = Vec::new();
     let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|e| fail(format!("event stream: {}", chain(&e))))?;
+            let chunk = chunk.map_err(|e| fail(format!("event stream: {}", error_chain(&e))))?;
             for event in parser.feed(&chunk).map_err(fail)? {
                 if event.name == "endpoint" {
                     return Ok(event.data);
@@ -159,7 +160,7 @@ pub(super) async fn connect(
                     }
                 },
                 Some(Err(e)) => {
-                    tracing::info!(error = %chain(&e), "legacy SSE stream ended");
+                    tracing::info!(error = %error_chain(&e), "legacy SSE stream ended");
                     return;
                 }
                 None => return,
@@ -183,7 +184,7 @@ pub(super) async fn connect(
                     return;
                 }
                 Err(e) => {
-                    tracing::info!(error = %chain(&e), "legacy SSE server unreachable");
+                    tracing::info!(error = %error_chain(&e), "legacy SSE server unreachable");
                     return;
                 }
             }
@@ -209,17 +210,6 @@ impl Drop for Bridge {
             task.abort();
         }
     }
-}
-
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
