@@ -76,9 +76,18 @@ pub enum RemoteTransport {
     Sse,
 }
 
-/// A header value with `${credential:NAME}` references.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A header value with `${credential:NAME}` references. Its `Debug` shows only the references:
+/// a value written out in the file may itself be a secret.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HeaderTemplate(String);
+
+impl std::fmt::Debug for HeaderTemplate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HeaderTemplate")
+            .field("credentials", &self.credentials().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
 
 const CREDENTIAL_REF: &str = "${credential:";
 
@@ -443,6 +452,16 @@ mod tests {
 
     fn parse_remote(json: &str) -> Result<Vec<RemoteSpec>, ServersFileError> {
         parse_servers_json(Path::new("servers.json"), json.as_bytes()).map(|d| d.remote)
+    }
+
+    #[test]
+    fn header_values_never_show_in_debug_output() {
+        let template = HeaderTemplate::parse("Bearer sk-literal-secret ${credential:gh}").unwrap();
+        let shown = format!("{template:?}");
+        assert!(
+            !shown.contains("sk-literal-secret") && shown.contains("gh"),
+            "{shown}"
+        );
     }
 
     #[test]

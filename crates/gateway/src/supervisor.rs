@@ -147,9 +147,19 @@ const RESTARTED: &str = "restarted by an operator";
 /// Starts the backend once and serves it until it ends; returns why it ended.
 async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     let limits = &hub.limits;
-    let connection = match backend.launcher.launch().await {
-        Ok(connection) => connection,
-        Err(e) => return e.to_string(),
+    // A launch is bounded like a call: a remote server that accepts the connection and never
+    // answers must not hold readiness, a restart or shutdown forever.
+    let launched = tokio::select! {
+        launched = tokio::time::timeout(limits.call_timeout, backend.launcher.launch()) => launched,
+        () = backend.restart.notified() => return RESTARTED.to_owned(),
+        () = backend.stop.cancelled() => return "shutting down".into(),
+    };
+    let connection = match launched {
+        Ok(Ok(connection)) => connection,
+        Ok(Err(e)) => return e.to_string(),
+        Err(_) => {
+            return format!("did not start within {}s", limits.call_timeout.as_secs());
+        }
     };
     *write(&backend.tool_call_hook) = connection.on_tool_call.clone();
     let mut connection = connection;

@@ -44,6 +44,13 @@ pub(crate) fn operation_span(
         .and_then(|parts| parts.extensions.get::<RequestSpan>())
         .map(|s| s.0.clone())
         .unwrap_or_else(tracing::Span::none);
+    // The target is the client's text: named only when it is a name the gateway could have
+    // exposed (bounded, plain), never megabytes of whatever was sent.
+    let target = if crate::naming::is_valid_name(target) {
+        target
+    } else {
+        "(invalid)"
+    };
     let span = tracing::info_span!(
         parent: &parent,
         "mcp.server",

@@ -24,6 +24,8 @@ fn v4_reason(ip: Ipv4Addr) -> Option<&'static str> {
         [172, b, ..] if (16..32).contains(&b) => "private address",
         [192, 168, ..] => "private address",
         [169, 254, ..] => "link-local address (cloud metadata lives here)",
+        // Azure's platform endpoint (WireServer): public-looking, host-only in fact.
+        [168, 63, 129, 16] => "cloud platform address",
         [100, b, ..] if (64..128).contains(&b) => "carrier-grade NAT address",
         [192, 0, 0, _] => "IETF protocol assignment address",
         [198, 18 | 19, ..] => "benchmarking address",

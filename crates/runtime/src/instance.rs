@@ -2,20 +2,23 @@
 //! (replicas, a test beside `make run`) never take each other's links, firewall table or
 //! addresses for a crashed run's leftovers.
 //!
-//! A gateway claims the first free instance slot by locking `/run/gigmcp/net-<i>.lock` (an
-//! advisory `flock`, held for the life of the process and released by the kernel when it dies,
-//! however it dies). Slot `i` owns links named `gm<i>s<n>`, the table `inet gigmcp_<i>` and the
-//! `i`-th equal part of `GIG_SANDBOX_POOL`. The names are prefix-free (`gm1s*` never matches
-//! `gm15s…`), so no instance's firewall rules or reclaim touch another's. A restart after a crash
-//! takes the freed slot and reclaims exactly what the crashed run left.
+//! A gateway claims the first free instance slot by binding the abstract Unix socket
+//! `gigmcp-net-<i>`: held for the life of the process and released by the kernel when it dies,
+//! however it dies; scoped to the network namespace, which is exactly where link and table names
+//! live (a gateway in a host-network container shares the host's); no file, so nothing for
+//! another user to hold open or to plant a link in. Slot `i` owns links named `gm<i>s<n>`, the
+//! table `inet gigmcp_<i>` and the `i`-th equal part of `GIG_SANDBOX_POOL`. The names are
+//! prefix-free (`gm1s*` never matches `gm15s…`), so no instance's firewall rules or reclaim
+//! touch another's. A restart after a crash takes the freed slot and reclaims exactly what the
+//! crashed run left. Gateways on one host are meant to share one pool (the default).
 
-use std::fs::File;
-use std::path::{Path, PathBuf};
+use std::os::linux::net::SocketAddrExt as _;
+use std::os::unix::net::{SocketAddr, UnixListener};
 
 use gig_netmgr::NetConfig;
 
-/// Where the slot locks live: a tmpfs, so a reboot forgets them with the links they guarded.
-pub const LOCK_DIR: &str = "/run/gigmcp";
+/// The abstract socket names of the slots: `<LOCK_NAME>-<i>`.
+pub const LOCK_NAME: &str = "gigmcp-net";
 /// At most this many gateways share one host's pool.
 const MAX_INSTANCES: u8 = 16;
 /// Every instance keeps at least this prefix length's worth of /30s (16 sandboxes).
@@ -23,13 +26,10 @@ const SMALLEST_SHARE: u8 = 26;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstanceError {
-    #[error("cannot use the instance lock directory {path}: {source}")]
-    LockDir {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error("cannot take a sandbox-networking slot: {0}")]
+    Lock(std::io::Error),
     #[error(
-        "all {0} sandbox-networking slots of this host are taken by running gateways (or the pool is too small to share: give each gateway its own GIG_SANDBOX_POOL)"
+        "all {0} sandbox-networking slots of this host are taken by running gateways (a pool larger than a /26 gives more: GIG_SANDBOX_POOL)"
     )]
     AllTaken(u8),
 }
@@ -38,7 +38,7 @@ pub enum InstanceError {
 #[derive(Debug)]
 pub struct NetInstance {
     pub index: u8,
-    _lock: File,
+    _lock: UnixListener,
 }
 
 /// How many gateways can share `pool`: up to 16, each keeping at least a /26.
@@ -68,31 +68,22 @@ pub fn instance_config(base: &NetConfig, index: u8) -> NetConfig {
     }
 }
 
-/// Claims the first free slot under `lock_dir` for a gateway whose pool is `base.pool`.
-pub fn claim(base: &NetConfig, lock_dir: &Path) -> Result<(NetConfig, NetInstance), InstanceError> {
-    let dir_error = |source| InstanceError::LockDir {
-        path: lock_dir.to_owned(),
-        source,
-    };
-    std::fs::create_dir_all(lock_dir).map_err(dir_error)?;
+/// Claims the first free slot (named `<lock_name>-<i>`) for a gateway whose pool is
+/// `base.pool`.
+pub fn claim(base: &NetConfig, lock_name: &str) -> Result<(NetConfig, NetInstance), InstanceError> {
     let count = instances_for(base.pool.prefix_len()).min(MAX_INSTANCES);
     for index in 0..count {
-        let path = lock_dir.join(format!("net-{index}.lock"));
-        let file = File::options()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&path)
-            .map_err(dir_error)?;
-        match file.try_lock() {
-            Ok(()) => {
+        let addr = SocketAddr::from_abstract_name(format!("{lock_name}-{index}"))
+            .map_err(InstanceError::Lock)?;
+        match UnixListener::bind_addr(&addr) {
+            Ok(lock) => {
                 return Ok((
                     instance_config(base, index),
-                    NetInstance { index, _lock: file },
+                    NetInstance { index, _lock: lock },
                 ));
             }
-            Err(std::fs::TryLockError::WouldBlock) => continue,
-            Err(std::fs::TryLockError::Error(e)) => return Err(dir_error(e)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => return Err(InstanceError::Lock(e)),
         }
     }
     Err(InstanceError::AllTaken(count))
@@ -111,16 +102,16 @@ mod tests {
 
     #[test]
     fn slots_are_claimed_in_turn_and_freed_on_drop() {
-        let dir = tempfile::tempdir().unwrap();
+        let name = format!("gigmcp-test-{}", std::process::id());
         let pool = base("198.19.0.0/16");
-        let (first, held) = claim(&pool, dir.path()).unwrap();
-        let (second, _held2) = claim(&pool, dir.path()).unwrap();
+        let (first, held) = claim(&pool, &name).unwrap();
+        let (second, _held2) = claim(&pool, &name).unwrap();
         assert_eq!((held.index, first.nft_table.as_str()), (0, "gigmcp_0"));
         assert_eq!(second.ifname_prefix, "gm1s");
         assert_eq!(first.pool.to_string(), "198.19.0.0/20");
         assert_eq!(second.pool.to_string(), "198.19.16.0/20");
         drop(held);
-        let (again, _) = claim(&pool, dir.path()).unwrap();
+        let (again, _) = claim(&pool, &name).unwrap();
         assert_eq!(again.nft_table, "gigmcp_0", "a freed slot is taken again");
     }
 
@@ -138,10 +129,10 @@ mod tests {
         assert_eq!(instances_for(24), 4, "a /24 is shared by four /26s");
         assert_eq!(instances_for(26), 1);
         let small = base("198.19.203.0/26");
-        let dir = tempfile::tempdir().unwrap();
-        let (_, _only) = claim(&small, dir.path()).unwrap();
+        let name = format!("gigmcp-test-small-{}", std::process::id());
+        let (_, _only) = claim(&small, &name).unwrap();
         assert!(matches!(
-            claim(&small, dir.path()),
+            claim(&small, &name),
             Err(InstanceError::AllTaken(1))
         ));
     }

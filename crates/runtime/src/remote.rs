@@ -38,6 +38,8 @@ pub struct RemoteContext {
     pub secrets: Arc<Secrets>,
     /// Largest message accepted from a server (`GIG_MAX_MESSAGE_BYTES`).
     pub max_message_bytes: usize,
+    /// `GIG_CALL_TIMEOUT_SECS`: how long one message to a legacy SSE server may take to post.
+    pub call_timeout: std::time::Duration,
 }
 
 impl std::fmt::Debug for RemoteContext {
@@ -72,6 +74,7 @@ pub struct RemoteLauncher {
     outbound: Outbound,
     secrets: Arc<Secrets>,
     max_message_bytes: usize,
+    call_timeout: std::time::Duration,
 }
 
 impl RemoteLauncher {
@@ -92,6 +95,7 @@ impl RemoteLauncher {
             outbound,
             secrets: context.secrets.clone(),
             max_message_bytes: context.max_message_bytes,
+            call_timeout: context.call_timeout,
         })
     }
 
@@ -170,7 +174,7 @@ impl Launcher for RemoteLauncher {
                 .check_host(&self.spec.url)
                 .map_err(|e| LaunchError::Other(e.to_string()))?;
             let headers = self.headers().await?;
-            tracing::debug!(backend = %self.spec.name, url = %self.spec.url, "connecting to a remote server");
+            tracing::debug!(backend = %self.spec.name, url = %sse::shown_url(&self.spec.url), "connecting to a remote server");
             match self.spec.transport {
                 RemoteTransport::StreamableHttp => Ok(self.streamable_http(headers)),
                 RemoteTransport::Sse => {
@@ -179,6 +183,7 @@ impl Launcher for RemoteLauncher {
                         self.spec.url.clone(),
                         headers,
                         self.max_message_bytes,
+                        self.call_timeout,
                     )
                     .await
                 }

@@ -256,6 +256,7 @@ fn declared_launchers(
             extra_roots: egress.extra_roots,
             secrets: secrets.clone(),
             max_message_bytes: config.limits.max_message_bytes,
+            call_timeout: config.limits.call_timeout,
         };
         backends.extend(gig_runtime::remote_launchers(
             declared.remote.clone(),
@@ -324,8 +325,10 @@ async fn sandboxes(
     };
     // This gateway's share of the host's sandbox networking: other gateways on the host keep
     // theirs (names, table, addresses), and a crashed run's share is reclaimed by the next.
-    let lock_dir = std::path::Path::new(gig_runtime::instance::LOCK_DIR);
-    let (net, instance) = match gig_runtime::instance::claim(&base, lock_dir) {
+    let (net, instance) = match gig_runtime::instance::claim(
+        &base,
+        gig_runtime::instance::LOCK_NAME,
+    ) {
         Ok(claimed) => claimed,
         Err(e) => {
             tracing::warn!(

@@ -31,10 +31,13 @@ struct Event {
     data: String,
 }
 
-/// An SSE parser that refuses any event over `max` bytes (field lines included).
+/// An SSE parser that refuses any event over `max` bytes (field lines included). Linear in what
+/// it is fed: each byte is looked at once, and consumed lines leave the buffer once per feed.
 #[derive(Debug)]
 struct Parser {
     buffer: Vec<u8>,
+    /// Bytes of `buffer` already searched for a newline (the incomplete tail).
+    scanned: usize,
     event: Event,
     event_bytes: usize,
     max: usize,
@@ -44,6 +47,7 @@ impl Parser {
     fn new(max: usize) -> Self {
         Parser {
             buffer: Vec::new(),
+            scanned: 0,
             event: Event::default(),
             event_bytes: 0,
             max,
@@ -52,15 +56,26 @@ impl Parser {
 
     /// Feeds bytes; returns the events they complete.
     fn feed(&mut self, bytes: &[u8]) -> Result<Vec<Event>, String> {
+        let too_big = || format!("an event is over {} bytes", self.max);
+        // The unconsumed tail is one incomplete line of the current event: bounded before it
+        // grows, not after.
+        if self.event_bytes + self.buffer.len() + bytes.len() > self.max && !bytes.contains(&b'\n')
+        {
+            return Err(too_big());
+        }
         self.buffer.extend_from_slice(bytes);
         let mut done = Vec::new();
-        while let Some(end) = self.buffer.iter().position(|&b| b == b'\n') {
-            let line: Vec<u8> = self.buffer.drain(..=end).collect();
-            let line = String::from_utf8(line).map_err(|_| "an event is not UTF-8")?;
-            let line = line.trim_end_matches(['\n', '\r']);
+        let mut start = 0;
+        while let Some(offset) = self.buffer[self.scanned..].iter().position(|&b| b == b'\n') {
+            let end = self.scanned + offset;
+            self.scanned = end + 1;
+            let line = std::str::from_utf8(&self.buffer[start..end])
+                .map_err(|_| "an event is not UTF-8".to_owned())?
+                .trim_end_matches('\r');
+            start = end + 1;
             self.event_bytes += line.len() + 1;
             if self.event_bytes > self.max {
-                return Err(format!("an event is over {} bytes", self.max));
+                return Err(too_big());
             }
             if line.is_empty() {
                 self.event_bytes = 0;
@@ -83,8 +98,10 @@ impl Parser {
                 _ => {} // id, retry and comments: nothing to do for a bridge
             }
         }
+        self.buffer.drain(..start);
+        self.scanned -= start;
         if self.event_bytes + self.buffer.len() > self.max {
-            return Err(format!("an event is over {} bytes", self.max));
+            return Err(too_big());
         }
         Ok(done)
     }
@@ -96,6 +113,7 @@ pub(super) async fn connect(
     url: url::Url,
     headers: HashMap<http::HeaderName, http::HeaderValue>,
     max_message_bytes: usize,
+    post_timeout: Duration,
 ) -> Result<Connection, LaunchError> {
     let mut request = client
         .get(url.clone())
@@ -103,22 +121,30 @@ pub(super) async fn connect(
     for (name, value) in &headers {
         request = request.header(name, value);
     }
-    let response = request
-        .send()
+    let shown = shown_url(&url);
+    let response = tokio::time::timeout(ENDPOINT_TIMEOUT, request.send())
         .await
-        .map_err(|e| fail(format!("GET {url}: {}", error_chain(&e))))?;
+        .map_err(|_| fail(format!("GET {shown}: no answer within 10 s")))?
+        .map_err(|e| fail(format!("GET {shown}: {}", error_chain(&e))))?;
     if !response.status().is_success() {
-        return Err(fail(format!("GET {url}: HTTP {}", response.status())));
+        return Err(fail(format!("GET {shown}: HTTP {}", response.status())));
     }
     let mut stream = response.bytes_stream();
     let mut parser = Parser::new(max_message_bytes);
+    // The endpoint comes first (2024-11-05 transport); what arrives before it is kept only up to
+    // one message's worth, so a server cannot fill memory while the bridge waits.
     let mut early = Vec::new();
+    let mut early_bytes = 0;
     let endpoint = tokio::time::timeout(ENDPOINT_TIMEOUT, async {
         while let Some(chunk) = stream.next().await {
             let chunk = chunk.map_err(|e| fail(format!("event stream: {}", error_chain(&e))))?;
             for event in parser.feed(&chunk).map_err(fail)? {
                 if event.name == "endpoint" {
                     return Ok(event.data);
+                }
+                early_bytes += event.data.len() + event.name.len();
+                if early_bytes > max_message_bytes {
+                    return Err(fail("events before the endpoint exceed one message"));
                 }
                 early.push(event);
             }
@@ -173,6 +199,9 @@ pub(super) async fn connect(
             let mut request = client
                 .post(endpoint.clone())
                 .header(http::header::CONTENT_TYPE, "application/json")
+                // A server that takes a message and never answers the POST stalls the bridge:
+                // bounded like the calls it carries.
+                .timeout(post_timeout)
                 .body(line);
             for (name, value) in &headers {
                 request = request.header(name, value);
@@ -199,6 +228,12 @@ pub(super) async fn connect(
         on_tool_call: None,
         stderr: None,
     })
+}
+
+/// A URL as logs and errors show it: scheme, host and port only (hosted servers put tokens in
+/// paths and queries).
+pub(super) fn shown_url(url: &url::Url) -> String {
+    url.origin().ascii_serialization()
 }
 
 /// Ends both halves of the bridge when the connection is dropped.
