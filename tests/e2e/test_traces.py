@@ -74,8 +74,9 @@ def test_spans_continue_the_clients_trace(tmp_path):
                        OTEL_SERVICE_NAME="gig-e2e", OTEL_BSP_SCHEDULE_DELAY="200")
     try:
         trace, client_span = secrets.token_hex(16), secrets.token_hex(8)
+        # Flags 00: the client did not sample; the gateway records its own spans anyway.
         headers = {"Authorization": f"Bearer {gw.token}", "Accept": "application/json, text/event-stream",
-                   "traceparent": f"00-{trace}-{client_span}-01"}
+                   "traceparent": f"00-{trace}-{client_span}-00"}
         init = requests.post(gw.url, headers=headers, timeout=10, json={
             "jsonrpc": "2.0", "id": 1, "method": "initialize",
             "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}}})

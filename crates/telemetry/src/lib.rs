@@ -124,6 +124,9 @@ fn provider(
     Ok(SdkTracerProvider::builder()
         .with_batch_exporter(exporter)
         .with_resource(resource)
+        // Every request is recorded: a client's `traceparent` can continue a trace, not switch
+        // the gateway's own spans off (its sampled flag is not ours to obey).
+        .with_sampler(opentelemetry_sdk::trace::Sampler::AlwaysOn)
         .build())
 }
 
