@@ -231,8 +231,15 @@ impl ProcessGroup {
 impl Drop for ProcessGroup {
     fn drop(&mut self) {
         if let Some(pgid) = self.pgid {
+            // A descendant that called setsid left the group: found through its parent links
+            // while the leader still lives, and killed with the group. (A leader that already
+            // died has handed its children to init; the sandbox, not this, contains those.)
+            let escaped = descendants(pgid);
             // ESRCH (already gone) is the normal case after a crash.
             let _ = killpg(pgid, Signal::SIGKILL);
+            for pid in escaped {
+                let _ = nix::sys::signal::kill(pid, Signal::SIGKILL);
+            }
         }
         if let Some(mut child) = self.child.take() {
             // Reap the leader so it never lingers as a zombie.
@@ -248,6 +255,47 @@ impl Drop for ProcessGroup {
             }
         }
     }
+}
+
+/// Every live descendant of `root`, by the parent links in `/proc` (bounded by the process
+/// table; a process forked meanwhile may be missed, and is then an orphan of init).
+fn descendants(root: Pid) -> Vec<Pid> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut parent_of = std::collections::HashMap::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses, so the
+        // fields are read after the last `)`.
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.insert(pid, ppid);
+        }
+    }
+    let mut found = Vec::new();
+    let mut frontier = vec![root.as_raw()];
+    while let Some(parent) = frontier.pop() {
+        for (&pid, &ppid) in &parent_of {
+            if ppid == parent && !found.contains(&Pid::from_raw(pid)) {
+                found.push(Pid::from_raw(pid));
+                frontier.push(pid);
+            }
+        }
+    }
+    found
 }
 
 /// Values shorter than this are not scrubbed from stderr (they would match ordinary words).

@@ -390,6 +390,27 @@ async fn has_tool(client: &RunningService<RoleClient, TestClient>, name: &str) -
         .any(|t| t.name == name)
 }
 
+/// A stdio server's child that left the process group (setsid) is killed with its backend, not
+/// left running when the gateway stops.
+#[tokio::test]
+async fn a_child_that_left_the_process_group_dies_with_its_backend() {
+    let gateway = TestGateway::start(&[]).await;
+    let client = gateway.client().await;
+    let escaped = call_ok(&client, "fixture_escape", serde_json::json!({})).await;
+    let pid: u32 = first_text(&escaped).parse().expect("a pid");
+    assert!(process_alive(pid), "the escaped child runs");
+    client.cancel().await.unwrap();
+    gateway.stop().await;
+    let gone = eventually(Duration::from_secs(10), async || {
+        (!process_alive(pid)).then_some(())
+    })
+    .await;
+    assert!(
+        gone.is_some(),
+        "the escaped child {pid} outlived its backend"
+    );
+}
+
 /// A backend that crashes mid-call fails that call with an error naming it, drops out of
 /// the catalog, comes back with a new process, and leaves no process behind.
 #[tokio::test]

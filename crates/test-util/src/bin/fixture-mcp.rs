@@ -57,6 +57,10 @@ const TOOLS: &[(&str, &str)] = &[
     ("echo_meta", "Returns the request's _meta"),
     ("sleep", "Sleeps `ms` milliseconds, then returns"),
     (
+        "escape",
+        "Starts `sleep 300` in a new session (setsid: out of this process group); returns its pid",
+    ),
+    (
         "stderr_flood",
         "Writes log lines to stderr as fast as it can for `ms` milliseconds",
     ),
@@ -192,6 +196,16 @@ impl ServerHandler for Fixture {
                 Ok(text("toggled"))
             }
             "crash" => std::process::exit(3),
+            "escape" => {
+                let child = std::process::Command::new("setsid")
+                    .args(["sleep", "300"])
+                    .stdin(std::process::Stdio::null())
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .spawn()
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                Ok(text(child.id().to_string()))
+            }
             "hang" => std::future::pending().await,
             "flood" => {
                 let bytes = arg_u64(&request, "bytes", 64 << 20) as usize;
