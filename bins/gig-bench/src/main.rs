@@ -286,6 +286,7 @@ async fn store(url: &str, seconds: u64) -> anyhow::Result<()> {
                 extracted_path: Some("/var/lib/gig/blobs/x"),
                 manifest: &manifest,
                 state: ServerState::Installed,
+                index_version: 1,
             })
             .await?;
     }

@@ -99,6 +99,8 @@ pub struct Installer {
 /// An install that passed every check and is extracted, not yet recorded.
 struct Prepared {
     name: String,
+    /// The signed index's version this install was verified against.
+    index_version: u64,
     version: String,
     image_ref: String,
     digest: String,
@@ -319,6 +321,7 @@ impl Installer {
         })?;
         Ok(Prepared {
             name,
+            index_version: index.accepted().version,
             version,
             image_ref: entry.image.as_str().to_owned(),
             digest: pulled.manifest_digest.to_string(),
@@ -345,6 +348,7 @@ impl Installer {
                 extracted_path: Some(&path_text),
                 manifest: &prepared.manifest,
                 state: ServerState::Installed,
+                index_version: i64::try_from(prepared.index_version).unwrap_or(i64::MAX),
             })
             .await?;
         tracing::info!(

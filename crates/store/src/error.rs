@@ -123,6 +123,9 @@ pub enum StoreError {
         key: String,
     },
 
+    /// An install from an older index than the one the record came from (a racing install).
+    #[error("server {name}: a newer index's install is already recorded; nothing was written")]
+    Outdated { name: String },
     /// A unique constraint refused the write.
     #[error("{op}: a row with the same unique key already exists")]
     Conflict {

@@ -90,6 +90,8 @@ pub struct NewServer<'a> {
     pub manifest: &'a Value,
     /// Lifecycle state.
     pub state: ServerState,
+    /// Version of the signed index the install was verified against (0: not from an index).
+    pub index_version: i64,
 }
 
 /// An installed (or installing) server.

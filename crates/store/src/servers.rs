@@ -45,15 +45,18 @@ impl TryFrom<ServerRow> for ServerRecord {
 }
 
 impl Store {
-    /// Insert the server, or replace everything but `installed_at` if the name exists.
+    /// Insert the server, or replace everything but `installed_at` if the name exists — unless
+    /// the existing record came from a newer index than `server.index_version`: then nothing
+    /// is written and [`StoreError::Outdated`] is returned (compare-and-set in one statement,
+    /// so installs racing across processes cannot put an older index's server back).
     pub async fn upsert_server(&self, server: &NewServer<'_>) -> Result<ServerRecord> {
         let now = DbTime::now();
-        let row: ServerRow = on_backend!(self, |pool| {
+        let row: Option<ServerRow> = on_backend!(self, |pool| {
             sqlx::query_as(concat!(
                 "INSERT INTO servers (",
                 server_columns!(),
-                ")
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)
+                ", index_version)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9)
                  ON CONFLICT (name) DO UPDATE SET
                      image_ref = excluded.image_ref,
                      version = excluded.version,
@@ -61,7 +64,9 @@ impl Store {
                      extracted_path = excluded.extracted_path,
                      manifest = excluded.manifest,
                      state = excluded.state,
-                     updated_at = excluded.updated_at
+                     updated_at = excluded.updated_at,
+                     index_version = excluded.index_version
+                 WHERE servers.index_version <= excluded.index_version
                  RETURNING ",
                 server_columns!()
             ))
@@ -73,11 +78,15 @@ impl Store {
             .bind(Json(server.manifest))
             .bind(server.state.as_str())
             .bind(now)
-            .fetch_one(pool)
+            .bind(server.index_version)
+            .fetch_optional(pool)
             .await
         })
         .map_err(db_err("upsert_server"))?;
-        row.try_into()
+        row.ok_or_else(|| StoreError::Outdated {
+            name: server.name.to_owned(),
+        })?
+        .try_into()
     }
 
     /// The server named `name`.

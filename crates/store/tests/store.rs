@@ -466,6 +466,7 @@ mod cases {
                 extracted_path: None,
                 manifest: &manifest,
                 state: ServerState::Installing,
+                index_version: 5,
             })
             .await
             .unwrap();
@@ -484,6 +485,7 @@ mod cases {
                 extracted_path: Some("/var/lib/gig/blobs/bbbb"),
                 manifest: &json!({}),
                 state: ServerState::Installed,
+                index_version: 5,
             })
             .await
             .unwrap();
@@ -499,6 +501,29 @@ mod cases {
         );
         assert_eq!(db.count("servers").await, 1);
 
+        // An install verified against an older index never overwrites one from a newer index
+        // (compare-and-set): refused, nothing written.
+        let stale = s
+            .upsert_server(&NewServer {
+                name: "fetch",
+                image_ref: "registry.example/fetch:0.9",
+                version: "0.9.0",
+                image_digest: "sha256:9999",
+                extracted_path: None,
+                manifest: &json!({}),
+                state: ServerState::Installed,
+                index_version: 4,
+            })
+            .await;
+        assert!(
+            matches!(stale, Err(StoreError::Outdated { ref name }) if name == "fetch"),
+            "{stale:?}"
+        );
+        assert_eq!(
+            s.get_server("fetch").await.unwrap().unwrap().version,
+            "1.1.0"
+        );
+
         s.upsert_server(&NewServer {
             name: "echo",
             state: ServerState::Failed,
@@ -510,6 +535,7 @@ mod cases {
                 extracted_path: None,
                 manifest: &json!(null),
                 state: ServerState::Installing,
+                index_version: 0,
             }
         })
         .await
@@ -1947,7 +1973,7 @@ mod cases {
                 err,
                 StoreError::SchemaTooNew {
                     found: 99990101000000,
-                    supported: 5
+                    supported: 6
                 }
             ),
             "{err:?}"
