@@ -21,7 +21,7 @@ const PAGES = [
 
 const out = {
   csp: [], third_party: [], page_errors: [], console_errors: [], axe: [], screenshots: [],
-  steps: [], banner: {}, install: {}, credential: {}, token: null, configs: [], audit: {}, keyboard: {},
+  steps: [], banner: {}, install: {}, credential: {}, token: null, configs: [], audit: {}, keyboard: {}, oauth_grants: null,
   layout_shift: null, csp_control: null, signed_out: {}, fatal: null, idp_third_party: [],
 };
 const log = (m) => { process.stderr.write('[browser] ' + m + '\n'); };
@@ -182,6 +182,8 @@ try {
   out.configs = await profile.locator('pre[data-config]').evaluateAll((els) => els.map((e) => ({ label: e.dataset.config, text: e.textContent })));
   await profile.locator('details.config-for').first().locator('summary').click();
   step('profile token created');
+  await page.waitForFunction(() => !document.querySelector('#oauth-grants').textContent.includes('Loading'));
+  out.oauth_grants = await page.textContent('#oauth-grants');
 
   // ---- every page: axe and screenshots at phone and laptop widths
   for (const [name, path] of PAGES) {

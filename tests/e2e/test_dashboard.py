@@ -18,7 +18,9 @@ import subprocess
 
 import requests
 
-from conftest import PEERS, TARGET, signed_in, start_control_plane, stop
+from conftest import PEERS, TARGET, csrf_headers, signed_in, start_control_plane, stop
+from oauth_flow import consent_in_browser
+from test_oauth import authorize_url, pkce
 from test_api_servers import wait_state
 from test_install import echo_and_fetch_index, registry, world_reachable  # noqa: F401 (fixture)
 
@@ -75,6 +77,15 @@ def test_the_console_in_a_real_browser(tmp_path, sandbox_bins, registry):
             assert "frame-ancestors 'none'" in r.headers["Content-Security-Policy"]
             assert "unsafe" not in r.headers["Content-Security-Policy"]
         signed_in(gw, "carol")  # a second user to act as
+        # An MCP client alice let in with OAuth, for the console to list.
+        alice = signed_in(gw, "alice")
+        made = alice.post(f"{gw.base}/api/profiles", json={"name": "oauth-shown", "tools": []},
+                          headers=csrf_headers(gw, alice))
+        assert made.status_code == 201, made.text
+        client_id = requests.post(f"{gw.base}/oauth/register", timeout=10, json={
+            "client_name": "Dashboard test client", "redirect_uris": ["http://127.0.0.1:9/callback"]}).json()["client_id"]
+        landed = consent_in_browser(alice, authorize_url(gw, client_id, pkce()[1]), gw.base, "alice", "oauth-shown")
+        assert "code=" in landed, landed
 
         found = browse(gw, idp.issuer)
         (SHOTS / "findings.json").write_text(json.dumps(found, indent=1))
@@ -97,6 +108,9 @@ def test_the_console_in_a_real_browser(tmp_path, sandbox_bins, registry):
         listed = admin.get(f"{gw.base}/api/servers/fetch/credentials").json()["credentials"]
         assert [c["name"] for c in listed] == ["api-key"]
         assert SECRET not in gw.logs()
+
+        assert "Dashboard test client" in found["oauth_grants"] and "Revoke" in found["oauth_grants"], \
+            found["oauth_grants"]
 
         token = found["token"]
         assert token and token.startswith("gigp_"), token

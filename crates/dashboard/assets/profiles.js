@@ -1,5 +1,6 @@
 // Profiles and tokens: choose tools, rename, delete; make a profile token (shown once, with a
-// ready-to-paste configuration for Claude Code, VS Code and Cursor) and revoke it; API tokens.
+// ready-to-paste configuration for Claude Code, VS Code and Cursor) and revoke it; the OAuth
+// clients signed in as you, revocable; API tokens.
 'use strict';
 Gig.page('profiles', async function (Gig) {
   const { h, $ } = Gig;
@@ -148,6 +149,34 @@ Gig.page('profiles', async function (Gig) {
       Gig.fill(box, Gig.failure(e, { label: 'API tokens' }));
     }
   }
+  /** A client as its consent page named it, with where it comes from when its id is a URL. */
+  function clientLabel(g) {
+    let from = '';
+    try {
+      const url = new URL(g.client_id);
+      if (url.protocol === 'https:') from = ' (' + url.host + ')';
+    } catch (e) { from = ''; }
+    return g.client_name + from;
+  }
+
+  async function oauthGrants() {
+    const box = $('#oauth-grants');
+    try {
+      const grants = (await Gig.api('GET', '/api/oauth/grants')).grants;
+      Gig.fill(box, grants.length ? h('ul', { class: 'plain' }, grants.map((g) => h('li', { 'data-grant': String(g.id) },
+        h('strong', {}, clientLabel(g)), ' · profile #' + g.profile_id + ' · ' + g.scope + ' · since ' + Gig.when(g.created_at),
+        ' · last used ' + (g.last_used_at ? Gig.when(g.last_used_at) : 'never') + ' ',
+        h('button', { type: 'button', class: 'button link', onclick: async () => {
+          if (!window.confirm('Revoke ' + clientLabel(g) + '?')) return;
+          try { await Gig.api('DELETE', '/api/oauth/grants/' + g.id); Gig.say('Client revoked'); }
+          catch (e) { Gig.say('Revoke failed: ' + e.message); }
+          await oauthGrants();
+        } }, 'Revoke ' + clientLabel(g))))) : h('p', { class: 'muted' }, 'No client has signed in as you.'));
+    } catch (e) {
+      Gig.fill(box, Gig.failure(e, { label: 'Clients' }));
+    }
+  }
+
   const roleSelect = $('#api-token-role');
   const RANK = ['viewer', 'member', 'operator', 'admin'];
   for (const option of roleSelect.options) option.disabled = RANK.indexOf(option.value) > RANK.indexOf(Gig.me.role);
@@ -164,5 +193,5 @@ Gig.page('profiles', async function (Gig) {
   if (!Gig.can('UseProfiles')) {
     $('#new-profile').hidden = true;
   }
-  await Promise.all([choices(), list(), apiTokens()]);
+  await Promise.all([choices(), list(), oauthGrants(), apiTokens()]);
 });
