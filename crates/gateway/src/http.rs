@@ -346,9 +346,16 @@ async fn authenticate(
     // Everything logged while this request is handled names it and its caller; the span is
     // also the trace's HTTP server span, continuing the client's `traceparent`.
     let method = request.method().clone();
+    // A static name: no allocation on the request path for it.
+    let name = match method {
+        Method::POST => "POST /mcp",
+        Method::GET => "GET /mcp",
+        Method::DELETE => "DELETE /mcp",
+        _ => "/mcp",
+    };
     let span = tracing::info_span!(
         "mcp_request",
-        otel.name = %format!("{method} /mcp"),
+        otel.name = name,
         otel.kind = "server",
         request_id = %request_id,
         principal = %label,
