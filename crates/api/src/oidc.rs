@@ -160,8 +160,13 @@ impl Oidc {
         // Never follow redirects: a token endpoint that redirects is not trusted with the code.
         // Each request is bounded; discovery as a whole by the (shorter) timeout below, so an
         // issuer that never answers is reported as exactly that.
+        // No pooled connections: an idle one the provider has closed (Node's oidc-provider
+        // after 5 s) can be picked for the token request, which then fails with "connection
+        // closed before message completed" and costs the user a spent code. Sign-ins are rare
+        // enough that a fresh connection each time costs nothing worth keeping.
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            .pool_max_idle_per_host(0)
             .timeout(config.discovery_timeout + Duration::from_secs(5))
             .build()?;
         let issuer = IssuerUrl::new(config.issuer.clone())
