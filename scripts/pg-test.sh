@@ -3,6 +3,8 @@
 #
 #   scripts/pg-test.sh start DIR PORT   # prints postgres://gig:PASSWORD@127.0.0.1:PORT/gig
 #   scripts/pg-test.sh stop DIR         # stops the server and removes DIR
+#   scripts/pg-test.sh halt DIR         # stops the server, keeping its data (a fault to test)
+#   scripts/pg-test.sh resume DIR       # starts a halted server again on the same port
 #
 # Installs Debian's `postgresql` if no server binaries are found (needs root). As root the
 # cluster runs as the `postgres` user, so DIR's parent must be traversable by it (e.g. /tmp).
@@ -16,7 +18,7 @@ die() { echo "pg-test: $*" >&2; exit 1; }
 say() { echo "pg-test: $*" >&2; }
 
 usage() {
-    echo "usage: $0 start DIR PORT | stop DIR" >&2
+    echo "usage: $0 start DIR PORT | stop DIR | halt DIR | resume DIR" >&2
     exit 2
 }
 
@@ -76,8 +78,9 @@ start() {
         || { cat "$dir/initdb.log" >&2; die "initdb failed"; }
 
     say "starting on 127.0.0.1:$port"
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
-        -o "-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off" \
+    local options="-c listen_addresses=127.0.0.1 -p $port -c unix_socket_directories=$dir -c fsync=off"
+    echo "$options" >"$dir/options"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 -o "$options" \
         start >&2 || { cat "$dir/postgres.log" >&2; die "pg_ctl start failed"; }
 
     as_owner "$bin/psql" -X -q -h "$dir" -p "$port" -U postgres -d postgres -v ON_ERROR_STOP=1 \
@@ -103,8 +106,23 @@ stop() {
     say "removed $dir"
 }
 
+halt() {
+    local dir=$1
+    [[ -e "$dir/$MARKER" ]] || die "$dir was not made by this script"
+    as_owner "$(pg_bindir)/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >&2
+}
+
+resume() {
+    local dir=$1
+    [[ -e "$dir/$MARKER" ]] || die "$dir was not made by this script"
+    as_owner "$(pg_bindir)/pg_ctl" -D "$dir/data" -l "$dir/postgres.log" -w -t 60 \
+        -o "$(cat "$dir/options")" start >&2 || { tail -n 20 "$dir/postgres.log" >&2; die "pg_ctl start failed"; }
+}
+
 case "${1:-}" in
     start) [[ $# -eq 3 ]] || usage; start "$2" "$3" ;;
     stop) [[ $# -eq 2 ]] || usage; stop "$2" ;;
+    halt) [[ $# -eq 2 ]] || usage; halt "$2" ;;
+    resume) [[ $# -eq 2 ]] || usage; resume "$2" ;;
     *) usage ;;
 esac

@@ -44,14 +44,16 @@ HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 
 
 def postgres(tmp_path):
-    """A throwaway PostgreSQL of this test's own (scripts/pg-test.sh); returns (url, stop)."""
+    """A throwaway PostgreSQL of this test's own (scripts/pg-test.sh); returns (url, stop, its
+    directory for `pg-test.sh halt|resume`)."""
     directory = f"/tmp/gig-scale-{uuid.uuid4().hex[:8]}"
     os.makedirs(directory, mode=0o755)
     port = free_port()
     url = subprocess.run([str(REPO / "scripts" / "pg-test.sh"), "start", f"{directory}/pg", str(port)],
                          capture_output=True, text=True, timeout=300, check=True).stdout.strip()
     return url, lambda: (subprocess.run([str(REPO / "scripts" / "pg-test.sh"), "stop", f"{directory}/pg"],
-                                        capture_output=True, timeout=120), shutil.rmtree(directory, True))
+                                        capture_output=True, timeout=120), shutil.rmtree(directory, True)), \
+        f"{directory}/pg"
 
 
 def start_haproxy(tmp_path, front: int, replicas: dict[str, int]) -> subprocess.Popen:
@@ -128,7 +130,7 @@ def stateless_call(base: str, token: str, message: str) -> requests.Response:
 @pytest.mark.anyio
 async def test_two_replicas_behind_haproxy(tmp_path, sandbox_bins, registry):
     require_sandbox_net()
-    database, stop_database = postgres(tmp_path)
+    database, stop_database, _ = postgres(tmp_path)
     front = free_port()
     base = f"http://127.0.0.1:{front}"
     token = secrets.token_hex(24)

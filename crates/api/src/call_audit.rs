@@ -1,52 +1,44 @@
-//! Every `tools/call` into the audit log, off the call's path: records go through a bounded
-//! queue to one writer task; when the store cannot keep up, records are dropped and counted
-//! in a warning rather than slowing calls down.
+//! Every `tools/call` into the audit log, off the call's path (through the gateway's
+//! [`AuditWriter`]: a bounded queue, held and retried while the database is unreachable).
 
 use gig_gateway::audit::{CallRecord, CallRecorder};
-use gig_store::{AuditEntry, Store};
-use tokio::sync::mpsc;
+use gig_gateway::audit_writer::{AuditWriter, OwnedAuditEntry};
+use gig_store::Store;
 
 const QUEUE: usize = 8192;
 
 #[derive(Debug, Clone)]
 pub struct StoreCallAudit {
-    queue: mpsc::Sender<CallRecord>,
+    writer: AuditWriter<CallRecord>,
 }
 
 impl StoreCallAudit {
     /// Starts the writer task on the current runtime.
     pub fn start(store: Store) -> Self {
-        let (queue, mut calls) = mpsc::channel::<CallRecord>(QUEUE);
-        tokio::spawn(async move {
-            while let Some(call) = calls.recv().await {
-                let detail = serde_json::json!({
-                    "tool": call.tool,
-                    "profile": call.profile_id,
-                    "user": call.user_id,
-                    "client": call.client,
-                    "durationMs": call.duration.as_secs_f64() * 1000.0,
-                });
-                let target = format!("{}/{}", call.backend, call.backend_tool);
-                let entry = AuditEntry {
-                    actor: &call.principal,
-                    action: "tool.call",
-                    target: &target,
-                    result: call.outcome,
-                    detail: &detail,
-                };
-                if let Err(e) = store.append_audit(&entry).await {
-                    tracing::error!(error = %e, "cannot write a tool-call audit record");
-                }
-            }
-        });
-        StoreCallAudit { queue }
+        StoreCallAudit {
+            writer: AuditWriter::start(store, "tool-call", QUEUE, entry),
+        }
+    }
+}
+
+fn entry(call: CallRecord) -> OwnedAuditEntry {
+    OwnedAuditEntry {
+        detail: serde_json::json!({
+            "tool": call.tool,
+            "profile": call.profile_id,
+            "user": call.user_id,
+            "client": call.client,
+            "durationMs": call.duration.as_secs_f64() * 1000.0,
+        }),
+        target: format!("{}/{}", call.backend, call.backend_tool),
+        actor: call.principal,
+        action: "tool.call",
+        result: call.outcome,
     }
 }
 
 impl CallRecorder for StoreCallAudit {
     fn record(&self, call: CallRecord) {
-        if self.queue.try_send(call).is_err() {
-            tracing::warn!("tool-call audit queue full: a record was dropped");
-        }
+        self.writer.send(call);
     }
 }

@@ -12,6 +12,8 @@ pub struct ApiError {
     pub message: String,
     /// Set where the cause was logged, so the body names the same id as the log line.
     request_id: Option<String>,
+    /// Seconds for a `Retry-After` header, on failures that pass by themselves.
+    retry_after: Option<u32>,
 }
 
 fn new_request_id() -> String {
@@ -25,6 +27,7 @@ impl ApiError {
             code,
             message: message.into(),
             request_id: None,
+            retry_after: None,
         }
     }
 
@@ -80,8 +83,23 @@ impl ApiError {
 }
 
 impl From<gig_store::StoreError> for ApiError {
+    /// An unreachable or full database is a 503 the caller may retry, never a 500 and never a
+    /// 401 (a session that cannot be looked up is not an unknown session).
     fn from(e: gig_store::StoreError) -> Self {
-        ApiError::internal(&e)
+        if !e.is_unavailable() {
+            return ApiError::internal(&e);
+        }
+        let request_id = new_request_id();
+        tracing::warn!(%request_id, cause = %e, "api request failed: the database is unavailable");
+        ApiError {
+            request_id: Some(request_id),
+            retry_after: Some(5),
+            ..Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "store_unavailable",
+                "the gateway's database is unavailable; retry shortly",
+            )
+        }
     }
 }
 
@@ -91,6 +109,12 @@ impl IntoResponse for ApiError {
         let body = serde_json::json!({
             "error": { "code": self.code, "message": self.message, "request_id": request_id }
         });
-        (self.status, Json(body)).into_response()
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(http::header::RETRY_AFTER, seconds.into());
+        }
+        response
     }
 }

@@ -11,6 +11,7 @@
 
 pub mod aggregator;
 pub mod audit;
+pub mod audit_writer;
 pub mod backend;
 pub mod backend_client;
 pub mod catalog;

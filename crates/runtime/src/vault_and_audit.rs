@@ -1,14 +1,14 @@
 //! The egress proxy's two gateway-side dependencies: real secrets from the vault, and audit
 //! records into the store. Both are written so the proxy never waits on storage longer than a
-//! vault read: audit records go through a bounded queue to one writer task.
+//! vault read: audit records go through the gateway's bounded, retrying audit writer.
 
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
+use gig_gateway::audit_writer::{AuditWriter, OwnedAuditEntry};
 use gig_proxy::{AuditEvent, AuditSink, Decision, SecretError, SecretSource, Zeroizing};
 use gig_secrets::Secrets;
-use gig_store::{AuditEntry, CredentialScope, Store};
-use tokio::sync::mpsc;
+use gig_store::{CredentialScope, Store};
 
 /// Secrets of a sandbox's own server scope (`gigmcp secret set SERVER NAME`), never another's.
 #[derive(Debug, Clone)]
@@ -51,53 +51,47 @@ impl SecretSource for VaultSecrets {
 /// slowing the proxy down.
 const AUDIT_QUEUE: usize = 4096;
 
-/// Writes every proxy decision into the store's append-only audit log.
+/// Writes every proxy decision into the store's append-only audit log, through the gateway's
+/// [`AuditWriter`] (held and retried while the database is unreachable).
 #[derive(Debug, Clone)]
 pub struct StoreAudit {
-    queue: mpsc::Sender<AuditEvent>,
+    writer: AuditWriter<AuditEvent>,
 }
 
 impl StoreAudit {
     /// Starts the writer task (on the current runtime).
     pub fn start(store: Store) -> Self {
-        let (queue, mut events) = mpsc::channel::<AuditEvent>(AUDIT_QUEUE);
-        tokio::spawn(async move {
-            while let Some(event) = events.recv().await {
-                let detail = serde_json::json!({
-                    "toolCall": event.tool_call,
-                    "method": event.method,
-                    "host": event.host,
-                    "port": event.port,
-                    "path": event.path,
-                    "status": event.status,
-                    "requestBytes": event.request_bytes,
-                    "responseBytes": event.response_bytes,
-                    "credentials": event.credentials,
-                    "reason": event.reason,
-                    "exfiltration": event.exfiltration,
-                    "upstream": event.upstream.map(|a| a.to_string()),
-                });
-                let result = match (event.decision, event.exfiltration) {
-                    (_, true) => "exfiltration",
-                    (Decision::Allowed, false) => "ok",
-                    (Decision::Refused, false) => "denied",
-                };
-                let target = format!("{}:{}", event.host, event.port);
-                if let Err(e) = store
-                    .append_audit(&AuditEntry {
-                        actor: &event.server,
-                        action: "egress.request",
-                        target: &target,
-                        result,
-                        detail: &detail,
-                    })
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot write an egress audit record");
-                }
-            }
-        });
-        StoreAudit { queue }
+        StoreAudit {
+            writer: AuditWriter::start(store, "egress", AUDIT_QUEUE, entry),
+        }
+    }
+}
+
+fn entry(event: AuditEvent) -> OwnedAuditEntry {
+    let result = match (event.decision, event.exfiltration) {
+        (_, true) => "exfiltration",
+        (Decision::Allowed, false) => "ok",
+        (Decision::Refused, false) => "denied",
+    };
+    OwnedAuditEntry {
+        detail: serde_json::json!({
+            "toolCall": event.tool_call,
+            "method": event.method,
+            "host": event.host,
+            "port": event.port,
+            "path": event.path,
+            "status": event.status,
+            "requestBytes": event.request_bytes,
+            "responseBytes": event.response_bytes,
+            "credentials": event.credentials,
+            "reason": event.reason,
+            "exfiltration": event.exfiltration,
+            "upstream": event.upstream.map(|a| a.to_string()),
+        }),
+        target: format!("{}:{}", event.host, event.port),
+        actor: event.server,
+        action: "egress.request",
+        result,
     }
 }
 
@@ -106,8 +100,6 @@ impl AuditSink for StoreAudit {
         if event.exfiltration {
             tracing::warn!(server = %event.server, host = %event.host, reason = ?event.reason, "egress: credential placeholder sent to a host it does not belong to");
         }
-        if self.queue.try_send(event).is_err() {
-            tracing::warn!("egress audit queue full: a record was dropped");
-        }
+        self.writer.send(event);
     }
 }

@@ -171,6 +171,29 @@ pub enum StoreError {
         value: String,
     },
 
+    /// The database could not be reached: the connection was refused or lost, the pool timed
+    /// out, or the server is shutting down. Retrying later may succeed. (If the connection was
+    /// lost during a commit, whether it committed is unknown; every write here is keyed, so a
+    /// retry cannot duplicate it.)
+    #[error("{op}: the database is unavailable: {source}")]
+    Unavailable {
+        /// The store operation.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
+    /// The database's disk is full (SQLITE_FULL, PostgreSQL `disk_full`); nothing was written.
+    #[error("{op}: the database's disk is full; nothing was written")]
+    Full {
+        /// The store operation.
+        op: &'static str,
+        /// The driver's error.
+        #[source]
+        source: sqlx::Error,
+    },
+
     /// Any other database failure, named by the store operation that hit it.
     #[error("{op}: database error: {source}")]
     Query {
@@ -200,6 +223,14 @@ pub enum RotateError<E> {
     },
 }
 
+impl StoreError {
+    /// Whether the database was unreachable or full: the caller may retry later, and should
+    /// say "unavailable" rather than "failed" (a signed-in user is not signed out by an outage).
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Self::Unavailable { .. } | Self::Full { .. })
+    }
+}
+
 /// Classify a driver error from operation `op`.
 pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
     move |source| match &source {
@@ -207,8 +238,38 @@ pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError
         sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
             StoreError::MissingReference { op, source }
         }
+        sqlx::Error::Database(e) if is_disk_full(e.as_ref()) => StoreError::Full { op, source },
+        sqlx::Error::Database(e)
+            if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                .is_some()
+                && is_connection_lost(e.code().as_deref()) =>
+        {
+            StoreError::Unavailable { op, source }
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::Unavailable { op, source },
         _ => StoreError::Query { op, source },
     }
+}
+
+/// SQLITE_FULL (13; extended codes keep it in the low byte) or PostgreSQL's `disk_full`.
+fn is_disk_full(e: &dyn sqlx::error::DatabaseError) -> bool {
+    let code = e.code();
+    if e.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+        code.and_then(|c| c.parse::<u32>().ok())
+            .is_some_and(|c| c & 0xff == 13)
+    } else {
+        code.as_deref() == Some("53100")
+    }
+}
+
+/// PostgreSQL's connection-exception class (08xxx) and the shutdown codes a restarting server
+/// answers with (57P01 admin_shutdown, 57P02 crash_shutdown, 57P03 cannot_connect_now).
+fn is_connection_lost(code: Option<&str>) -> bool {
+    code.is_some_and(|c| c.starts_with("08") || matches!(c, "57P01" | "57P02" | "57P03"))
 }
 
 /// `NotFound` for the `what` keyed by `key`.
