@@ -10,14 +10,17 @@ import subprocess
 import threading
 import time
 
+import pytest
 import requests
 
 from conftest import (
     REPO,
-    echo_server,
-    start_control_plane,
-    signed_in,
+    connect,
     csrf_headers,
+    echo_server,
+    signed_in,
+    start_control_plane,
+    start_gateway,
     stop,
 )
 from test_scale_out import postgres, stateless_call
@@ -107,3 +110,35 @@ def test_postgres_stopped_under_traffic_loses_no_acknowledged_write(tmp_path):
         if idp:
             idp.stop()
         stop_database()
+
+
+@pytest.mark.anyio
+async def test_a_server_killed_by_its_memory_limit_fails_its_caller_and_restarts(tmp_path, sandbox_bins):
+    servers = {"hog": {"command": str(sandbox_bins["echo-mcp"]), "args": ["--fault-tools"],
+                       "sandbox": {"memoryBytes": 64 << 20}}}
+    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]))
+    try:
+        async with connect(gw) as session:
+            small = await session.call_tool("hog_allocate", {"megabytes": 8})
+            assert not small.is_error and small.content[0].text == "held 8 MiB", small
+            from mcp.shared.exceptions import MCPError
+            with pytest.raises(MCPError) as killed:
+                await session.call_tool("hog_allocate", {"megabytes": 512})
+            said = str(killed.value)
+            assert '"hog"' in said, f"the error does not name the server: {said}"
+            print(f"\n[faults] a call whose server hit its memory limit got: {said}")
+
+            async def answers():
+                try:
+                    result = await session.call_tool("hog_echo", {"message": "back"})
+                    return not result.is_error and result.content[0].text == "back"
+                except Exception:  # noqa: BLE001 - still restarting
+                    return False
+            deadline = time.monotonic() + 60
+            while not await answers():
+                assert time.monotonic() < deadline, f"hog never came back:\n{gw.logs()[-3000:]}"
+                time.sleep(0.5)
+        # The operator's log says why it ended (the cgroup counted the kill).
+        assert "killed by its memory limit" in gw.logs(), gw.logs()[-3000:]
+    finally:
+        stop(gw.proc)

@@ -3,6 +3,9 @@
 //! One tool (`echo`), one resource (`echo://readme`) and one prompt (`repeat`): enough to show
 //! every kind of aggregated item end to end. It must stay static and dependency-light so it
 //! can run inside the sandbox from a bare image.
+//!
+//! With `--fault-tools` it also lists `allocate`, which touches the given number of MiB: the
+//! fault tests use it to have a sandboxed server killed by its memory limit mid-call.
 
 #![forbid(unsafe_code)]
 
@@ -35,6 +38,12 @@ struct RepeatArgs {
     text: String,
 }
 
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct AllocateArgs {
+    /// How many MiB to allocate and touch.
+    megabytes: usize,
+}
+
 #[derive(Debug, Clone)]
 struct Echo {
     tool_router: ToolRouter<Self>,
@@ -46,6 +55,16 @@ impl Echo {
     #[tool(description = "Returns the given message unchanged")]
     fn echo(&self, Parameters(EchoArgs { message }): Parameters<EchoArgs>) -> String {
         message
+    }
+}
+
+#[tool_router(router = fault_tool_router)]
+impl Echo {
+    #[tool(description = "Allocates and touches the given number of MiB (a fault-test aid)")]
+    fn allocate(&self, Parameters(AllocateArgs { megabytes }): Parameters<AllocateArgs>) -> String {
+        // Touch every page, so the memory is resident and counts against the cgroup's limit.
+        let held = vec![1u8; megabytes.saturating_mul(1 << 20)];
+        format!("held {} MiB", held.iter().map(|&b| usize::from(b)).sum::<usize>() >> 20)
     }
 }
 
@@ -100,8 +119,12 @@ impl ServerHandler for Echo {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
+    let mut tool_router = Echo::tool_router();
+    if std::env::args().any(|arg| arg == "--fault-tools") {
+        tool_router = tool_router + Echo::fault_tool_router();
+    }
     let server = Echo {
-        tool_router: Echo::tool_router(),
+        tool_router,
         prompt_router: Echo::prompt_router(),
     };
     let service = server.serve(rmcp::transport::stdio()).await?;

@@ -104,6 +104,8 @@ pub enum ProgramSource {
 /// A started sandbox with the host resources it holds. Field order is drop order: the
 /// processes die before their cgroup is removed.
 pub struct RunningSandbox {
+    /// The server it runs, for the log line that says why it ended.
+    server: String,
     pub sandbox: Sandbox,
     /// The sandbox's egress state (its proxy listener's), for tool-call attribution.
     pub egress: Option<Arc<SandboxEgress>>,
@@ -121,6 +123,16 @@ struct AliveGuard(Arc<AtomicU64>);
 impl Drop for AliveGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for RunningSandbox {
+    /// The backend saw only a closed pipe; the cgroup knows whether the kernel's memory limit
+    /// killed it, which is the first thing an operator needs to know.
+    fn drop(&mut self) {
+        if self._cgroup.memory_limit_hit() {
+            tracing::warn!(server = %self.server, "sandbox was killed by its memory limit (memoryBytes)");
+        }
     }
 }
 
@@ -314,6 +326,7 @@ impl SandboxRuntime {
         let alive = AliveGuard(self.alive.clone());
         sandbox.release().map_err(SandboxStartError::Release)?;
         Ok(RunningSandbox {
+            server: name.to_owned(),
             sandbox,
             egress: sandbox_egress,
             _proxy: proxy,
