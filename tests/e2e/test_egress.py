@@ -495,11 +495,11 @@ async def test_scrubbing_survives_chunk_boundaries_and_compression(echo, tmp_pat
 # ------------------------------------------------------------------ clean shutdown
 
 
-def start_egress_gateway(tmp_path, sandbox_bins, tls):
+def start_egress_gateway(tmp_path, sandbox_bins, tls, **env):
     tmp_path.chmod(0o711)
     servers = {SERVER: {"command": str(sandbox_bins["fetch-mcp"]), "sandbox": {"egress": ["allowed.test:443"]}}}
     return start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
-                         GIG_SANDBOX_POOL="198.19.203.0/24", **egress_env(tls))
+                         GIG_SANDBOX_POOL="198.19.203.0/24", **egress_env(tls), **env)
 
 
 def host_links(prefix: str) -> list[str]:

@@ -6,6 +6,9 @@ Each test owns what it breaks (its own PostgreSQL, its own loop-mounted filesyst
 gateway) and removes it, also when it fails."""
 
 import json
+import os
+import secrets
+import signal
 import subprocess
 import threading
 import time
@@ -23,6 +26,9 @@ from conftest import (
     start_gateway,
     stop,
 )
+from netlab import require_sandbox_net
+from test_egress import host_links, owned_networking, start_egress_gateway, table_exists
+from test_egress import tls  # noqa: F401 (fixture)
 from test_scale_out import postgres, stateless_call
 
 PG_TEST = str(REPO / "scripts" / "pg-test.sh")
@@ -142,3 +148,85 @@ async def test_a_server_killed_by_its_memory_limit_fails_its_caller_and_restarts
         assert "killed by its memory limit" in gw.logs(), gw.logs()[-3000:]
     finally:
         stop(gw.proc)
+
+
+def stateless_tool_call(gw, tool: str, arguments: dict) -> requests.Response:
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "faults", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+            "params": {"name": tool, "arguments": arguments, "_meta": meta}}
+    return requests.post(gw.url, json=body, timeout=30, headers={
+        "Authorization": f"Bearer {gw.token}", "Accept": "application/json, text/event-stream",
+        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool})
+
+
+def processes_running(path: str) -> list[int]:
+    """PIDs whose command line names `path` (a test's own copy of a server binary)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                if path.encode() in f.read():
+                    found.append(int(pid))
+        except OSError:
+            pass
+    return found
+
+
+def cgroups_named(fragment: str) -> list[str]:
+    """Cgroup directories (any hierarchy) whose name contains `fragment`."""
+    hits = []
+    for root, dirs, _ in os.walk("/sys/fs/cgroup"):
+        hits += [os.path.join(root, d) for d in dirs if fragment in d]
+    return hits
+
+
+def test_sigkill_mid_traffic_leaves_nothing_the_next_start_does_not_reclaim(tmp_path, sandbox_bins, tls):  # noqa: F811
+    require_sandbox_net()
+    key = {"GIG_MASTER_KEY": secrets.token_hex(32)}
+    gw = start_egress_gateway(tmp_path, sandbox_bins, tls, **key)
+    links, table = owned_networking(gw)
+    fetch = str(sandbox_bins["fetch-mcp"])
+    running = threading.Event()
+    running.set()
+    answered = []
+
+    def traffic():
+        while running.is_set():
+            try:
+                answered.append(stateless_tool_call(gw, "fetch_env", {}).status_code)
+            except requests.RequestException:
+                answered.append(None)
+
+    worker = threading.Thread(target=traffic)
+    again = None
+    try:
+        worker.start()
+        wait_until(lambda: answered.count(200) >= 5, "calls flowing")
+        killed_pid = gw.proc.pid
+        assert processes_running(fetch) and host_links(links) and table_exists(table)
+        assert cgroups_named(f"-{killed_pid}-"), "the sandbox has no cgroup to check"
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(timeout=30)
+        running.clear()
+        worker.join(timeout=30)
+        # The sandbox dies with the gateway (bubblewrap's --die-with-parent; its pid namespace).
+        wait_until(lambda: not processes_running(fetch), "the sandbox to die with its gateway", 30)
+
+        # The next start on the same data directory reclaims what the kill left and serves.
+        again = start_egress_gateway(tmp_path, sandbox_bins, tls, **key)
+        assert owned_networking(again) == (links, table), "the freed slot is taken again"
+        assert not cgroups_named(f"-{killed_pid}-"), "the killed gateway's cgroups are left over"
+        assert stateless_tool_call(again, "fetch_env", {}).status_code == 200
+        stop(again.proc)
+        assert again.proc.returncode == 0, again.logs()[-3000:]
+        assert host_links(links) == [] and not table_exists(table)
+        assert not cgroups_named(f"-{again.proc.pid}-") and not processes_running(fetch)
+        print(f"\n[faults] SIGKILL under traffic ({answered.count(200)} calls answered): "
+              "sandbox died with the gateway; links, table and cgroups reclaimed on restart")
+    finally:
+        running.clear()
+        for proc in (gw.proc, again.proc if again else None):
+            if proc and proc.poll() is None:
+                stop(proc)

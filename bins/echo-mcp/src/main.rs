@@ -64,7 +64,10 @@ impl Echo {
     fn allocate(&self, Parameters(AllocateArgs { megabytes }): Parameters<AllocateArgs>) -> String {
         // Touch every page, so the memory is resident and counts against the cgroup's limit.
         let held = vec![1u8; megabytes.saturating_mul(1 << 20)];
-        format!("held {} MiB", held.iter().map(|&b| usize::from(b)).sum::<usize>() >> 20)
+        format!(
+            "held {} MiB",
+            held.iter().map(|&b| usize::from(b)).sum::<usize>() >> 20
+        )
     }
 }
 

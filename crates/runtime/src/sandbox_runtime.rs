@@ -145,16 +145,25 @@ impl std::fmt::Debug for RunningSandbox {
 }
 
 impl SandboxRuntime {
-    /// `cgroup_group` names the parent cgroup all sandboxes go under (`gigmcp`).
+    /// `cgroup_group` names the parent cgroup all sandboxes go under (`gigmcp`). The cgroups a
+    /// gateway that died without tearing down left there are removed first.
     pub fn new(
         spawner: Arc<dyn Spawner + Send + Sync>,
         bootstrap: PathBuf,
         cgroup_group: &str,
     ) -> Self {
+        let cgroups = CgroupSupport::detect(cgroup_group);
+        let removed = cgroups.remove_leftovers();
+        if removed > 0 {
+            tracing::info!(
+                removed,
+                "removed sandbox cgroups left by a gateway that did not stop cleanly"
+            );
+        }
         SandboxRuntime {
             spawner,
             bootstrap,
-            cgroups: CgroupSupport::detect(cgroup_group),
+            cgroups,
             layout: SystemLayout::detect(),
             started: AtomicU64::new(0),
             alive: Arc::new(AtomicU64::new(0)),

@@ -100,6 +100,36 @@ impl CgroupSupport {
         }
     }
 
+    /// Removes the empty sandbox cgroups a gateway that died without tearing down left behind
+    /// (SIGKILL, a crash): children named `<server>-<pid>-<n>` whose gateway `pid` is not
+    /// running. A live gateway's are never touched (its pid runs), and the kernel refuses to
+    /// remove a cgroup that still holds a process. Returns how many were removed.
+    pub fn remove_leftovers(&self) -> usize {
+        let parents: Vec<&PathBuf> = match self {
+            CgroupSupport::V2 { parent } => vec![parent],
+            CgroupSupport::V1 { memory, pids, cpu } => {
+                [memory, pids, cpu].into_iter().flatten().collect()
+            }
+            CgroupSupport::Unavailable { .. } => Vec::new(),
+        };
+        let mut removed = 0;
+        for parent in parents {
+            let Ok(children) = fs::read_dir(parent) else {
+                continue;
+            };
+            for child in children.flatten() {
+                let name = child.file_name();
+                let owner = name.to_str().and_then(gateway_pid);
+                if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
+                    && fs::remove_dir(child.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Creates the cgroup(s) for one sandbox with `limits` applied.
     pub fn create(
         &self,
@@ -146,6 +176,15 @@ impl CgroupSupport {
         }
         Ok(cg)
     }
+}
+
+/// The gateway pid in a sandbox cgroup's name `<server>-<pid>-<n>`.
+fn gateway_pid(name: &str) -> Option<u32> {
+    let mut parts = name.rsplitn(3, '-');
+    let _n: u64 = parts.next()?.parse().ok()?;
+    let pid = parts.next()?.parse().ok()?;
+    parts.next().filter(|server| !server.is_empty())?;
+    Some(pid)
 }
 
 fn cpu_quota(millis: u32) -> u64 {
@@ -318,6 +357,15 @@ mod tests {
         );
         assert_eq!(own_path(HYBRID_SELF, "").as_deref(), Some("/"));
         assert_eq!(own_path(HYBRID_SELF, "cpuset"), None);
+    }
+
+    #[test]
+    fn leftovers_are_recognised_by_their_gateway_pid() {
+        assert_eq!(gateway_pid("fetch-16689-0"), Some(16689));
+        assert_eq!(gateway_pid("my-svc-42-7"), Some(42));
+        for not_ours in ["gateway", "fetch-0", "-42-7", "fetch-x-1", "fetch-42-"] {
+            assert_eq!(gateway_pid(not_ours), None, "{not_ours}");
+        }
     }
 
     #[test]
