@@ -18,6 +18,7 @@ import requests
 
 from conftest import (
     REPO,
+    TARGET,
     connect,
     csrf_headers,
     echo_server,
@@ -29,6 +30,7 @@ from conftest import (
 from netlab import require_sandbox_net
 from test_egress import host_links, owned_networking, start_egress_gateway, table_exists
 from test_egress import tls  # noqa: F401 (fixture)
+from test_install import Index, cli_env, push_image, registry, world_reachable  # noqa: F401 (fixture)
 from test_scale_out import postgres, stateless_call
 
 PG_TEST = str(REPO / "scripts" / "pg-test.sh")
@@ -230,3 +232,107 @@ def test_sigkill_mid_traffic_leaves_nothing_the_next_start_does_not_reclaim(tmp_
         for proc in (gw.proc, again.proc if again else None):
             if proc and proc.poll() is None:
                 stop(proc)
+
+
+def test_sigkill_mid_install_leaves_it_done_or_not_started(tmp_path, sandbox_bins, registry):  # noqa: F811
+    """The gateway installs `echo` at boot (GIG_INSTALL) and is killed at growing delays into
+    it. After every kill the record is all or nothing: `gigmcp list` shows echo installed (and
+    a start serves it) or not at all, and the image cache keeps no temp files of a dead run."""
+    push_image(tmp_path, registry, "echo")
+    index = Index(tmp_path)
+    index.add("echo", f"{registry}/echo-mcp:0.1.0")
+    index.sign()
+    home = world_reachable(tmp_path / "gw")
+    data = home / "data"
+    key = secrets.token_hex(32)
+    env = {"PATH": os.environ["PATH"], "GIG_BEARER_TOKEN": secrets.token_hex(16), "GIG_MASTER_KEY": key,
+           "GIG_LISTEN": "127.0.0.1:0", "GIG_DATA_DIR": str(data), "GIG_LOG": "warn",
+           "GIG_BOOTSTRAP": str(sandbox_bins["bootstrap"]), **index.env(install="echo")}
+    states = []
+    delay = 0.02
+    while True:
+        proc = subprocess.Popen([str(TARGET / "gigmcp")], env=env, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(delay)
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
+        listed = subprocess.run([str(TARGET / "gigmcp"), "list"], env=cli_env(data, key, index),
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0, listed.stderr
+        installed = "echo\t0.1.0\tinstalled" in listed.stdout
+        assert installed or "echo" not in listed.stdout, f"a half-written record: {listed.stdout!r}"
+        states.append((round(delay, 3), installed))
+        if installed:
+            break
+        assert delay < 30, f"the install never completed: {states}"
+        delay *= 1.6
+    assert len(states) > 1, "the first kill came after the install: nothing was interrupted"
+
+    # Interrupted runs left no temp files for good: the next start's cache cleans them.
+    gw = start_gateway(home, {}, GIG_MASTER_KEY=key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                       **index.env(install="echo"))
+    try:
+        assert stateless_tool_call(gw, "echo_echo", {"message": "whole"}).status_code == 200
+        leftovers = [p.name for p in (data / "public" / "oci" / "tmp").iterdir()]
+        assert len(leftovers) == 1, f"temp dirs of killed runs are left beside this run's: {leftovers}"
+    finally:
+        stop(gw.proc)
+    print(f"\n[faults] SIGKILL mid-install at {len(states)} points {states}: always all or nothing")
+
+
+def test_sigkill_mid_rotation_leaves_every_secret_under_one_key(tmp_path):
+    """`gigmcp vault rotate` killed at growing delays: after every kill either one key (old or
+    new) opens the vault with every secret sealed under it, or the vault refuses both and says
+    to re-run the rotation, which finishes it. No secret is lost either way."""
+    data = tmp_path / "data"
+    old, new = secrets.token_hex(32), secrets.token_hex(32)
+    base = {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(data), "GIG_LOG": "warn"}
+
+    def gig(*args, key, check=True, **extra):
+        out = subprocess.run([str(TARGET / "gigmcp"), *args], env={**base, "GIG_MASTER_KEY": key, **extra},
+                             capture_output=True, text=True, timeout=60, input="value")
+        assert not check or out.returncode == 0, f"{args}: {out.stderr}"
+        return out
+
+    count = 120
+    for i in range(count):
+        gig("secret", "set", "svc", f"s{i}", key=old)
+    points = []
+    delay, current = 0.005, old
+    while True:
+        target = new if current == old else old
+        proc = subprocess.Popen([str(TARGET / "gigmcp"), "vault", "rotate"], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL,
+                                env={**base, "GIG_MASTER_KEY": current, "GIG_NEW_MASTER_KEY": target})
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        opened = {k: gig("secret", "list", key=k, check=False) for k in (old, new)}
+        works = [k for k, out in opened.items() if out.returncode == 0]
+        if not works:
+            # Killed between its steps: both keys are refused with the way out, and re-running
+            # the same rotation finishes it.
+            said = opened[current].stderr
+            assert "was interrupted; run `gigmcp vault rotate` again" in said, said
+            gig("vault", "rotate", key=current, GIG_NEW_MASTER_KEY=target)
+            works, state = [target], "interrupted, finished by re-running"
+            opened[target] = gig("secret", "list", key=target)
+        else:
+            assert len(works) == 1, works
+            state = "done" if works[0] == target else "not started"
+        listed = opened[works[0]].stdout.splitlines()
+        assert len(listed) == count and len({line.split("\t")[2] for line in listed}) == 1, listed[:3]
+        points.append((round(delay, 3), state))
+        current = works[0]
+        if state == "done":
+            break
+        assert delay < 30, f"the rotation never completed before a kill: {points}"
+        delay *= 1.5
+    assert len(points) > 1, "the first kill came after the rotation: nothing was interrupted"
+    # Every secret opens under the key that won: re-wrapping them all to a third key succeeds.
+    third = secrets.token_hex(32)
+    done = gig("vault", "rotate", key=current, GIG_NEW_MASTER_KEY=third)
+    assert f"re-wrapped {count} secrets" in done.stdout, done.stdout + done.stderr
+    print(f"\n[faults] SIGKILL mid-rotation at {len(points)} points {points}: one key each time, none lost")
