@@ -59,21 +59,26 @@ async def test_fetch_mcp_through_the_gateway(tmp_path, upstream):
 async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path, sandbox_bins):
     servers = {
         "echo": {"command": str(sandbox_bins["echo-mcp"]), "sandbox": {}},
+        "twin": {"command": str(sandbox_bins["echo-mcp"]), "sandbox": {}},
         "plain": {"command": str(TARGET / "echo-mcp")},
     }
-    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]))
+    gw = start_gateway(tmp_path, servers, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                       GIG_SANDBOX_IDS="1879048192-1879048319")
     try:
         async with connect(gw) as session:
             names = {t.name for t in (await session.list_tools()).tools}
-            assert {"echo_echo", "plain_echo"} <= names
+            assert {"echo_echo", "twin_echo", "plain_echo"} <= names
             result = await session.call_tool("echo_echo", {"message": "from inside the sandbox"})
             assert result.content[0].text == "from inside the sandbox"
-        # The sandboxed echo-mcp runs as the unprivileged sandbox user, not as the gateway's user.
+        # Each sandboxed echo-mcp runs as a host user of its own from GIG_SANDBOX_IDS: not as
+        # the gateway's user, not as nobody, and not as the other sandbox's user.
         import subprocess
 
-        ps = subprocess.run(["ps", "-eo", "user:20,args"], capture_output=True, text=True).stdout
-        sandboxed = [line for line in ps.splitlines() if "echo-mcp" in line and "bwrap" not in line and "bootstrap" not in line]
-        users = {line.split()[0] for line in sandboxed}
-        assert "nobody" in users or "65534" in users, ps
+        ps = subprocess.run(["ps", "-eo", "uid,gid,args"], capture_output=True, text=True).stdout
+        sandboxed = [line.split() for line in ps.splitlines()
+                     if str(sandbox_bins["echo-mcp"]) in line and "bwrap" not in line and "bootstrap" not in line]
+        ids = {(int(uid), int(gid)) for uid, gid, *_ in sandboxed}
+        assert len(sandboxed) == 2 and len(ids) == 2, ps
+        assert all(1879048192 <= uid <= 1879048319 and gid == uid for uid, gid in ids), ids
     finally:
         stop(gw.proc)

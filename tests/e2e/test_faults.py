@@ -336,3 +336,99 @@ def test_sigkill_mid_rotation_leaves_every_secret_under_one_key(tmp_path):
     done = gig("vault", "rotate", key=current, GIG_NEW_MASTER_KEY=third)
     assert f"re-wrapped {count} secrets" in done.stdout, done.stdout + done.stderr
     print(f"\n[faults] SIGKILL mid-rotation at {len(points)} points {points}: one key each time, none lost")
+
+
+class SmallFilesystem:
+    """A 24 MiB ext4 filesystem on a loop device, mounted at `path` (no blocks reserved for
+    root, so root fills it too); `fill` takes every free block, `free` gives them back."""
+
+    def __init__(self, tmp_path):
+        self.image = tmp_path / "small.img"
+        self.path = tmp_path / "small"
+        self.path.mkdir()
+        subprocess.run(["truncate", "-s", "24M", str(self.image)], check=True)
+        subprocess.run(["mkfs.ext4", "-q", "-F", "-m", "0", str(self.image)], check=True)
+        subprocess.run(["mount", "-o", "loop", str(self.image), str(self.path)], check=True)
+        self.filler = self.path / "filler"
+
+    def fill(self):
+        with open(self.filler, "ab", buffering=0) as f:
+            chunk = b"\0" * (1 << 16)
+            try:
+                while True:
+                    f.write(chunk)
+            except OSError:
+                pass
+        # What an allocator can still find in partial blocks goes too.
+        with open(self.path / "crumbs", "ab", buffering=0) as f:
+            try:
+                while True:
+                    f.write(b"\0" * 512)
+            except OSError:
+                pass
+
+    def free(self):
+        self.filler.unlink()
+        (self.path / "crumbs").unlink()
+
+    def remove(self):
+        subprocess.run(["umount", "-l", str(self.path)], capture_output=True)
+
+
+def test_a_full_data_directory_fails_writes_clearly_and_recovers(tmp_path):
+    fs = SmallFilesystem(tmp_path)
+    gw = None
+    try:
+        fs.path.chmod(0o711)
+        key = secrets.token_hex(32)
+        gw = start_gateway(fs.path, {"plain": echo_server()}, GIG_MASTER_KEY=key)
+        data = fs.path / "data"
+        cli = {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(data), "GIG_MASTER_KEY": key, "GIG_LOG": "warn"}
+
+        def set_secret(name, value="v"):
+            return subprocess.run([str(TARGET / "gigmcp"), "secret", "set", "plain", name], env=cli,
+                                  capture_output=True, text=True, timeout=60, input=value)
+
+        assert set_secret("before").returncode == 0
+        fs.fill()
+        answered = 0
+        for i in range(20):
+            r = stateless_call(gw.base, gw.token, f"full {i}")
+            assert r.status_code == 200 and f"full {i}" in r.text, r.text
+            answered += 1
+        # SQLite reuses its write-ahead log in place, so small writes may still fit: write
+        # 60 KiB secrets until one is refused (the filesystem has 24 MiB in all). Every write
+        # acknowledged must be there afterwards.
+        stored_during = []
+        for i in range(400):
+            refused = set_secret(f"during{i}", secrets.token_hex(30 << 10))
+            if refused.returncode != 0:
+                break
+            stored_during.append(f"during{i}")
+        assert refused.returncode != 0, "every write fitted on a full disk"
+        assert "disk is full" in refused.stderr and "panicked" not in refused.stderr, refused.stderr
+
+        fs.free()
+        assert set_secret("after").returncode == 0
+        listed = subprocess.run([str(TARGET / "gigmcp"), "secret", "list"], env=cli, capture_output=True,
+                                text=True, timeout=60, check=True).stdout
+        names = {line.split("\t")[1] for line in listed.splitlines()}
+        assert names == {"before", "after", *stored_during}, f"acknowledged writes lost: {listed}"
+
+        # The calls made while the disk was full reach the audit log once space is back.
+        import sqlite3
+
+        def audited() -> int:
+            with sqlite3.connect(f"file:{data / 'gigmcp.db'}?mode=ro", uri=True) as db:
+                return db.execute("SELECT count(*) FROM audit_log WHERE action = 'tool.call'").fetchone()[0]
+        wait_until(lambda: audited() >= answered, "the audit records held during the outage")
+        stop(gw.proc)
+        assert gw.proc.returncode == 0, gw.logs()[-2000:]
+        with sqlite3.connect(str(data / "gigmcp.db")) as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        print(f"\n[faults] disk full: {answered} calls answered, the write refused ('disk is full'), "
+              "audit caught up and integrity_check ok after space returned")
+    finally:
+        if gw and gw.proc.poll() is None:
+            stop(gw.proc)
+        fs.remove()

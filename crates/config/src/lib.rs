@@ -24,7 +24,7 @@ use secrecy::SecretString;
 
 pub use control_plane::{OidcConfig, Role};
 pub use metrics::MetricsConfig;
-pub use runtime::{EgressConfig, InstallConfig};
+pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};
 pub use servers::{
     DEFAULT_LIMITS, DeclaredServers, HeaderTemplate, RemoteSpec, RemoteTransport, SandboxPolicy,
     ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
@@ -232,6 +232,11 @@ pub const VARIABLES: &[VarDoc] = &[
         name: "GIG_SANDBOX_POOL",
         default: "198.19.0.0/16",
         meaning: "IPv4 range each sandbox's /30 veth pair comes from (RFC 2544 benchmarking space: clear of LANs, CGNAT and 169.254/16). Gateways on one host share it: each claims an equal part (up to 16, each at least a /26) with its own link names and firewall table.",
+    },
+    VarDoc {
+        name: "GIG_SANDBOX_IDS",
+        default: "1879048192-1879113727",
+        meaning: "When the gateway runs as root: the host uids (and equal gids) sandboxes run as, one of its own per running sandbox, so no sandbox (or a kernel escape from one) can signal or ptrace another or share its process limit. Must start above 65535 and hold no host user or group (checked at start). Gateways on one host share it; each id is claimed with an abstract socket while its sandbox lives.",
     },
     VarDoc {
         name: "GIG_EGRESS_PORT",

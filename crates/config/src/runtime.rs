@@ -131,6 +131,34 @@ impl InstallConfig {
     }
 }
 
+/// The host uids (and equal gids) sandboxes run as when the gateway is root: each running
+/// sandbox gets one of its own. Default: the 65,536 ids from 0x7000_0000, far above the ids
+/// distributions hand out to users, system accounts and (from 100,000) `/etc/subuid` ranges.
+pub const DEFAULT_SANDBOX_IDS: std::ops::RangeInclusive<u32> = 0x7000_0000..=0x7000_ffff;
+
+/// `GIG_SANDBOX_IDS` (`FIRST-LAST`), checked: above every ordinary id (65,535 and below
+/// include `nobody`), below the invalid id 2^32-1, and room for at least 16 sandboxes.
+pub fn sandbox_ids(env: &dyn Env) -> Result<std::ops::RangeInclusive<u32>, ConfigError> {
+    let Some(v) = env.var("GIG_SANDBOX_IDS").filter(|v| !v.is_empty()) else {
+        return Ok(DEFAULT_SANDBOX_IDS);
+    };
+    let bad = |reason: &str| invalid("GIG_SANDBOX_IDS", &v, reason);
+    let (first, last) = v
+        .split_once('-')
+        .ok_or_else(|| bad("expected FIRST-LAST, e.g. 1879048192-1879113727"))?;
+    let parse = |n: &str| n.trim().parse::<u32>().map_err(|_| bad("not a number"));
+    let (first, last) = (parse(first)?, parse(last)?);
+    if first <= 65_535 {
+        return Err(bad(
+            "must start above 65535 (ordinary users, system accounts and nobody)",
+        ));
+    }
+    if last == u32::MAX || last < first.saturating_add(15) {
+        return Err(bad("needs at least 16 ids and must end below 4294967295"));
+    }
+    Ok(first..=last)
+}
+
 /// A comma-separated list, trimmed, without empty items.
 fn list(env: &dyn Env, name: &str) -> Vec<String> {
     env.var(name)
@@ -146,6 +174,26 @@ fn list(env: &dyn Env, name: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::tests::env;
+
+    #[test]
+    fn sandbox_ids_default_and_refusals() {
+        assert_eq!(sandbox_ids(&env(&[])).unwrap(), DEFAULT_SANDBOX_IDS);
+        assert_eq!(
+            sandbox_ids(&env(&[("GIG_SANDBOX_IDS", "200000-200015")])).unwrap(),
+            200_000..=200_015
+        );
+        for bad in [
+            "65534-70000",
+            "200000-200014",
+            "200000",
+            "a-b",
+            "300000-200000",
+        ] {
+            let e = sandbox_ids(&env(&[("GIG_SANDBOX_IDS", bad)])).unwrap_err();
+            assert!(e.to_string().contains("GIG_SANDBOX_IDS"), "{bad}: {e}");
+        }
+        assert!(sandbox_ids(&env(&[("GIG_SANDBOX_IDS", "4294967200-4294967295")])).is_err());
+    }
 
     #[test]
     fn egress_defaults_and_overrides() {

@@ -100,6 +100,11 @@ impl Outbound {
             .no_proxy()
             .dns_resolver(Arc::new(PolicyResolver(policy.clone())))
             .connect_timeout(Duration::from_secs(5))
+            // A pooled connection is dropped after 3 s idle, before the common servers' own
+            // keep-alive timeouts (Node and uvicorn 5 s, nginx 75 s) close it: reusing one the
+            // server is closing at that moment fails the request with "connection closed
+            // before message completed", and a POST cannot be safely retried.
+            .pool_idle_timeout(Duration::from_secs(3))
             .user_agent(concat!("gigmcp/", env!("CARGO_PKG_VERSION")));
         for cert in rustls_native_certs::load_native_certs().certs {
             if let Ok(cert) = reqwest::Certificate::from_der(&cert) {

@@ -16,6 +16,7 @@ pub mod instance;
 pub mod launcher;
 pub mod network;
 pub mod remote;
+pub mod sandbox_ids;
 pub mod sandbox_runtime;
 pub mod vault_and_audit;
 

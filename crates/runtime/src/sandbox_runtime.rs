@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sandbox_ids::{SandboxId, SandboxIdError, SandboxIds};
 use gig_config::{SandboxPolicy, StdioCommand};
 use gig_netmgr::{NetError, SandboxNet};
 use gig_proxy::{ProxyError, SandboxEgress};
@@ -32,6 +33,8 @@ pub enum SandboxStartError {
     Reserve(NetError),
     #[error("creating its cgroup: {0}")]
     Cgroup(CgroupError),
+    #[error("claiming a host uid of its own: {0}")]
+    HostId(SandboxIdError),
     #[error("starting bubblewrap: {0}")]
     Spawn(gig_sandbox::Error),
     #[error("waiting for the sandboxed process: {0}")]
@@ -70,6 +73,8 @@ pub struct SandboxRuntime {
     /// `None`: the host cannot give sandboxes a network (why is logged at start); servers that
     /// need egress are then refused, the others run with no network at all.
     egress: Option<Arc<SandboxNetwork>>,
+    /// When set (the gateway is root), every sandbox runs as a host uid/gid of its own.
+    ids: Option<SandboxIds>,
 }
 
 impl std::fmt::Debug for SandboxRuntime {
@@ -114,6 +119,8 @@ pub struct RunningSandbox {
     /// Tears the veth pair down (on drop, asynchronously).
     _net: Option<SandboxNet>,
     _cgroup: SandboxCgroup,
+    /// Its host uid, released only after its processes are dead.
+    _host_id: Option<SandboxId>,
     /// Last: counts the sandbox as gone only after everything above was dropped.
     _alive: AliveGuard,
 }
@@ -168,7 +175,14 @@ impl SandboxRuntime {
             started: AtomicU64::new(0),
             alive: Arc::new(AtomicU64::new(0)),
             egress: None,
+            ids: None,
         }
+    }
+
+    /// Gives every sandbox a host uid/gid of its own from `ids` (see `sandbox_ids`).
+    pub fn with_sandbox_ids(mut self, ids: SandboxIds) -> Self {
+        self.ids = Some(ids);
+        self
     }
 
     /// Gives sandboxes whose policy allows egress a network that leads only to the proxy.
@@ -270,6 +284,11 @@ impl SandboxRuntime {
                 .extend(egress.allow_addresses.iter().copied());
             Some((egress, net, placeholders))
         };
+        let host_id = match &self.ids {
+            Some(ids) => Some(ids.claim().map_err(SandboxStartError::HostId)?),
+            None => None,
+        };
+        spec.host_ids = host_id.as_ref().map(|h| (h.id, h.id));
         let n = self.started.fetch_add(1, Ordering::Relaxed);
         let cgroup_name = format!("{}-{}-{n}", cgroup_safe(name), std::process::id());
         let limits = launch.policy.limits;
@@ -341,6 +360,7 @@ impl SandboxRuntime {
             _proxy: proxy,
             _net: net,
             _cgroup: cgroup,
+            _host_id: host_id,
             _alive: alive,
         })
     }

@@ -81,6 +81,9 @@ pub struct SandboxSpec {
     pub writable_tmp: bool,
     pub uid: u32,
     pub gid: u32,
+    /// The host uid/gid bubblewrap runs as (the one the sandbox's ids map to), when the
+    /// gateway is root: one of the sandbox's own. `None`: the spawner's default.
+    pub host_ids: Option<(u32, u32)>,
     pub hostname: String,
     /// The host path of the `bootstrap` binary, bound at [`BOOTSTRAP_PATH`].
     pub bootstrap: PathBuf,
@@ -109,6 +112,7 @@ impl SandboxSpec {
             writable_tmp: true,
             uid: 65534,
             gid: 65534,
+            host_ids: None,
             hostname: "sandbox".into(),
             bootstrap: bootstrap.into(),
             max_processes: None,

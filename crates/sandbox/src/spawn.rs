@@ -144,9 +144,10 @@ pub trait Spawner {
 #[derive(Clone, Debug)]
 pub struct BwrapSpawner {
     pub bwrap: PathBuf,
-    /// Host uid/gid bubblewrap runs as when the gateway is root: then the sandbox's uid maps to
-    /// this unprivileged host user instead of root, so RLIMIT_NPROC binds and a kernel escape
-    /// lands as nobody.
+    /// Host uid/gid bubblewrap runs as when the gateway is root and the spec names none: then
+    /// the sandbox's uid maps to this unprivileged host user instead of root, so RLIMIT_NPROC
+    /// binds and a kernel escape lands unprivileged. The gateway gives each sandbox its own
+    /// ([`SandboxSpec::host_ids`]); this default is for tools and tests.
     pub host_ids: Option<(u32, u32)>,
 }
 
@@ -227,7 +228,7 @@ impl Spawner for BwrapSpawner {
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        if let Some((uid, gid)) = self.host_ids {
+        if let Some((uid, gid)) = spec.host_ids.or(self.host_ids) {
             command.uid(uid).gid(gid);
         }
         inherit_in_child(

@@ -41,6 +41,8 @@ pub enum BootError {
     MasterKey(#[from] gig_vault::VaultError),
     #[error("the sandbox: {0}")]
     Sandbox(#[from] gig_sandbox::Error),
+    #[error(transparent)]
+    SandboxIds(#[from] gig_runtime::sandbox_ids::SandboxIdError),
     #[error(
         "the sandbox init {0} is missing: build it with `make bootstrap` and set GIG_BOOTSTRAP"
     )]
@@ -48,7 +50,7 @@ pub enum BootError {
     #[error("cannot locate the gigmcp executable: {0}")]
     NoExecutable(std::io::Error),
     #[error(
-        "{what}: {blocked} is not reachable by other users, but sandboxes are started as `nobody` and must read {path}: make it traversable (chmod o+x) or move it"
+        "{what}: {blocked} is not reachable by other users, but sandboxes run as unprivileged users of their own and must read {path}: make it traversable (chmod o+x) or move it"
     )]
     Unreachable {
         what: &'static str,
@@ -287,7 +289,7 @@ async fn sandboxes(
     metrics: Option<&Arc<Metrics>>,
 ) -> Result<SandboxRuntime, BootError> {
     let bootstrap = existing_bootstrap(env)?;
-    let mut runtime = sandbox_runtime(bootstrap.clone())?;
+    let mut runtime = sandbox_runtime(bootstrap.clone(), env)?;
     let egress_config = EgressConfig::from_env(env)?;
     let public = data_dir::public_dir(&config.store.data_dir);
     data_dir::prepare(&config.store.data_dir)?;
@@ -444,14 +446,21 @@ pub fn existing_bootstrap(env: &dyn Env) -> Result<PathBuf, BootError> {
     Ok(path)
 }
 
-/// Bubblewrap, bootstrap and the host's cgroups, detected at start. As root, bubblewrap runs
-/// as `nobody`, so the sandbox's uid maps to an unprivileged host user and RLIMIT_NPROC binds.
-pub fn sandbox_runtime(bootstrap: PathBuf) -> Result<SandboxRuntime, BootError> {
+/// Bubblewrap, bootstrap and the host's cgroups, detected at start. As root, each sandbox runs
+/// as a host uid/gid of its own from `GIG_SANDBOX_IDS` (decision 65), so the sandbox's uid maps
+/// to an unprivileged host user no other sandbox shares and RLIMIT_NPROC binds per sandbox.
+pub fn sandbox_runtime(bootstrap: PathBuf, env: &dyn Env) -> Result<SandboxRuntime, BootError> {
     let mut spawner = gig_sandbox::BwrapSpawner::detect()?;
-    if is_root() {
+    let ids = gig_config::sandbox_ids(env)?;
+    let root = is_root();
+    if root {
+        // Only a fallback: the runtime gives every sandbox an id of its own.
         spawner.host_ids = Some((65534, 65534));
     }
-    let runtime = SandboxRuntime::new(Arc::new(spawner), bootstrap, "gigmcp");
+    let mut runtime = SandboxRuntime::new(Arc::new(spawner), bootstrap, "gigmcp");
+    if root {
+        runtime = runtime.with_sandbox_ids(gig_runtime::sandbox_ids::SandboxIds::new(ids)?);
+    }
     match runtime.describe() {
         (true, text) => tracing::info!("sandbox limits: {text}"),
         (false, text) => tracing::warn!("sandbox limits: {text}"),
@@ -488,5 +497,5 @@ pub fn is_root() -> bool {
 
 /// The sandbox init for `gigmcp sandbox exec`: present, or a clear error.
 pub fn sandbox_runtime_from_env(env: &dyn Env) -> Result<SandboxRuntime, BootError> {
-    sandbox_runtime(existing_bootstrap(env)?)
+    sandbox_runtime(existing_bootstrap(env)?, env)
 }
