@@ -377,11 +377,12 @@ class SmallFilesystem:
 
 def test_a_full_data_directory_fails_writes_clearly_and_recovers(tmp_path):
     fs = SmallFilesystem(tmp_path)
-    gw = None
+    gw = idp = None
     try:
         fs.path.chmod(0o711)
         key = secrets.token_hex(32)
-        gw = start_gateway(fs.path, {"plain": echo_server()}, GIG_MASTER_KEY=key)
+        # The control plane on: tool calls are audited then.
+        idp, gw = start_control_plane(fs.path, {"plain": echo_server()}, GIG_MASTER_KEY=key)
         data = fs.path / "data"
         cli = {"PATH": os.environ["PATH"], "GIG_DATA_DIR": str(data), "GIG_MASTER_KEY": key, "GIG_LOG": "warn"}
 
@@ -421,7 +422,8 @@ def test_a_full_data_directory_fails_writes_clearly_and_recovers(tmp_path):
         def audited() -> int:
             with sqlite3.connect(f"file:{data / 'gigmcp.db'}?mode=ro", uri=True) as db:
                 return db.execute("SELECT count(*) FROM audit_log WHERE action = 'tool.call'").fetchone()[0]
-        wait_until(lambda: audited() >= answered, "the audit records held during the outage")
+        wait_until(lambda: audited() >= answered,
+                   f"the audit records held during the outage ({audited()} of {answered}):\n{gw.logs()[-3000:]}")
         stop(gw.proc)
         assert gw.proc.returncode == 0, gw.logs()[-2000:]
         with sqlite3.connect(str(data / "gigmcp.db")) as db:
@@ -431,4 +433,6 @@ def test_a_full_data_directory_fails_writes_clearly_and_recovers(tmp_path):
     finally:
         if gw and gw.proc.poll() is None:
             stop(gw.proc)
+        if idp:
+            idp.stop()
         fs.remove()

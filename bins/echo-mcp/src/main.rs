@@ -124,7 +124,7 @@ impl ServerHandler for Echo {
 async fn main() -> anyhow::Result<()> {
     let mut tool_router = Echo::tool_router();
     if std::env::args().any(|arg| arg == "--fault-tools") {
-        tool_router = tool_router + Echo::fault_tool_router();
+        tool_router += Echo::fault_tool_router();
     }
     let server = Echo {
         tool_router,

@@ -107,7 +107,7 @@ pub(crate) async fn create(
             token_hash: &hash,
             user_id: caller.user.id,
             name: &name,
-            role: role.as_str(),
+            role,
             expires_at,
         })
         .await?;
@@ -147,7 +147,7 @@ pub(crate) async fn list(
             id: token_id(&t.token_hash),
             active: t.is_active(now),
             name: t.name,
-            role: Some(t.role),
+            role: Some(t.role.as_str().to_owned()),
             created_at: t.created_at.unix_timestamp(),
             last_used_at: t.last_used_at.map(|t| t.unix_timestamp()),
             expires_at: Some(t.expires_at.unix_timestamp()),

@@ -7,8 +7,9 @@
 
 use std::time::Duration;
 
-use gig_config::{OidcConfig, Role};
+use gig_config::OidcConfig;
 use gig_outbound::error_chain;
+use gig_store::Role;
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClaimName, CoreClaimType,
     CoreClientAuthMethod, CoreErrorResponseType, CoreGenderClaim, CoreGrantType, CoreJsonWebKey,

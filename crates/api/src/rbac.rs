@@ -2,7 +2,7 @@
 //! route names an [`Access`] when it is registered (see `routes.rs`); a route cannot exist
 //! without one. Impersonation, when it lands, evaluates this table for the *target's* role.
 
-use gig_config::Role;
+use gig_store::Role;
 
 /// What a route requires of its caller.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -32,12 +32,12 @@ pub struct UserInfo {
 }
 
 impl UserInfo {
-    pub fn of(user: &gig_store::User, role: Option<String>) -> Self {
+    pub fn of(user: &gig_store::User, role: Option<gig_store::Role>) -> Self {
         UserInfo {
             id: user.id,
             email: user.email.clone(),
             name: user.display_name.clone(),
-            role,
+            role: role.map(|r| r.as_str().to_owned()),
         }
     }
 }

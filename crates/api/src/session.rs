@@ -3,7 +3,7 @@
 //! sign-in; the CSRF token is derived from it, so only a page that can ask `/api/me` — same
 //! origin, with the cookie — ever learns it.
 
-use gig_config::Role;
+use gig_store::Role;
 use gig_store::User;
 use http::HeaderMap;
 use sha2::{Digest, Sha256};
@@ -131,8 +131,7 @@ pub(crate) async fn role_of(store: &gig_store::Store, user_id: i64) -> Result<Ro
     Ok(store
         .list_roles(user_id)
         .await?
-        .iter()
-        .filter_map(|r| r.parse::<Role>().ok())
+        .into_iter()
         .max()
         .unwrap_or(Role::Viewer))
 }
@@ -215,8 +214,7 @@ async fn api_token_caller(state: &ApiState, token: &str) -> Result<Option<Caller
     let Some(user) = state.store.get_user(api_token.user_id).await? else {
         return Ok(None);
     };
-    let granted = api_token.role.parse::<Role>().unwrap_or(Role::Viewer);
-    let role = granted.min(role_of(&state.store, user.id).await?);
+    let role = api_token.role.min(role_of(&state.store, user.id).await?);
     Ok(Some(Caller {
         user,
         role,

@@ -88,10 +88,7 @@ pub(crate) async fn callback(
             display_name: signed_in.name.as_deref(),
         })
         .await?;
-    state
-        .store
-        .set_only_role(user.id, signed_in.role.as_str())
-        .await?;
+    state.store.set_only_role(user.id, signed_in.role).await?;
     // A session cookie the browser already had is ended: the new session replaces it.
     if let Some(old) = cookie(&headers, SESSION_COOKIE) {
         state.store.revoke_session(&token_hash(old)).await?;

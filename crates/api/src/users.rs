@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::State;
 use axum::extract::rejection::JsonRejection;
 use axum::{Extension, Json};
-use gig_config::Role;
+use gig_store::{Role, UnknownValue};
 use http::StatusCode;
 use serde::Deserialize;
 
@@ -53,7 +53,7 @@ pub(crate) async fn set_role(
         .get_user(id)
         .await?
         .ok_or_else(|| ApiError::not_found("user"))?;
-    state.store.set_only_role(user.id, role.as_str()).await?;
+    state.store.set_only_role(user.id, role).await?;
     audit(
         &state,
         &caller.actor(),
@@ -150,5 +150,6 @@ pub(crate) async fn stop_impersonation(
 
 /// Roles by name, least first, for validation messages.
 pub(crate) fn parse_role(text: &str) -> Result<Role, ApiError> {
-    text.parse().map_err(ApiError::bad_request)
+    text.parse()
+        .map_err(|e: UnknownValue| ApiError::bad_request(e.to_string()))
 }

@@ -5,41 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gig_store::Role;
 use secrecy::SecretString;
 
 use crate::{ConfigError, Env, invalid};
-
-/// A user's role, from least to most authority. Users in no mapped group are `Member`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Role {
-    Viewer,
-    Member,
-    Operator,
-    Admin,
-}
-
-impl Role {
-    pub const ALL: [Role; 4] = [Role::Viewer, Role::Member, Role::Operator, Role::Admin];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Member => "member",
-            Role::Operator => "operator",
-            Role::Admin => "admin",
-        }
-    }
-}
-
-impl std::str::FromStr for Role {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == s)
-            .ok_or_else(|| format!("unknown role {s:?} (admin, operator, member, viewer)"))
-    }
-}
 
 /// OIDC sign-in for `/api`.
 #[derive(Debug, Clone)]

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use secrecy::SecretString;
 
-pub use control_plane::{OidcConfig, Role};
+pub use control_plane::OidcConfig;
 pub use metrics::MetricsConfig;
 pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};
 pub use servers::{

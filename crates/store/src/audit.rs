@@ -2,10 +2,11 @@
 
 use serde_json::Value;
 use sqlx::types::Json;
+use sqlx::{Database, Encode, QueryBuilder, Type};
 
 use crate::Store;
 use crate::codec::DbTime;
-use crate::error::{Result, db_err};
+use crate::error::Result;
 use crate::model::{AuditEntry, AuditQuery, AuditRecord};
 
 /// The LIKE pattern matching every text that starts with `prefix`: `\`, `%` and `_` in the
@@ -47,80 +48,95 @@ impl From<AuditRow> for AuditRecord {
     }
 }
 
+/// The statement behind [`Store::list_audit`], for either backend.
+fn audit_select<'q, DB>(query: &AuditQuery<'q>) -> QueryBuilder<'q, DB>
+where
+    DB: Database,
+    &'q str: Encode<'q, DB> + Type<DB>,
+    String: Encode<'q, DB> + Type<DB>,
+    DbTime: Encode<'q, DB> + Type<DB>,
+    i64: Encode<'q, DB> + Type<DB>,
+{
+    let mut sql = QueryBuilder::new(
+        "SELECT id, at, actor, action, target, result, detail FROM audit_log WHERE TRUE",
+    );
+    if let Some(actor) = query.actor {
+        sql.push(" AND actor = ").push_bind(actor);
+    }
+    // SQLite's LIKE ignores ASCII case, PostgreSQL's does not: the LIKE narrows the rows
+    // (escaped, so `%` and `_` are literal) and the substr comparison makes the match
+    // case-sensitive on both.
+    for (column, prefix) in [
+        ("target", query.target_prefix),
+        ("action", query.action_prefix),
+    ] {
+        if let Some(prefix) = prefix {
+            sql.push(format_args!(" AND {column} LIKE "))
+                .push_bind(like_prefix(prefix))
+                .push(format_args!(" ESCAPE '\\' AND substr({column}, 1, length("))
+                .push_bind(prefix)
+                .push(")) = ")
+                .push_bind(prefix);
+        }
+    }
+    if let Some(since) = query.since {
+        sql.push(" AND at >= ").push_bind(DbTime::from(since));
+    }
+    if let Some(until) = query.until {
+        sql.push(" AND at < ").push_bind(DbTime::from(until));
+    }
+    if let Some(before_id) = query.before_id {
+        sql.push(" AND id < ").push_bind(before_id);
+    }
+    sql.push(" ORDER BY id DESC LIMIT ")
+        .push_bind(i64::from(query.limit));
+    sql
+}
+
 impl Store {
     /// Append one record; returns its id (ids only grow).
     pub async fn append_audit(&self, entry: &AuditEntry<'_>) -> Result<i64> {
-        on_backend!(self, |pool| {
-            sqlx::query_scalar(
-                "INSERT INTO audit_log (at, actor, action, target, result, detail)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        query!(
+            self,
+            "append_audit",
+            returning_one(
+                sqlx::query_scalar(
+                    "INSERT INTO audit_log (at, actor, action, target, result, detail)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+                )
+                .bind(DbTime::now())
+                .bind(entry.actor)
+                .bind(entry.action)
+                .bind(entry.target)
+                .bind(entry.result)
+                .bind(Json(entry.detail))
             )
-            .bind(DbTime::now())
-            .bind(entry.actor)
-            .bind(entry.action)
-            .bind(entry.target)
-            .bind(entry.result)
-            .bind(Json(entry.detail))
-            .fetch_one(pool)
-            .await
-        })
-        .map_err(db_err("append_audit"))
+        )
     }
 
     /// The `limit` most recent records, newest first.
     pub async fn list_recent_audit(&self, limit: u32) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = on_backend!(self, |pool| {
-            sqlx::query_as(
-                "SELECT id, at, actor, action, target, result, detail
-                 FROM audit_log ORDER BY id DESC LIMIT $1",
+        let rows: Vec<AuditRow> = query!(
+            self,
+            "list_recent_audit",
+            fetch_all(
+                sqlx::query_as(
+                    "SELECT id, at, actor, action, target, result, detail
+                     FROM audit_log ORDER BY id DESC LIMIT $1",
+                )
+                .bind(i64::from(limit))
             )
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_recent_audit"))?;
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Records matching `query`, newest first (see [`AuditQuery`] for the filters and paging).
     pub async fn list_audit(&self, query: &AuditQuery<'_>) -> Result<Vec<AuditRecord>> {
-        let rows: Vec<AuditRow> = on_backend!(self, |pool| {
-            let mut sql = sqlx::QueryBuilder::new(
-                "SELECT id, at, actor, action, target, result, detail FROM audit_log WHERE TRUE",
-            );
-            if let Some(actor) = query.actor {
-                sql.push(" AND actor = ").push_bind(actor);
-            }
-            // SQLite's LIKE ignores ASCII case, PostgreSQL's does not: the LIKE narrows the rows
-            // (escaped, so `%` and `_` are literal) and the substr comparison makes the match
-            // case-sensitive on both.
-            for (column, prefix) in [
-                ("target", query.target_prefix),
-                ("action", query.action_prefix),
-            ] {
-                if let Some(prefix) = prefix {
-                    sql.push(format_args!(" AND {column} LIKE "))
-                        .push_bind(like_prefix(prefix))
-                        .push(format_args!(" ESCAPE '\\' AND substr({column}, 1, length("))
-                        .push_bind(prefix)
-                        .push(")) = ")
-                        .push_bind(prefix);
-                }
-            }
-            if let Some(since) = query.since {
-                sql.push(" AND at >= ").push_bind(DbTime::from(since));
-            }
-            if let Some(until) = query.until {
-                sql.push(" AND at < ").push_bind(DbTime::from(until));
-            }
-            if let Some(before_id) = query.before_id {
-                sql.push(" AND id < ").push_bind(before_id);
-            }
-            sql.push(" ORDER BY id DESC LIMIT ")
-                .push_bind(i64::from(query.limit));
-            sql.build_query_as().fetch_all(pool).await
-        })
-        .map_err(db_err("list_audit"))?;
+        let rows: Vec<AuditRow> = query!(
+            self,
+            "list_audit",
+            fetch_all(audit_select(query).build_query_as())
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }

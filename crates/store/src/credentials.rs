@@ -1,7 +1,7 @@
 //! Vault ciphertext: credentials and key rotation. Plaintext never reaches this module.
 
 use crate::codec::DbTime;
-use crate::error::{Result, RotateError, StoreError, db_err};
+use crate::error::{Result, RotateError, TxError, not_found};
 use crate::model::{CredentialMeta, CredentialRow, CredentialScope, SealedCredential};
 use crate::{BackendKind, Store};
 
@@ -89,25 +89,25 @@ impl Store {
     /// Insert the credential, or replace the sealed value of the one with the same scope and
     /// name, in one statement. Returns its id (stable across replacements).
     pub async fn put_credential(&self, credential: &SealedCredential<'_>) -> Result<i64> {
-        let now = DbTime::now();
-        on_backend!(self, |pool, kind| {
-            let sql = match kind {
-                BackendKind::Sqlite => PUT_SQLITE,
-                BackendKind::Postgres => PUT_POSTGRES,
-            };
-            sqlx::query_scalar(sql)
-                .bind(credential.scope.server)
-                .bind(credential.scope.user_id)
-                .bind(credential.scope.profile_id)
-                .bind(credential.name)
-                .bind(credential.key_id)
-                .bind(credential.wrapped_dek)
-                .bind(credential.ciphertext)
-                .bind(now)
-                .fetch_one(pool)
-                .await
-        })
-        .map_err(db_err("put_credential"))
+        let sql = match self.kind() {
+            BackendKind::Sqlite => PUT_SQLITE,
+            BackendKind::Postgres => PUT_POSTGRES,
+        };
+        query!(
+            self,
+            "put_credential",
+            returning_one(
+                sqlx::query_scalar(sql)
+                    .bind(credential.scope.server)
+                    .bind(credential.scope.user_id)
+                    .bind(credential.scope.profile_id)
+                    .bind(credential.name)
+                    .bind(credential.key_id)
+                    .bind(credential.wrapped_dek)
+                    .bind(credential.ciphertext)
+                    .bind(DbTime::now())
+            )
+        )
     }
 
     /// The credential `name` of exactly `scope` (no fallback from user to global: that policy
@@ -117,88 +117,83 @@ impl Store {
         scope: &CredentialScope<'_>,
         name: &str,
     ) -> Result<Option<CredentialRow>> {
-        let row: Option<SealedRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                sealed_columns!(),
-                " FROM credentials
-                 WHERE server = $1 AND user_id IS NOT DISTINCT FROM $2
-                   AND profile_id IS NOT DISTINCT FROM $3 AND name = $4"
-            ))
-            .bind(scope.server)
-            .bind(scope.user_id)
-            .bind(scope.profile_id)
-            .bind(name)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_credential"))?;
+        let row: Option<SealedRow> = query!(
+            self,
+            "get_credential",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    sealed_columns!(),
+                    " FROM credentials
+                     WHERE server = $1 AND user_id IS NOT DISTINCT FROM $2
+                       AND profile_id IS NOT DISTINCT FROM $3 AND name = $4"
+                ))
+                .bind(scope.server)
+                .bind(scope.user_id)
+                .bind(scope.profile_id)
+                .bind(name)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// Metadata (no sealed bytes) of every credential, or of one server's.
     pub async fn list_credentials(&self, server: Option<&str>) -> Result<Vec<CredentialMeta>> {
-        let rows: Vec<MetaRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                meta_columns!(),
-                " FROM credentials
-                 WHERE $1 IS NULL OR server = $1 ORDER BY server, name, id"
-            ))
-            .bind(server)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_credentials"))?;
+        let rows: Vec<MetaRow> = query!(
+            self,
+            "list_credentials",
+            fetch_all(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    meta_columns!(),
+                    " FROM credentials
+                     WHERE $1 IS NULL OR server = $1 ORDER BY server, name, id"
+                ))
+                .bind(server)
+            )
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Delete credential `id`; returns whether it existed.
     pub async fn delete_credential(&self, id: i64) -> Result<bool> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query("DELETE FROM credentials WHERE id = $1")
-                .bind(id)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("delete_credential"))?;
+        let affected = query!(
+            self,
+            "delete_credential",
+            execute(sqlx::query("DELETE FROM credentials WHERE id = $1").bind(id))
+        )?;
         Ok(affected > 0)
     }
 
     /// Every credential with its sealed bytes, by id (for the vault's rotation and checks).
     pub async fn list_all_sealed(&self) -> Result<Vec<CredentialRow>> {
-        let rows: Vec<SealedRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
+        let rows: Vec<SealedRow> = query!(
+            self,
+            "list_all_sealed",
+            fetch_all(sqlx::query_as(concat!(
                 "SELECT ",
                 sealed_columns!(),
                 " FROM credentials ORDER BY id"
-            ))
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_all_sealed"))?;
+            )))
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Replace credential `id`'s wrapped data key (the ciphertext is unchanged by a re-wrap, and
     /// so is `updated_at`, which tracks the secret itself).
     pub async fn update_wrap(&self, id: i64, key_id: &str, wrapped_dek: &[u8]) -> Result<()> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query("UPDATE credentials SET key_id = $2, wrapped_dek = $3 WHERE id = $1")
-                .bind(id)
-                .bind(key_id)
-                .bind(wrapped_dek)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("update_wrap"))?;
+        let affected = query!(
+            self,
+            "update_wrap",
+            execute(
+                sqlx::query("UPDATE credentials SET key_id = $2, wrapped_dek = $3 WHERE id = $1")
+                    .bind(id)
+                    .bind(key_id)
+                    .bind(wrapped_dek)
+            )
+        )?;
         if affected == 0 {
-            return Err(StoreError::NotFound {
-                what: "credential",
-                key: id.to_string(),
-            });
+            return Err(not_found("credential", id));
         }
         Ok(())
     }
@@ -211,19 +206,13 @@ impl Store {
     where
         F: Fn(&CredentialRow) -> Result<(String, Vec<u8>), E>,
     {
-        let op = "rotate";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "rotate", |tx, kind| {
             if kind == BackendKind::Postgres {
                 // Blocks concurrent puts (which could otherwise land under the old key after
                 // the snapshot below) while still allowing reads.
                 sqlx::query("LOCK TABLE credentials IN EXCLUSIVE MODE")
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
+                    .await?;
             }
             let rows: Vec<SealedRow> = sqlx::query_as(concat!(
                 "SELECT ",
@@ -231,30 +220,23 @@ impl Store {
                 " FROM credentials ORDER BY id"
             ))
             .fetch_all(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
+            .await?;
             let count = rows.len();
             for row in rows {
                 let row = CredentialRow::from(row);
-                let (key_id, wrapped_dek) = match rewrap(&row) {
-                    Ok(wrap) => wrap,
-                    Err(source) => {
-                        tx.rollback().await.map_err(db_err(op))?;
-                        return Err(RotateError::Rewrap {
-                            id: row.meta.id,
-                            source,
-                        });
-                    }
-                };
+                let (key_id, wrapped_dek) = rewrap(&row).map_err(|source| {
+                    TxError::Refused(RotateError::Rewrap {
+                        id: row.meta.id,
+                        source,
+                    })
+                })?;
                 sqlx::query("UPDATE credentials SET key_id = $2, wrapped_dek = $3 WHERE id = $1")
                     .bind(row.meta.id)
                     .bind(key_id)
                     .bind(wrapped_dek)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
+                    .await?;
             }
-            tx.commit().await.map_err(db_err(op))?;
             Ok(count)
         })
     }

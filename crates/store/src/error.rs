@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::stored_enum::UnknownValue;
+
 /// Why a store operation failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -162,13 +164,17 @@ pub enum StoreError {
         reason: String,
     },
 
-    /// A stored value could not be interpreted.
-    #[error("{column} holds an unexpected value {value:?}")]
+    /// A stored enum column holds text this binary does not know (written by a newer binary, or
+    /// by hand).
+    #[error("{op}: column {column}: {source}")]
     InvalidValue {
-        /// Table and column.
-        column: &'static str,
-        /// The value found.
-        value: String,
+        /// The store operation.
+        op: &'static str,
+        /// The column, as the driver names it.
+        column: String,
+        /// The text found and the spellings known.
+        #[source]
+        source: UnknownValue,
     },
 
     /// The database could not be reached: the connection was refused or lost, the pool timed
@@ -231,27 +237,81 @@ impl StoreError {
     }
 }
 
-/// Classify a driver error from operation `op`.
+/// Classify a driver error from operation `op`: the one place that tells a unique or foreign
+/// key violation, an unknown stored enum value, an unreachable database or a full disk from
+/// any other failure.
 pub(crate) fn db_err(op: &'static str) -> impl FnOnce(sqlx::Error) -> StoreError {
-    move |source| match &source {
-        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict { op, source },
-        sqlx::Error::Database(e) if e.is_foreign_key_violation() => {
-            StoreError::MissingReference { op, source }
-        }
-        sqlx::Error::Database(e) if is_disk_full(e.as_ref()) => StoreError::Full { op, source },
+    move |source| match source {
+        sqlx::Error::Database(e) if e.is_unique_violation() => StoreError::Conflict {
+            op,
+            source: sqlx::Error::Database(e),
+        },
+        sqlx::Error::Database(e) if e.is_foreign_key_violation() => StoreError::MissingReference {
+            op,
+            source: sqlx::Error::Database(e),
+        },
+        sqlx::Error::ColumnDecode { index, source } => match source.downcast::<UnknownValue>() {
+            Ok(unknown) => StoreError::InvalidValue {
+                op,
+                column: index,
+                source: *unknown,
+            },
+            Err(source) => StoreError::Query {
+                op,
+                source: sqlx::Error::ColumnDecode { index, source },
+            },
+        },
+        sqlx::Error::Database(e) if is_disk_full(e.as_ref()) => StoreError::Full {
+            op,
+            source: sqlx::Error::Database(e),
+        },
         sqlx::Error::Database(e)
             if e.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
                 .is_some()
                 && is_connection_lost(e.code().as_deref()) =>
         {
-            StoreError::Unavailable { op, source }
+            StoreError::Unavailable {
+                op,
+                source: sqlx::Error::Database(e),
+            }
         }
-        sqlx::Error::Io(_)
+        source @ (sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
         | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::Unavailable { op, source },
-        _ => StoreError::Query { op, source },
+        | sqlx::Error::WorkerCrashed) => StoreError::Unavailable { op, source },
+        source => StoreError::Query { op, source },
+    }
+}
+
+/// How a `write_tx!` block fails: a driver error (classified by the transaction's operation,
+/// once, when the block ends) or the method's own refusal, passed through as it is. Driver
+/// errors convert with `?`; a refusal with `.into()` from a [`StoreError`].
+#[derive(Debug)]
+pub(crate) enum TxError<E> {
+    Driver(sqlx::Error),
+    Refused(E),
+}
+
+impl<E: From<StoreError>> TxError<E> {
+    /// The method's error for this failure of operation `op`.
+    pub(crate) fn into_error(self, op: &'static str) -> E {
+        match self {
+            TxError::Driver(source) => E::from(db_err(op)(source)),
+            TxError::Refused(error) => error,
+        }
+    }
+}
+
+impl<E> From<sqlx::Error> for TxError<E> {
+    fn from(source: sqlx::Error) -> Self {
+        TxError::Driver(source)
+    }
+}
+
+impl<E: From<StoreError>> From<StoreError> for TxError<E> {
+    fn from(error: StoreError) -> Self {
+        TxError::Refused(E::from(error))
     }
 }
 

@@ -5,7 +5,7 @@
 
 use crate::Store;
 use crate::codec::{DbTime, opt};
-use crate::error::{Result, StoreError, db_err};
+use crate::error::{Result, StoreError};
 use crate::model::{FingerprintCheck, ToolFingerprint};
 
 macro_rules! fingerprint_columns {
@@ -50,12 +50,7 @@ impl Store {
         tool: &str,
         sha256: &str,
     ) -> Result<FingerprintCheck> {
-        let op = "record_or_compare_fingerprint";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "record_or_compare_fingerprint", |tx| {
             let inserted = sqlx::query(
                 "INSERT INTO tool_fingerprints (server, tool, sha256, first_seen)
                  VALUES ($1, $2, $3, $4) ON CONFLICT (server, tool) DO NOTHING",
@@ -65,34 +60,29 @@ impl Store {
             .bind(sha256)
             .bind(DbTime::now())
             .execute(&mut *tx)
-            .await
-            .map_err(db_err(op))?
+            .await?
             .rows_affected();
-            let check = if inserted > 0 {
-                FingerprintCheck::New
+            if inserted > 0 {
+                return Ok(FingerprintCheck::New);
+            }
+            let trusted: String = sqlx::query_scalar(
+                "UPDATE tool_fingerprints
+                 SET pending_fingerprint = CASE WHEN sha256 = $3 THEN NULL ELSE $3 END
+                 WHERE server = $1 AND tool = $2 RETURNING sha256",
+            )
+            .bind(server)
+            .bind(tool)
+            .bind(sha256)
+            .fetch_one(&mut *tx)
+            .await?;
+            Ok(if trusted == sha256 {
+                FingerprintCheck::Unchanged
             } else {
-                let trusted: String = sqlx::query_scalar(
-                    "UPDATE tool_fingerprints
-                     SET pending_fingerprint = CASE WHEN sha256 = $3 THEN NULL ELSE $3 END
-                     WHERE server = $1 AND tool = $2 RETURNING sha256",
-                )
-                .bind(server)
-                .bind(tool)
-                .bind(sha256)
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err(op))?;
-                if trusted == sha256 {
-                    FingerprintCheck::Unchanged
-                } else {
-                    FingerprintCheck::Changed {
-                        trusted,
-                        pending: sha256.to_owned(),
-                    }
+                FingerprintCheck::Changed {
+                    trusted,
+                    pending: sha256.to_owned(),
                 }
-            };
-            tx.commit().await.map_err(db_err(op))?;
-            Ok(check)
+            })
         })
     }
 
@@ -106,60 +96,61 @@ impl Store {
         sha256: &str,
         definition: &str,
     ) -> Result<()> {
-        on_backend!(self, |pool| {
-            sqlx::query(
-                "UPDATE tool_fingerprints
-                 SET definition = CASE WHEN sha256 = $3 THEN $4 ELSE definition END,
-                     pending_definition =
-                         CASE WHEN pending_fingerprint = $3 THEN $4 ELSE pending_definition END
-                 WHERE server = $1 AND tool = $2",
+        query!(
+            self,
+            "record_fingerprint_definition",
+            execute(
+                sqlx::query(
+                    "UPDATE tool_fingerprints
+                     SET definition = CASE WHEN sha256 = $3 THEN $4 ELSE definition END,
+                         pending_definition =
+                             CASE WHEN pending_fingerprint = $3 THEN $4 ELSE pending_definition END
+                     WHERE server = $1 AND tool = $2",
+                )
+                .bind(server)
+                .bind(tool)
+                .bind(sha256)
+                .bind(definition)
             )
-            .bind(server)
-            .bind(tool)
-            .bind(sha256)
-            .bind(definition)
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })
-        .map_err(db_err("record_fingerprint_definition"))
+        )?;
+        Ok(())
     }
 
     /// Every tool whose changed definition waits for approval, across servers.
     pub async fn list_pending_fingerprints(&self) -> Result<Vec<ToolFingerprint>> {
-        let rows: Vec<FingerprintRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
+        let rows: Vec<FingerprintRow> = query!(
+            self,
+            "list_pending_fingerprints",
+            fetch_all(sqlx::query_as(concat!(
                 "SELECT ",
                 fingerprint_columns!(),
                 " FROM tool_fingerprints WHERE pending_fingerprint IS NOT NULL
                    ORDER BY server, tool"
-            ))
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_pending_fingerprints"))?;
+            )))
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Trust the pending definition `sha256` of `server`/`tool`. Refused (`NotFound`) unless
     /// exactly that fingerprint is pending, so an approval never covers a later change.
     pub async fn approve_fingerprint(&self, server: &str, tool: &str, sha256: &str) -> Result<()> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query(
-                "UPDATE tool_fingerprints
-                 SET sha256 = pending_fingerprint, pending_fingerprint = NULL, approved_at = $4,
-                     definition = pending_definition, pending_definition = NULL
-                 WHERE server = $1 AND tool = $2 AND pending_fingerprint = $3",
+        let affected = query!(
+            self,
+            "approve_fingerprint",
+            execute(
+                sqlx::query(
+                    "UPDATE tool_fingerprints
+                     SET sha256 = pending_fingerprint, pending_fingerprint = NULL,
+                         approved_at = $4, definition = pending_definition,
+                         pending_definition = NULL
+                     WHERE server = $1 AND tool = $2 AND pending_fingerprint = $3",
+                )
+                .bind(server)
+                .bind(tool)
+                .bind(sha256)
+                .bind(DbTime::now())
             )
-            .bind(server)
-            .bind(tool)
-            .bind(sha256)
-            .bind(DbTime::now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("approve_fingerprint"))?;
+        )?;
         if affected == 0 {
             return Err(StoreError::NotFound {
                 what: "pending fingerprint",
@@ -175,30 +166,26 @@ impl Store {
         server: &str,
         tool: &str,
     ) -> Result<Option<ToolFingerprint>> {
-        let row: Option<FingerprintRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                fingerprint_columns!(),
-                " FROM tool_fingerprints WHERE server = $1 AND tool = $2"
-            ))
-            .bind(server)
-            .bind(tool)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_fingerprint"))?;
+        let row: Option<FingerprintRow> = query!(
+            self,
+            "get_fingerprint",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    fingerprint_columns!(),
+                    " FROM tool_fingerprints WHERE server = $1 AND tool = $2"
+                ))
+                .bind(server)
+                .bind(tool)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// Forgets the records of `tools` of `server` (tools it no longer lists, expired to keep
     /// the table bounded); returns how many went.
     pub async fn forget_fingerprints(&self, server: &str, tools: &[String]) -> Result<u64> {
-        let op = "forget_fingerprints";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "forget_fingerprints", |tx| {
             let mut forgotten = 0;
             for tool in tools {
                 forgotten +=
@@ -206,28 +193,27 @@ impl Store {
                         .bind(server)
                         .bind(tool)
                         .execute(&mut *tx)
-                        .await
-                        .map_err(db_err(op))?
+                        .await?
                         .rows_affected();
             }
-            tx.commit().await.map_err(db_err(op))?;
             Ok(forgotten)
         })
     }
 
     /// All fingerprint records of `server`, by tool name.
     pub async fn list_fingerprints(&self, server: &str) -> Result<Vec<ToolFingerprint>> {
-        let rows: Vec<FingerprintRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                fingerprint_columns!(),
-                " FROM tool_fingerprints WHERE server = $1 ORDER BY tool"
-            ))
-            .bind(server)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_fingerprints"))?;
+        let rows: Vec<FingerprintRow> = query!(
+            self,
+            "list_fingerprints",
+            fetch_all(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    fingerprint_columns!(),
+                    " FROM tool_fingerprints WHERE server = $1 ORDER BY tool"
+                ))
+                .bind(server)
+            )
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::Store;
 use crate::codec::DbTime;
-use crate::error::{Result, StoreError, db_err};
+use crate::error::{Result, StoreError};
 
 /// What the gateway remembers of the newest index it accepted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,12 +13,13 @@ pub struct AcceptedIndexState {
 
 impl Store {
     pub async fn accepted_index(&self) -> Result<Option<AcceptedIndexState>> {
-        let row: Option<(i64, String)> = on_backend!(self, |pool| {
-            sqlx::query_as("SELECT version, content_sha256 FROM index_state WHERE id = 1")
-                .fetch_optional(pool)
-                .await
-        })
-        .map_err(db_err("accepted_index"))?;
+        let row: Option<(i64, String)> = query!(
+            self,
+            "accepted_index",
+            fetch_optional(sqlx::query_as(
+                "SELECT version, content_sha256 FROM index_state WHERE id = 1"
+            ))
+        )?;
         Ok(row.map(|(version, content_sha256)| AcceptedIndexState {
             version: version as u64,
             content_sha256,
@@ -33,26 +34,26 @@ impl Store {
             version: state.version,
             reason: "versions above 2^63 cannot be stored".into(),
         })?;
-        let affected = on_backend!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO index_state (id, version, content_sha256, accepted_at)
-                 VALUES (1, $1, $2, $3)
-                 ON CONFLICT (id) DO UPDATE SET
-                     version = excluded.version,
-                     content_sha256 = excluded.content_sha256,
-                     accepted_at = excluded.accepted_at
-                 WHERE index_state.version < excluded.version
-                    OR (index_state.version = excluded.version
-                        AND index_state.content_sha256 = excluded.content_sha256)",
+        let affected = query!(
+            self,
+            "accept_index",
+            execute(
+                sqlx::query(
+                    "INSERT INTO index_state (id, version, content_sha256, accepted_at)
+                     VALUES (1, $1, $2, $3)
+                     ON CONFLICT (id) DO UPDATE SET
+                         version = excluded.version,
+                         content_sha256 = excluded.content_sha256,
+                         accepted_at = excluded.accepted_at
+                     WHERE index_state.version < excluded.version
+                        OR (index_state.version = excluded.version
+                            AND index_state.content_sha256 = excluded.content_sha256)",
+                )
+                .bind(version)
+                .bind(&state.content_sha256)
+                .bind(DbTime::now())
             )
-            .bind(version)
-            .bind(&state.content_sha256)
-            .bind(DbTime::now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("accept_index"))?;
+        )?;
         if affected == 0 {
             return Err(StoreError::IndexNotNewer {
                 version: state.version,

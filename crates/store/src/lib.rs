@@ -23,11 +23,40 @@
 //! holding `enum Backend { Sqlite(SqlitePool), Postgres(PgPool) }`, and every method is an
 //! ordinary `async fn`. Compared with `Box<dyn Store>`: no boxed futures, no `async-trait`, no
 //! object-safety workarounds, and callers get `Send` futures they can spawn. The cost of the
-//! enum — writing each query for two drivers — is paid once by the internal `on_backend!` macro:
-//! a method body is written once and compiled against each pool type, so both backends share the
-//! same SQL (sqlx accepts `$N` placeholders on SQLite too) and only the few statements that must
-//! differ (conflict targets, table locks) pick a dialect. Tests swap the backend, not a mock:
-//! SQLite in a temporary directory is real and fast.
+//! enum — writing each query for two drivers — is paid once, by two internal macros (in the
+//! `backend` module): a method body is written once and compiled against each pool type, so both
+//! backends share the same SQL (sqlx accepts `$N` placeholders on SQLite too) and only the few
+//! statements that must differ (conflict targets, table locks) pick a dialect. Tests swap the
+//! backend, not a mock: SQLite in a temporary directory is real and fast.
+//!
+//! # Writing a method: `query!` and `write_tx!`
+//! A method body is its SQL, its binds and the conversion of the result; the macros own the
+//! backend dispatch, the `.await`, the transaction and the classification of driver errors
+//! (unique violation → [`StoreError::Conflict`], foreign key → [`StoreError::MissingReference`],
+//! unknown stored enum text → [`StoreError::InvalidValue`], anything else →
+//! [`StoreError::Query`], each naming the operation):
+//!
+//! ```text
+//! // One statement: `fetch_one`, `fetch_optional`, `fetch_all`, or `execute` (rows affected).
+//! let row: Option<UserRow> = query!(self, "get_user", fetch_optional(
+//!     sqlx::query_as("SELECT ... FROM users WHERE id = $1").bind(id)
+//! ))?;
+//!
+//! // Several statements in one write transaction: committed if the block returns `Ok`, rolled
+//! // back if it returns `Err`; driver errors take a plain `?`, refusals are `Err(e.into())`.
+//! write_tx!(self, "delete_server", |tx| {
+//!     sqlx::query("DELETE FROM tool_fingerprints WHERE server = $1")
+//!         .bind(name).execute(&mut *tx).await?;
+//!     let done = sqlx::query("DELETE FROM servers WHERE name = $1")
+//!         .bind(name).execute(&mut *tx).await?;
+//!     Ok(done.rows_affected() > 0)
+//! })
+//! ```
+//!
+//! Columns holding a closed set of values (a server's state, a role, an OAuth token's kind) are
+//! enums declared with the internal `stored_enum!` macro: one table of variant ↔ text from which
+//! `FromStr`, `Display`, [`StoredEnum`] and sqlx's encoding and decoding follow, so rows hold and
+//! statements bind the enum itself, and text no variant spells is an [`UnknownValue`].
 //!
 //! Queries are runtime-checked (`sqlx::query`/`query_as` with binds), so building needs no
 //! database. Timestamps use the `time` crate (`OffsetDateTime`, UTC, microsecond precision —
@@ -40,26 +69,10 @@
 
 #![forbid(unsafe_code)]
 
-macro_rules! on_backend {
-    ($store:expr, |$pool:ident| $body:expr) => {
-        match &$store.backend {
-            $crate::Backend::Sqlite($pool) => $body,
-            $crate::Backend::Postgres($pool) => $body,
-        }
-    };
-    ($store:expr, |$pool:ident, $kind:ident| $body:expr) => {
-        match &$store.backend {
-            $crate::Backend::Sqlite($pool) => {
-                let $kind = $crate::BackendKind::Sqlite;
-                $body
-            }
-            $crate::Backend::Postgres($pool) => {
-                let $kind = $crate::BackendKind::Postgres;
-                $body
-            }
-        }
-    };
-}
+#[macro_use]
+mod backend;
+#[macro_use]
+mod stored_enum;
 
 mod audit;
 mod codec;
@@ -79,20 +92,21 @@ mod vault;
 
 use std::fmt;
 
-use sqlx::{PgPool, SqlitePool};
+use backend::Backend;
 
 pub use error::{Result, RotateError, StoreError};
 pub use index_state::AcceptedIndexState;
 pub use model::{
     ApiToken, AuditEntry, AuditQuery, AuditRecord, BackendKind, CredentialMeta, CredentialRow,
     CredentialScope, FingerprintCheck, LoginSession, NewApiToken, NewProfileToken, NewServer,
-    NewSession, NewUser, Profile, ProfileToken, SealedCredential, ServerRecord, ServerState,
+    NewSession, NewUser, Profile, ProfileToken, Role, SealedCredential, ServerRecord, ServerState,
     ToolFingerprint, User, VaultMeta,
 };
 pub use oauth::{
     Exchange, NewOAuthGrant, NewOAuthToken, OAuthClient, OAuthGrant, OAuthToken, OAuthTokenKind,
 };
 pub use open::{OpenOptions, redact_url};
+pub use stored_enum::{StoredEnum, UnknownValue};
 
 /// Handle on the gateway's database. Cheap to clone: clones share one connection pool.
 #[derive(Clone)]
@@ -100,19 +114,10 @@ pub struct Store {
     backend: Backend,
 }
 
-#[derive(Clone)]
-enum Backend {
-    Sqlite(SqlitePool),
-    Postgres(PgPool),
-}
-
 impl Store {
     /// Which database this store talks to.
     pub fn kind(&self) -> BackendKind {
-        match self.backend {
-            Backend::Sqlite(_) => BackendKind::Sqlite,
-            Backend::Postgres(_) => BackendKind::Postgres,
-        }
+        self.backend.kind()
     }
 
     /// Close the pool, waiting for connections in use to be returned.
@@ -124,17 +129,6 @@ impl Store {
 impl fmt::Debug for Store {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Store").field("kind", &self.kind()).finish()
-    }
-}
-
-impl BackendKind {
-    /// The statement that opens a write transaction. SQLite's default `BEGIN` is deferred and
-    /// fails with SQLITE_BUSY when a reader later needs the write lock; IMMEDIATE waits instead.
-    fn begin_write(self) -> &'static str {
-        match self {
-            Self::Sqlite => "BEGIN IMMEDIATE",
-            Self::Postgres => "BEGIN",
-        }
     }
 }
 

@@ -2,13 +2,10 @@
 //! Timestamps are UTC with microsecond precision (what both backends keep).
 
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use time::OffsetDateTime;
-
-use crate::error::StoreError;
 
 /// Which database a [`crate::Store`] talks to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -23,53 +20,19 @@ pub enum BackendKind {
 // ---------------------------------------------------------------------------------------------
 // Servers
 
-/// Lifecycle of an installed server.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ServerState {
-    /// Being pulled, verified and extracted.
-    Installing,
-    /// Ready to start.
-    Installed,
-    /// The install failed; kept for inspection.
-    Failed,
-    /// Being removed.
-    Removing,
-}
-
-impl ServerState {
-    /// The stored spelling.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Installing => "installing",
-            Self::Installed => "installed",
-            Self::Failed => "failed",
-            Self::Removing => "removing",
-        }
-    }
-}
-
-impl fmt::Display for ServerState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for ServerState {
-    type Err = StoreError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(match s {
-            "installing" => Self::Installing,
-            "installed" => Self::Installed,
-            "failed" => Self::Failed,
-            "removing" => Self::Removing,
-            other => {
-                return Err(StoreError::InvalidValue {
-                    column: "servers.state",
-                    value: other.to_owned(),
-                });
-            }
-        })
+stored_enum! {
+    /// Lifecycle of an installed server (`servers.state`).
+    #[derive(Serialize, Deserialize)]
+    #[serde(rename_all = "lowercase")]
+    pub enum ServerState as "server state" {
+        /// Being pulled, verified and extracted.
+        Installing = "installing",
+        /// Ready to start.
+        Installed = "installed",
+        /// The install failed; kept for inspection.
+        Failed = "failed",
+        /// Being removed.
+        Removing = "removing",
     }
 }
 
@@ -235,6 +198,19 @@ pub struct VaultMeta {
 // ---------------------------------------------------------------------------------------------
 // Users, sessions, profiles, tokens
 
+stored_enum! {
+    /// A user's role (`roles.role`, `api_tokens.role`), from least to most authority: the
+    /// derived order is the order of authority. What each may do is the API's RBAC table; the
+    /// store only keeps it. (`gig_config` maps identity-provider groups onto it.)
+    #[derive(PartialOrd, Ord)]
+    pub enum Role as "role" {
+        Viewer = "viewer",
+        Member = "member",
+        Operator = "operator",
+        Admin = "admin",
+    }
+}
+
 /// What [`crate::Store::create_user`] writes.
 #[derive(Clone, Copy, Debug)]
 pub struct NewUser<'a> {
@@ -357,9 +333,8 @@ pub struct NewApiToken<'a> {
     pub user_id: i64,
     /// A label chosen by the owner.
     pub name: &'a str,
-    /// The role the token acts with: `admin`, `operator`, `member` or `viewer` (the database
-    /// refuses anything else).
-    pub role: &'a str,
+    /// The role the token acts with.
+    pub role: Role,
     /// When the token stops authenticating (API tokens always expire).
     pub expires_at: OffsetDateTime,
 }
@@ -374,7 +349,7 @@ pub struct ApiToken {
     /// Label chosen by the owner.
     pub name: String,
     /// The role the token acts with.
-    pub role: String,
+    pub role: Role,
     /// Creation time.
     pub created_at: OffsetDateTime,
     /// When it stops authenticating.

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 
 use crate::Store;
 use crate::codec::{DbTime, opt};
-use crate::error::{Result, db_err};
+use crate::error::Result;
 
 /// A dynamically registered client.
 #[derive(Clone, Debug, PartialEq)]
@@ -53,21 +53,12 @@ pub struct OAuthGrant {
     pub revoked_at: Option<OffsetDateTime>,
 }
 
-/// What a token row is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OAuthTokenKind {
-    Code,
-    Access,
-    Refresh,
-}
-
-impl OAuthTokenKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            OAuthTokenKind::Code => "code",
-            OAuthTokenKind::Access => "access",
-            OAuthTokenKind::Refresh => "refresh",
-        }
+stored_enum! {
+    /// What a token row is (`oauth_tokens.kind`).
+    pub enum OAuthTokenKind as "OAuth token kind" {
+        Code = "code",
+        Access = "access",
+        Refresh = "refresh",
     }
 }
 
@@ -146,28 +137,22 @@ impl From<GrantRow> for OAuthGrant {
 struct TokenRow {
     token_hash: String,
     grant_id: i64,
-    kind: String,
+    kind: OAuthTokenKind,
     expires_at: DbTime,
     code_challenge: Option<String>,
     redirect_uri: Option<String>,
 }
 
-impl TokenRow {
-    fn into_token(self) -> Option<OAuthToken> {
-        let kind = match self.kind.as_str() {
-            "code" => OAuthTokenKind::Code,
-            "access" => OAuthTokenKind::Access,
-            "refresh" => OAuthTokenKind::Refresh,
-            _ => return None,
-        };
-        Some(OAuthToken {
-            token_hash: self.token_hash,
-            grant_id: self.grant_id,
-            kind,
-            expires_at: self.expires_at.into(),
-            code_challenge: self.code_challenge,
-            redirect_uri: self.redirect_uri,
-        })
+impl From<TokenRow> for OAuthToken {
+    fn from(r: TokenRow) -> Self {
+        OAuthToken {
+            token_hash: r.token_hash,
+            grant_id: r.grant_id,
+            kind: r.kind,
+            expires_at: r.expires_at.into(),
+            code_challenge: r.code_challenge,
+            redirect_uri: r.redirect_uri,
+        }
     }
 }
 
@@ -191,34 +176,35 @@ impl Store {
         secret_hash: Option<&str>,
         metadata: &Value,
     ) -> Result<()> {
-        on_backend!(self, |pool| {
-            sqlx::query(
-                "INSERT INTO oauth_clients (client_id, secret_hash, metadata, created_at)
-                 VALUES ($1, $2, $3, $4)",
+        query!(
+            self,
+            "create_oauth_client",
+            execute(
+                sqlx::query(
+                    "INSERT INTO oauth_clients (client_id, secret_hash, metadata, created_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(client_id)
+                .bind(secret_hash)
+                .bind(Json(metadata))
+                .bind(DbTime::now())
             )
-            .bind(client_id)
-            .bind(secret_hash)
-            .bind(Json(metadata))
-            .bind(DbTime::now())
-            .execute(pool)
-            .await
-            .map(|_| ())
-        })
-        .map_err(db_err("create_oauth_client"))?;
+        )?;
         Ok(())
     }
 
     pub async fn get_oauth_client(&self, client_id: &str) -> Result<Option<OAuthClient>> {
-        let row: Option<ClientRow> = on_backend!(self, |pool| {
-            sqlx::query_as(
-                "SELECT client_id, secret_hash, metadata, created_at FROM oauth_clients
-                 WHERE client_id = $1",
+        let row: Option<ClientRow> = query!(
+            self,
+            "get_oauth_client",
+            fetch_optional(
+                sqlx::query_as(
+                    "SELECT client_id, secret_hash, metadata, created_at FROM oauth_clients
+                     WHERE client_id = $1",
+                )
+                .bind(client_id)
             )
-            .bind(client_id)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_oauth_client"))?;
+        )?;
         Ok(row.map(|r| OAuthClient {
             client_id: r.client_id,
             secret_hash: r.secret_hash,
@@ -229,44 +215,43 @@ impl Store {
 
     /// How many clients are registered (registration is unauthenticated, so it is capped).
     pub async fn count_oauth_clients(&self) -> Result<i64> {
-        on_backend!(self, |pool| {
-            sqlx::query_scalar("SELECT COUNT(*) FROM oauth_clients")
-                .fetch_one(pool)
-                .await
-        })
-        .map_err(db_err("count_oauth_clients"))
+        query!(
+            self,
+            "count_oauth_clients",
+            fetch_one(sqlx::query_scalar("SELECT COUNT(*) FROM oauth_clients"))
+        )
     }
 
     /// Forgets clients registered before `before` that no user ever granted anything.
     pub async fn delete_unused_oauth_clients(&self, before: OffsetDateTime) -> Result<u64> {
-        let done = on_backend!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM oauth_clients WHERE created_at < $1
-                 AND client_id NOT IN (SELECT client_id FROM oauth_grants)",
+        query!(
+            self,
+            "delete_unused_oauth_clients",
+            execute(
+                sqlx::query(
+                    "DELETE FROM oauth_clients WHERE created_at < $1
+                     AND client_id NOT IN (SELECT client_id FROM oauth_grants)",
+                )
+                .bind(DbTime::from(before))
             )
-            .bind(DbTime::from(before))
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        });
-        done.map_err(db_err("delete_unused_oauth_clients"))
+        )
     }
 
     /// Deletes up to `count` of the oldest clients no user ever granted; returns how many.
     pub async fn delete_oldest_unused_oauth_clients(&self, count: i64) -> Result<u64> {
-        let done = on_backend!(self, |pool| {
-            sqlx::query(
-                "DELETE FROM oauth_clients WHERE client_id IN (
-                   SELECT client_id FROM oauth_clients
-                   WHERE client_id NOT IN (SELECT client_id FROM oauth_grants)
-                   ORDER BY created_at LIMIT $1)",
+        query!(
+            self,
+            "delete_oldest_unused_oauth_clients",
+            execute(
+                sqlx::query(
+                    "DELETE FROM oauth_clients WHERE client_id IN (
+                       SELECT client_id FROM oauth_clients
+                       WHERE client_id NOT IN (SELECT client_id FROM oauth_grants)
+                       ORDER BY created_at LIMIT $1)",
+                )
+                .bind(count)
             )
-            .bind(count)
-            .execute(pool)
-            .await
-            .map(|r| r.rows_affected())
-        });
-        done.map_err(db_err("delete_oldest_unused_oauth_clients"))
+        )
     }
 
     // -- grants -----------------------------------------------------------------------------
@@ -279,12 +264,7 @@ impl Store {
         code_challenge: &str,
         redirect_uri: &str,
     ) -> Result<OAuthGrant> {
-        let op = "create_oauth_grant";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "create_oauth_grant", |tx| {
             let row: GrantRow = sqlx::query_as(concat!(
                 "INSERT INTO oauth_grants
                    (user_id, profile_id, client_id, client_name, resource, scope, created_at)
@@ -299,66 +279,62 @@ impl Store {
             .bind(grant.scope)
             .bind(DbTime::now())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
+            .await?;
             sqlx::query(
                 "INSERT INTO oauth_tokens
                    (token_hash, grant_id, kind, expires_at, code_challenge, redirect_uri)
-                 VALUES ($1, $2, 'code', $3, $4, $5)",
+                 VALUES ($1, $2, $3, $4, $5, $6)",
             )
             .bind(code.token_hash)
             .bind(row.id)
+            .bind(OAuthTokenKind::Code)
             .bind(DbTime::from(code.expires_at))
             .bind(code_challenge)
             .bind(redirect_uri)
             .execute(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
-            tx.commit().await.map_err(db_err(op))?;
+            .await?;
             Ok(row.into())
         })
     }
 
     pub async fn get_oauth_grant(&self, id: i64) -> Result<Option<OAuthGrant>> {
-        let row: Option<GrantRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM oauth_grants WHERE id = $1"
-            ))
-            .bind(id)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_oauth_grant"))?;
+        let row: Option<GrantRow> = query!(
+            self,
+            "get_oauth_grant",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    grant_columns!(),
+                    " FROM oauth_grants WHERE id = $1"
+                ))
+                .bind(id)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// The live grants of `user_id`, newest first.
     pub async fn list_oauth_grants(&self, user_id: i64) -> Result<Vec<OAuthGrant>> {
-        let rows: Vec<GrantRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id DESC"
-            ))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_oauth_grants"))?;
+        let rows: Vec<GrantRow> = query!(
+            self,
+            "list_oauth_grants",
+            fetch_all(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    grant_columns!(),
+                    " FROM oauth_grants WHERE user_id = $1 AND revoked_at IS NULL
+                      ORDER BY id DESC"
+                ))
+                .bind(user_id)
+            )
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Revokes grant `id` and deletes every code and token under it. `owner`: only when the
     /// grant is that user's. Returns whether a live grant was revoked.
     pub async fn revoke_oauth_grant(&self, id: i64, owner: Option<i64>) -> Result<bool> {
-        let op = "revoke_oauth_grant";
-        on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "revoke_oauth_grant", |tx| {
             let revoked = sqlx::query(
                 "UPDATE oauth_grants SET revoked_at = $3
                  WHERE id = $1 AND ($2 IS NULL OR user_id = $2) AND revoked_at IS NULL",
@@ -367,32 +343,29 @@ impl Store {
             .bind(owner)
             .bind(DbTime::now())
             .execute(&mut *tx)
-            .await
-            .map_err(db_err(op))?
+            .await?
             .rows_affected();
             if revoked > 0 {
                 sqlx::query("DELETE FROM oauth_tokens WHERE grant_id = $1")
                     .bind(id)
                     .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
+                    .await?;
             }
-            tx.commit().await.map_err(db_err(op))?;
             Ok(revoked > 0)
         })
     }
 
     /// Notes a use of grant `id` now.
     pub async fn touch_oauth_grant(&self, id: i64) -> Result<()> {
-        on_backend!(self, |pool| {
-            sqlx::query("UPDATE oauth_grants SET last_used_at = $2 WHERE id = $1")
-                .bind(id)
-                .bind(DbTime::now())
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-        .map_err(db_err("touch_oauth_grant"))?;
+        query!(
+            self,
+            "touch_oauth_grant",
+            execute(
+                sqlx::query("UPDATE oauth_grants SET last_used_at = $2 WHERE id = $1")
+                    .bind(id)
+                    .bind(DbTime::now())
+            )
+        )?;
         Ok(())
     }
 
@@ -412,13 +385,8 @@ impl Store {
         access: &NewOAuthToken<'_>,
         refresh: &NewOAuthToken<'_>,
     ) -> Result<Exchange<R>> {
-        let op = "exchange_oauth_token";
         let now = DbTime::now();
-        on_backend!(self, |pool, backend| {
-            let mut tx = pool
-                .begin_with(backend.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "exchange_oauth_token", |tx| {
             let spent: Option<TokenRow> = sqlx::query_as(&format!(
                 "UPDATE oauth_tokens SET used_at = $3
                  WHERE token_hash = $1 AND kind = $2 AND used_at IS NULL AND expires_at > $3
@@ -426,32 +394,26 @@ impl Store {
                  RETURNING {TOKEN_COLUMNS}"
             ))
             .bind(presented_hash)
-            .bind(kind.as_str())
+            .bind(kind)
             .bind(now)
             .fetch_optional(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
-            let Some(token) = spent.and_then(TokenRow::into_token) else {
+            .await?;
+            let Some(token) = spent.map(OAuthToken::from) else {
                 let replayed: Option<i64> = sqlx::query_scalar(
                     "SELECT grant_id FROM oauth_tokens
                      WHERE token_hash = $1 AND kind = $2 AND used_at IS NOT NULL",
                 )
                 .bind(presented_hash)
-                .bind(kind.as_str())
+                .bind(kind)
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err(op))?;
-                let outcome = match replayed {
+                .await?;
+                return Ok(match replayed {
                     Some(grant_id) => {
-                        revoke_in(&mut tx, grant_id, now)
-                            .await
-                            .map_err(db_err(op))?;
+                        revoke_in(&mut tx, grant_id, now).await?;
                         Exchange::Replayed { grant_id }
                     }
                     None => Exchange::Invalid,
-                };
-                tx.commit().await.map_err(db_err(op))?;
-                return Ok(outcome);
+                });
             };
             let grant: OAuthGrant = sqlx::query_as::<_, GrantRow>(concat!(
                 "SELECT ",
@@ -460,66 +422,61 @@ impl Store {
             ))
             .bind(token.grant_id)
             .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err(op))?
+            .await?
             .into();
-            let outcome = match accept(&token, &grant) {
-                Err(why) => {
-                    revoke_in(&mut tx, grant.id, now)
-                        .await
-                        .map_err(db_err(op))?;
-                    Exchange::Refused {
-                        grant_id: grant.id,
-                        why,
-                    }
-                }
-                Ok(()) => {
-                    sqlx::query(
-                        "DELETE FROM oauth_tokens WHERE grant_id = $1 AND kind = 'refresh'
-                         AND used_at IS NOT NULL AND token_hash <> $2",
-                    )
-                    .bind(grant.id)
-                    .bind(presented_hash)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
-                    for (new, kind) in [(access, "access"), (refresh, "refresh")] {
-                        sqlx::query(
-                            "INSERT INTO oauth_tokens (token_hash, grant_id, kind, expires_at)
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(new.token_hash)
-                        .bind(grant.id)
-                        .bind(kind)
-                        .bind(DbTime::from(new.expires_at))
-                        .execute(&mut *tx)
-                        .await
-                        .map_err(db_err(op))?;
-                    }
-                    Exchange::Issued(Box::new(grant))
-                }
-            };
-            tx.commit().await.map_err(db_err(op))?;
-            Ok(outcome)
+            if let Err(why) = accept(&token, &grant) {
+                revoke_in(&mut tx, grant.id, now).await?;
+                return Ok(Exchange::Refused {
+                    grant_id: grant.id,
+                    why,
+                });
+            }
+            sqlx::query(
+                "DELETE FROM oauth_tokens WHERE grant_id = $1 AND kind = $2
+                 AND used_at IS NOT NULL AND token_hash <> $3",
+            )
+            .bind(grant.id)
+            .bind(OAuthTokenKind::Refresh)
+            .bind(presented_hash)
+            .execute(&mut *tx)
+            .await?;
+            for (new, kind) in [
+                (access, OAuthTokenKind::Access),
+                (refresh, OAuthTokenKind::Refresh),
+            ] {
+                sqlx::query(
+                    "INSERT INTO oauth_tokens (token_hash, grant_id, kind, expires_at)
+                     VALUES ($1, $2, $3, $4)",
+                )
+                .bind(new.token_hash)
+                .bind(grant.id)
+                .bind(kind)
+                .bind(DbTime::from(new.expires_at))
+                .execute(&mut *tx)
+                .await?;
+            }
+            Ok(Exchange::Issued(Box::new(grant)))
         })
     }
 
     /// A live access token and its grant: unexpired, grant not revoked.
     pub async fn get_oauth_access(&self, token_hash: &str) -> Result<Option<OAuthGrant>> {
-        let row: Option<GrantRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                grant_columns!(),
-                " FROM oauth_grants WHERE revoked_at IS NULL AND id = (
-                   SELECT grant_id FROM oauth_tokens
-                   WHERE token_hash = $1 AND kind = 'access' AND expires_at > $2)"
-            ))
-            .bind(token_hash)
-            .bind(DbTime::now())
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_oauth_access"))?;
+        let row: Option<GrantRow> = query!(
+            self,
+            "get_oauth_access",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    grant_columns!(),
+                    " FROM oauth_grants WHERE revoked_at IS NULL AND id = (
+                       SELECT grant_id FROM oauth_tokens
+                       WHERE token_hash = $1 AND kind = $2 AND expires_at > $3)"
+                ))
+                .bind(token_hash)
+                .bind(OAuthTokenKind::Access)
+                .bind(DbTime::now())
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
@@ -531,45 +488,43 @@ impl Store {
             token: TokenRow,
             client_id: String,
         }
-        let row: Option<Row> = on_backend!(self, |pool| {
-            sqlx::query_as(
-                "SELECT t.token_hash, t.grant_id, t.kind, t.expires_at, t.code_challenge,
-                        t.redirect_uri, g.client_id
-                 FROM oauth_tokens t JOIN oauth_grants g ON g.id = t.grant_id
-                 WHERE t.token_hash = $1",
+        let row: Option<Row> = query!(
+            self,
+            "find_oauth_token",
+            fetch_optional(
+                sqlx::query_as(
+                    "SELECT t.token_hash, t.grant_id, t.kind, t.expires_at, t.code_challenge,
+                            t.redirect_uri, g.client_id
+                     FROM oauth_tokens t JOIN oauth_grants g ON g.id = t.grant_id
+                     WHERE t.token_hash = $1",
+                )
+                .bind(token_hash)
             )
-            .bind(token_hash)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("find_oauth_token"))?;
-        Ok(row.and_then(|r| Some((r.token.into_token()?, r.client_id))))
+        )?;
+        Ok(row.map(|r| (r.token.into(), r.client_id)))
     }
 
     /// Deletes one token (an access token revoked on its own).
     pub async fn delete_oauth_token(&self, token_hash: &str) -> Result<()> {
-        on_backend!(self, |pool| {
-            sqlx::query("DELETE FROM oauth_tokens WHERE token_hash = $1")
-                .bind(token_hash)
-                .execute(pool)
-                .await
-                .map(|_| ())
-        })
-        .map_err(db_err("delete_oauth_token"))?;
+        query!(
+            self,
+            "delete_oauth_token",
+            execute(sqlx::query("DELETE FROM oauth_tokens WHERE token_hash = $1").bind(token_hash))
+        )?;
         Ok(())
     }
 
     /// Deletes codes and tokens that expired before `now`. Spent rows are kept until they
     /// expire, so a replay within their lifetime is still recognised as one.
     pub async fn delete_expired_oauth_tokens(&self, now: OffsetDateTime) -> Result<u64> {
-        let done = on_backend!(self, |pool| {
-            sqlx::query("DELETE FROM oauth_tokens WHERE expires_at <= $1")
-                .bind(DbTime::from(now))
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
-        });
-        done.map_err(db_err("delete_expired_oauth_tokens"))
+        query!(
+            self,
+            "delete_expired_oauth_tokens",
+            execute(
+                sqlx::query("DELETE FROM oauth_tokens WHERE expires_at <= $1")
+                    .bind(DbTime::from(now))
+            )
+        )
     }
 }
 

@@ -5,7 +5,7 @@ use time::OffsetDateTime;
 
 use crate::Store;
 use crate::codec::DbTime;
-use crate::error::{Result, db_err};
+use crate::error::Result;
 use crate::model::{LoginSession, NewSession};
 
 macro_rules! session_columns {
@@ -38,39 +38,41 @@ impl From<SessionRow> for LoginSession {
 impl Store {
     /// Record a login session; `Conflict` if the hash exists.
     pub async fn create_session(&self, session: &NewSession<'_>) -> Result<LoginSession> {
-        let row: SessionRow = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "INSERT INTO login_sessions
-                     (id_hash, user_id, impersonating_user_id, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
-                session_columns!()
-            ))
-            .bind(session.id_hash)
-            .bind(session.user_id)
-            .bind(session.impersonating_user_id)
-            .bind(DbTime::now())
-            .bind(DbTime::from(session.expires_at))
-            .fetch_one(pool)
-            .await
-        })
-        .map_err(db_err("create_session"))?;
+        let row: SessionRow = query!(
+            self,
+            "create_session",
+            returning_one(
+                sqlx::query_as(concat!(
+                    "INSERT INTO login_sessions
+                         (id_hash, user_id, impersonating_user_id, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                    session_columns!()
+                ))
+                .bind(session.id_hash)
+                .bind(session.user_id)
+                .bind(session.impersonating_user_id)
+                .bind(DbTime::now())
+                .bind(DbTime::from(session.expires_at))
+            )
+        )?;
         Ok(row.into())
     }
 
     /// The session whose cookie hashes to `id_hash`, expired or not (the caller checks
     /// `expires_at`).
     pub async fn get_session(&self, id_hash: &str) -> Result<Option<LoginSession>> {
-        let row: Option<SessionRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                session_columns!(),
-                " FROM login_sessions WHERE id_hash = $1"
-            ))
-            .bind(id_hash)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_session"))?;
+        let row: Option<SessionRow> = query!(
+            self,
+            "get_session",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    session_columns!(),
+                    " FROM login_sessions WHERE id_hash = $1"
+                ))
+                .bind(id_hash)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
@@ -82,41 +84,39 @@ impl Store {
         id_hash: &str,
         impersonating_user_id: Option<i64>,
     ) -> Result<bool> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query("UPDATE login_sessions SET impersonating_user_id = $2 WHERE id_hash = $1")
+        let affected = query!(
+            self,
+            "set_session_impersonation",
+            execute(
+                sqlx::query(
+                    "UPDATE login_sessions SET impersonating_user_id = $2 WHERE id_hash = $1",
+                )
                 .bind(id_hash)
                 .bind(impersonating_user_id)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("set_session_impersonation"))?;
+            )
+        )?;
         Ok(affected > 0)
     }
 
     /// End a session (logout); returns whether it existed.
     pub async fn revoke_session(&self, id_hash: &str) -> Result<bool> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query("DELETE FROM login_sessions WHERE id_hash = $1")
-                .bind(id_hash)
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("revoke_session"))?;
+        let affected = query!(
+            self,
+            "revoke_session",
+            execute(sqlx::query("DELETE FROM login_sessions WHERE id_hash = $1").bind(id_hash))
+        )?;
         Ok(affected > 0)
     }
 
     /// Delete sessions that expired at or before `now`; returns how many.
     pub async fn delete_expired_sessions(&self, now: OffsetDateTime) -> Result<u64> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query("DELETE FROM login_sessions WHERE expires_at <= $1")
-                .bind(DbTime::from(now))
-                .execute(pool)
-                .await
-                .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("delete_expired_sessions"))?;
-        Ok(affected)
+        query!(
+            self,
+            "delete_expired_sessions",
+            execute(
+                sqlx::query("DELETE FROM login_sessions WHERE expires_at <= $1")
+                    .bind(DbTime::from(now))
+            )
+        )
     }
 }

@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 
 use crate::Store;
 use crate::codec::{DbTime, opt};
-use crate::error::{Result, db_err};
-use crate::model::{ApiToken, NewApiToken, NewProfileToken, ProfileToken};
+use crate::error::Result;
+use crate::model::{ApiToken, NewApiToken, NewProfileToken, ProfileToken, Role};
 
 macro_rules! profile_token_columns {
     () => {
@@ -52,7 +52,7 @@ struct ApiTokenRow {
     token_hash: String,
     user_id: i64,
     name: String,
-    role: String,
+    role: Role,
     created_at: DbTime,
     expires_at: DbTime,
     last_used_at: Option<DbTime>,
@@ -80,148 +80,157 @@ impl Store {
     /// Record a profile token by its hash; `Conflict` if the hash exists, `MissingReference` if
     /// the profile does not.
     pub async fn create_profile_token(&self, token: &NewProfileToken<'_>) -> Result<ProfileToken> {
-        let row: ProfileTokenRow = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "INSERT INTO profile_tokens (token_hash, profile_id, name, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5) RETURNING ",
-                profile_token_columns!()
-            ))
-            .bind(token.token_hash)
-            .bind(token.profile_id)
-            .bind(token.name)
-            .bind(DbTime::now())
-            .bind(token.expires_at.map(DbTime::from))
-            .fetch_one(pool)
-            .await
-        })
-        .map_err(db_err("create_profile_token"))?;
+        let row: ProfileTokenRow = query!(
+            self,
+            "create_profile_token",
+            returning_one(
+                sqlx::query_as(concat!(
+                    "INSERT INTO profile_tokens
+                         (token_hash, profile_id, name, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5) RETURNING ",
+                    profile_token_columns!()
+                ))
+                .bind(token.token_hash)
+                .bind(token.profile_id)
+                .bind(token.name)
+                .bind(DbTime::now())
+                .bind(token.expires_at.map(DbTime::from))
+            )
+        )?;
         Ok(row.into())
     }
 
     /// The token with hash `token_hash`, revoked, expired or not (see
     /// [`ProfileToken::is_active`]).
     pub async fn get_profile_token(&self, token_hash: &str) -> Result<Option<ProfileToken>> {
-        let row: Option<ProfileTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                profile_token_columns!(),
-                " FROM profile_tokens WHERE token_hash = $1"
-            ))
-            .bind(token_hash)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_profile_token"))?;
+        let row: Option<ProfileTokenRow> = query!(
+            self,
+            "get_profile_token",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    profile_token_columns!(),
+                    " FROM profile_tokens WHERE token_hash = $1"
+                ))
+                .bind(token_hash)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// The tokens of `profile_id`, oldest first.
     pub async fn list_profile_tokens(&self, profile_id: i64) -> Result<Vec<ProfileToken>> {
-        let rows: Vec<ProfileTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                profile_token_columns!(),
-                " FROM profile_tokens WHERE profile_id = $1 ORDER BY created_at, token_hash"
-            ))
-            .bind(profile_id)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_profile_tokens"))?;
+        let rows: Vec<ProfileTokenRow> = query!(
+            self,
+            "list_profile_tokens",
+            fetch_all(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    profile_token_columns!(),
+                    " FROM profile_tokens WHERE profile_id = $1 ORDER BY created_at, token_hash"
+                ))
+                .bind(profile_id)
+            )
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
     /// Note a use of the token now. Returns the token only if it exists and is active (not
     /// revoked, not expired), so one call both checks and records.
     pub async fn touch_profile_token(&self, token_hash: &str) -> Result<Option<ProfileToken>> {
-        let row: Option<ProfileTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "UPDATE profile_tokens SET last_used_at = $2
-                 WHERE token_hash = $1 AND revoked_at IS NULL
-                   AND (expires_at IS NULL OR expires_at > $2)
-                 RETURNING ",
-                profile_token_columns!()
-            ))
-            .bind(token_hash)
-            .bind(DbTime::now())
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("touch_profile_token"))?;
+        let row: Option<ProfileTokenRow> = query!(
+            self,
+            "touch_profile_token",
+            returning_optional(
+                sqlx::query_as(concat!(
+                    "UPDATE profile_tokens SET last_used_at = $2
+                     WHERE token_hash = $1 AND revoked_at IS NULL
+                       AND (expires_at IS NULL OR expires_at > $2)
+                     RETURNING ",
+                    profile_token_columns!()
+                ))
+                .bind(token_hash)
+                .bind(DbTime::now())
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// Revoke a token for good; returns whether it was unrevoked until now.
     pub async fn revoke_profile_token(&self, token_hash: &str) -> Result<bool> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query(
-                "UPDATE profile_tokens SET revoked_at = $2
-                 WHERE token_hash = $1 AND revoked_at IS NULL",
+        let affected = query!(
+            self,
+            "revoke_profile_token",
+            execute(
+                sqlx::query(
+                    "UPDATE profile_tokens SET revoked_at = $2
+                     WHERE token_hash = $1 AND revoked_at IS NULL",
+                )
+                .bind(token_hash)
+                .bind(DbTime::now())
             )
-            .bind(token_hash)
-            .bind(DbTime::now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("revoke_profile_token"))?;
+        )?;
         Ok(affected > 0)
     }
 
     // -- API tokens -----------------------------------------------------------------------
 
     /// Record an API token by its hash; `Conflict` if the hash exists, `MissingReference` if the
-    /// user does not. A role outside `admin`/`operator`/`member`/`viewer` is refused.
+    /// user does not.
     pub async fn create_api_token(&self, token: &NewApiToken<'_>) -> Result<ApiToken> {
-        let row: ApiTokenRow = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "INSERT INTO api_tokens (token_hash, user_id, name, role, created_at, expires_at)
-                 VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
-                api_token_columns!()
-            ))
-            .bind(token.token_hash)
-            .bind(token.user_id)
-            .bind(token.name)
-            .bind(token.role)
-            .bind(DbTime::now())
-            .bind(DbTime::from(token.expires_at))
-            .fetch_one(pool)
-            .await
-        })
-        .map_err(db_err("create_api_token"))?;
+        let row: ApiTokenRow = query!(
+            self,
+            "create_api_token",
+            returning_one(
+                sqlx::query_as(concat!(
+                    "INSERT INTO api_tokens
+                         (token_hash, user_id, name, role, created_at, expires_at)
+                     VALUES ($1, $2, $3, $4, $5, $6) RETURNING ",
+                    api_token_columns!()
+                ))
+                .bind(token.token_hash)
+                .bind(token.user_id)
+                .bind(token.name)
+                .bind(token.role)
+                .bind(DbTime::now())
+                .bind(DbTime::from(token.expires_at))
+            )
+        )?;
         Ok(row.into())
     }
 
     /// The API token with hash `token_hash`, revoked, expired or not (see
     /// [`ApiToken::is_active`]).
     pub async fn get_api_token(&self, token_hash: &str) -> Result<Option<ApiToken>> {
-        let row: Option<ApiTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                api_token_columns!(),
-                " FROM api_tokens WHERE token_hash = $1"
-            ))
-            .bind(token_hash)
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("get_api_token"))?;
+        let row: Option<ApiTokenRow> = query!(
+            self,
+            "get_api_token",
+            fetch_optional(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    api_token_columns!(),
+                    " FROM api_tokens WHERE token_hash = $1"
+                ))
+                .bind(token_hash)
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// The API tokens of `user_id`, oldest first, revoked and expired ones included.
     pub async fn list_api_tokens(&self, user_id: i64) -> Result<Vec<ApiToken>> {
-        let rows: Vec<ApiTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "SELECT ",
-                api_token_columns!(),
-                " FROM api_tokens WHERE user_id = $1 ORDER BY created_at, token_hash"
-            ))
-            .bind(user_id)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(db_err("list_api_tokens"))?;
+        let rows: Vec<ApiTokenRow> = query!(
+            self,
+            "list_api_tokens",
+            fetch_all(
+                sqlx::query_as(concat!(
+                    "SELECT ",
+                    api_token_columns!(),
+                    " FROM api_tokens WHERE user_id = $1 ORDER BY created_at, token_hash"
+                ))
+                .bind(user_id)
+            )
+        )?;
         Ok(rows.into_iter().map(Into::into).collect())
     }
 
@@ -232,38 +241,39 @@ impl Store {
         token_hash: &str,
         now: OffsetDateTime,
     ) -> Result<Option<ApiToken>> {
-        let row: Option<ApiTokenRow> = on_backend!(self, |pool| {
-            sqlx::query_as(concat!(
-                "UPDATE api_tokens SET last_used_at = $2
-                 WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2
-                 RETURNING ",
-                api_token_columns!()
-            ))
-            .bind(token_hash)
-            .bind(DbTime::from(now))
-            .fetch_optional(pool)
-            .await
-        })
-        .map_err(db_err("touch_api_token"))?;
+        let row: Option<ApiTokenRow> = query!(
+            self,
+            "touch_api_token",
+            returning_optional(
+                sqlx::query_as(concat!(
+                    "UPDATE api_tokens SET last_used_at = $2
+                     WHERE token_hash = $1 AND revoked_at IS NULL AND expires_at > $2
+                     RETURNING ",
+                    api_token_columns!()
+                ))
+                .bind(token_hash)
+                .bind(DbTime::from(now))
+            )
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// Revoke `user_id`'s API token `token_hash` for good. Returns whether it was unrevoked
     /// until now; another user's token is left alone (and reported as `false`).
     pub async fn revoke_api_token(&self, user_id: i64, token_hash: &str) -> Result<bool> {
-        let affected = on_backend!(self, |pool| {
-            sqlx::query(
-                "UPDATE api_tokens SET revoked_at = $3
-                 WHERE token_hash = $2 AND user_id = $1 AND revoked_at IS NULL",
+        let affected = query!(
+            self,
+            "revoke_api_token",
+            execute(
+                sqlx::query(
+                    "UPDATE api_tokens SET revoked_at = $3
+                     WHERE token_hash = $2 AND user_id = $1 AND revoked_at IS NULL",
+                )
+                .bind(user_id)
+                .bind(token_hash)
+                .bind(DbTime::now())
             )
-            .bind(user_id)
-            .bind(token_hash)
-            .bind(DbTime::now())
-            .execute(pool)
-            .await
-            .map(|done| done.rows_affected())
-        })
-        .map_err(db_err("revoke_api_token"))?;
+        )?;
         Ok(affected > 0)
     }
 }

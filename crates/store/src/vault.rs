@@ -6,7 +6,7 @@
 //! any other key. A crash between steps leaves `rotating_to_key_id` set for the next start.
 
 use crate::codec::DbTime;
-use crate::error::{Result, StoreError, db_err};
+use crate::error::{Result, StoreError};
 use crate::model::VaultMeta;
 use crate::{BackendKind, Store};
 
@@ -56,61 +56,42 @@ fn rotation_state(reason: impl Into<String>) -> StoreError {
 impl Store {
     /// The vault metadata, if the vault was initialised.
     pub async fn get_vault_meta(&self) -> Result<Option<VaultMeta>> {
-        let row: Option<VaultRow> = on_backend!(self, |pool| {
-            sqlx::query_as(vault_select!()).fetch_optional(pool).await
-        })
-        .map_err(db_err("get_vault_meta"))?;
+        let row: Option<VaultRow> = query!(
+            self,
+            "get_vault_meta",
+            fetch_optional(sqlx::query_as(vault_select!()))
+        )?;
         Ok(row.map(Into::into))
     }
 
     /// Record the first key and its check value unless the vault is already initialised;
     /// either way returns the stored metadata (compare its `key_id` to detect a wrong key).
     pub async fn init_vault_meta(&self, key_id: &str, check_value: &[u8]) -> Result<VaultMeta> {
-        let op = "init_vault_meta";
-        let now = DbTime::now();
-        let row: VaultRow = on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "init_vault_meta", |tx| {
             sqlx::query(
                 "INSERT INTO vault_meta (id, key_id, check_value, created_at, updated_at)
                  VALUES (1, $1, $2, $3, $3) ON CONFLICT (id) DO NOTHING",
             )
             .bind(key_id)
             .bind(check_value)
-            .bind(now)
+            .bind(DbTime::now())
             .execute(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
-            let row = sqlx::query_as(vault_select!())
-                .fetch_one(&mut *tx)
-                .await
-                .map_err(db_err(op))?;
-            tx.commit().await.map_err(db_err(op))?;
-            row
-        });
-        Ok(row.into())
+            .await?;
+            let row: VaultRow = sqlx::query_as(vault_select!()).fetch_one(&mut *tx).await?;
+            Ok(row.into())
+        })
     }
 
     /// Start (or confirm) a rotation to `key_id`. Refused if the vault is not initialised,
     /// `key_id` is already current, or a rotation to another key is unfinished.
     pub async fn set_rotation_target(&self, key_id: &str) -> Result<VaultMeta> {
-        let op = "set_rotation_target";
-        let row: VaultRow = on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "set_rotation_target", |tx, kind| {
             let current: Option<VaultRow> = sqlx::query_as(select_locked(kind))
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err(op))?;
+                .await?;
             let current = current.ok_or_else(|| rotation_state("the vault is not initialised"))?;
             if current.key_id == key_id {
-                return Err(rotation_state(format!(
-                    "{key_id} is already the current key"
-                )));
+                return Err(rotation_state(format!("{key_id} is already the current key")).into());
             }
             if let Some(other) = current
                 .rotating_to_key_id
@@ -119,55 +100,47 @@ impl Store {
             {
                 return Err(rotation_state(format!(
                     "a rotation to {other} is unfinished; finish it first"
-                )));
+                ))
+                .into());
             }
-            let row = sqlx::query_as(
+            let row: VaultRow = sqlx::query_as(
                 "UPDATE vault_meta SET rotating_to_key_id = $1, updated_at = $2 WHERE id = 1
                  RETURNING key_id, check_value, rotating_to_key_id, created_at, updated_at",
             )
             .bind(key_id)
             .bind(DbTime::now())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
-            tx.commit().await.map_err(db_err(op))?;
-            row
-        });
-        Ok(row.into())
+            .await?;
+            Ok(row.into())
+        })
     }
 
     /// Make the rotation target `key_id` current with its `check_value`, and clear the rotation.
     /// Refused unless a rotation to `key_id` is in progress and every credential is already
     /// wrapped by `key_id`.
     pub async fn finish_rotation(&self, key_id: &str, check_value: &[u8]) -> Result<VaultMeta> {
-        let op = "finish_rotation";
-        let row: VaultRow = on_backend!(self, |pool, kind| {
-            let mut tx = pool
-                .begin_with(kind.begin_write())
-                .await
-                .map_err(db_err(op))?;
+        write_tx!(self, "finish_rotation", |tx, kind| {
             let current: Option<VaultRow> = sqlx::query_as(select_locked(kind))
                 .fetch_optional(&mut *tx)
-                .await
-                .map_err(db_err(op))?;
+                .await?;
             let current = current.ok_or_else(|| rotation_state("the vault is not initialised"))?;
             if current.rotating_to_key_id.as_deref() != Some(key_id) {
-                return Err(rotation_state(format!(
-                    "no rotation to {key_id} is in progress"
-                )));
+                return Err(
+                    rotation_state(format!("no rotation to {key_id} is in progress")).into(),
+                );
             }
             let stale: i64 =
                 sqlx::query_scalar("SELECT count(*) FROM credentials WHERE key_id <> $1")
                     .bind(key_id)
                     .fetch_one(&mut *tx)
-                    .await
-                    .map_err(db_err(op))?;
+                    .await?;
             if stale > 0 {
                 return Err(rotation_state(format!(
                     "{stale} credential(s) are not yet wrapped by {key_id}"
-                )));
+                ))
+                .into());
             }
-            let row = sqlx::query_as(
+            let row: VaultRow = sqlx::query_as(
                 "UPDATE vault_meta
                  SET key_id = $1, check_value = $2, rotating_to_key_id = NULL, updated_at = $3
                  WHERE id = 1
@@ -177,11 +150,8 @@ impl Store {
             .bind(check_value)
             .bind(DbTime::now())
             .fetch_one(&mut *tx)
-            .await
-            .map_err(db_err(op))?;
-            tx.commit().await.map_err(db_err(op))?;
-            row
-        });
-        Ok(row.into())
+            .await?;
+            Ok(row.into())
+        })
     }
 }

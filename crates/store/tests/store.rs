@@ -11,8 +11,8 @@ use std::sync::Arc;
 
 use gig_store::{
     AuditEntry, AuditQuery, AuditRecord, BackendKind, CredentialScope, FingerprintCheck,
-    NewApiToken, NewProfileToken, NewServer, NewSession, NewUser, RotateError, SealedCredential,
-    ServerState, Store, StoreError,
+    NewApiToken, NewProfileToken, NewServer, NewSession, NewUser, Role, RotateError,
+    SealedCredential, ServerState, Store, StoreError,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
@@ -21,6 +21,8 @@ use harness::TestDb;
 
 #[path = "store_cases/oauth.rs"]
 mod oauth_cases;
+#[path = "store_cases/stored_enums.rs"]
+mod stored_enum_cases;
 
 mod harness {
     use std::collections::{BTreeMap, BTreeSet};
@@ -32,7 +34,7 @@ mod harness {
     use gig_store::{BackendKind, OpenOptions, Store, StoreError};
     use sqlx::postgres::PgPoolOptions;
     use sqlx::sqlite::SqlitePoolOptions;
-    use sqlx::{PgPool, SqlitePool};
+    use sqlx::{PgPool, Postgres, Sqlite, SqlitePool};
     use tempfile::TempDir;
 
     /// The test environment, read in this one place.
@@ -178,6 +180,45 @@ mod harness {
             }
         }
 
+        /// `value` bound as a parameter and read back (`SELECT $1`), bypassing the store.
+        pub async fn echo<T>(&self, value: T) -> Result<T, sqlx::Error>
+        where
+            T: Echo,
+        {
+            match &self.raw {
+                Raw::Sqlite(pool) => {
+                    sqlx::query_scalar("SELECT $1")
+                        .bind(value)
+                        .fetch_one(pool)
+                        .await
+                }
+                Raw::Postgres { pool, .. } => {
+                    sqlx::query_scalar("SELECT $1")
+                        .bind(value)
+                        .fetch_one(pool)
+                        .await
+                }
+            }
+        }
+
+        /// The text `text` read as a `T` (`SELECT $1` with text bound), bypassing the store.
+        pub async fn decode_text<T: Echo>(&self, text: &str) -> Result<T, sqlx::Error> {
+            match &self.raw {
+                Raw::Sqlite(pool) => {
+                    sqlx::query_scalar("SELECT $1")
+                        .bind(text)
+                        .fetch_one(pool)
+                        .await
+                }
+                Raw::Postgres { pool, .. } => {
+                    sqlx::query_scalar("SELECT $1")
+                        .bind(text)
+                        .fetch_one(pool)
+                        .await
+                }
+            }
+        }
+
         /// `SELECT count(*) FROM table`.
         pub async fn count(&self, table: &str) -> i64 {
             let sql = format!("SELECT count(*) FROM {table}");
@@ -281,6 +322,33 @@ mod harness {
                 }
             }
         }
+    }
+
+    /// What [`TestDb::echo`] can bind and read back on either backend.
+    pub trait Echo:
+        for<'q> sqlx::Encode<'q, Sqlite>
+        + for<'q> sqlx::Encode<'q, Postgres>
+        + for<'r> sqlx::Decode<'r, Sqlite>
+        + for<'r> sqlx::Decode<'r, Postgres>
+        + sqlx::Type<Sqlite>
+        + sqlx::Type<Postgres>
+        + Send
+        + Unpin
+        + 'static
+    {
+    }
+
+    impl<T> Echo for T where
+        T: for<'q> sqlx::Encode<'q, Sqlite>
+            + for<'q> sqlx::Encode<'q, Postgres>
+            + for<'r> sqlx::Decode<'r, Sqlite>
+            + for<'r> sqlx::Decode<'r, Postgres>
+            + sqlx::Type<Sqlite>
+            + sqlx::Type<Postgres>
+            + Send
+            + Unpin
+            + 'static
+    {
     }
 
     /// A schema as both dialects can state it: per table, each column's name and whether it is
@@ -406,6 +474,8 @@ both_backends!(
     newer_schema_is_refused,
     concurrent_writers_lose_nothing,
     oauth_grants_codes_and_tokens,
+    stored_enums_round_trip,
+    stored_enums_refuse_unknown_text,
 );
 
 fn user(subject: &str) -> NewUser<'_> {
@@ -453,6 +523,7 @@ mod cases {
     use super::*;
 
     pub use crate::oauth_cases::oauth_grants_codes_and_tokens;
+    pub use crate::stored_enum_cases::{stored_enums_refuse_unknown_text, stored_enums_round_trip};
 
     pub async fn servers_round_trip(db: Arc<TestDb>) {
         let s = &db.store;
@@ -959,12 +1030,12 @@ mod cases {
         assert_eq!(refreshed.id, carol.id);
         assert_eq!(refreshed.email.as_deref(), Some("carol@example.com"));
         let carol = refreshed;
-        s.grant_role(carol.id, "viewer").await.unwrap();
-        s.grant_role(carol.id, "operator").await.unwrap();
-        s.set_only_role(carol.id, "member").await.unwrap();
-        assert_eq!(s.list_roles(carol.id).await.unwrap(), ["member"]);
-        s.set_only_role(carol.id, "member").await.unwrap();
-        assert_eq!(s.list_roles(carol.id).await.unwrap(), ["member"]);
+        s.grant_role(carol.id, Role::Viewer).await.unwrap();
+        s.grant_role(carol.id, Role::Operator).await.unwrap();
+        s.set_only_role(carol.id, Role::Member).await.unwrap();
+        assert_eq!(s.list_roles(carol.id).await.unwrap(), [Role::Member]);
+        s.set_only_role(carol.id, Role::Member).await.unwrap();
+        assert_eq!(s.list_roles(carol.id).await.unwrap(), [Role::Member]);
         assert_eq!(
             s.list_users().await.unwrap(),
             vec![admin.clone(), carol.clone()]
@@ -982,14 +1053,20 @@ mod cases {
             })
         ));
 
-        s.grant_role(admin.id, "admin").await.unwrap();
-        s.grant_role(admin.id, "admin").await.unwrap();
-        s.grant_role(admin.id, "user").await.unwrap();
-        assert_eq!(s.list_roles(admin.id).await.unwrap(), ["admin", "user"]);
-        assert!(s.revoke_role(admin.id, "user").await.unwrap());
-        assert!(!s.revoke_role(admin.id, "user").await.unwrap());
+        s.grant_role(admin.id, Role::Admin).await.unwrap();
+        s.grant_role(admin.id, Role::Admin).await.unwrap();
+        s.grant_role(admin.id, Role::Viewer).await.unwrap();
+        s.grant_role(admin.id, Role::Operator).await.unwrap();
+        // In the order of the stored text, not of authority.
+        assert_eq!(
+            s.list_roles(admin.id).await.unwrap(),
+            [Role::Admin, Role::Operator, Role::Viewer]
+        );
+        assert!(s.revoke_role(admin.id, Role::Viewer).await.unwrap());
+        assert!(!s.revoke_role(admin.id, Role::Viewer).await.unwrap());
+        assert!(s.revoke_role(admin.id, Role::Operator).await.unwrap());
         assert!(matches!(
-            s.grant_role(777_777, "admin").await,
+            s.grant_role(777_777, Role::Admin).await,
             Err(StoreError::MissingReference { .. })
         ));
 
@@ -1048,7 +1125,7 @@ mod cases {
         })
         .await
         .unwrap();
-        s.grant_role(carol.id, "user").await.unwrap();
+        s.grant_role(carol.id, Role::Viewer).await.unwrap();
         let profile = s.create_profile(carol.id, "p", &json!({})).await.unwrap();
         s.create_profile_token(&profile_token("t-carol", profile.id))
             .await
@@ -1068,7 +1145,7 @@ mod cases {
         assert!(s.delete_user(carol.id).await.unwrap());
         assert!(!s.delete_user(carol.id).await.unwrap());
         assert_eq!(s.get_session("h-imp").await.unwrap(), None);
-        assert_eq!(s.list_roles(carol.id).await.unwrap(), Vec::<String>::new());
+        assert_eq!(s.list_roles(carol.id).await.unwrap(), Vec::<Role>::new());
         assert_eq!(s.get_profile(profile.id).await.unwrap(), None);
         assert_eq!(s.get_profile_token("t-carol").await.unwrap(), None);
         assert_eq!(db.count("credentials").await, 0);
@@ -1344,7 +1421,7 @@ mod cases {
         };
 
         let token = s
-            .create_api_token(&new("at-1", frank.id, "operator"))
+            .create_api_token(&new("at-1", frank.id, Role::Operator))
             .await
             .unwrap();
         assert_eq!(
@@ -1352,9 +1429,9 @@ mod cases {
                 token.token_hash.as_str(),
                 token.user_id,
                 token.name.as_str(),
-                token.role.as_str()
+                token.role
             ),
-            ("at-1", frank.id, "ci", "operator")
+            ("at-1", frank.id, "ci", Role::Operator)
         );
         assert_eq!(token.expires_at, gig_store_normalized(expiry));
         assert_eq!((token.last_used_at, token.revoked_at), (None, None));
@@ -1363,29 +1440,33 @@ mod cases {
         assert_eq!(s.get_api_token("at-none").await.unwrap(), None);
 
         assert!(matches!(
-            s.create_api_token(&new("at-1", grace.id, "viewer")).await,
+            s.create_api_token(&new("at-1", grace.id, Role::Viewer))
+                .await,
             Err(StoreError::Conflict {
                 op: "create_api_token",
                 ..
             })
         ));
         assert!(matches!(
-            s.create_api_token(&new("at-9", 999_999, "viewer")).await,
+            s.create_api_token(&new("at-9", 999_999, Role::Viewer))
+                .await,
             Err(StoreError::MissingReference {
                 op: "create_api_token",
                 ..
             })
         ));
+        // The type admits no other role, and neither does the database.
         for role in ["superuser", "user", "Admin", ""] {
             assert!(
-                s.create_api_token(&new("at-bad", frank.id, role))
-                    .await
-                    .is_err(),
+                db.exec(&format!(
+                    "UPDATE api_tokens SET role = '{role}' WHERE token_hash = 'at-1'"
+                ))
+                .await
+                .is_err(),
                 "role {role:?} must be refused"
             );
         }
-        assert_eq!(s.get_api_token("at-bad").await.unwrap(), None);
-        for role in ["admin", "member", "viewer"] {
+        for role in [Role::Admin, Role::Member, Role::Viewer] {
             let hash = format!("at-{role}");
             s.create_api_token(&NewApiToken {
                 token_hash: &hash,
@@ -1394,7 +1475,7 @@ mod cases {
             .await
             .unwrap();
         }
-        s.create_api_token(&new("at-grace", grace.id, "admin"))
+        s.create_api_token(&new("at-grace", grace.id, Role::Admin))
             .await
             .unwrap();
         let mut franks: Vec<_> = s
@@ -2024,7 +2105,10 @@ mod cases {
                 s.put_credential(&sealed(global("srv"), "SHARED", "k1", name.as_bytes()))
                     .await
                     .unwrap();
-                s.grant_role(owner.id, &name).await.unwrap();
+                // Concurrent grants of one role neither fail nor duplicate it.
+                s.grant_role(owner.id, Role::ALL[i % Role::ALL.len()])
+                    .await
+                    .unwrap();
                 if i % 5 == 0 {
                     // Read-then-write transactions must queue behind the other writers, not
                     // fail on a stale snapshot.
@@ -2060,7 +2144,10 @@ mod cases {
         ids.dedup();
         assert_eq!(ids.len(), TASKS, "ids are unique");
         assert_eq!(db.count("credentials").await, TASKS as i64 + 1);
-        assert_eq!(stores[0].list_roles(owner.id).await.unwrap().len(), TASKS);
+        assert_eq!(
+            stores[0].list_roles(owner.id).await.unwrap(),
+            [Role::Admin, Role::Member, Role::Operator, Role::Viewer]
+        );
         stores[1].close().await;
     }
 }
