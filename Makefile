@@ -3,7 +3,7 @@ CARGO ?= cargo
 PEERS ?= .peers
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build run test test-local test-e2e lint bench peers clean bootstrap docs-check
+.PHONY: all build run test test-local test-e2e lint bench soak peers clean bootstrap docs-check
 
 all: build
 
@@ -60,6 +60,13 @@ bench: peers
 	PEERS=$(PEERS) scripts/bench.sh
 	scripts/bench-isolation.sh
 
+## Opt-in, one hour: the load test's mixed workload (5,000 idle sessions, 100 sandboxed servers)
+## sampled each minute; the series in .soak/soak.csv and .soak/soak.png; fails on growth after warm-up.
+soak: peers build
+	$(PEERS)/bin/python -m pip install -q matplotlib
+	LOAD_SECONDS=$${LOAD_SECONDS:-3600} LOAD_SAMPLE_SECONDS=60 SOAK_OUT=$(CURDIR)/.soak \
+	  $(PEERS)/bin/python -m pytest tests/e2e/test_load.py -v -s
+
 clean:
 	$(CARGO) clean
-	rm -rf $(PEERS) .bench
+	rm -rf $(PEERS) .bench .soak

@@ -4,8 +4,9 @@
 //! every kind of aggregated item end to end. It must stay static and dependency-light so it
 //! can run inside the sandbox from a bare image.
 //!
-//! With `--fault-tools` it also lists `allocate`, which touches the given number of MiB: the
-//! fault tests use it to have a sandboxed server killed by its memory limit mid-call.
+//! With `--fault-tools` it also lists `allocate`, which touches the given number of MiB (the
+//! fault tests use it to have a sandboxed server killed by its memory limit mid-call), and
+//! `sleep`, a slow call the load test cancels.
 
 #![forbid(unsafe_code)]
 
@@ -44,6 +45,12 @@ struct AllocateArgs {
     megabytes: usize,
 }
 
+#[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
+struct SleepArgs {
+    /// How long to take, in milliseconds (at most a minute).
+    milliseconds: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Echo {
     tool_router: ToolRouter<Self>,
@@ -68,6 +75,13 @@ impl Echo {
             "held {} MiB",
             held.iter().map(|&b| usize::from(b)).sum::<usize>() >> 20
         )
+    }
+
+    #[tool(description = "Answers after the given number of milliseconds (a slow call; cancellable)")]
+    async fn sleep(&self, Parameters(SleepArgs { milliseconds }): Parameters<SleepArgs>) -> String {
+        let milliseconds = milliseconds.min(60_000);
+        tokio::time::sleep(std::time::Duration::from_millis(milliseconds)).await;
+        format!("slept {milliseconds} ms")
     }
 }
 
