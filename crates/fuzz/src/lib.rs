@@ -2,7 +2,8 @@
 //!
 //! Coverage-guided fuzzing (libFuzzer through `cargo fuzz`) is not what `cargo test` runs, so
 //! every crate's hostile-input targets are `proptest` properties run through [`fuzz`]: a few
-//! seconds each by default (what CI runs), `PROPTEST_CASES=N` for a longer run (`make fuzz`).
+//! seconds each by default (what CI runs); `GIG_FUZZ_FACTOR=K` multiplies every target's
+//! default (`make fuzz` uses 10) and `PROPTEST_CASES=N` sets one count for all.
 //! Each target prints one line, `fuzz <target>: <n> inputs`, that `make fuzz` tallies. A
 //! failing input is shrunk, saved beside the target as `<file>.proptest-regressions` (commit
 //! it: it is replayed first on every later run) and reported with the panic.
@@ -16,12 +17,18 @@ use std::cell::Cell;
 use proptest::strategy::Strategy;
 use proptest::test_runner::{Config, FileFailurePersistence, TestCaseError, TestError, TestRunner};
 
-/// The number of inputs a target tries: `PROPTEST_CASES` when set, else `default_cases`.
+/// The number of inputs a target tries: `PROPTEST_CASES` when set, else `default_cases` times
+/// `GIG_FUZZ_FACTOR` (1 unless set: `make fuzz` sets it).
+// A test-only runner reads its own knobs, as proptest itself does (not configuration).
+#[allow(clippy::disallowed_methods)]
 pub fn cases(default_cases: u32) -> u32 {
-    std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default_cases)
+    let env = |name| {
+        std::env::var(name)
+            .ok()
+            .and_then(|v: String| v.trim().parse::<u32>().ok())
+    };
+    env("PROPTEST_CASES")
+        .unwrap_or_else(|| default_cases.saturating_mul(env("GIG_FUZZ_FACTOR").unwrap_or(1)))
 }
 
 /// Runs `property` on inputs drawn from `strategy` and panics with the shrunk failing input

@@ -36,7 +36,7 @@ impl AsyncRead for SplitReader {
             cx.waker().wake_by_ref();
             return Poll::Pending;
         }
-        this.stall = this.turn % 2 == 0;
+        this.stall = this.turn.is_multiple_of(2);
         let size = this.sizes[this.turn % this.sizes.len()];
         this.turn += 1;
         let n = size.min(buf.remaining()).min(this.data.len() - this.pos);
@@ -141,7 +141,7 @@ fn fuzz_stdout_framing() {
     fuzz(
         "gateway/stdout_framing",
         file!(),
-        1500,
+        6000,
         strategy,
         |(input, max, sizes, read_size)| {
             let whole = drain(&input[..], max, input.len().max(1));
