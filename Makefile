@@ -3,7 +3,7 @@ CARGO ?= cargo
 PEERS ?= .peers
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build run test test-local test-e2e lint bench soak peers clean bootstrap docs-check
+.PHONY: all build run test test-local test-e2e lint bench soak fuzz peers clean bootstrap docs-check
 
 all: build
 
@@ -53,6 +53,23 @@ docs-check: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+## The property-based fuzz targets (docs/reliability.md#fuzzing) with 10x their default inputs
+## (FUZZ_CASES_FACTOR; PROPTEST_CASES=N sets one count for every target instead); prints
+## each target's inputs tried and the wall time. `cargo test` runs them with the defaults.
+FUZZ_CASES_FACTOR ?= 10
+FUZZ_RUNS = gig-gateway:--test:fuzz gig-registry-schema:--test:fuzz gig-oci:--test:fuzz \
+	gig-proxy:--lib:fuzz gig-config:--lib:fuzz gig-api:--lib:fuzz
+fuzz:
+	@$(CARGO) test -q --no-run $(foreach r,$(FUZZ_RUNS),-p $(word 1,$(subst :, ,$(r)))) --lib --tests
+	@start=$$(date +%s); : > .fuzz.log; \
+	for run in $(FUZZ_RUNS); do \
+	  set -- $$(echo $$run | tr ':' ' '); \
+	  GIG_FUZZ_FACTOR=$(FUZZ_CASES_FACTOR) $(CARGO) test -q -p $$1 $$2 $$3 -- --nocapture \
+	    >> .fuzz.log 2>&1 || { cat .fuzz.log; exit 1; }; \
+	done; \
+	grep -a '^\.*fuzz ' .fuzz.log | sed 's/^\.*//' | sort; \
+	echo "fuzz: $$(grep -a '^\.*fuzz ' .fuzz.log | wc -l) targets, $$(grep -ao 'fuzz [^ ]*: [0-9]*' .fuzz.log | awk '{s+=$$3} END {print s}') inputs, $$(( $$(date +%s) - start )) s"
 
 ## Gateway in both protocol eras vs direct stdio vs the generator's ceiling, real SDK clients
 ## through the gateway vs direct (release build; fails on a latency floor), then isolation costs.

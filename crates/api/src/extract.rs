@@ -1,6 +1,6 @@
 //! Path and query extractors whose rejections are the API's one error shape (axum's own
 //! answer in plain text otherwise), with the message bounded so a hostile value is not echoed
-//! at length.
+//! at length (JSON bodies too: `routes::body`).
 
 use axum::extract::{FromRequestParts, Path, Query};
 use http::request::Parts;
@@ -11,7 +11,7 @@ use crate::error::ApiError;
 /// Longest rejection message sent back (it may quote the offending value).
 const MAX_MESSAGE: usize = 200;
 
-fn bounded(text: String) -> String {
+pub(crate) fn bounded(text: String) -> String {
     match text.char_indices().nth(MAX_MESSAGE) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,

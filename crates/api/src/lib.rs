@@ -15,6 +15,8 @@ mod audit_log;
 pub mod call_audit;
 pub mod error;
 mod extract;
+#[cfg(test)]
+mod fuzz;
 mod installs;
 pub mod mcp_tokens;
 pub mod oauth;

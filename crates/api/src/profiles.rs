@@ -56,7 +56,7 @@ pub(crate) struct ProfileBody {
 }
 
 impl ProfileBody {
-    fn validated(self) -> Result<(String, serde_json::Value), ApiError> {
+    pub(crate) fn validated(self) -> Result<(String, serde_json::Value), ApiError> {
         let name = valid_name(&self.name, "profile")?;
         let filter = ProfileFilter {
             tools: self.tools,

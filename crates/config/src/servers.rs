@@ -443,6 +443,9 @@ fn remote_spec(name: &str, raw_url: &str, server: &RawServer) -> Result<RemoteSp
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -237,6 +237,7 @@ fn apply_layers(
                     }
                     return Ok(());
                 }
+                charge_missing_parents(sink, path, &mut budget)?;
                 parents_are_dirs(sink, path, true).map_err(&hostile)?;
                 let existing = sink.kind(path)?;
                 if let Item::Dir { mode } = item {
@@ -280,6 +281,36 @@ fn apply_layers(
                 }
             },
         )?;
+    }
+    Ok(())
+}
+
+/// Counts the directories [`parents_are_dirs`] is about to create for `path` against the file
+/// limit. Pass 1 counts entries; an entry `a/a/.../a` also implies one directory per missing
+/// ancestor, so without this one entry made up to `max_path_bytes / 2` directories (found by
+/// the `oci/layer_extraction` fuzz target).
+fn charge_missing_parents(
+    sink: &dyn Sink,
+    path: &Path,
+    budget: &mut Budget,
+) -> Result<(), OciError> {
+    let components: Vec<_> = path.components().collect();
+    let parents = components.len().saturating_sub(1);
+    let mut prefix = PathBuf::new();
+    for (i, c) in components.iter().take(parents).enumerate() {
+        prefix.push(c);
+        match sink.kind(&prefix)? {
+            Some(NodeKind::Dir) => {}
+            // Not a directory: `parents_are_dirs` refuses the entry.
+            Some(_) => return Ok(()),
+            // Missing, and so is every ancestor below it.
+            None => {
+                for _ in i..parents {
+                    budget.add_file()?;
+                }
+                return Ok(());
+            }
+        }
     }
     Ok(())
 }

@@ -84,6 +84,8 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;
 
 /// Reads every certificate in a PEM file (for [`ProxyConfig::extra_roots`]).

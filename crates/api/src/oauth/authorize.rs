@@ -224,15 +224,12 @@ async fn check<'p>(
             tracing::info!(client_id = ?client_id, error = %e, "authorization refused: client");
             page::error(StatusCode::BAD_REQUEST, &e.to_string())
         })?;
-    let redirect_uri = match params.get("redirect_uri") {
-        Some(uri) if client.redirect_uris.iter().any(|r| r == uri) => uri.to_owned(),
-        None if client.redirect_uris.len() == 1 => client.redirect_uris[0].clone(),
-        _ => {
-            return Err(page::error(
-                StatusCode::BAD_REQUEST,
-                "the redirect URI is not one the client registered",
-            ));
-        }
+    let Some(redirect_uri) = chosen_redirect_uri(&client.redirect_uris, params.get("redirect_uri"))
+    else {
+        return Err(page::error(
+            StatusCode::BAD_REQUEST,
+            "the redirect URI is not one the client registered",
+        ));
     };
     if params.get("response_type") != Some("code") {
         return Err(refused(
@@ -277,6 +274,19 @@ async fn check<'p>(
     })
 }
 
+/// Where the code goes: exactly (byte for byte) one of the URIs the client registered, or its
+/// only one when the request names none. No normalisation, no prefix or pattern match.
+pub(super) fn chosen_redirect_uri(
+    registered: &[String],
+    requested: Option<&str>,
+) -> Option<String> {
+    match requested {
+        Some(uri) if registered.iter().any(|r| r == uri) => Some(uri.to_owned()),
+        None if registered.len() == 1 => Some(registered[0].clone()),
+        _ => None,
+    }
+}
+
 /// Where a redirect URI sends the code, as the person should read it: the host of an https
 /// URI; anything else with its scheme (`cursor://anysphere…` is not the site `anysphere…`, and
 /// `http://127.0.0.1` is a program on this machine).
@@ -289,7 +299,7 @@ fn shown_destination(uri: &url::Url) -> String {
 }
 
 /// RFC 7636 §4.2: 43 to 128 characters of `[A-Za-z0-9-._~]` (S256 gives exactly 43).
-fn pkce_shaped(value: &str) -> bool {
+pub(super) fn pkce_shaped(value: &str) -> bool {
     (43..=128).contains(&value.len())
         && value
             .bytes()

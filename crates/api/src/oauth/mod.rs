@@ -159,6 +159,8 @@ fn parse_scope(raw: &str) -> Option<Vec<&'static str>> {
 }
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests {
     use super::*;
 

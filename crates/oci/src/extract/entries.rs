@@ -63,6 +63,18 @@ impl Budget {
         }
     }
 
+    /// Counts one more node of the tree: an entry, or a directory an entry's path implies.
+    pub(super) fn add_file(&mut self) -> Result<(), OciError> {
+        self.files += 1;
+        if self.files > self.max_files {
+            return Err(OciError::LimitExceeded {
+                what: "file count",
+                limit: self.max_files,
+            });
+        }
+        Ok(())
+    }
+
     pub(super) fn unlimited() -> Self {
         Self {
             files: 0,
@@ -273,13 +285,7 @@ pub(super) fn for_each_item(
             let name = header.path_bytes().into_owned();
             return Err(hostile(&name, "PAX global headers are not supported"));
         }
-        budget.files += 1;
-        if budget.files > budget.max_files {
-            return Err(OciError::LimitExceeded {
-                what: "file count",
-                limit: budget.max_files,
-            });
-        }
+        budget.add_file()?;
         let header_path = header.path_bytes().into_owned();
         let Names {
             path: raw_path,
