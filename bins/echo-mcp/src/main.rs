@@ -77,7 +77,9 @@ impl Echo {
         )
     }
 
-    #[tool(description = "Answers after the given number of milliseconds (a slow call; cancellable)")]
+    #[tool(
+        description = "Answers after the given number of milliseconds (a slow call; cancellable)"
+    )]
     async fn sleep(&self, Parameters(SleepArgs { milliseconds }): Parameters<SleepArgs>) -> String {
         let milliseconds = milliseconds.min(60_000);
         tokio::time::sleep(std::time::Duration::from_millis(milliseconds)).await;
