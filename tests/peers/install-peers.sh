@@ -27,7 +27,7 @@ PEERS_DIR="$(cd "$1" && pwd)"
 STAMPS="$PEERS_DIR/.stamps"
 mkdir -p "$STAMPS"
 
-APT_PKGS=(wrk python3-venv bubblewrap nftables docker-registry apache2-utils openssl binutils iproute2 util-linux chromium prometheus podman mmdebstrap docker-compose haproxy)
+APT_PKGS=(wrk python3-venv bubblewrap nftables docker-registry apache2-utils openssl binutils iproute2 util-linux e2fsprogs chromium prometheus podman mmdebstrap docker-compose haproxy)
 OHA_VERSION=1.16.0
 PYTHON="${PYTHON:-python3}"
 
