@@ -7,7 +7,7 @@
 3. `gigmcp doctor` inside the image passes with the seed's security options and, without
    `unmask=/proc/*`, fails on /proc masking with the fix;
 4. the gateway boots in the image; a real MCP client (the Python SDK) calls echo-mcp, which runs
-   in a bubblewrap sandbox inside the container as `nobody`.
+   in a bubblewrap sandbox inside the container, as a host uid of its own (GIG_SANDBOX_IDS).
 
 Minutes the first time (mmdebstrap ≈ 1.5 min on 2 cores), well under one after. Needs root,
 podman and mmdebstrap: skipped otherwise, failed with GIG_REQUIRE_CONTAINER=1.
@@ -153,8 +153,9 @@ async def test_a_real_client_calls_a_sandboxed_server_inside_the_image(image, tm
             result = await session.call_tool("echo_echo", {"message": "from a container"})
             assert not result.is_error
             assert "from a container" in json.dumps(result.model_dump(mode="json"))
-            # echo-mcp runs sandboxed: bubblewrap maps the sandbox to `nobody` on the host side.
-            assert sandboxed_uids(echo) and all(uid == 65534 for uid in sandboxed_uids(echo)), sandboxed_uids(echo)
+            # echo-mcp runs sandboxed, as a host uid of its own from the default GIG_SANDBOX_IDS.
+            uids = sandboxed_uids(echo)
+            assert uids and all(0x7000_0000 <= uid <= 0x7000_FFFF for uid in uids), uids
         logs = run("podman", "logs", name, check=False)
         assert "gateway listening" in logs.stdout + logs.stderr
     finally:

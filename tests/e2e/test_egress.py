@@ -134,7 +134,7 @@ class CredentialSetup:
             "".join(c if c.isalnum() else f"%{ord(c):02X}" for c in self.real),
         }
         master = secrets.token_hex(32)
-        # The proxy's CA certificate is bound into the sandbox from GIG_DATA_DIR/public: `nobody`
+        # The proxy's CA certificate is bound into the sandbox from GIG_DATA_DIR/public: the sandbox's user
         # must be able to traverse to it (pytest makes tmp_path 0700).
         tmp_path.chmod(0o711)
         self.data_dir = tmp_path / "data"
@@ -548,7 +548,7 @@ async def test_two_gateways_on_one_host_keep_their_own_networking(tmp_path, sand
     """The second gateway once deleted the first's live links and firewall table as "stale".
     Now each claims its own share (names, table, addresses) and leaves the other's alone."""
     require_sandbox_net()
-    tmp_path.chmod(0o711)  # sandboxes run as nobody and must reach each data dir's public files
+    tmp_path.chmod(0o711)  # sandboxes run as unprivileged users and must reach each data dir's public files
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
     first = start_egress_gateway(tmp_path / "a", sandbox_bins, tls)

@@ -46,7 +46,7 @@ def registry(tmp_path):
 
 
 def world_reachable(path: Path) -> Path:
-    """bubblewrap runs as `nobody` when the tests run as root: the data directory's public part
+    """bubblewrap runs as an unprivileged user when the tests run as root: the data directory's public part
     (extracted images) must be reachable through every parent."""
     path.mkdir(parents=True, exist_ok=True)
     for p in [path, *path.parents]:
@@ -181,7 +181,7 @@ def test_gig_install_boots_echo_from_a_signed_index_and_runtime_installs_follow(
         run(TARGET / "gigmcp", "uninstall", "fetch", env=env)
         wait_for(lambda: "fetch_fetch" not in names(gw), "fetch_fetch to go after `gigmcp uninstall`")
         assert "echo_echo" in names(gw)
-        # The installed server ran in the sandbox, as nobody, not as the gateway's user.
+        # The installed server ran in the sandbox, not as the gateway's user.
         assert "backend up" in gw.logs()
     finally:
         stop(gw.proc)

@@ -44,7 +44,7 @@ def test_the_command_sees_no_host_secrets_or_files():
     ident = sandbox("/usr/bin/id", "-u")
     assert ident.stdout.strip() == "65534"
 
-    # Somewhere `nobody` (bubblewrap's user when the tests run as root) can reach.
+    # Somewhere any user (bubblewrap runs unprivileged when the tests run as root) can reach.
     import tempfile
     from pathlib import Path
 
