@@ -73,20 +73,28 @@ pub fn instance_config(base: &NetConfig, index: u8) -> NetConfig {
 pub fn claim(base: &NetConfig, lock_name: &str) -> Result<(NetConfig, NetInstance), InstanceError> {
     let count = instances_for(base.pool.prefix_len()).min(MAX_INSTANCES);
     for index in 0..count {
-        let addr = SocketAddr::from_abstract_name(format!("{lock_name}-{index}"))
-            .map_err(InstanceError::Lock)?;
-        match UnixListener::bind_addr(&addr) {
-            Ok(lock) => {
-                return Ok((
-                    instance_config(base, index),
-                    NetInstance { index, _lock: lock },
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-            Err(e) => return Err(InstanceError::Lock(e)),
+        if let Some(lock) =
+            try_lock(&format!("{lock_name}-{index}")).map_err(InstanceError::Lock)?
+        {
+            return Ok((
+                instance_config(base, index),
+                NetInstance { index, _lock: lock },
+            ));
         }
     }
     Err(InstanceError::AllTaken(count))
+}
+
+/// Binds the abstract Unix socket `name`: the lock on whatever it names, held while the
+/// listener lives and released by the kernel when the process dies. `None`: another process
+/// (or this one) holds it.
+pub(crate) fn try_lock(name: &str) -> std::io::Result<Option<UnixListener>> {
+    let addr = SocketAddr::from_abstract_name(name.as_bytes())?;
+    match UnixListener::bind_addr(&addr) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => Ok(None),
+        Err(e) => Err(e),
+    }
 }
 
 #[cfg(test)]

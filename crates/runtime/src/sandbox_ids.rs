@@ -11,9 +11,10 @@
 //! host never hand out the same id and a crashed gateway's ids come back by themselves.
 
 use std::ops::RangeInclusive;
-use std::os::linux::net::SocketAddrExt as _;
-use std::os::unix::net::{SocketAddr, UnixListener};
+use std::os::unix::net::UnixListener;
 use std::sync::atomic::{AtomicU32, Ordering};
+
+use crate::instance::try_lock;
 
 /// The abstract socket names of the ids: `<LOCK_PREFIX><id>`.
 pub const LOCK_PREFIX: &str = "gigmcp-id-";
@@ -78,16 +79,10 @@ impl SandboxIds {
         for step in 0..count {
             let id = first + ((u64::from(start - first) + step) % count) as u32;
             let name = format!("{}{id}", self.lock_prefix);
-            let address =
-                SocketAddr::from_abstract_name(name.as_bytes()).map_err(SandboxIdError::Lock)?;
-            match UnixListener::bind_addr(&address) {
-                Ok(lock) => {
-                    let next = if id == last { first } else { id + 1 };
-                    self.cursor.store(next, Ordering::Relaxed);
-                    return Ok(SandboxId { id, _lock: lock });
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-                Err(e) => return Err(SandboxIdError::Lock(e)),
+            if let Some(lock) = try_lock(&name).map_err(SandboxIdError::Lock)? {
+                let next = if id == last { first } else { id + 1 };
+                self.cursor.store(next, Ordering::Relaxed);
+                return Ok(SandboxId { id, _lock: lock });
             }
         }
         Err(SandboxIdError::Exhausted(count))
