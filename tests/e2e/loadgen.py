@@ -18,6 +18,18 @@ INIT_ERA = "2025-06-18"
 STATELESS_ERA = "2026-07-28"
 
 
+def stateless_tool_call(url: str, token: str, tool: str, arguments: dict) -> requests.Response:
+    """One 2026-07-28 `tools/call`: no session, the era's metadata in `_meta` and headers."""
+    meta = {"io.modelcontextprotocol/protocolVersion": STATELESS_ERA,
+            "io.modelcontextprotocol/clientInfo": {"name": "loadgen", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    return requests.post(url, timeout=60, json={
+        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
+        "params": {"name": tool, "arguments": arguments, "_meta": meta}},
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
+                 "MCP-Protocol-Version": STATELESS_ERA, "Mcp-Method": "tools/call", "Mcp-Name": tool})
+
+
 def answer(response: requests.Response) -> dict:
     """The JSON-RPC message of a POST answer, JSON or one SSE event."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
@@ -121,14 +133,7 @@ def one_operation(kind, server, session, url, token, rng) -> str | None:
         return cancel_one(session, server)
     if kind == "reconnect":
         return None
-    meta = {"io.modelcontextprotocol/protocolVersion": STATELESS_ERA,
-            "io.modelcontextprotocol/clientInfo": {"name": "loadgen", "version": "0"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    response = requests.post(url, timeout=60, json={
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": f"{server}_echo", "arguments": {"message": text}, "_meta": meta}},
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-                 "MCP-Protocol-Version": STATELESS_ERA, "Mcp-Method": "tools/call", "Mcp-Name": f"{server}_echo"})
+    response = stateless_tool_call(url, token, f"{server}_echo", {"message": text})
     return expect_result(kind, response, lambda r: r["content"][0]["text"] == text)
 
 

@@ -30,19 +30,11 @@ from conftest import (
 from netlab import require_sandbox_net
 from test_egress import host_links, owned_networking, start_egress_gateway, table_exists
 from test_egress import tls  # noqa: F401 (fixture)
-from test_install import Index, cli_env, push_image, registry, world_reachable  # noqa: F401 (fixture)
+from test_install import Index, cli_env, push_image, registry, wait_for, world_reachable  # noqa: F401 (fixture)
+from loadgen import stateless_tool_call
 from test_scale_out import postgres, stateless_call
 
 PG_TEST = str(REPO / "scripts" / "pg-test.sh")
-
-
-def wait_until(check, what: str, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if value := check():
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def test_postgres_stopped_under_traffic_loses_no_acknowledged_write(tmp_path):
@@ -79,7 +71,7 @@ def test_postgres_stopped_under_traffic_loses_no_acknowledged_write(tmp_path):
         assert create_profile("before").status_code == 201
         worker = threading.Thread(target=traffic)
         worker.start()
-        wait_until(lambda: calls["ok"] >= 5, "calls flowing")
+        wait_for(lambda: calls["ok"] >= 5, "calls flowing", timeout=60)
 
         subprocess.run([PG_TEST, "halt", pg_dir], check=True, capture_output=True, timeout=120)
         during = create_profile("during")
@@ -90,12 +82,11 @@ def test_postgres_stopped_under_traffic_loses_no_acknowledged_write(tmp_path):
         me = admin.get(f"{gw.base}/api/me", timeout=30)
         assert me.status_code == 503, me.text
         ok_before = calls["ok"]
-        wait_until(lambda: calls["ok"] >= ok_before + 20, "calls answered while the database is down")
+        wait_for(lambda: calls["ok"] >= ok_before + 20, "calls answered while the database is down", timeout=60)
 
         subprocess.run([PG_TEST, "resume", pg_dir], check=True, capture_output=True, timeout=120)
-        after = wait_until(lambda: (r := create_profile("after")).status_code == 201 and r,
-                           "a write succeeding after the database is back")
-        assert after
+        wait_for(lambda: create_profile("after").status_code == 201,
+                 "a write succeeding after the database is back", timeout=60)
         running.clear()
         worker.join(timeout=60)
         assert not calls["failed"], calls["failed"][:5]
@@ -107,7 +98,7 @@ def test_postgres_stopped_under_traffic_loses_no_acknowledged_write(tmp_path):
         def audited() -> int:
             exported = admin.get(f"{gw.base}/api/audit/export", params={"kind": "tool.call"}, timeout=30)
             return sum(1 for line in exported.text.splitlines() if json.loads(line)["target"] == "plain/echo")
-        wait_until(lambda: audited() >= calls["ok"], f"{calls['ok']} tool calls audited")
+        wait_for(lambda: audited() >= calls["ok"], f"{calls['ok']} tool calls audited", timeout=60)
         assert audited() == calls["ok"]
         print(f"\n[faults] postgres halted under traffic: {calls['ok']} calls answered, "
               f"{len(acknowledged)} acknowledged writes kept, 0 lost")
@@ -152,17 +143,6 @@ async def test_a_server_killed_by_its_memory_limit_fails_its_caller_and_restarts
         stop(gw.proc)
 
 
-def stateless_tool_call(gw, tool: str, arguments: dict) -> requests.Response:
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "faults", "version": "0"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
-            "params": {"name": tool, "arguments": arguments, "_meta": meta}}
-    return requests.post(gw.url, json=body, timeout=30, headers={
-        "Authorization": f"Bearer {gw.token}", "Accept": "application/json, text/event-stream",
-        "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": tool})
-
-
 def processes_running(path: str) -> list[int]:
     """PIDs whose command line names `path` (a test's own copy of a server binary)."""
     found = []
@@ -197,7 +177,7 @@ def test_sigkill_mid_traffic_leaves_nothing_the_next_start_does_not_reclaim(tmp_
     def traffic():
         while running.is_set():
             try:
-                answered.append(stateless_tool_call(gw, "fetch_env", {}).status_code)
+                answered.append(stateless_tool_call(gw.url, gw.token, "fetch_env", {}).status_code)
             except requests.RequestException:
                 answered.append(None)
 
@@ -205,7 +185,7 @@ def test_sigkill_mid_traffic_leaves_nothing_the_next_start_does_not_reclaim(tmp_
     again = None
     try:
         worker.start()
-        wait_until(lambda: answered.count(200) >= 5, "calls flowing")
+        wait_for(lambda: answered.count(200) >= 5, "calls flowing", timeout=60)
         killed_pid = gw.proc.pid
         assert processes_running(fetch) and host_links(links) and table_exists(table)
         assert cgroups_named(f"-{killed_pid}-"), "the sandbox has no cgroup to check"
@@ -214,13 +194,13 @@ def test_sigkill_mid_traffic_leaves_nothing_the_next_start_does_not_reclaim(tmp_
         running.clear()
         worker.join(timeout=30)
         # The sandbox dies with the gateway (bubblewrap's --die-with-parent; its pid namespace).
-        wait_until(lambda: not processes_running(fetch), "the sandbox to die with its gateway", 30)
+        wait_for(lambda: not processes_running(fetch), "the sandbox to die with its gateway", timeout=30)
 
         # The next start on the same data directory reclaims what the kill left and serves.
         again = start_egress_gateway(tmp_path, sandbox_bins, tls, **key)
         assert owned_networking(again) == (links, table), "the freed slot is taken again"
         assert not cgroups_named(f"-{killed_pid}-"), "the killed gateway's cgroups are left over"
-        assert stateless_tool_call(again, "fetch_env", {}).status_code == 200
+        assert stateless_tool_call(again.url, again.token, "fetch_env", {}).status_code == 200
         stop(again.proc)
         assert again.proc.returncode == 0, again.logs()[-3000:]
         assert host_links(links) == [] and not table_exists(table)
@@ -274,7 +254,7 @@ def test_sigkill_mid_install_leaves_it_done_or_not_started(tmp_path, sandbox_bin
     gw = start_gateway(home, {}, GIG_MASTER_KEY=key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
                        **index.env(install="echo"))
     try:
-        assert stateless_tool_call(gw, "echo_echo", {"message": "whole"}).status_code == 200
+        assert stateless_tool_call(gw.url, gw.token, "echo_echo", {"message": "whole"}).status_code == 200
         leftovers = [p.name for p in (data / "public" / "oci" / "tmp").iterdir()]
         assert len(leftovers) == 1, f"temp dirs of killed runs are left beside this run's: {leftovers}"
     finally:
@@ -422,8 +402,9 @@ def test_a_full_data_directory_fails_writes_clearly_and_recovers(tmp_path):
         def audited() -> int:
             with sqlite3.connect(f"file:{data / 'gigmcp.db'}?mode=ro", uri=True) as db:
                 return db.execute("SELECT count(*) FROM audit_log WHERE action = 'tool.call'").fetchone()[0]
-        wait_until(lambda: audited() >= answered,
-                   f"the audit records held during the outage ({audited()} of {answered}):\n{gw.logs()[-3000:]}")
+        wait_for(lambda: audited() >= answered,
+                 f"the audit records held during the outage ({audited()} of {answered}):\n{gw.logs()[-3000:]}",
+                 timeout=60)
         stop(gw.proc)
         assert gw.proc.returncode == 0, gw.logs()[-2000:]
         with sqlite3.connect(str(data / "gigmcp.db")) as db:

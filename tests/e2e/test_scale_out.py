@@ -34,6 +34,7 @@ from conftest import (
     stop,
     wait_port,
 )
+from loadgen import stateless_tool_call
 from netlab import require_sandbox_net
 from oidc import OidcProvider, client, login
 from test_api_servers import install
@@ -117,14 +118,7 @@ def mcp_init(base: str, token: str) -> requests.Response:
 
 
 def stateless_call(base: str, token: str, message: str) -> requests.Response:
-    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
-            "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
-            "io.modelcontextprotocol/clientCapabilities": {}}
-    return requests.post(f"{base}/mcp", timeout=30, json={
-        "jsonrpc": "2.0", "id": 1, "method": "tools/call",
-        "params": {"name": "plain_echo", "arguments": {"message": message}, "_meta": meta}},
-        headers={"Authorization": f"Bearer {token}", "Accept": "application/json, text/event-stream",
-                 "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "tools/call", "Mcp-Name": "plain_echo"})
+    return stateless_tool_call(f"{base}/mcp", token, "plain_echo", {"message": message})
 
 
 @pytest.mark.anyio
