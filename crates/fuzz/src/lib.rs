@@ -65,3 +65,56 @@ pub fn fuzz<S: Strategy>(
         Err(TestError::Abort(why)) => panic!("fuzz {target} aborted: {why}"),
     }
 }
+
+/// An in-memory reader that hands out `data` in the given chunk sizes (cycled), one chunk per
+/// read: the splits a pipe or socket makes, for properties that must hold for any split. With
+/// `stalls`, it also says "not ready yet" before every other chunk, as a pipe does.
+#[derive(Debug)]
+pub struct SplitReader {
+    data: Vec<u8>,
+    pos: usize,
+    sizes: Vec<usize>,
+    turn: usize,
+    stalls: bool,
+    stall_next: bool,
+}
+
+impl SplitReader {
+    /// `sizes` must not be empty.
+    pub fn new(data: Vec<u8>, sizes: Vec<usize>, stalls: bool) -> Self {
+        assert!(
+            !sizes.is_empty(),
+            "SplitReader needs at least one chunk size"
+        );
+        SplitReader {
+            data,
+            pos: 0,
+            sizes,
+            turn: 0,
+            stalls,
+            stall_next: false,
+        }
+    }
+}
+
+impl tokio::io::AsyncRead for SplitReader {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = &mut *self;
+        if this.stall_next {
+            this.stall_next = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        this.stall_next = this.stalls && this.turn.is_multiple_of(2);
+        let size = this.sizes[this.turn % this.sizes.len()];
+        this.turn += 1;
+        let n = size.min(buf.remaining()).min(this.data.len() - this.pos);
+        buf.put_slice(&this.data[this.pos..this.pos + n]);
+        this.pos += n;
+        std::task::Poll::Ready(Ok(()))
+    }
+}

@@ -6,45 +6,11 @@
 //! it has passed only a prefix of the input that ends before the offending byte.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 
-use gig_fuzz::fuzz;
+use gig_fuzz::{SplitReader, fuzz};
 use gig_gateway::stdout_guard::{ProtocolViolation, StdoutGuard};
 use proptest::prelude::*;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
-
-/// Hands out `data` in the given chunk sizes (cycled), one chunk per read, and says "not
-/// ready yet" before every other chunk, as a pipe does.
-struct SplitReader {
-    data: Vec<u8>,
-    pos: usize,
-    sizes: Vec<usize>,
-    turn: usize,
-    stall: bool,
-}
-
-impl AsyncRead for SplitReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = &mut *self;
-        if this.stall {
-            this.stall = false;
-            cx.waker().wake_by_ref();
-            return Poll::Pending;
-        }
-        this.stall = this.turn.is_multiple_of(2);
-        let size = this.sizes[this.turn % this.sizes.len()];
-        this.turn += 1;
-        let n = size.min(buf.remaining()).min(this.data.len() - this.pos);
-        buf.put_slice(&this.data[this.pos..this.pos + n]);
-        this.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 /// Reads everything through the guard with reads of at most `read_size` bytes: the bytes
 /// passed, and the error that ended the stream if any.
@@ -145,17 +111,7 @@ fn fuzz_stdout_framing() {
         strategy,
         |(input, max, sizes, read_size)| {
             let whole = drain(&input[..], max, input.len().max(1));
-            let split = drain(
-                SplitReader {
-                    data: input.clone(),
-                    pos: 0,
-                    sizes,
-                    turn: 0,
-                    stall: false,
-                },
-                max,
-                read_size,
-            );
+            let split = drain(SplitReader::new(input.clone(), sizes, true), max, read_size);
             match model(&input, max) {
                 None => {
                     prop_assert_eq!(&whole, &(input.clone(), None));

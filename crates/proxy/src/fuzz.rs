@@ -13,18 +13,16 @@
 //!   and no secret survives it.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
-use gig_fuzz::fuzz;
+use gig_fuzz::{SplitReader, fuzz};
 use gig_policy::{EgressPolicy, Injection};
 use http::Request;
 use proptest::prelude::*;
-use tokio::io::{AsyncRead, AsyncReadExt, ReadBuf};
+use tokio::io::AsyncReadExt;
 
 use crate::framing::FramingWatch;
 use crate::phases::{inject, placeholders};
@@ -33,38 +31,9 @@ use crate::scan::{Needles, ScrubSet, StreamScrubber};
 use crate::upstream::Destination;
 use crate::{PLACEHOLDER_PREFIX, StaticSecrets};
 
-/// Hands out `data` in the given chunk sizes (cycled), one chunk per read.
-struct SplitReader {
-    data: Vec<u8>,
-    pos: usize,
-    sizes: Vec<usize>,
-    turn: usize,
-}
-
-impl AsyncRead for SplitReader {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let this = &mut *self;
-        let size = this.sizes[this.turn % this.sizes.len()];
-        this.turn += 1;
-        let n = size.min(buf.remaining()).min(this.data.len() - this.pos);
-        buf.put_slice(&this.data[this.pos..this.pos + n]);
-        this.pos += n;
-        Poll::Ready(Ok(()))
-    }
-}
-
 fn watch(data: &[u8], sizes: Vec<usize>, read_size: usize) -> bool {
     let flag = Arc::new(AtomicBool::new(false));
-    let reader = SplitReader {
-        data: data.to_vec(),
-        pos: 0,
-        sizes,
-        turn: 0,
-    };
+    let reader = SplitReader::new(data.to_vec(), sizes, false);
     let mut watched = FramingWatch::new(reader, flag.clone());
     futures::executor::block_on(async {
         let mut buf = vec![0u8; read_size];
