@@ -67,6 +67,7 @@ pub async fn run(
                 allow: if network { vec![allow.clone()] } else { vec![] },
                 ..Default::default()
             },
+            instances: Default::default(),
         },
         source: ProgramSource::HostPath,
     };

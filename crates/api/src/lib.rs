@@ -19,6 +19,7 @@ mod extract;
 mod fuzz;
 mod installs;
 pub mod mcp_tokens;
+mod my_credentials;
 pub mod oauth;
 pub mod oidc;
 pub mod openapi;

@@ -24,6 +24,19 @@ pub struct ServerStatus {
     pub credentials: Vec<DeclaredCredential>,
     /// Egress rules (`host[:port]` patterns).
     pub egress: Vec<String>,
+    /// Its instances per user or per session; `None` for one shared instance.
+    pub instances: Option<InstancesStatus>,
+}
+
+/// A per-user or per-session server's instance policy and how many run now.
+#[derive(Debug, Clone)]
+pub struct InstancesStatus {
+    /// `per-user` or `per-session`.
+    pub mode: &'static str,
+    pub max_instances: usize,
+    pub max_per_user: usize,
+    pub idle_seconds: u64,
+    pub running: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +65,23 @@ pub struct CatalogEntry {
     pub latest: String,
     pub versions: Vec<String>,
     pub installed: Option<String>,
+}
+
+/// Whose credential: the server's own (used by its one shared instance), or one user's (used
+/// by that user's own instances of a per-user or per-session server).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CredentialOwner {
+    Server,
+    User(i64),
+}
+
+impl CredentialOwner {
+    pub fn user_id(self) -> Option<i64> {
+        match self {
+            CredentialOwner::Server => None,
+            CredentialOwner::User(id) => Some(id),
+        }
+    }
 }
 
 /// A stored credential, never its value.
@@ -97,17 +127,25 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
     fn restart(&self, name: &str) -> bool;
     /// Removes an installed server; false if it was not installed.
     fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>>;
-    /// Stores a credential the server declares (never one it does not).
+    /// Stores a credential the server declares (never one it does not), as the server's own
+    /// or as one user's (only for a server with per-user or per-session instances).
     fn set_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>>;
     fn delete_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
     ) -> BoxFuture<'_, Result<bool, OpError>>;
-    fn credentials(&self, server: String) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>>;
+    /// The credentials `owner` has stored for `server`.
+    fn credentials(
+        &self,
+        server: String,
+        owner: CredentialOwner,
+    ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>>;
 }

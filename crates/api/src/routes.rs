@@ -92,6 +92,24 @@ pub(crate) fn routes() -> Routes {
             SignedIn,
             delete(users::stop_impersonation),
         )
+        .add(
+            M::GET,
+            "/api/me/credentials/{name}",
+            Requires(UseProfiles),
+            get(crate::my_credentials::list),
+        )
+        .add(
+            M::PUT,
+            "/api/me/credentials/{name}/{credential}",
+            Requires(UseProfiles),
+            put(crate::my_credentials::set),
+        )
+        .add(
+            M::DELETE,
+            "/api/me/credentials/{name}/{credential}",
+            Requires(UseProfiles),
+            delete(crate::my_credentials::delete),
+        )
         .add(M::GET, "/api/tokens", SignedIn, get(api_tokens::list))
         .add(
             M::GET,

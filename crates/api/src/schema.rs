@@ -155,6 +155,23 @@ pub struct ServerInfo {
     pub reason: Option<String>,
     pub credentials: Vec<DeclaredCredentialInfo>,
     pub egress: Vec<String>,
+    /// Instances per user or per session (each with that user's own credentials); absent for
+    /// one shared instance.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instances: Option<InstancesInfo>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct InstancesInfo {
+    /// `per-user` or `per-session`.
+    pub mode: String,
+    pub max_instances: usize,
+    /// Most instances of one user (per-session: their sessions).
+    pub max_per_user: usize,
+    /// An instance without a call for this long is stopped.
+    pub idle_seconds: u64,
+    /// Running now.
+    pub running: usize,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -14,11 +14,11 @@ use serde::Deserialize;
 use crate::ApiState;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::operations::OpError;
+use crate::operations::{CredentialOwner, OpError};
 use crate::routes::{audit, body};
 use crate::schema::{
     Catalog, CatalogItem, CredentialInfo, Credentials, DeclaredCredentialInfo, ErrorBody,
-    InstallStarted, Logs, ServerInfo, Servers, ToolInfo, Tools,
+    InstallStarted, InstancesInfo, Logs, ServerInfo, Servers, ToolInfo, Tools,
 };
 use crate::session::Caller;
 
@@ -89,6 +89,13 @@ pub(crate) async fn list(
                 })
                 .collect(),
             egress: s.egress,
+            instances: s.instances.map(|i| InstancesInfo {
+                mode: i.mode.to_owned(),
+                max_instances: i.max_instances,
+                max_per_user: i.max_per_user,
+                idle_seconds: i.idle_seconds,
+                running: i.running,
+            }),
         })
         .collect();
     Ok(Json(Servers { servers }))
@@ -211,10 +218,19 @@ pub(crate) async fn credentials(
     State(state): State<Arc<ApiState>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Credentials>, ApiError> {
+    list_credentials(&state, name, CredentialOwner::Server).await
+}
+
+/// `owner`'s stored credentials of server `name`: names, key ids, times.
+pub(crate) async fn list_credentials(
+    state: &ApiState,
+    name: String,
+    owner: CredentialOwner,
+) -> Result<Json<Credentials>, ApiError> {
     valid_name(&name, "server")?;
     let credentials = state
         .operations
-        .credentials(name)
+        .credentials(name, owner)
         .await?
         .into_iter()
         .map(|c| CredentialInfo {
@@ -241,7 +257,7 @@ pub(crate) struct CredentialValue {
     params(("name" = String, Path, description = "Server name"),
         ("credential" = String, Path, description = "Credential (vault) name")),
     responses((status = 204, description = "Stored"),
-        (status = 400, description = "Invalid request, or not a credential the server declares", body = ErrorBody),
+        (status = 400, description = "Invalid request, not a credential the server declares, or a server whose users set their own", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody),
         (status = 404, description = "No such server", body = ErrorBody)))]
@@ -249,6 +265,26 @@ pub(crate) async fn set_credential(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
     ApiPath((server, name)): ApiPath<(String, String)>,
+    request: Result<Json<CredentialValue>, JsonRejection>,
+) -> Result<StatusCode, ApiError> {
+    store_credential(
+        &state,
+        &caller,
+        server,
+        CredentialOwner::Server,
+        name,
+        request,
+    )
+    .await
+}
+
+/// Stores `owner`'s credential `name` of `server` and audits it (never the value).
+pub(crate) async fn store_credential(
+    state: &ApiState,
+    caller: &Caller,
+    server: String,
+    owner: CredentialOwner,
+    name: String,
     request: Result<Json<CredentialValue>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     valid_name(&server, "server")?;
@@ -261,17 +297,9 @@ pub(crate) async fn set_credential(
     }
     state
         .operations
-        .set_credential(server.clone(), name.clone(), value)
+        .set_credential(server.clone(), owner, name.clone(), value)
         .await?;
-    let target = format!("{server}/credential:{name}");
-    audit(
-        &state,
-        &caller.actor(),
-        "credential.set",
-        &target,
-        serde_json::json!({}),
-    )
-    .await?;
+    audit_credential(state, caller, "credential.set", &server, owner, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -288,25 +316,44 @@ pub(crate) async fn delete_credential(
     Extension(caller): Extension<Caller>,
     ApiPath((server, name)): ApiPath<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
+    remove_credential(&state, &caller, server, CredentialOwner::Server, name).await
+}
+
+/// Deletes `owner`'s credential `name` of `server` and audits it.
+pub(crate) async fn remove_credential(
+    state: &ApiState,
+    caller: &Caller,
+    server: String,
+    owner: CredentialOwner,
+    name: String,
+) -> Result<StatusCode, ApiError> {
     valid_name(&server, "server")?;
     valid_name(&name, "credential")?;
     if !state
         .operations
-        .delete_credential(server.clone(), name.clone())
+        .delete_credential(server.clone(), owner, name.clone())
         .await?
     {
         return Err(ApiError::not_found("credential"));
     }
-    let target = format!("{server}/credential:{name}");
-    audit(
-        &state,
-        &caller.actor(),
-        "credential.deleted",
-        &target,
-        serde_json::json!({}),
-    )
-    .await?;
+    audit_credential(state, caller, "credential.deleted", &server, owner, &name).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+async fn audit_credential(
+    state: &ApiState,
+    caller: &Caller,
+    action: &'static str,
+    server: &str,
+    owner: CredentialOwner,
+    name: &str,
+) -> Result<(), ApiError> {
+    let target = format!("{server}/credential:{name}");
+    let detail = match owner {
+        CredentialOwner::Server => serde_json::json!({}),
+        CredentialOwner::User(id) => serde_json::json!({ "user": id }),
+    };
+    audit(state, &caller.actor(), action, &target, detail).await
 }
 
 /// The server's recent stderr (the last 200 lines, scrubbed).

@@ -10,6 +10,7 @@
 #![allow(clippy::disallowed_methods)]
 
 mod control_plane;
+mod instances;
 mod metrics;
 mod runtime;
 mod servers;
@@ -23,6 +24,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use control_plane::OidcConfig;
+pub use instances::{InstanceMode, InstancePolicy};
 pub use metrics::MetricsConfig;
 pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};
 pub use servers::{

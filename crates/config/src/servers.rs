@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits};
 use serde::Deserialize;
 
+use crate::instances::{InstanceMode, InstancePolicy, RawInstances};
+
 /// A validated backend declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
@@ -29,6 +31,8 @@ pub struct SandboxPolicy {
     /// Hosts the server may reach through the egress proxy and the credentials it gets as
     /// placeholders. Empty: no network at all.
     pub egress: EgressPolicy,
+    /// One shared instance (the default), or one per user or per session.
+    pub instances: InstancePolicy,
 }
 
 /// Everything a servers file declares: local servers (started by the gateway) and remote ones
@@ -237,6 +241,11 @@ struct RawSandbox {
     allow_addresses: Vec<IpNet>,
     #[serde(default)]
     credentials: Vec<CredentialSpec>,
+    #[serde(default)]
+    instances: InstanceMode,
+    max_instances: Option<usize>,
+    max_instances_per_user: Option<usize>,
+    idle_seconds: Option<u64>,
 }
 
 const MAX_NAME_BYTES: usize = 128;
@@ -348,6 +357,12 @@ fn local_spec(name: String, server: RawServer) -> Result<ServerSpec, String> {
             if raw.memory_bytes.is_some_and(|m| m < 16 << 20) {
                 return Err("memoryBytes below 16 MiB cannot run a server".to_owned());
             }
+            let instances = InstancePolicy::from_raw(RawInstances {
+                instances: raw.instances,
+                max_instances: raw.max_instances,
+                max_instances_per_user: raw.max_instances_per_user,
+                idle_seconds: raw.idle_seconds,
+            })?;
             Some(SandboxPolicy {
                 bind_ro: raw.bind_ro,
                 limits: ResourceLimits {
@@ -364,6 +379,7 @@ fn local_spec(name: String, server: RawServer) -> Result<ServerSpec, String> {
                         .map(|c| c.max(1)),
                 },
                 egress,
+                instances,
             })
         }
     };
@@ -580,6 +596,7 @@ mod tests {
                 bind_ro: vec![],
                 limits: DEFAULT_LIMITS,
                 egress: EgressPolicy::default(),
+                instances: Default::default(),
             })
         );
         assert_eq!(

@@ -11,17 +11,22 @@
       box.append(h('p', { class: 'muted' }, info.name + ' declares no credentials.'));
       return box;
     }
+    // A server with an instance per user takes each user's own value (theirs only, set by
+    // them); a shared one takes the server's, set by an operator.
+    const own = Boolean(info.instances);
+    const collection = (own ? '/api/me/credentials/' : '/api/servers/') + encodeURIComponent(info.name) + (own ? '' : '/credentials');
+    if (own) box.append(h('p', { class: 'notice' }, info.name + ' runs an instance per ' + (info.instances.mode === 'per-user' ? 'user' : 'session') + ': the values below are yours, used only by your own instance.'));
     let stored = [];
     try {
-      stored = (await Gig.api('GET', '/api/servers/' + encodeURIComponent(info.name) + '/credentials')).credentials;
+      stored = (await Gig.api('GET', collection)).credentials;
     } catch (e) {
       box.append(Gig.failure(e, { label: 'Stored credentials' }));
     }
-    const canSet = Gig.can('ManageCredentials');
+    const canSet = own ? Gig.can('UseProfiles') : Gig.can('ManageCredentials');
     for (const declared of info.credentials) {
       const set = stored.find((c) => c.name === declared.name);
       const base = 'cred-' + info.name + '-' + declared.name;
-      const url = '/api/servers/' + encodeURIComponent(info.name) + '/credentials/' + encodeURIComponent(declared.name);
+      const url = collection + '/' + encodeURIComponent(declared.name);
       const input = h('input', { id: base, type: 'password', autocomplete: 'new-password', spellcheck: 'false', required: true, 'aria-describedby': base + '-help' });
       const form = h('form', { class: 'form', novalidate: true, 'data-credential': declared.name },
         h('div', { class: 'field' },
@@ -59,7 +64,7 @@
         h('p', { class: 'cred-state' }, set
           ? ['Set · key ', h('code', {}, set.key_id), ' · updated ' + Gig.when(set.updated_at)]
           : h('strong', {}, 'Not set')),
-        canSet ? form : h('p', { class: 'small muted' }, 'Setting credentials needs the operator role.')));
+        canSet ? form : h('p', { class: 'small muted' }, own ? 'Setting your own credentials needs the member role.' : 'Setting credentials needs the operator role.')));
     }
     return box;
   };

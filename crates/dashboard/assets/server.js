@@ -92,7 +92,19 @@ Gig.page('server', async function (Gig) {
     h('h3', {}, 'Instance policy'),
     h('p', {}, info.source === 'installed'
       ? 'Runs in its own sandbox (namespaces, seccomp, cgroup limits); its only way out is the egress proxy, which enforces the allowlist above.'
-      : 'Declared in the servers file: sandboxed only when its entry has a "sandbox" block (see docs/configuration.md).'));
+      : 'Declared in the servers file: sandboxed only when its entry has a "sandbox" block (see docs/configuration.md).'),
+    instancePolicy(info.instances));
+
+  // One shared instance, or one per user/session with each user's own credentials and limits.
+  function instancePolicy(i) {
+    if (!i) return h('p', { id: 'instances' }, 'One shared instance for every caller, with the server\'s own credentials.');
+    const per = i.mode === 'per-user' ? 'user' : 'MCP session';
+    return h('dl', { class: 'facts', id: 'instances' },
+      h('dt', {}, 'Instances'), h('dd', {}, 'One per ' + per + ', each with its user\'s own credentials'),
+      h('dt', {}, 'Running'), h('dd', {}, i.running + ' of at most ' + i.max_instances),
+      h('dt', {}, 'Per user'), h('dd', {}, 'at most ' + i.max_per_user),
+      h('dt', {}, 'Stopped after'), h('dd', {}, i.idle_seconds + ' s without a call'));
+  }
 
   $('#credentials').append(await Gig.credentialEditor(info));
 

@@ -59,12 +59,6 @@ impl Aggregator {
             relaying: Arc::default(),
         }
     }
-
-    fn backend(&self, name: &str) -> Result<Arc<Backend>, ErrorData> {
-        self.hub
-            .backend(name)
-            .ok_or_else(|| ErrorData::internal_error(format!("backend {name:?} is gone"), None))
-    }
 }
 
 /// The caller the HTTP layer authenticated. Missing means the request did not come through
@@ -76,6 +70,15 @@ fn principal(context: &RequestContext<RoleServer>) -> Result<Principal, ErrorDat
         .and_then(|parts| parts.extensions.get::<Principal>())
         .cloned()
         .ok_or_else(|| ErrorData::invalid_request("unauthenticated request", None))
+}
+
+/// The caller's MCP session id (initialize era only; stateless requests have none).
+fn session_id(context: &RequestContext<RoleServer>) -> Option<&str> {
+    context
+        .extensions
+        .get::<http::request::Parts>()
+        .and_then(|parts| parts.headers.get("mcp-session-id"))
+        .and_then(|v| v.to_str().ok())
 }
 
 fn not_in_profile(what: &str, name: &str) -> ErrorData {
@@ -102,7 +105,11 @@ impl Aggregator {
                 .resolve_tool(&catalog, &request.name)
                 .map_err(|_| not_in_profile("tool", &request.name))?,
         };
-        let backend = self.backend(&routed.origin.backend)?;
+        let lease = self
+            .hub
+            .lease(&routed.origin.backend, &caller, session_id(&context))
+            .await?;
+        let backend = &lease.backend;
         let shown = request.name.to_string();
         let mut forwarded = request;
         forwarded.name = routed.origin.item.clone().into();
@@ -155,11 +162,7 @@ impl Aggregator {
             || ErrorData::resource_not_found(format!("unknown resource {exposed:?}"), None);
         let (backend_name, uri) = resource_origin(exposed).ok_or_else(unknown)?;
         let backend = self.hub.backend(&backend_name).ok_or_else(unknown)?;
-        let session = context
-            .extensions
-            .get::<http::request::Parts>()
-            .and_then(|parts| parts.headers.get("mcp-session-id"))
-            .and_then(|v| v.to_str().ok())
+        let session = session_id(context)
             .ok_or_else(|| {
                 ErrorData::invalid_request("resource subscriptions need an MCP session", None)
             })?
@@ -291,7 +294,8 @@ impl ServerHandler for Aggregator {
         context: RequestContext<RoleServer>,
     ) -> Result<GetPromptResponse, ErrorData> {
         let catalog = self.hub.catalog();
-        if let Principal::Profile(view) = principal(&context)?
+        let caller = principal(&context)?;
+        if let Principal::Profile(view) = &caller
             && !view.admits_prompt(&catalog, &request.name)
         {
             return Err(not_in_profile("prompt", &request.name));
@@ -299,7 +303,11 @@ impl ServerHandler for Aggregator {
         let routed = catalog.prompts.get(&request.name).ok_or_else(|| {
             ErrorData::invalid_params(format!("unknown prompt {:?}", request.name), None)
         })?;
-        let backend = self.backend(&routed.origin.backend)?;
+        let lease = self
+            .hub
+            .lease(&routed.origin.backend, &caller, session_id(&context))
+            .await?;
+        let backend = &lease.backend;
         let mut forwarded = request;
         forwarded.name = routed.origin.item.clone();
         forwarded.meta = None;
@@ -353,7 +361,8 @@ impl ServerHandler for Aggregator {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        if let Principal::Profile(view) = principal(&context)?
+        let caller = principal(&context)?;
+        if let Principal::Profile(view) = &caller
             && !view.admits_resource(&request.uri)
         {
             return Err(not_in_profile("resource", &request.uri));
@@ -361,9 +370,17 @@ impl ServerHandler for Aggregator {
         let (backend_name, uri) = resource_origin(&request.uri).ok_or_else(|| {
             ErrorData::resource_not_found(format!("unknown resource {:?}", request.uri), None)
         })?;
-        let backend = self.hub.backend(&backend_name).ok_or_else(|| {
-            ErrorData::resource_not_found(format!("unknown resource {:?}", request.uri), None)
-        })?;
+        if self.hub.backend(&backend_name).is_none() {
+            return Err(ErrorData::resource_not_found(
+                format!("unknown resource {:?}", request.uri),
+                None,
+            ));
+        }
+        let lease = self
+            .hub
+            .lease(&backend_name, &caller, session_id(&context))
+            .await?;
+        let backend = &lease.backend;
         let mut forwarded = request;
         forwarded.uri = uri;
         forwarded.meta = None;

@@ -81,6 +81,8 @@ pub struct Backend {
     pub(crate) stderr_tail: std::sync::Arc<crate::launcher::StderrTail>,
     /// Wakes the supervisor to restart the server now (an operator's request).
     pub(crate) restart: Notify,
+    /// In the catalog (the server's own backend), or one caller's instance of it, which is not.
+    pub(crate) listed: bool,
 }
 
 impl std::fmt::Debug for Backend {
@@ -191,7 +193,15 @@ impl Backend {
             tool_call_hook: RwLock::new(None),
             stderr_tail: Default::default(),
             restart: Notify::new(),
+            listed: true,
         }
+    }
+
+    /// One caller's instance of a server: supervised alike, but its lists stay out of the
+    /// catalog and the rug-pull check (the server's own backend is what clients are shown).
+    pub(crate) fn unlisted(mut self) -> Self {
+        self.listed = false;
+        self
     }
 
     /// The server's recent stderr lines, oldest first, scrubbed.

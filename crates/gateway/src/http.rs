@@ -229,6 +229,16 @@ pub fn router(
     let mut sessions = LocalSessionManager::default();
     sessions.session_config.keep_alive = Some(config.limits.session_idle);
     let sessions = Arc::new(sessions);
+    let probed = Arc::downgrade(&sessions);
+    hub.set_session_probe(Arc::new(move |id: &str| {
+        // Busy or gone: say open, and let the idle time stop the instance.
+        probed.upgrade().is_none_or(|sessions| {
+            sessions
+                .sessions
+                .try_read()
+                .map_or(true, |open| open.contains_key(id))
+        })
+    }));
 
     let (hosts, origins) = allowed_hosts_and_origins(config);
     let mcp_config = StreamableHttpServerConfig::default()

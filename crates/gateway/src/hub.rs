@@ -7,13 +7,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use gig_config::Limits;
+use gig_config::{InstanceMode, Limits};
+use rmcp::model::ErrorData;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::catalog::{BackendLists, Catalog};
+use crate::instances::{InstanceOwner, InstancePool, Lease};
 use crate::launcher::Launcher;
+use crate::profile::Principal;
 use crate::subscriptions::ResourceSubscriptions;
 use crate::sync::{lock, read, write};
 
@@ -40,7 +43,15 @@ pub struct Hub {
     /// `resources/subscribe` registrations, shared with each backend's client role.
     pub(crate) subscriptions: Arc<ResourceSubscriptions>,
     supervisors: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// Per-user and per-session instances, by server (servers whose policy is not shared).
+    pools: RwLock<BTreeMap<String, Arc<InstancePool>>>,
+    /// Whether an MCP session is still open (set by the HTTP layer): per-session instances
+    /// stop when theirs has ended.
+    session_open: RwLock<Option<SessionProbe>>,
 }
+
+/// See [`Hub::set_session_probe`].
+pub type SessionProbe = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -87,6 +98,8 @@ impl Hub {
             shutdown,
             subscriptions: Arc::default(),
             supervisors: Mutex::new(HashMap::new()),
+            pools: RwLock::default(),
+            session_open: RwLock::default(),
         });
         for (name, launcher) in backends {
             hub.add_backend(name, launcher);
@@ -112,9 +125,72 @@ impl Hub {
             backends.insert(name.clone(), backend.clone());
             backend
         };
-        let task = tokio::spawn(crate::supervisor::supervise(self.clone(), backend));
+        let policy = backend.launcher.instances();
+        let task = if policy.mode == InstanceMode::Shared {
+            tokio::spawn(crate::supervisor::supervise(self.clone(), backend))
+        } else {
+            let pool = Arc::new(InstancePool::new(backend.clone(), policy));
+            write(&self.pools).insert(name.clone(), pool.clone());
+            let supervised = crate::supervisor::supervise(self.clone(), backend);
+            let reaped = self.clone().reap_until_stopped(pool);
+            tokio::spawn(async move {
+                tokio::join!(supervised, reaped);
+            })
+        };
         lock(&self.supervisors).insert(name, task);
         true
+    }
+
+    /// Stops a pooled server's idle instances until the server is removed or the gateway
+    /// stops, then stops them all: they are awaited like any backend before shutdown goes on.
+    async fn reap_until_stopped(self: Arc<Self>, pool: Arc<InstancePool>) {
+        let stopped = pool.server_stopped();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(pool.reap_interval()) => {
+                    let probe = read(&self.session_open).clone();
+                    pool.reap(&|session| probe.as_ref().is_none_or(|open| open(session))).await;
+                }
+                () = stopped.cancelled() => break,
+            }
+        }
+        pool.stop_all().await;
+    }
+
+    /// The backend that serves `caller`'s call to server `name`: the server's own backend, or
+    /// for a per-user or per-session server the caller's own instance (started if needed).
+    pub async fn lease(
+        self: &Arc<Self>,
+        name: &str,
+        caller: &Principal,
+        session: Option<&str>,
+    ) -> Result<Lease, ErrorData> {
+        let pool = read(&self.pools).get(name).cloned();
+        match pool {
+            None => {
+                let backend = self.backend(name).ok_or_else(|| {
+                    ErrorData::internal_error(format!("backend {name:?} is gone"), None)
+                })?;
+                Ok(Lease::shared(backend))
+            }
+            Some(pool) => {
+                let owner = pool.owner(caller, session)?;
+                pool.lease(self, owner).await
+            }
+        }
+    }
+
+    /// The owners of server `name`'s running instances (empty for a shared server).
+    pub fn instances(&self, name: &str) -> Vec<InstanceOwner> {
+        read(&self.pools)
+            .get(name)
+            .map(|p| p.running())
+            .unwrap_or_default()
+    }
+
+    /// Tells the hub how to see whether an MCP session is still open.
+    pub fn set_session_probe(&self, probe: SessionProbe) {
+        *write(&self.session_open) = Some(probe);
     }
 
     /// Restarts a backend now (its process is killed and started again at once, without
@@ -143,6 +219,7 @@ impl Hub {
             return false;
         };
         backend.stop.cancel();
+        write(&self.pools).remove(name);
         let task = lock(&self.supervisors).remove(name);
         if let Some(task) = task {
             let _ = task.await;

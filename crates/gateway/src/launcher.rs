@@ -10,7 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::process::Stdio;
 
-use gig_config::StdioCommand;
+use gig_config::{InstancePolicy, StdioCommand};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use rmcp::RoleClient;
@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt as _, AsyncWrite, BufReader};
 use tokio::process::{Child, Command};
 
 pub use crate::backend_client::BackendClient;
+pub use crate::instances::InstanceOwner;
 
 /// A channel to a running MCP server plus whatever must be torn down with it.
 pub struct Connection {
@@ -112,7 +113,23 @@ pub type LaunchFuture<'a> =
 /// restart).
 pub trait Launcher: Send + Sync + 'static {
     fn launch(&self) -> LaunchFuture<'_>;
+
+    /// Whether callers share this server's one instance (the default) or get their own.
+    fn instances(&self) -> InstancePolicy {
+        InstancePolicy::default()
+    }
+
+    /// A launcher for `owner`'s own instance, or why they cannot have one yet (a credential
+    /// they have not set: the message tells them where). Asked only when [`Self::instances`]
+    /// is per-user or per-session.
+    fn launcher_for<'a>(&'a self, _owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
+        Box::pin(async { Err("this server runs one shared instance".to_owned()) })
+    }
 }
+
+/// See [`Launcher::launcher_for`].
+pub type OwnerLaunch<'a> =
+    Pin<Box<dyn Future<Output = Result<Box<dyn Launcher>, String>> + Send + 'a>>;
 
 /// Variables a stdio child inherits from the gateway. Everything else — notably
 /// `GIG_BEARER_TOKEN`, `GIG_MASTER_KEY` and any cloud credentials in the gateway's environment —

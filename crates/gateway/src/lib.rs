@@ -17,6 +17,7 @@ pub mod backend_client;
 pub mod catalog;
 pub mod http;
 pub mod hub;
+mod instances;
 pub mod launcher;
 pub mod naming;
 pub mod profile;
@@ -30,6 +31,7 @@ pub mod trace;
 use gig_config::ServerSpec;
 
 pub use hub::Hub;
+pub use instances::{InstanceOwner, Lease};
 pub use launcher::{Launcher, StdioLauncher};
 pub use subscriptions::ResourceSubscriptions;
 

@@ -112,7 +112,9 @@ pub(crate) async fn supervise(hub: Arc<Hub>, backend: Arc<Backend>) {
         // Whatever happened, this connection is gone: drop out of the catalog.
         *write(&backend.live) = None;
         *write(&backend.lists) = None;
-        hub.rebuild_catalog();
+        if backend.listed {
+            hub.rebuild_catalog();
+        }
         backend.first_attempt_done.send_replace(true);
         if backend.stop.is_cancelled() {
             return;
@@ -207,7 +209,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         .await;
         match refreshed {
             Ok(Ok(mut lists)) => {
-                if let Some(gate) = &hub.gate {
+                if let Some(gate) = hub.gate.as_ref().filter(|_| backend.listed) {
                     lists.tools = gate.admit(&backend.name, lists.tools).await;
                 }
                 lists.measure();
@@ -215,7 +217,9 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
                 *write(&backend.lists) = Some(lists);
                 *write(&backend.live) = Some(peer.clone());
                 *write(&backend.status) = BackendStatus::Up { tools };
-                hub.rebuild_catalog();
+                if backend.listed {
+                    hub.rebuild_catalog();
+                }
                 if first {
                     tracing::info!(backend = %backend.name, tools, "backend up");
                     backend.first_attempt_done.send_replace(true);

@@ -4,7 +4,9 @@
 use std::sync::Arc;
 
 use futures::future::BoxFuture;
-use gig_proxy::{AuditEvent, AuditSink, Decision, SecretError, SecretSource, Zeroizing};
+use gig_proxy::{
+    AuditEvent, AuditSink, Decision, SecretError, SecretScope, SecretSource, Zeroizing,
+};
 
 use crate::families::{EgressLabels, Metrics, Outcome, ServerLabels};
 
@@ -86,10 +88,11 @@ impl SecretSource for CountedSecrets {
     fn secret<'a>(
         &'a self,
         server: &'a str,
+        scope: SecretScope,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>> {
         Box::pin(async move {
-            let value = self.inner.secret(server, name).await;
+            let value = self.inner.secret(server, scope, name).await;
             self.metrics.vault_operation("read", Outcome::from(&value));
             value
         })

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::BoxFuture;
-use gig_api::operations::{CatalogEntry, OpError, Operations, ServerStatus, StoredCredential};
+use gig_api::operations::{
+    CatalogEntry, CredentialOwner, OpError, Operations, ServerStatus, StoredCredential,
+};
 use tokio::sync::mpsc;
 
 use crate::families::{InstallVia, Metrics, Outcome};
@@ -76,11 +78,12 @@ impl Operations for MeteredOperations {
     fn set_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>> {
         Box::pin(async move {
-            let stored = self.inner.set_credential(server, name, value).await;
+            let stored = self.inner.set_credential(server, owner, name, value).await;
             self.metrics
                 .vault_operation("write", Outcome::from(&stored));
             stored
@@ -90,17 +93,22 @@ impl Operations for MeteredOperations {
     fn delete_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
-            let deleted = self.inner.delete_credential(server, name).await;
+            let deleted = self.inner.delete_credential(server, owner, name).await;
             self.metrics
                 .vault_operation("delete", Outcome::from(&deleted));
             deleted
         })
     }
 
-    fn credentials(&self, server: String) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
-        self.inner.credentials(server)
+    fn credentials(
+        &self,
+        server: String,
+        owner: CredentialOwner,
+    ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
+        self.inner.credentials(server, owner)
     }
 }

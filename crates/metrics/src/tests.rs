@@ -64,6 +64,7 @@ fn the_fan_out_gives_every_recorder_every_call() {
 fn event(decision: Decision, credentials: &[&str], exfiltration: bool) -> AuditEvent {
     AuditEvent {
         server: "fetch".into(),
+        user: None,
         tool_call: None,
         scheme: Scheme::Https,
         method: "GET".into(),

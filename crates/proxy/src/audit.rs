@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::phases::Refusal;
+use crate::proxy::SecretScope;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision {
@@ -27,6 +28,8 @@ pub enum Scheme {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AuditEvent {
     pub server: String,
+    /// The user whose instance of the server made the request (per-user or per-session).
+    pub user: Option<i64>,
     /// The tool call the gateway said was running when the request was made.
     pub tool_call: Option<String>,
     pub scheme: Scheme,
@@ -131,6 +134,7 @@ impl AuditEvent {
     /// goes through it. `response_bytes` starts at 0 and is counted as the body streams.
     pub(crate) fn new(
         server: &str,
+        scope: SecretScope,
         tool_call: Option<String>,
         target: &Target,
         outcome: Outcome,
@@ -144,6 +148,10 @@ impl AuditEvent {
         } = outcome;
         AuditEvent {
             server: server.to_string(),
+            user: match scope {
+                SecretScope::User(id) => Some(id),
+                SecretScope::Server | SecretScope::Nobody => None,
+            },
             tool_call,
             scheme: target.scheme,
             method: target.method.clone(),
@@ -310,10 +318,19 @@ mod tests {
     fn each_outcome_makes_one_event_with_names_and_no_values() {
         let events: Vec<AuditEvent> = outcomes()
             .into_iter()
-            .map(|o| AuditEvent::new("srv", Some("call-1".into()), &target(), o))
+            .map(|o| {
+                AuditEvent::new(
+                    "srv",
+                    SecretScope::User(7),
+                    Some("call-1".into()),
+                    &target(),
+                    o,
+                )
+            })
             .collect();
         for e in &events {
             assert_eq!(e.server, "srv");
+            assert_eq!(e.user, Some(7));
             assert_eq!(e.tool_call.as_deref(), Some("call-1"));
             assert_eq!(e.path, "/v1?key=&q=");
             assert_eq!(e.response_bytes, 0);
@@ -347,7 +364,15 @@ mod tests {
 
     #[test]
     fn the_guard_records_exactly_once() {
-        let event = || AuditEvent::new("srv", None, &target(), Outcome::allowed(200, exchange()));
+        let event = || {
+            AuditEvent::new(
+                "srv",
+                SecretScope::Server,
+                None,
+                &target(),
+                Outcome::allowed(200, exchange()),
+            )
+        };
         // Finished, then dropped: one record, with the bytes counted.
         let sink = Arc::new(Events::default());
         let mut guard = AuditGuard::new(sink.clone(), event());

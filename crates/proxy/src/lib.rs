@@ -32,8 +32,8 @@ pub use audit::{AuditEvent, AuditSink, Decision, Scheme, TracingAudit, redact_qu
 pub use ca::{CaError, RuntimeCa};
 pub use gig_policy::address::non_public_reason;
 pub use proxy::{
-    EgressProxy, ProxyConfig, ProxyError, ProxyLimits, SandboxEgress, SecretError, SecretSource,
-    StaticSecrets, ToolCall,
+    EgressProxy, ProxyConfig, ProxyError, ProxyLimits, SandboxEgress, SecretError, SecretScope,
+    SecretSource, StaticSecrets, ToolCall,
 };
 pub use resolve::{Resolver, StaticResolver, SystemResolver};
 pub use rustls::pki_types::CertificateDer;

@@ -44,6 +44,8 @@ pub fn launch_for(installed: &Installed) -> SandboxLaunch {
                 allow_addresses: Vec::new(),
                 credentials: entry.credentials.clone(),
             },
+            // Installed servers run one shared instance: index entries carry no instance policy.
+            instances: Default::default(),
         },
         source: match entry.extract {
             ExtractMode::Entrypoint => ProgramSource::File(host),

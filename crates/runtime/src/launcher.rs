@@ -3,9 +3,12 @@
 
 use std::sync::Arc;
 
-use gig_config::ServerSpec;
-use gig_gateway::launcher::{Channel, Connection, LaunchError, LaunchFuture, Stderr, ToolCallHook};
-use gig_gateway::{Launcher, NamedLauncher, StdioLauncher};
+use gig_config::{InstanceMode, InstancePolicy, ServerSpec};
+use gig_gateway::launcher::{
+    Channel, Connection, LaunchError, LaunchFuture, OwnerLaunch, Stderr, ToolCallHook,
+};
+use gig_gateway::{InstanceOwner, Launcher, NamedLauncher, StdioLauncher};
+use gig_proxy::SecretScope;
 
 use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime};
 
@@ -53,6 +56,9 @@ pub struct SandboxLauncher {
     backend: String,
     launch: SandboxLaunch,
     runtime: Arc<SandboxRuntime>,
+    /// Whose credentials its proxy injects: the server's, one user's, or (the listing instance
+    /// of a per-user or per-session server) nobody's.
+    scope: SecretScope,
 }
 
 impl std::fmt::Debug for SandboxLauncher {
@@ -70,15 +76,51 @@ impl SandboxLauncher {
         launch: SandboxLaunch,
         runtime: Arc<SandboxRuntime>,
     ) -> Self {
+        // A server with instances of its own per user lists its tools from an instance that
+        // serves no user's call: it is given no credential at all.
+        let scope = match launch.policy.instances.mode {
+            InstanceMode::Shared => SecretScope::Server,
+            InstanceMode::PerUser | InstanceMode::PerSession => SecretScope::Nobody,
+        };
         Self {
             backend: backend.into(),
             launch,
             runtime,
+            scope,
         }
     }
 
+    /// The credentials `user_id` has not set among those this server is given; the first
+    /// one's message says where to set it.
+    async fn check_user_credentials(&self, user_id: i64) -> Result<(), String> {
+        let credentials = &self.launch.policy.egress.credentials;
+        if credentials.is_empty() {
+            return Ok(());
+        }
+        let secrets = self.runtime.secrets().ok_or_else(|| {
+            format!(
+                "server {:?} needs sandbox networking, which this host does not have",
+                self.backend
+            )
+        })?;
+        for credential in credentials {
+            secrets
+                .secret(
+                    &self.backend,
+                    SecretScope::User(user_id),
+                    credential.secret_name(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+
     async fn start(&self) -> Result<Connection, LaunchError> {
-        let mut running = self.runtime.start(&self.backend, &self.launch).await?;
+        let mut running = self
+            .runtime
+            .start_for(&self.backend, &self.launch, self.scope)
+            .await?;
         let sandbox = &mut running.sandbox;
         let pipe = |what: &str| LaunchError::Other(format!("sandbox {what} was not piped"));
         let stdin = sandbox.child.stdin.take().ok_or_else(|| pipe("stdin"))?;
@@ -112,6 +154,24 @@ impl SandboxLauncher {
 impl Launcher for SandboxLauncher {
     fn launch(&self) -> LaunchFuture<'_> {
         Box::pin(self.start())
+    }
+
+    fn instances(&self) -> InstancePolicy {
+        self.launch.policy.instances
+    }
+
+    /// A sandbox of the owner's own, whose proxy injects that user's credentials only; refused
+    /// (with where to set it) while the user lacks one of them.
+    fn launcher_for<'a>(&'a self, owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
+        Box::pin(async move {
+            self.check_user_credentials(owner.user_id).await?;
+            Ok(Box::new(SandboxLauncher {
+                backend: self.backend.clone(),
+                launch: self.launch.clone(),
+                runtime: self.runtime.clone(),
+                scope: SecretScope::User(owner.user_id),
+            }) as Box<dyn Launcher>)
+        })
     }
 }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use crate::sandbox_ids::{SandboxId, SandboxIdError, SandboxIds};
 use gig_config::{SandboxPolicy, StdioCommand};
 use gig_netmgr::{NetError, SandboxNet};
-use gig_proxy::{ProxyError, SandboxEgress};
+use gig_proxy::{ProxyError, SandboxEgress, SecretScope};
 use gig_sandbox::{
     Bind, CgroupError, CgroupSupport, Sandbox, SandboxCgroup, SandboxSpec, Spawner, SystemLayout,
 };
@@ -255,6 +255,22 @@ impl SandboxRuntime {
         name: &str,
         launch: &SandboxLaunch,
     ) -> Result<RunningSandbox, SandboxStartError> {
+        self.start_for(name, launch, SecretScope::Server).await
+    }
+
+    /// Where the egress proxy's secrets come from; `None` without sandbox networking.
+    pub fn secrets(&self) -> Option<Arc<dyn gig_proxy::SecretSource>> {
+        self.egress.as_ref().map(|e| e.proxy.secrets().clone())
+    }
+
+    /// Like [`Self::start`], with the proxy injecting the credentials of `scope` (a user's
+    /// own instance, or none at all) instead of the server's.
+    pub async fn start_for(
+        self: &Arc<Self>,
+        name: &str,
+        launch: &SandboxLaunch,
+        scope: SecretScope,
+    ) -> Result<RunningSandbox, SandboxStartError> {
         let mut spec = self.spec(launch)?;
         let mut egress_policy = launch.policy.egress.clone();
         let network = if egress_policy.allow.is_empty() {
@@ -335,7 +351,8 @@ impl SandboxRuntime {
                 let sandbox_egress = Arc::new(
                     SandboxEgress::new(name, egress_policy, placeholders)
                         .map_err(SandboxStartError::Egress)?
-                        .only_from(net.sandbox_addr.into()),
+                        .only_from(net.sandbox_addr.into())
+                        .for_scope(scope),
                 );
                 let stop = CancellationToken::new();
                 let proxy = egress.proxy.clone();

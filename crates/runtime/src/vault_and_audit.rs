@@ -6,11 +6,15 @@ use std::sync::Arc;
 
 use futures::future::BoxFuture;
 use gig_gateway::audit_writer::{AuditWriter, OwnedAuditEntry};
-use gig_proxy::{AuditEvent, AuditSink, Decision, SecretError, SecretSource, Zeroizing};
+use gig_proxy::{
+    AuditEvent, AuditSink, Decision, SecretError, SecretScope, SecretSource, Zeroizing,
+};
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, Store};
 
-/// Secrets of a sandbox's own server scope (`gigmcp secret set SERVER NAME`), never another's.
+/// Secrets of a sandbox's own server: its shared scope (`gigmcp secret set SERVER NAME`) or, in
+/// a user's own instance, that user's scope for the server — never another server's or user's,
+/// and never the shared value in place of a user's missing one.
 #[derive(Debug, Clone)]
 pub struct VaultSecrets(pub Arc<Secrets>);
 
@@ -18,6 +22,7 @@ impl SecretSource for VaultSecrets {
     fn secret<'a>(
         &'a self,
         server: &'a str,
+        scope: SecretScope,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>> {
         Box::pin(async move {
@@ -25,25 +30,36 @@ impl SecretSource for VaultSecrets {
                 name: name.to_owned(),
                 reason,
             };
-            let scope = CredentialScope {
+            let user_id = match scope {
+                SecretScope::Server => None,
+                SecretScope::User(id) => Some(id),
+                SecretScope::Nobody => return Err(fail("this instance serves no user".into())),
+            };
+            let vault_scope = CredentialScope {
                 server,
-                user_id: None,
+                user_id,
                 profile_id: None,
             };
             let value = self
                 .0
-                .get(&scope, name)
+                .get(&vault_scope, name)
                 .await
                 .map_err(|e| fail(e.to_string()))?
-                .ok_or_else(|| {
-                    fail(format!(
-                        "not in the vault; set it with `gigmcp secret set {server} {name}`"
-                    ))
-                })?;
+                .ok_or_else(|| fail(missing_credential(server, user_id, name)))?;
             let text = std::str::from_utf8(value.expose())
                 .map_err(|_| fail("the stored value is not UTF-8 text".into()))?;
             Ok(Zeroizing::new(text.to_owned()))
         })
+    }
+}
+
+/// Where to set a credential that is not in the vault (shown to the sandbox and the caller).
+pub fn missing_credential(server: &str, user_id: Option<i64>, name: &str) -> String {
+    match user_id {
+        None => format!("not in the vault; set it with `gigmcp secret set {server} {name}`"),
+        Some(_) => format!(
+            "you have not set your own {name:?} for {server:?}; set it with PUT /api/me/credentials/{server}/{name} (or on the dashboard's credentials page)"
+        ),
     }
 }
 
@@ -87,6 +103,7 @@ fn entry(event: AuditEvent) -> OwnedAuditEntry {
             "reason": event.reason,
             "exfiltration": event.exfiltration,
             "upstream": event.upstream.map(|a| a.to_string()),
+            "user": event.user,
         }),
         target: format!("{}:{}", event.host, event.port),
         actor: event.server,

@@ -65,6 +65,7 @@ fn a_sandbox_outlives_the_blocking_thread_that_helped_start_it() {
                 bind_ro: vec![],
                 limits: DEFAULT_LIMITS,
                 egress: Default::default(),
+                instances: Default::default(),
             },
             source: ProgramSource::HostPath,
         };

@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use gig_api::operations::{
-    CatalogEntry, DeclaredCredential, OpError, Operations, ServerStatus, StoredCredential,
-    ToolDefinition,
+    CatalogEntry, CredentialOwner, DeclaredCredential, InstancesStatus, OpError, Operations,
+    ServerStatus, StoredCredential, ToolDefinition,
 };
-use gig_config::{DeclaredServers, InstallConfig, RemoteSpec, StoreConfig};
+use gig_config::{
+    DeclaredServers, InstallConfig, InstanceMode, InstancePolicy, RemoteSpec, StoreConfig,
+};
 use gig_gateway::Hub;
 use gig_gateway::backend::BackendStatus;
 use gig_policy::{CredentialSpec, EgressPolicy, HostPattern, Injection};
@@ -26,6 +28,7 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 #[derive(Debug, Clone)]
 struct Declared {
     egress: Option<EgressPolicy>,
+    instances: InstancePolicy,
 }
 
 #[derive(Debug)]
@@ -47,13 +50,15 @@ impl GatewayOperations {
     ) -> Self {
         let local = servers.local.iter().map(|s| {
             let egress = s.sandbox.as_ref().map(|p| p.egress.clone());
-            (s.name.clone(), Declared { egress })
+            let instances = s.sandbox.as_ref().map(|p| p.instances).unwrap_or_default();
+            (s.name.clone(), Declared { egress, instances })
         });
         let remote = servers.remote.iter().map(|r| {
             (
                 r.name.clone(),
                 Declared {
                     egress: Some(remote_policy(r)),
+                    instances: InstancePolicy::default(),
                 },
             )
         });
@@ -64,6 +69,24 @@ impl GatewayOperations {
             store_config,
             install,
             declared,
+        }
+    }
+
+    /// A server with one shared instance takes the operator's credentials only; one with an
+    /// instance per user or session takes each user's own only (its shared scope is never used).
+    fn check_owner(&self, server: &str, owner: CredentialOwner) -> Result<(), OpError> {
+        let per_user = self
+            .declared
+            .get(server)
+            .is_some_and(|d| d.instances.mode != InstanceMode::Shared);
+        match (owner, per_user) {
+            (CredentialOwner::Server, true) => Err(OpError::Invalid(format!(
+                "server {server:?} runs an instance per user with that user's own credentials: each user sets theirs at PUT /api/me/credentials/{server}/NAME"
+            ))),
+            (CredentialOwner::User(_), false) => Err(OpError::Invalid(format!(
+                "server {server:?} runs one shared instance: its credentials are set by an operator (PUT /api/servers/{server}/credentials/NAME)"
+            ))),
+            _ => Ok(()),
         }
     }
 
@@ -171,6 +194,7 @@ impl Operations for GatewayOperations {
                     reason,
                     credentials: declared_credentials(&egress.credentials),
                     egress: egress.allow.iter().map(|r| r.to_string()).collect(),
+                    instances: instances_status(&self.hub, name, &declared.instances),
                 });
             }
             for record in self.secrets.store().list_servers().await.map_err(failed)? {
@@ -196,6 +220,7 @@ impl Operations for GatewayOperations {
                     egress: entry
                         .map(|e| e.egress.iter().map(|r| r.to_string()).collect())
                         .unwrap_or_default(),
+                    instances: None,
                     name: record.name,
                 });
             }
@@ -307,6 +332,7 @@ impl Operations for GatewayOperations {
     fn set_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>> {
@@ -314,6 +340,7 @@ impl Operations for GatewayOperations {
             let Some((credentials, _)) = self.declared_policy(&server).await? else {
                 return Err(OpError::NotFound(format!("no server {server:?}")));
             };
+            self.check_owner(&server, owner)?;
             if !credentials.iter().any(|c| c.secret_name() == name) {
                 let known: Vec<_> = credentials.iter().map(|c| c.secret_name()).collect();
                 return Err(OpError::Invalid(format!(
@@ -325,11 +352,7 @@ impl Operations for GatewayOperations {
                     }
                 )));
             }
-            let scope = CredentialScope {
-                server: &server,
-                user_id: None,
-                profile_id: None,
-            };
+            let scope = vault_scope(&server, owner);
             self.secrets
                 .set(&scope, &name, &value)
                 .await
@@ -341,19 +364,20 @@ impl Operations for GatewayOperations {
     fn delete_credential(
         &self,
         server: String,
+        owner: CredentialOwner,
         name: String,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
-            let scope = CredentialScope {
-                server: &server,
-                user_id: None,
-                profile_id: None,
-            };
+            let scope = vault_scope(&server, owner);
             self.secrets.delete(&scope, &name).await.map_err(failed)
         })
     }
 
-    fn credentials(&self, server: String) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
+    fn credentials(
+        &self,
+        server: String,
+        owner: CredentialOwner,
+    ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
         Box::pin(async move {
             Ok(self
                 .secrets
@@ -361,6 +385,7 @@ impl Operations for GatewayOperations {
                 .await
                 .map_err(failed)?
                 .into_iter()
+                .filter(|m| m.user_id == owner.user_id() && m.profile_id.is_none())
                 .map(|m| StoredCredential {
                     name: m.name,
                     key_id: m.key_id,
@@ -368,6 +393,31 @@ impl Operations for GatewayOperations {
                 })
                 .collect())
         })
+    }
+}
+
+/// A per-user or per-session server's policy and its running instances; `None` when shared.
+fn instances_status(hub: &Hub, name: &str, policy: &InstancePolicy) -> Option<InstancesStatus> {
+    let mode = match policy.mode {
+        InstanceMode::Shared => return None,
+        InstanceMode::PerUser => "per-user",
+        InstanceMode::PerSession => "per-session",
+    };
+    Some(InstancesStatus {
+        mode,
+        max_instances: policy.max_instances,
+        max_per_user: policy.max_per_user,
+        idle_seconds: policy.idle.as_secs(),
+        running: hub.instances(name).len(),
+    })
+}
+
+/// Where `owner`'s credentials of `server` sit in the vault.
+fn vault_scope(server: &str, owner: CredentialOwner) -> CredentialScope<'_> {
+    CredentialScope {
+        server,
+        user_id: owner.user_id(),
+        profile_id: None,
     }
 }
 

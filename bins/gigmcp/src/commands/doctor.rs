@@ -175,6 +175,7 @@ async fn sandbox_check(env: &dyn Env, before: &[Check]) -> Option<Check> {
             bind_ro: Vec::new(),
             limits: gig_config::DEFAULT_LIMITS,
             egress: Default::default(),
+            instances: Default::default(),
         },
         source: ProgramSource::HostPath,
     };

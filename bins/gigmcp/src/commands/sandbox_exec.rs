@@ -44,6 +44,7 @@ pub async fn run(
             allow,
             ..Default::default()
         },
+        instances: Default::default(),
     };
     let launch = SandboxLaunch {
         command,

@@ -13,7 +13,7 @@ use http::{HeaderName, HeaderValue, StatusCode, Uri, header};
 use zeroize::Zeroizing;
 
 use super::Refusal;
-use crate::proxy::{Cred, SandboxEgress, SecretSource};
+use crate::proxy::{Cred, SandboxEgress, SecretScope, SecretSource};
 use crate::scan::ScrubSet;
 
 /// What went into a request: the credentials' names (for the record) and the scrubber for
@@ -36,8 +36,21 @@ pub(crate) async fn credentials(
     let mut values = Vec::new();
     for &i in &inject {
         let cred = &sandbox.creds[i];
+        if sandbox.scope() == SecretScope::Nobody {
+            return Err(Refusal::new(
+                StatusCode::BAD_GATEWAY,
+                format!(
+                    "credential {}: this instance serves no user; credentials are injected only in a user's own instance",
+                    cred.spec.env
+                ),
+            ));
+        }
         let secret = match secrets
-            .secret(sandbox.server_name(), cred.spec.secret_name())
+            .secret(
+                sandbox.server_name(),
+                sandbox.scope(),
+                cred.spec.secret_name(),
+            )
             .await
         {
             Ok(s) => s,

@@ -302,6 +302,7 @@ where
 
 #[cfg(test)]
 mod tests {
+    use crate::proxy::SecretScope;
     use std::convert::Infallible;
     use std::sync::Mutex;
 
@@ -385,6 +386,7 @@ mod tests {
         let status = scrubbed.parts.status.as_u16();
         let event = AuditEvent::new(
             "srv",
+            SecretScope::Server,
             None,
             &target("GET"),
             Outcome::allowed(status, scrubbed.exchange.clone()),

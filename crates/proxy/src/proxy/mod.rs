@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub(crate) use sandbox::Cred;
-pub use sandbox::{SandboxEgress, SecretError, SecretSource, StaticSecrets, ToolCall};
+pub use sandbox::{SandboxEgress, SecretError, SecretScope, SecretSource, StaticSecrets, ToolCall};
 
 use crate::audit::{AuditEvent, AuditGuard, AuditSink, Outcome, Scheme, Target, redact_query};
 use crate::ca::{LeafCache, RuntimeCa};
@@ -161,6 +161,12 @@ struct Inner {
 }
 
 impl EgressProxy {
+    /// Where this proxy's real secrets come from (asked before a user's own instance starts,
+    /// so a missing credential is said to the caller rather than to the sandbox).
+    pub fn secrets(&self) -> &Arc<dyn SecretSource> {
+        &self.inner.secrets
+    }
+
     pub fn new(
         ca: RuntimeCa,
         config: ProxyConfig,
@@ -326,6 +332,7 @@ impl Conn {
     fn event(&self, target: &Target, outcome: Outcome) -> AuditEvent {
         AuditEvent::new(
             &self.sandbox.server,
+            self.sandbox.scope,
             self.sandbox.tool_call(),
             target,
             outcome,

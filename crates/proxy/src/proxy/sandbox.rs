@@ -19,12 +19,27 @@ pub struct SecretError {
     pub reason: String,
 }
 
+/// Whose credentials a sandbox's requests carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SecretScope {
+    /// The server's own, shared by every caller of its one instance.
+    #[default]
+    Server,
+    /// One user's, in that user's own instance of the server (per-user or per-session).
+    User(i64),
+    /// None at all: the instance of a per-user server that only lists its tools and serves
+    /// no user's call. A placeholder sent from it is refused, never filled from any scope.
+    Nobody,
+}
+
 /// Where real secret values come from (the gateway implements it over its vault). `server`
-/// is the sandbox's server: a secret is looked up in that server's scope only.
+/// is the sandbox's server and `scope` its owner: a secret is looked up there only (never
+/// [`SecretScope::Nobody`], which the proxy refuses before asking).
 pub trait SecretSource: Send + Sync + 'static {
     fn secret<'a>(
         &'a self,
         server: &'a str,
+        scope: SecretScope,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>>;
 }
@@ -54,6 +69,7 @@ impl SecretSource for StaticSecrets {
     fn secret<'a>(
         &'a self,
         _server: &'a str,
+        _scope: SecretScope,
         name: &'a str,
     ) -> BoxFuture<'a, Result<Zeroizing<String>, SecretError>> {
         let found = self.0.get(name).cloned().ok_or_else(|| SecretError {
@@ -76,6 +92,8 @@ const SCRUB_CACHE_MAX: usize = 64;
 /// One sandbox's identity and rules: its server name, egress policy and placeholders.
 pub struct SandboxEgress {
     pub(crate) server: String,
+    /// Whose secrets are injected (see [`SandboxEgress::for_scope`]).
+    pub(crate) scope: SecretScope,
     pub(crate) policy: EgressPolicy,
     pub(crate) creds: Vec<Cred>,
     /// Every placeholder, in `creds` order.
@@ -157,6 +175,7 @@ impl SandboxEgress {
         );
         Ok(SandboxEgress {
             server,
+            scope: SecretScope::Server,
             policy,
             creds,
             detector,
@@ -189,8 +208,18 @@ impl SandboxEgress {
         self
     }
 
+    /// Injects the secrets of `scope` instead of the server's own.
+    pub fn for_scope(mut self, scope: SecretScope) -> Self {
+        self.scope = scope;
+        self
+    }
+
     pub fn server_name(&self) -> &str {
         &self.server
+    }
+
+    pub fn scope(&self) -> SecretScope {
+        self.scope
     }
 
     /// The tool call now running in this sandbox (`None` when idle); stamped on audit records.

@@ -1,0 +1,319 @@
+//! Per-user and per-session instances of a server (its `instances` policy).
+//!
+//! The server's own backend (the one in the catalog) lists its tools; calls go to the caller's
+//! own instance, started at their first call with a launcher the server's [`Launcher`] makes for
+//! that owner (a sandbox whose egress proxy injects that user's credentials). Instances are
+//! supervised like any backend but never listed, bounded per server and per user, and stopped
+//! once idle (per-session ones also when their session has ended).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gig_config::{InstanceMode, InstancePolicy};
+use rmcp::model::{ErrorCode, ErrorData};
+
+use crate::backend::{Backend, BackendStatus};
+use crate::hub::{Hub, QUEUED_MESSAGES_PER_BACKEND};
+use crate::profile::Principal;
+use crate::sync::lock;
+
+/// Whose instance: a user's, or one of their MCP sessions'.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct InstanceOwner {
+    pub user_id: i64,
+    /// Set for per-session instances only.
+    pub session: Option<String>,
+}
+
+impl std::fmt::Display for InstanceOwner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.session {
+            None => write!(f, "user {}", self.user_id),
+            // Session ids are bearer-like: never printed whole.
+            Some(s) => write!(
+                f,
+                "user {} session {}…",
+                self.user_id,
+                s.get(..6).unwrap_or("")
+            ),
+        }
+    }
+}
+
+/// One running instance and the calls using it now.
+struct Instance {
+    backend: Arc<Backend>,
+    supervisor: tokio::task::JoinHandle<()>,
+    /// Calls holding a [`Lease`] on it: never reaped while one runs.
+    active: Arc<AtomicUsize>,
+    last_used: Arc<Mutex<Instant>>,
+}
+
+/// The instances of one server.
+pub(crate) struct InstancePool {
+    server: Arc<Backend>,
+    policy: InstancePolicy,
+    instances: Mutex<HashMap<InstanceOwner, Instance>>,
+}
+
+/// The backend a call goes to, and for an instance the call's hold on it: counted as active
+/// until dropped, then idle from that moment.
+pub struct Lease {
+    pub backend: Arc<Backend>,
+    hold: Option<(Arc<AtomicUsize>, Arc<Mutex<Instant>>)>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.backend.name)
+            .field("instance", &self.hold.is_some())
+            .finish()
+    }
+}
+
+impl Lease {
+    /// The server's one shared backend: nothing to hold.
+    pub(crate) fn shared(backend: Arc<Backend>) -> Self {
+        Lease {
+            backend,
+            hold: None,
+        }
+    }
+}
+
+impl Drop for Lease {
+    fn drop(&mut self) {
+        if let Some((active, last_used)) = &self.hold {
+            *lock(last_used) = Instant::now();
+            active.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+fn refused(server: &str, message: String, reason: &str) -> ErrorData {
+    ErrorData::new(
+        ErrorCode::INVALID_REQUEST,
+        message,
+        Some(serde_json::json!({ "backend": server, "reason": reason })),
+    )
+}
+
+impl InstancePool {
+    pub(crate) fn new(server: Arc<Backend>, policy: InstancePolicy) -> Self {
+        InstancePool {
+            server,
+            policy,
+            instances: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Who owns `caller`'s instance, or why the caller cannot have one.
+    pub(crate) fn owner(
+        &self,
+        caller: &Principal,
+        session: Option<&str>,
+    ) -> Result<InstanceOwner, ErrorData> {
+        let name = &self.server.name;
+        let Principal::Profile(view) = caller else {
+            return Err(refused(
+                name,
+                format!(
+                    "server {name:?} runs one instance per user, with that user's credentials: call it with a user's token (a profile token or an OAuth sign-in), not the operator's"
+                ),
+                "needs_user",
+            ));
+        };
+        let session = match (self.policy.mode, session) {
+            (InstanceMode::PerSession, None) => {
+                return Err(refused(
+                    name,
+                    format!(
+                        "server {name:?} runs one instance per MCP session: open a session (initialize) first; stateless requests have none"
+                    ),
+                    "needs_session",
+                ));
+            }
+            (InstanceMode::PerSession, Some(id)) => Some(id.to_owned()),
+            _ => None,
+        };
+        Ok(InstanceOwner {
+            user_id: view.user_id,
+            session,
+        })
+    }
+
+    /// `owner`'s instance, started (and waited for, up to the call timeout) if it has none.
+    pub(crate) async fn lease(
+        &self,
+        hub: &Arc<Hub>,
+        owner: InstanceOwner,
+    ) -> Result<Lease, ErrorData> {
+        let backend = match self.existing(&owner) {
+            Some(lease) => lease.backend.clone(),
+            None => {
+                // Asked outside the lock: it reads the vault.
+                let launcher = self
+                    .server
+                    .launcher
+                    .launcher_for(&owner)
+                    .await
+                    .map_err(|why| refused(&self.server.name, why, "not_ready"))?;
+                self.start(hub, &owner, launcher)?
+            }
+        };
+        let lease = self
+            .existing(&owner)
+            .ok_or_else(|| self.unavailable(&owner, "stopped as it started"))?;
+        let mut started = backend.first_attempt_done.subscribe();
+        let waited = tokio::time::timeout(hub.limits.call_timeout, started.wait_for(|d| *d)).await;
+        match backend.status() {
+            BackendStatus::Up { .. } => Ok(lease),
+            BackendStatus::Down { reason, .. } => Err(self.unavailable(&owner, &reason)),
+            BackendStatus::Starting if waited.is_err() => Err(self.unavailable(
+                &owner,
+                &format!("not up within {}s", hub.limits.call_timeout.as_secs()),
+            )),
+            BackendStatus::Starting => Err(self.unavailable(&owner, "starting")),
+        }
+    }
+
+    fn unavailable(&self, owner: &InstanceOwner, why: &str) -> ErrorData {
+        ErrorData::new(
+            ErrorCode::INTERNAL_ERROR,
+            format!(
+                "your instance of {:?} is unavailable: {why}",
+                self.server.name
+            ),
+            Some(serde_json::json!({ "backend": self.server.name, "owner": owner.user_id })),
+        )
+    }
+
+    fn existing(&self, owner: &InstanceOwner) -> Option<Lease> {
+        let instances = lock(&self.instances);
+        let instance = instances.get(owner)?;
+        instance.active.fetch_add(1, Ordering::AcqRel);
+        Some(Lease {
+            backend: instance.backend.clone(),
+            hold: Some((instance.active.clone(), instance.last_used.clone())),
+        })
+    }
+
+    /// Starts `owner`'s instance unless one appeared meanwhile; refuses past the caps.
+    fn start(
+        &self,
+        hub: &Arc<Hub>,
+        owner: &InstanceOwner,
+        launcher: Box<dyn crate::Launcher>,
+    ) -> Result<Arc<Backend>, ErrorData> {
+        let name = &self.server.name;
+        let mut instances = lock(&self.instances);
+        if let Some(instance) = instances.get(owner) {
+            return Ok(instance.backend.clone());
+        }
+        if instances.len() >= self.policy.max_instances {
+            return Err(refused(
+                name,
+                format!(
+                    "server {name:?} already runs its maximum of {} instances; retry when one has been idle for {}s",
+                    self.policy.max_instances,
+                    self.policy.idle.as_secs()
+                ),
+                "instance_limit",
+            ));
+        }
+        let of_user = instances
+            .keys()
+            .filter(|o| o.user_id == owner.user_id)
+            .count();
+        if of_user >= self.policy.max_per_user {
+            return Err(refused(
+                name,
+                format!(
+                    "you already run {of_user} instances of {name:?}, the most one user may; end a session or wait until one has been idle for {}s",
+                    self.policy.idle.as_secs()
+                ),
+                "user_instance_limit",
+            ));
+        }
+        let backend = Arc::new(
+            Backend::new(
+                name.clone(),
+                launcher,
+                hub.limits.max_inflight_per_backend,
+                QUEUED_MESSAGES_PER_BACKEND.saturating_mul(hub.limits.max_message_bytes),
+                self.server.stop.child_token(),
+            )
+            .unlisted(),
+        );
+        let supervisor = tokio::spawn(crate::supervisor::supervise(hub.clone(), backend.clone()));
+        tracing::info!(backend = %name, owner = %owner, running = instances.len() + 1, "instance starting");
+        instances.insert(
+            owner.clone(),
+            Instance {
+                backend: backend.clone(),
+                supervisor,
+                active: Arc::default(),
+                last_used: Arc::new(Mutex::new(Instant::now())),
+            },
+        );
+        Ok(backend)
+    }
+
+    /// Stops the instances idle for the policy's time, and per-session ones whose session
+    /// `session_open` says has ended.
+    pub(crate) async fn reap(&self, session_open: &(dyn Fn(&str) -> bool + Send + Sync)) {
+        let idle = self.policy.idle;
+        let gone: Vec<(InstanceOwner, Instance)> = {
+            let mut instances = lock(&self.instances);
+            let ended: Vec<InstanceOwner> = instances
+                .iter()
+                .filter(|(owner, i)| {
+                    i.active.load(Ordering::Acquire) == 0
+                        && (lock(&i.last_used).elapsed() >= idle
+                            || owner.session.as_deref().is_some_and(|s| !session_open(s)))
+                })
+                .map(|(owner, _)| owner.clone())
+                .collect();
+            ended
+                .into_iter()
+                .filter_map(|owner| instances.remove_entry(&owner))
+                .collect()
+        };
+        for (owner, instance) in gone {
+            tracing::info!(backend = %self.server.name, owner = %owner, "instance stopped: idle or its session ended");
+            stop(instance).await;
+        }
+    }
+
+    /// Stops every instance (the server is removed, or the gateway stops).
+    pub(crate) async fn stop_all(&self) {
+        let all: Vec<Instance> = lock(&self.instances).drain().map(|(_, i)| i).collect();
+        for instance in all {
+            stop(instance).await;
+        }
+    }
+
+    /// Instances running now, by owner.
+    pub(crate) fn running(&self) -> Vec<InstanceOwner> {
+        lock(&self.instances).keys().cloned().collect()
+    }
+
+    /// Cancelled when the server is removed or the gateway stops.
+    pub(crate) fn server_stopped(&self) -> tokio_util::sync::CancellationToken {
+        self.server.stop.clone()
+    }
+
+    /// How often idle instances are looked for: a quarter of the idle time, 1-30 s.
+    pub(crate) fn reap_interval(&self) -> Duration {
+        (self.policy.idle / 4).clamp(Duration::from_secs(1), Duration::from_secs(30))
+    }
+}
+
+/// Ends an instance and waits until its process is gone.
+async fn stop(instance: Instance) {
+    instance.backend.stop.cancel();
+    let _ = instance.supervisor.await;
+}
