@@ -8,18 +8,14 @@ use crate::harness::TestDb;
 
 pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
     let s = &db.store;
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "aaa")
+    // What a start that sees `gh`'s tool `search` with fingerprint `sha` records.
+    let search = async |sha: &str| {
+        s.record_or_compare_fingerprint("gh", "search", sha)
             .await
-            .unwrap(),
-        FingerprintCheck::New
-    );
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "aaa")
-            .await
-            .unwrap(),
-        FingerprintCheck::Unchanged
-    );
+            .unwrap()
+    };
+    assert_eq!(search("aaa").await, FingerprintCheck::New);
+    assert_eq!(search("aaa").await, FingerprintCheck::Unchanged);
     let first = s.get_fingerprint("gh", "search").await.unwrap().unwrap();
     assert_eq!(
         (
@@ -34,19 +30,8 @@ pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
         trusted: "aaa".into(),
         pending: "bbb".into(),
     };
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "bbb")
-            .await
-            .unwrap(),
-        changed
-    );
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "bbb")
-            .await
-            .unwrap(),
-        changed,
-        "stays changed until approved"
-    );
+    assert_eq!(search("bbb").await, changed);
+    assert_eq!(search("bbb").await, changed, "stays changed until approved");
     assert_eq!(
         s.get_fingerprint("gh", "search")
             .await
@@ -57,9 +42,7 @@ pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
         Some("bbb")
     );
     assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "ccc")
-            .await
-            .unwrap(),
+        search("ccc").await,
         FingerprintCheck::Changed {
             trusted: "aaa".into(),
             pending: "ccc".into()
@@ -79,27 +62,15 @@ pub async fn fingerprints_detect_changes(db: Arc<TestDb>) {
     );
     assert!(approved.approved_at.is_some());
     assert_eq!(approved.first_seen, first.first_seen);
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "ccc")
-            .await
-            .unwrap(),
-        FingerprintCheck::Unchanged
-    );
+    assert_eq!(search("ccc").await, FingerprintCheck::Unchanged);
     assert!(matches!(
         s.approve_fingerprint("gh", "search", "ccc").await,
         Err(StoreError::NotFound { .. })
     ));
 
     // A change that reverts before review clears the pending fingerprint.
-    s.record_or_compare_fingerprint("gh", "search", "ddd")
-        .await
-        .unwrap();
-    assert_eq!(
-        s.record_or_compare_fingerprint("gh", "search", "ccc")
-            .await
-            .unwrap(),
-        FingerprintCheck::Unchanged
-    );
+    search("ddd").await;
+    assert_eq!(search("ccc").await, FingerprintCheck::Unchanged);
     assert_eq!(
         s.get_fingerprint("gh", "search")
             .await

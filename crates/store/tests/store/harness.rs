@@ -63,76 +63,81 @@ pub struct TestDb {
 
 static SCHEMA_SEQ: AtomicU32 = AtomicU32::new(0);
 
+/// A fresh schema in the `GIG_TEST_DATABASE_URL` database: the URL that selects it, and the
+/// admin pool that created it (and drops it). `None`: PostgreSQL is not configured and not
+/// required.
+async fn fresh_postgres_schema(case: &str) -> Option<(String, PgPool, String)> {
+    let env = env();
+    let Some(base) = env.postgres_url else {
+        assert!(
+            !env.require_postgres,
+            "GIG_REQUIRE_POSTGRES=1 but GIG_TEST_DATABASE_URL is not set"
+        );
+        eprintln!("skipped: GIG_TEST_DATABASE_URL is not set");
+        return None;
+    };
+    let schema = format!(
+        "gig_t_{}_{}_{}",
+        &case[..case.len().min(32)],
+        std::process::id(),
+        SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
+    );
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&base)
+        .await
+        .expect("connect to GIG_TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE SCHEMA {schema}"))
+        .execute(&admin)
+        .await
+        .expect("create test schema");
+    let sep = if base.contains('?') { '&' } else { '?' };
+    let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
+    Some((url, admin, schema))
+}
+
 impl TestDb {
-    /// `None`: PostgreSQL is not configured and not required (the test is skipped).
+    /// A migrated store on a new SQLite file or PostgreSQL schema, then a raw pool on the same
+    /// database. `None`: PostgreSQL is not configured and not required (the test is skipped).
     pub async fn create(kind: BackendKind, case: &str) -> Option<TestDb> {
-        match kind {
+        let (url, dir, postgres) = match kind {
             BackendKind::Sqlite => {
                 let dir = tempfile::tempdir().expect("tempdir");
-                let path = dir.path().join("store.db");
-                let url = format!("sqlite://{}", path.display());
-                let store = Store::open_with(&url, &options())
-                    .await
-                    .expect("open sqlite");
-                let raw = SqlitePoolOptions::new()
+                let url = format!("sqlite://{}", dir.path().join("store.db").display());
+                (url, Some(dir), None)
+            }
+            BackendKind::Postgres => {
+                let (url, admin, schema) = fresh_postgres_schema(case).await?;
+                (url, None, Some((admin, schema)))
+            }
+        };
+        let store = Store::open_with(&url, &options())
+            .await
+            .unwrap_or_else(|e| panic!("open {kind:?} store: {e}"));
+        let raw = match postgres {
+            None => Raw::Sqlite(
+                SqlitePoolOptions::new()
                     .max_connections(1)
                     .connect(&url)
                     .await
-                    .expect("raw sqlite");
-                Some(TestDb {
-                    store,
-                    url,
-                    raw: Raw::Sqlite(raw),
-                    _dir: Some(dir),
-                })
-            }
-            BackendKind::Postgres => {
-                let env = env();
-                let Some(base) = env.postgres_url else {
-                    assert!(
-                        !env.require_postgres,
-                        "GIG_REQUIRE_POSTGRES=1 but GIG_TEST_DATABASE_URL is not set"
-                    );
-                    eprintln!("skipped: GIG_TEST_DATABASE_URL is not set");
-                    return None;
-                };
-                let schema = format!(
-                    "gig_t_{}_{}_{}",
-                    &case[..case.len().min(32)],
-                    std::process::id(),
-                    SCHEMA_SEQ.fetch_add(1, Ordering::Relaxed)
-                );
-                let admin = PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(&base)
-                    .await
-                    .expect("connect to GIG_TEST_DATABASE_URL");
-                sqlx::query(&format!("CREATE SCHEMA {schema}"))
-                    .execute(&admin)
-                    .await
-                    .expect("create test schema");
-                let sep = if base.contains('?') { '&' } else { '?' };
-                let url = format!("{base}{sep}options=-c%20search_path%3D{schema}");
-                let store = Store::open_with(&url, &options())
-                    .await
-                    .expect("open postgres");
-                let pool = PgPoolOptions::new()
+                    .expect("raw sqlite"),
+            ),
+            Some((admin, schema)) => Raw::Postgres {
+                pool: PgPoolOptions::new()
                     .max_connections(2)
                     .connect(&url)
                     .await
-                    .expect("raw postgres");
-                Some(TestDb {
-                    store,
-                    url,
-                    raw: Raw::Postgres {
-                        pool,
-                        admin,
-                        schema,
-                    },
-                    _dir: None,
-                })
-            }
-        }
+                    .expect("raw postgres"),
+                admin,
+                schema,
+            },
+        };
+        Some(TestDb {
+            store,
+            url,
+            raw,
+            _dir: dir,
+        })
     }
 
     pub fn kind(&self) -> BackendKind {
@@ -159,38 +164,36 @@ impl TestDb {
     }
 
     /// `value` bound as a parameter and read back (`SELECT $1`), bypassing the store.
-    pub async fn echo<T>(&self, value: T) -> Result<T, sqlx::Error>
+    pub async fn echo<T: Echo>(&self, value: T) -> Result<T, sqlx::Error> {
+        self.select_param(value).await
+    }
+
+    /// The text `text` read as a `T` (`SELECT $1` with text bound), bypassing the store.
+    pub async fn decode_text<T: Echo>(&self, text: &str) -> Result<T, sqlx::Error> {
+        self.select_param(text).await
+    }
+
+    /// `SELECT $1` with `param` bound, its column read as a `T`.
+    async fn select_param<'p, P, T>(&self, param: P) -> Result<T, sqlx::Error>
     where
+        P: sqlx::Encode<'p, Sqlite>
+            + sqlx::Encode<'p, Postgres>
+            + sqlx::Type<Sqlite>
+            + sqlx::Type<Postgres>
+            + Send
+            + 'p,
         T: Echo,
     {
         match &self.raw {
             Raw::Sqlite(pool) => {
                 sqlx::query_scalar("SELECT $1")
-                    .bind(value)
+                    .bind(param)
                     .fetch_one(pool)
                     .await
             }
             Raw::Postgres { pool, .. } => {
                 sqlx::query_scalar("SELECT $1")
-                    .bind(value)
-                    .fetch_one(pool)
-                    .await
-            }
-        }
-    }
-
-    /// The text `text` read as a `T` (`SELECT $1` with text bound), bypassing the store.
-    pub async fn decode_text<T: Echo>(&self, text: &str) -> Result<T, sqlx::Error> {
-        match &self.raw {
-            Raw::Sqlite(pool) => {
-                sqlx::query_scalar("SELECT $1")
-                    .bind(text)
-                    .fetch_one(pool)
-                    .await
-            }
-            Raw::Postgres { pool, .. } => {
-                sqlx::query_scalar("SELECT $1")
-                    .bind(text)
+                    .bind(param)
                     .fetch_one(pool)
                     .await
             }
