@@ -2,24 +2,17 @@
 
 use std::sync::Arc;
 
-use gig_store::{AuditEntry, FingerprintCheck, NewUser, Role};
+use gig_store::{AuditEntry, FingerprintCheck, Role};
 use serde_json::json;
 
-use crate::fixtures::{global, sealed};
+use crate::fixtures::{global, sealed, user};
 use crate::harness::TestDb;
 
 pub async fn concurrent_writers_lose_nothing(db: Arc<TestDb>) {
     const TASKS: usize = 50;
     // Two independent pools on one database, like two gateway replicas.
     let stores = [db.store.clone(), db.reopen().await.unwrap()];
-    let owner = stores[0]
-        .create_user(&NewUser {
-            subject: "owner",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let owner = stores[0].create_user(&user("owner")).await.unwrap();
 
     let mut tasks = tokio::task::JoinSet::new();
     for i in 0..TASKS {

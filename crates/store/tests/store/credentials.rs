@@ -2,22 +2,15 @@
 
 use std::sync::Arc;
 
-use gig_store::{BackendKind, CredentialScope, NewUser, SealedCredential, StoreError};
+use gig_store::{BackendKind, CredentialScope, SealedCredential, StoreError};
 use serde_json::json;
 
-use crate::fixtures::{global, sealed};
+use crate::fixtures::{global, sealed, user};
 use crate::harness::TestDb;
 
 pub async fn credentials_round_trip(db: Arc<TestDb>) {
     let s = &db.store;
-    let user = s
-        .create_user(&NewUser {
-            subject: "alice",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let user = s.create_user(&user("alice")).await.unwrap();
     let profile = s
         .create_profile(user.id, "work", &json!({"allow": ["*"]}))
         .await
@@ -175,14 +168,7 @@ pub async fn credentials_round_trip(db: Arc<TestDb>) {
 
 pub async fn credential_scope_nulls_collide(db: Arc<TestDb>) {
     let s = &db.store;
-    let user = s
-        .create_user(&NewUser {
-            subject: "bob",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let user = s.create_user(&user("bob")).await.unwrap();
     s.put_credential(&sealed(global("srv"), "KEY", "k1", b"a"))
         .await
         .unwrap();

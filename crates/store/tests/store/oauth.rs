@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use gig_store::{
-    Exchange, NewOAuthGrant, NewOAuthToken, NewUser, OAuthGrant, OAuthToken, OAuthTokenKind,
-};
+use gig_store::{Exchange, NewOAuthGrant, NewOAuthToken, OAuthGrant, OAuthToken, OAuthTokenKind};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use crate::fixtures::user;
 use crate::harness::TestDb;
 
 fn token(token_hash: &str, expires_in: Duration) -> NewOAuthToken<'_> {
@@ -20,13 +19,8 @@ fn token(token_hash: &str, expires_in: Duration) -> NewOAuthToken<'_> {
 
 pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     let s = &db.store;
-    let new_user = |subject| NewUser {
-        subject,
-        email: None,
-        display_name: None,
-    };
-    let ann = s.create_user(&new_user("ann")).await.unwrap();
-    let bob = s.create_user(&new_user("bob")).await.unwrap();
+    let ann = s.create_user(&user("ann")).await.unwrap();
+    let bob = s.create_user(&user("bob")).await.unwrap();
     let work = s.create_profile(ann.id, "work", &json!({})).await.unwrap();
 
     // Clients: registered once, counted, forgotten when old and never granted.

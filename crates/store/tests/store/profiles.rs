@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use gig_store::{BackendKind, NewProfileToken, NewUser, StoreError};
+use gig_store::{BackendKind, NewProfileToken, StoreError};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
@@ -11,22 +11,8 @@ use crate::harness::TestDb;
 
 pub async fn profiles_and_tokens(db: Arc<TestDb>) {
     let s = &db.store;
-    let dave = s
-        .create_user(&NewUser {
-            subject: "dave",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
-    let erin = s
-        .create_user(&NewUser {
-            subject: "erin",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let dave = s.create_user(&user("dave")).await.unwrap();
+    let erin = s.create_user(&user("erin")).await.unwrap();
     let filter = json!({"allow": ["github_*"], "deny": ["github_delete_repo"]});
     let work = s.create_profile(dave.id, "work", &filter).await.unwrap();
     assert_eq!(work.tool_filter, filter);

@@ -2,20 +2,15 @@
 
 use std::sync::Arc;
 
-use gig_store::{AuditEntry, BackendKind, NewUser, StoreError};
+use gig_store::{AuditEntry, BackendKind, StoreError};
 use serde_json::json;
 
+use crate::fixtures::user;
 use crate::harness::TestDb;
 
 pub async fn newer_schema_is_refused(db: Arc<TestDb>) {
     let s = &db.store;
-    s.create_user(&NewUser {
-        subject: "keep-me",
-        email: None,
-        display_name: None,
-    })
-    .await
-    .unwrap();
+    s.create_user(&user("keep-me")).await.unwrap();
     s.append_audit(&AuditEntry {
         actor: "a",
         action: "b",

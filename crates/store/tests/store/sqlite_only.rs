@@ -1,8 +1,9 @@
 //! What only SQLite has: a file that is not a database, or is a corrupt one, is refused and
 //! left untouched; a new file is private and in WAL mode.
 
-use gig_store::{BackendKind, NewUser, Store, StoreError};
+use gig_store::{BackendKind, Store, StoreError};
 
+use crate::fixtures::user;
 use crate::harness;
 
 fn garbage() -> Vec<u8> {
@@ -64,14 +65,7 @@ async fn creates_file_in_wal_mode_and_reopens() {
     let url = format!("sqlite://{}", path.display());
     let store = Store::open(&url).await.unwrap();
     assert_eq!(store.kind(), BackendKind::Sqlite);
-    store
-        .create_user(&NewUser {
-            subject: "persisted",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    store.create_user(&user("persisted")).await.unwrap();
     store.close().await;
 
     let raw = sqlx::SqlitePool::connect(&url).await.unwrap();

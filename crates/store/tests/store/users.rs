@@ -19,14 +19,7 @@ pub async fn users_roles_sessions(db: Arc<TestDb>) {
         })
         .await
         .unwrap();
-    let carol = s
-        .create_user(&NewUser {
-            subject: "carol",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let carol = s.create_user(&user("carol")).await.unwrap();
     assert_eq!(s.get_user(admin.id).await.unwrap().as_ref(), Some(&admin));
     assert_eq!(
         s.get_user_by_subject("carol").await.unwrap().as_ref(),
