@@ -50,9 +50,13 @@ bootstrap:
 docs-check: build
 	scripts/docs-check.py
 
+## Formatting, clippy, and cargo-deny's bans, licenses and sources (deny.toml); cargo-deny is
+## built once into $(PEERS)/cargo when missing (scripts/cargo-deny.sh). Not `advisories`: its
+## database is fetched from the network at check time, which CI here cannot reach.
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	scripts/cargo-deny.sh $(PEERS) --locked check --hide-inclusion-graph bans licenses sources
 
 ## The property-based fuzz targets (docs/reliability.md#fuzzing) with 10x their default inputs
 ## (FUZZ_CASES_FACTOR; PROPTEST_CASES=N sets one count for every target instead); prints

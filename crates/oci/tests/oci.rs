@@ -62,18 +62,34 @@ impl Fixture {
     fn root(&self) -> &Path {
         self._dir.path()
     }
+    /// Pulls `source` into this cache, anonymously and without watching progress.
+    async fn pull(&self, source: &ImageSource) -> Result<PulledImage, OciError> {
+        self.cache
+            .pull(source, &RegistryAuth::Anonymous, &no_progress)
+            .await
+    }
+    /// The image (or index) at `digest` in this fixture's layout.
+    fn layout_source(&self, digest: &Digest) -> ImageSource {
+        ImageSource::Layout {
+            dir: self.layout.clone(),
+            digest: digest.clone(),
+        }
+    }
     async fn pull_layout(&self, image: &BuiltImage) -> Result<PulledImage, OciError> {
         let digest = image.write_layout(&self.layout, "latest");
-        self.cache
-            .pull(
-                &ImageSource::Layout {
-                    dir: self.layout.clone(),
-                    digest,
-                },
-                &RegistryAuth::Anonymous,
-                &no_progress,
-            )
-            .await
+        self.pull(&self.layout_source(&digest)).await
+    }
+    /// `pulled`, asked for by `requested` (an index), is `amd` and its `/bin/s` is amd64's.
+    async fn assert_amd64_picked(
+        &self,
+        pulled: &PulledImage,
+        requested: &Digest,
+        amd: &BuiltImage,
+    ) {
+        assert_eq!(&pulled.requested_digest, requested);
+        assert_eq!(pulled.manifest_digest, amd.manifest_digest);
+        let ep = self.cache.entrypoint(pulled, "/bin/s").await.unwrap();
+        assert_eq!(std::fs::read(ep).unwrap(), b"amd");
     }
     /// Nothing at all is left under rootfs/ and entry/: a refusal changes nothing there, not
     /// even by an empty directory.
@@ -88,6 +104,27 @@ impl Fixture {
             assert!(left.is_empty(), "{sub}/ should be empty, has {left:?}");
         }
     }
+}
+
+/// Two single-layer images whose `/bin/s` says which platform was picked: linux/arm64 (gzip)
+/// and linux/amd64 (its layer built by `amd64_layer`).
+fn arm64_and_amd64(amd64_layer: fn(Vec<TestEntry>) -> TestLayer) -> (BuiltImage, BuiltImage) {
+    let arm = ImageBuilder::new()
+        .platform("linux", "arm64")
+        .layer(TestLayer::gzip(vec![TestEntry::file(
+            "bin/s",
+            0o755,
+            b"arm".to_vec(),
+        )]))
+        .build();
+    let amd = ImageBuilder::new()
+        .layer(amd64_layer(vec![TestEntry::file(
+            "bin/s",
+            0o755,
+            b"amd".to_vec(),
+        )]))
+        .build();
+    (arm, amd)
 }
 
 fn dir_is_empty(p: &Path) -> bool {
@@ -686,15 +723,7 @@ async fn tampered_layout_blob_is_refused_and_nothing_cached() {
     let n = bytes.len() - 1;
     bytes[n] ^= 1;
     std::fs::write(&blob, bytes).unwrap();
-    let source = ImageSource::Layout {
-        dir: f.layout.clone(),
-        digest: digest.clone(),
-    };
-    let err = f
-        .cache
-        .pull(&source, &RegistryAuth::Anonymous, &no_progress)
-        .await
-        .unwrap_err();
+    let err = f.pull(&f.layout_source(&digest)).await.unwrap_err();
     assert!(
         matches!(&err, OciError::DigestMismatch { expected, .. } if expected == layer_digest),
         "{err}"
@@ -710,51 +739,34 @@ async fn tampered_layout_blob_is_refused_and_nothing_cached() {
 #[tokio::test]
 async fn layout_index_picks_linux_amd64() {
     let f = Fixture::new();
-    let arm = ImageBuilder::new()
-        .platform("linux", "arm64")
-        .layer(TestLayer::gzip(vec![TestEntry::file(
-            "bin/s",
-            0o755,
-            b"arm".to_vec(),
-        )]))
-        .build();
-    let amd = ImageBuilder::new()
-        .layer(TestLayer::gzip(vec![TestEntry::file(
-            "bin/s",
-            0o755,
-            b"amd".to_vec(),
-        )]))
-        .build();
+    let (arm, amd) = arm64_and_amd64(TestLayer::gzip);
     let index = BuiltIndex::new(vec![arm, amd.clone()], false);
     let digest = index.write_layout(&f.layout, "multi");
-    let pulled = f
-        .cache
-        .pull(
-            &ImageSource::Layout {
-                dir: f.layout.clone(),
-                digest: digest.clone(),
-            },
-            &RegistryAuth::Anonymous,
-            &no_progress,
-        )
-        .await
-        .unwrap();
-    assert_eq!(pulled.requested_digest, digest);
-    assert_eq!(pulled.manifest_digest, amd.manifest_digest);
-    let ep = f.cache.entrypoint(&pulled, "/bin/s").await.unwrap();
-    assert_eq!(std::fs::read(ep).unwrap(), b"amd");
+    let pulled = f.pull(&f.layout_source(&digest)).await.unwrap();
+    f.assert_amd64_picked(&pulled, &digest, &amd).await;
 }
 
 // ---- against a real registry ----
 
+/// The test registry speaks plain HTTP.
+fn plain_http() -> RegistryOptions {
+    RegistryOptions {
+        plain_http: true,
+        ..Default::default()
+    }
+}
+
 fn registry_source(reg: &TestRegistry, repo: &str, digest: &Digest) -> ImageSource {
     ImageSource::Registry {
         image: ImageRef::parse(&format!("{}/{repo}@{digest}", reg.host())).unwrap(),
-        options: RegistryOptions {
-            plain_http: true,
-            ..Default::default()
-        },
+        options: plain_http(),
     }
+}
+
+/// What `repo:tag` on the test registry resolves to.
+async fn resolved(reg: &TestRegistry, repo_tag: &str, auth: &RegistryAuth) -> Digest {
+    let image = format!("{}/{repo_tag}", reg.host());
+    resolve_digest(&image, auth, &plain_http()).await.unwrap()
 }
 
 #[tokio::test]
@@ -794,17 +806,10 @@ async fn registry_pull_by_digest_anonymous_with_progress() {
     let ep = f.cache.entrypoint(&pulled, "/bin/echo-mcp").await.unwrap();
     assert_eq!(std::fs::read(ep).unwrap(), b"#!echo v1\n");
     // resolve_digest finds the pushed digest from the tag.
-    let resolved = resolve_digest(
-        &format!("{}/echo:v1", reg.host()),
-        &RegistryAuth::Anonymous,
-        &RegistryOptions {
-            plain_http: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(resolved, digest);
+    assert_eq!(
+        resolved(&reg, "echo:v1", &RegistryAuth::Anonymous).await,
+        digest
+    );
 }
 
 #[tokio::test]
@@ -869,17 +874,7 @@ async fn registry_bearer_token_auth() {
     );
     let ep = f.cache.entrypoint(&pulled, "/bin/echo-mcp").await.unwrap();
     assert_eq!(std::fs::read(ep).unwrap(), b"#!echo v1\n");
-    let resolved = resolve_digest(
-        &format!("{}/tok/echo:v1", reg.host()),
-        &good,
-        &RegistryOptions {
-            plain_http: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    assert_eq!(resolved, digest);
+    assert_eq!(resolved(&reg, "tok/echo:v1", &good).await, digest);
 }
 
 #[tokio::test]
@@ -887,21 +882,7 @@ async fn registry_manifest_list_picks_linux_amd64() {
     let Some(reg) = TestRegistry::start() else {
         return;
     };
-    let arm = ImageBuilder::new()
-        .platform("linux", "arm64")
-        .layer(TestLayer::gzip(vec![TestEntry::file(
-            "bin/s",
-            0o755,
-            b"arm".to_vec(),
-        )]))
-        .build();
-    let amd = ImageBuilder::new()
-        .layer(TestLayer::zstd(vec![TestEntry::file(
-            "bin/s",
-            0o755,
-            b"amd".to_vec(),
-        )]))
-        .build();
+    let (arm, amd) = arm64_and_amd64(TestLayer::zstd);
     for docker in [true, false] {
         let index = BuiltIndex::new(vec![arm.clone(), amd.clone()], docker);
         let digest = index
@@ -913,19 +894,9 @@ async fn registry_manifest_list_picks_linux_amd64() {
             )
             .await;
         let f = Fixture::new();
-        let pulled = f
-            .cache
-            .pull(
-                &registry_source(&reg, "multi", &digest),
-                &RegistryAuth::Anonymous,
-                &no_progress,
-            )
-            .await
-            .unwrap();
-        assert_eq!(pulled.requested_digest, digest);
-        assert_eq!(pulled.manifest_digest, amd.manifest_digest);
-        let ep = f.cache.entrypoint(&pulled, "/bin/s").await.unwrap();
-        assert_eq!(std::fs::read(ep).unwrap(), b"amd");
+        let source = registry_source(&reg, "multi", &digest);
+        let pulled = f.pull(&source).await.unwrap();
+        f.assert_amd64_picked(&pulled, &digest, &amd).await;
     }
 }
 
@@ -976,12 +947,7 @@ async fn registry_tampered_manifest_config_or_layer_is_refused() {
         }
         let f = Fixture::new();
         let err = f
-            .cache
-            .pull(
-                &registry_source(&reg, what, &digest),
-                &RegistryAuth::Anonymous,
-                &no_progress,
-            )
+            .pull(&registry_source(&reg, what, &digest))
             .await
             .unwrap_err();
         assert!(
@@ -1009,11 +975,7 @@ async fn registry_cached_pull_makes_no_requests() {
         .await;
     let f = Fixture::new();
     let source = registry_source(&reg, "echo", &digest);
-    let first = f
-        .cache
-        .pull(&source, &RegistryAuth::Anonymous, &no_progress)
-        .await
-        .unwrap();
+    let first = f.pull(&source).await.unwrap();
     let before = reg.requests(" /v2/");
     assert!(before > 0, "the first pull went to the registry");
     let cached = Arc::new(Mutex::new(false));

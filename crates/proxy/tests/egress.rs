@@ -12,6 +12,8 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 
 struct World {
     ca: TestCa,
@@ -44,6 +46,21 @@ impl World {
     }
     fn target(&self, host: &str) -> String {
         format!("{host}:{}", self.up.addr.port())
+    }
+    /// A CONNECT tunnel to `host` on the upstream's port, then TLS with `host` as SNI, HTTP/1.1.
+    async fn http1_tunnel(&self, host: &str) -> TlsStream<TcpStream> {
+        let target = self.target(host);
+        self.sb
+            .tunnel(&self.p.proxy, &target, host, &[b"http/1.1"])
+            .await
+            .unwrap()
+    }
+    /// Sends `raw` alone through a fresh HTTP/1.1 tunnel to `host`; returns the response's
+    /// status and text.
+    async fn send_raw(&self, host: &str, raw: &str) -> (u16, String) {
+        let mut tls = self.http1_tunnel(host).await;
+        tls.write_all(raw.as_bytes()).await.unwrap();
+        read_response(&mut BufReader::new(&mut tls), false).await
     }
 }
 
@@ -411,12 +428,7 @@ async fn name_mismatches_inside_the_tunnel_are_refused() {
         ),
     ];
     for raw in cases {
-        let mut tls =
-            w.sb.tunnel(&w.p.proxy, &api, "api.example.test", &[b"http/1.1"])
-                .await
-                .unwrap();
-        tls.write_all(raw.as_bytes()).await.unwrap();
-        let (status, text) = read_response(&mut BufReader::new(&mut tls), false).await;
+        let (status, text) = w.send_raw("api.example.test", &raw).await;
         assert!(status == 403 || status == 400, "{raw:?} → {status} {text}");
         assert_eq!(w.p.audit.last().decision, Decision::Refused);
     }
@@ -544,10 +556,7 @@ async fn a_placeholder_split_across_tls_records_is_found() {
     let w = world().await;
     let ph = w.sb.ph("OPENAI_API_KEY");
     let other = w.target("other.example.test");
-    let mut tls =
-        w.sb.tunnel(&w.p.proxy, &other, "other.example.test", &[b"http/1.1"])
-            .await
-            .unwrap();
+    let mut tls = w.http1_tunnel("other.example.test").await;
     let (a, b) = ph.split_at(20);
     let head = format!(
         "POST /upload HTTP/1.1\r\nHost: {other}\r\nContent-Length: {}\r\n\r\nleak=",
@@ -565,10 +574,7 @@ async fn only_the_bad_one_of_two_pipelined_requests_is_refused() {
     let w = world().await;
     let ph = w.sb.ph("OPENAI_API_KEY");
     let other = w.target("other.example.test");
-    let mut tls =
-        w.sb.tunnel(&w.p.proxy, &other, "other.example.test", &[b"http/1.1"])
-            .await
-            .unwrap();
+    let mut tls = w.http1_tunnel("other.example.test").await;
     let both = format!(
         "GET /first HTTP/1.1\r\nHost: {other}\r\n\r\nGET /second HTTP/1.1\r\nHost: {other}\r\nX-Leak: {ph}\r\n\r\n"
     );
@@ -600,12 +606,7 @@ async fn smuggling_and_oversized_headers_are_refused() {
         ("oversized", oversized, [431, 431]),
         ("two content-lengths", two_lengths, [400, 400]),
     ] {
-        let mut tls =
-            w.sb.tunnel(&w.p.proxy, &api, "api.example.test", &[b"http/1.1"])
-                .await
-                .unwrap();
-        tls.write_all(raw.as_bytes()).await.unwrap();
-        let (status, text) = read_response(&mut BufReader::new(&mut tls), false).await;
+        let (status, text) = w.send_raw("api.example.test", &raw).await;
         assert!(expected.contains(&status), "{what}: {status} {text}");
     }
     assert_eq!(w.up.count(), 0);

@@ -59,6 +59,20 @@ impl Db {
     async fn raw(&self) -> sqlx::SqlitePool {
         sqlx::SqlitePool::connect(&self.url()).await.unwrap()
     }
+    /// A database holding one credential, `s`/`K` = `v`, sealed under `key(1)` (the handle
+    /// that wrote it is dropped).
+    async fn with_one_credential() -> Self {
+        let db = Self::new();
+        let secrets = db.secrets(&key(1)).await.unwrap();
+        secrets.set(&scope("s"), "K", b"v").await.unwrap();
+        db
+    }
+}
+
+/// The value stored for `server`/`name`, which must be there and open.
+async fn opened(secrets: &Secrets, server: &str, name: &str) -> Vec<u8> {
+    let value = secrets.get(&scope(server), name).await.unwrap().unwrap();
+    value.expose().to_vec()
 }
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
@@ -95,10 +109,7 @@ async fn values_round_trip_and_never_reach_the_disk_in_clear() {
 
 #[tokio::test]
 async fn a_wrong_master_key_is_refused_and_changes_nothing() {
-    let db = Db::new();
-    let secrets = db.secrets(&key(1)).await.unwrap();
-    secrets.set(&scope("s"), "K", b"v").await.unwrap();
-    drop(secrets);
+    let db = Db::with_one_credential().await;
     let before = db.store().await.get_vault_meta().await.unwrap();
 
     let err = db.secrets(&key(2)).await.unwrap_err();
@@ -111,15 +122,7 @@ async fn a_wrong_master_key_is_refused_and_changes_nothing() {
     );
     // The right key still works.
     let secrets = db.secrets(&key(1)).await.unwrap();
-    assert_eq!(
-        secrets
-            .get(&scope("s"), "K")
-            .await
-            .unwrap()
-            .unwrap()
-            .expose(),
-        b"v"
-    );
+    assert_eq!(opened(&secrets, "s", "K").await, b"v");
 }
 
 #[tokio::test]
@@ -139,15 +142,7 @@ async fn a_ciphertext_moved_to_another_row_fails_to_open() {
     let err = secrets.get(&scope("b"), "K").await.unwrap_err();
     assert!(matches!(err, SecretsError::Open { .. }), "{err}");
     assert!(!err.to_string().contains("value-a"));
-    assert_eq!(
-        secrets
-            .get(&scope("a"), "K")
-            .await
-            .unwrap()
-            .unwrap()
-            .expose(),
-        b"value-a"
-    );
+    assert_eq!(opened(&secrets, "a", "K").await, b"value-a");
 }
 
 #[tokio::test]
@@ -209,21 +204,14 @@ async fn rotation_rewraps_every_credential_and_retires_the_old_key() {
     ));
     let secrets = db.secrets(&key(2)).await.unwrap();
     for i in 0..5 {
-        let value = secrets
-            .get(&scope(&format!("s{i}")), "K")
-            .await
-            .unwrap()
-            .unwrap();
-        assert_eq!(value.expose(), format!("value-{i}").as_bytes());
+        let value = opened(&secrets, &format!("s{i}"), "K").await;
+        assert_eq!(value, format!("value-{i}").as_bytes());
     }
 }
 
 #[tokio::test]
 async fn an_interrupted_rotation_blocks_start_until_it_is_finished() {
-    let db = Db::new();
-    let secrets = db.secrets(&key(1)).await.unwrap();
-    secrets.set(&scope("s"), "K", b"v").await.unwrap();
-    drop(secrets);
+    let db = Db::with_one_credential().await;
     // Simulate a crash right after the target was recorded.
     let new_id = gig_vault::Vault::new(&key(2)).key_id().to_string();
     db.store().await.set_rotation_target(&new_id).await.unwrap();
@@ -238,15 +226,7 @@ async fn an_interrupted_rotation_blocks_start_until_it_is_finished() {
         1
     );
     let secrets = db.secrets(&key(2)).await.unwrap();
-    assert_eq!(
-        secrets
-            .get(&scope("s"), "K")
-            .await
-            .unwrap()
-            .unwrap()
-            .expose(),
-        b"v"
-    );
+    assert_eq!(opened(&secrets, "s", "K").await, b"v");
 }
 
 #[tokio::test]
@@ -278,10 +258,7 @@ async fn replicas_starting_together_with_different_keys_never_both_start() {
 
 #[tokio::test]
 async fn a_missing_key_record_with_credentials_present_accepts_no_key() {
-    let db = Db::new();
-    let secrets = db.secrets(&key(1)).await.unwrap();
-    secrets.set(&scope("s"), "K", b"v").await.unwrap();
-    drop(secrets);
+    let db = Db::with_one_credential().await;
     let raw = db.raw().await;
     sqlx::query("DELETE FROM vault_meta")
         .execute(&raw)
@@ -323,8 +300,7 @@ async fn a_write_through_a_handle_opened_before_rotation_is_refused() {
     assert!(matches!(err, SecretsError::KeyChanged { .. }), "{err}");
 
     let current = db.secrets(&key(2)).await.unwrap();
-    let value = current.get(&scope("s"), "K").await.unwrap().unwrap();
-    assert_eq!(value.expose(), b"before");
+    assert_eq!(opened(&current, "s", "K").await, b"before");
     assert!(current.get(&scope("new"), "K").await.unwrap().is_none());
     // Nothing is stuck: the next rotation goes through.
     drop(current);

@@ -5,118 +5,38 @@
 #![allow(clippy::disallowed_methods)]
 #![allow(deprecated)] // Sampling and roots: deprecated in 2026-07-28, tested for older eras.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gig_config::{GatewayConfig, ServerSpec, StdioCommand};
-use gig_test_util::{eventually, process_alive, workspace_bin};
+use gig_test_util::{eventually, process_alive};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
     CreateMessageResult, ErrorData, Implementation, ListRootsResult, ProgressNotificationParam,
     Root, SamplingMessage,
 };
 use rmcp::service::{NotificationContext, RequestContext, RunningService};
-use rmcp::transport::StreamableHttpClientTransport;
-use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
-use rmcp::{ClientHandler, RoleClient, ServiceExt};
-use tokio::sync::oneshot;
+use rmcp::{ClientHandler, RoleClient};
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+use common::{Gateway, connect, stdio_backends, stdio_spec};
 
-struct TestGateway {
-    url: String,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<()>>,
-    _data: tempfile::TempDir,
+/// The gateway over `echo` and `fixture`, with `env` over the test defaults.
+async fn start_gateway(env: &[(&str, &str)]) -> Gateway {
+    let specs = ["echo-mcp", "fixture-mcp"].map(stdio_spec);
+    Gateway::start(env, stdio_backends(specs.to_vec())).await
 }
 
-impl TestGateway {
-    async fn start(env: &[(&str, &str)]) -> Self {
-        // `RUST_LOG=debug cargo test ...` shows the gateway's logs when debugging a test.
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let data = tempfile::tempdir().unwrap();
-        let mut vars: BTreeMap<String, String> = BTreeMap::new();
-        vars.insert("GIG_BEARER_TOKEN".into(), TOKEN.into());
-        vars.insert("GIG_DATA_DIR".into(), data.path().display().to_string());
-        for (k, v) in env {
-            vars.insert(k.to_string(), v.to_string());
-        }
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        vars.insert("GIG_LISTEN".into(), addr.to_string());
-        let config = GatewayConfig::from_env(&vars).unwrap();
-        let specs = ["echo-mcp", "fixture-mcp"].map(|bin| ServerSpec {
-            name: bin.trim_end_matches("-mcp").to_owned(),
-            sandbox: None,
-            command: StdioCommand {
-                program: workspace_bin(bin).display().to_string(),
-                args: vec![],
-                env: BTreeMap::new(),
-                cwd: None,
-            },
-        });
-        let parent_env: Vec<(String, String)> = std::env::vars().collect();
-        let backends = gig_gateway::stdio_launchers(specs.to_vec(), &parent_env);
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let hub = gig_gateway::Hub::start(
-                config.limits,
-                backends,
-                tokio_util::sync::CancellationToken::new(),
-            );
-            gig_server::serve(listener, config, hub, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        let gateway = TestGateway {
-            url: format!("http://{addr}/mcp"),
-            stop: Some(stop),
-            task: Some(task),
-            _data: data,
-        };
-        gateway.wait_ready().await;
-        gateway
-    }
-
-    async fn wait_ready(&self) {
-        let readyz = self.url.replace("/mcp", "/readyz");
-        let ready = eventually(Duration::from_secs(20), async || {
-            let body = reqwest::get(&readyz).await.ok()?.text().await.ok()?;
-            (body.contains("\"ready\":true")
-                && !body.contains("\"starting\"")
-                && !body.contains("\"down\""))
-            .then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "gateway never became ready");
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            task.await.unwrap();
-        }
-    }
-
+impl Gateway {
     async fn client(&self) -> RunningService<RoleClient, TestClient> {
         self.client_with(TestClient::default()).await
     }
 
     async fn client_with(&self, handler: TestClient) -> RunningService<RoleClient, TestClient> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let transport = StreamableHttpClientTransport::from_config(
-            StreamableHttpClientTransportConfig::with_uri(self.url.clone()).auth_header(TOKEN),
-        );
-        handler.serve(transport).await.expect("client connects")
+        connect(&self.url(), handler)
+            .await
+            .expect("client connects")
     }
 }
 
@@ -210,9 +130,21 @@ async fn fixture_pid(client: &RunningService<RoleClient, TestClient>) -> u32 {
     first_text(&result).parse().unwrap()
 }
 
+/// The fixture's pid once it answers, within 20 s (it may be restarting).
+async fn fixture_pid_when_up(client: &Client) -> Option<u32> {
+    eventually(Duration::from_secs(20), async || {
+        let result = client
+            .call_tool(call("fixture_pid", serde_json::json!({})))
+            .await
+            .ok()?;
+        first_text(&result).parse::<u32>().ok()
+    })
+    .await
+}
+
 #[tokio::test]
 async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
 
     let tools = client.list_all_tools().await.unwrap();
@@ -263,7 +195,7 @@ async fn tools_prompts_and_resources_are_aggregated_with_prefixes() {
 
 #[tokio::test]
 async fn structured_content_is_error_and_meta_pass_through() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let result = call_ok(&client, "fixture_structured", serde_json::json!({})).await;
     assert_eq!(result.is_error, Some(true));
@@ -281,7 +213,7 @@ async fn structured_content_is_error_and_meta_pass_through() {
 
 #[tokio::test]
 async fn progress_reaches_the_calling_client_with_its_own_token() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let handler = TestClient::default();
     let progress = handler.progress.clone();
     let client = gateway.client_with(handler).await;
@@ -310,7 +242,7 @@ async fn progress_reaches_the_calling_client_with_its_own_token() {
 
 #[tokio::test]
 async fn cancellation_reaches_the_backend() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let dir = tempfile::tempdir().unwrap();
     let marker = dir.path().join("cancelled");
@@ -338,7 +270,7 @@ async fn cancellation_reaches_the_backend() {
 
 #[tokio::test]
 async fn sampling_and_roots_are_forwarded_to_the_calling_client() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let result = call_ok(&client, "fixture_sample", serde_json::json!({})).await;
     assert_eq!(
@@ -364,7 +296,7 @@ async fn sampling_and_roots_are_forwarded_to_the_calling_client() {
 
 #[tokio::test]
 async fn backend_list_changes_reach_connected_clients() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let handler = TestClient::default();
     let changes = handler.tool_list_changes.clone();
     let client = gateway.client_with(handler).await;
@@ -394,7 +326,7 @@ async fn has_tool(client: &RunningService<RoleClient, TestClient>, name: &str) -
 /// left running when the gateway stops.
 #[tokio::test]
 async fn a_child_that_left_the_process_group_dies_with_its_backend() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let escaped = call_ok(&client, "fixture_escape", serde_json::json!({})).await;
     let pid: u32 = first_text(&escaped).parse().expect("a pid");
@@ -415,7 +347,7 @@ async fn a_child_that_left_the_process_group_dies_with_its_backend() {
 /// the catalog, comes back with a new process, and leaves no process behind.
 #[tokio::test]
 async fn crashed_backend_fails_its_call_and_is_restarted() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let handler = TestClient::default();
     let changes = handler.tool_list_changes.clone();
     let client = gateway.client_with(handler).await;
@@ -437,15 +369,9 @@ async fn crashed_backend_fails_its_call_and_is_restarted() {
     .await;
     assert_eq!(first_text(&echoed), "still here");
 
-    let new_pid = eventually(Duration::from_secs(20), async || {
-        let result = client
-            .call_tool(call("fixture_pid", serde_json::json!({})))
-            .await
-            .ok()?;
-        first_text(&result).parse::<u32>().ok()
-    })
-    .await
-    .expect("fixture restarted");
+    let new_pid = fixture_pid_when_up(&client)
+        .await
+        .expect("fixture restarted");
     assert_ne!(old_pid, new_pid);
     assert!(!process_alive(old_pid), "crashed backend {old_pid} lingers");
     // Going down and coming back each changed the tool list, and the client was told.
@@ -470,7 +396,7 @@ async fn crashed_backend_fails_its_call_and_is_restarted() {
 /// A backend that never answers times out (per-call deadline) without blocking other calls.
 #[tokio::test]
 async fn hung_backend_times_out_and_blocks_nobody() {
-    let gateway = TestGateway::start(&[("GIG_CALL_TIMEOUT_SECS", "2")]).await;
+    let gateway = start_gateway(&[("GIG_CALL_TIMEOUT_SECS", "2")]).await;
     let client = gateway.client().await;
     let hung = client.call_tool(call("fixture_hang", serde_json::json!({})));
     let other = async {
@@ -493,7 +419,7 @@ async fn hung_backend_times_out_and_blocks_nobody() {
 /// the flood is still going.
 #[tokio::test]
 async fn stderr_flood_does_not_starve_other_backends() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let flood = async {
         let result = call_ok(
@@ -530,18 +456,10 @@ async fn stderr_flood_does_not_starve_other_backends() {
 /// Flooding stdout or writing garbage fails the backend's own call and restarts it.
 #[tokio::test]
 async fn flooding_or_garbage_backends_are_cut_off_and_restarted() {
-    let gateway = TestGateway::start(&[("GIG_MAX_MESSAGE_BYTES", "1048576")]).await;
+    let gateway = start_gateway(&[("GIG_MAX_MESSAGE_BYTES", "1048576")]).await;
     let client = gateway.client().await;
     for tool in ["fixture_flood", "fixture_garbage"] {
-        let pid = eventually(Duration::from_secs(20), async || {
-            let result = client
-                .call_tool(call("fixture_pid", serde_json::json!({})))
-                .await
-                .ok()?;
-            first_text(&result).parse::<u32>().ok()
-        })
-        .await
-        .expect("fixture up");
+        let pid = fixture_pid_when_up(&client).await.expect("fixture up");
         let error = call_err(&client, tool, serde_json::json!({"bytes": 8 << 20})).await;
         assert!(error.contains("\"fixture\""), "{tool}: {error}");
         let gone = eventually(Duration::from_secs(10), async || {
@@ -559,7 +477,7 @@ async fn flooding_or_garbage_backends_are_cut_off_and_restarted() {
 
 #[tokio::test]
 async fn many_concurrent_sessions_are_served() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let gateway = Arc::new(gateway);
     let mut tasks = Vec::new();
     for i in 0..200 {
@@ -585,13 +503,14 @@ async fn many_concurrent_sessions_are_served() {
 
 #[tokio::test]
 async fn session_cap_refuses_new_sessions_beyond_the_limit() {
-    let gateway = TestGateway::start(&[("GIG_MAX_SESSIONS", "2")]).await;
+    let gateway = start_gateway(&[("GIG_MAX_SESSIONS", "2")]).await;
     let first = gateway.client().await;
     let second = gateway.client().await;
-    let transport = StreamableHttpClientTransport::from_config(
-        StreamableHttpClientTransportConfig::with_uri(gateway.url.clone()).auth_header(TOKEN),
+    assert!(
+        connect(&gateway.url(), TestClient::default())
+            .await
+            .is_err()
     );
-    assert!(TestClient::default().serve(transport).await.is_err());
     first.cancel().await.unwrap();
     second.cancel().await.unwrap();
     gateway.stop().await;
@@ -600,7 +519,7 @@ async fn session_cap_refuses_new_sessions_beyond_the_limit() {
 /// Shutdown lets a call in flight finish before sessions close.
 #[tokio::test]
 async fn graceful_shutdown_drains_calls_in_flight() {
-    let gateway = TestGateway::start(&[]).await;
+    let gateway = start_gateway(&[]).await;
     let client = gateway.client().await;
     let call_in_flight = client.call_tool(call("fixture_sleep", serde_json::json!({"ms": 1500})));
     let stop_while_in_flight = async {
@@ -618,57 +537,26 @@ async fn a_changed_tool_definition_is_hidden_until_approved() {
     use gig_gateway::hub::Hub;
     use gig_gateway::rugpull::FingerprintGate;
 
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .with_test_writer()
-        .try_init();
+    common::init_logging();
     let data = tempfile::tempdir().unwrap();
-    let store = gig_store::Store::open(&format!(
-        "sqlite://{}",
-        data.path().join("gig.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = common::open_store(data.path()).await;
     let description = data.path().join("pid-description.txt");
     std::fs::write(&description, "Returns this process's id").unwrap();
-    let spec = ServerSpec {
-        name: "fixture".into(),
-        sandbox: None,
-        command: StdioCommand {
-            program: workspace_bin("fixture-mcp").display().to_string(),
-            args: vec![],
-            env: BTreeMap::from([(
-                "FIXTURE_PID_DESCRIPTION_FILE".to_string(),
-                description.display().to_string(),
-            )]),
-            cwd: None,
-        },
-    };
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    vars.insert("GIG_BEARER_TOKEN".into(), TOKEN.into());
-    vars.insert("GIG_DATA_DIR".into(), data.path().display().to_string());
+    let mut spec = stdio_spec("fixture-mcp");
+    spec.command.env.insert(
+        "FIXTURE_PID_DESCRIPTION_FILE".to_string(),
+        description.display().to_string(),
+    );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = GatewayConfig::from_env(&vars).unwrap();
-    let parent_env: Vec<(String, String)> = std::env::vars().collect();
+    let config = common::config(&[], listener.local_addr().unwrap(), data.path());
     let gate = Arc::new(FingerprintGate::new(store.clone()));
     let hub = Hub::start_gated(
         config.limits,
-        gig_gateway::stdio_launchers(vec![spec], &parent_env),
+        stdio_backends(vec![spec]),
         tokio_util::sync::CancellationToken::new(),
         Some(gate.clone()),
     );
-    let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(gig_server::serve(listener, config, hub.clone(), async {
-        let _ = stopped.await;
-    }));
-    let gateway = TestGateway {
-        url: format!("http://{addr}/mcp"),
-        stop: Some(stop),
-        task: None,
-        _data: tempfile::tempdir().unwrap(),
-    };
-    gateway.wait_ready().await;
+    let gateway = Gateway::serve(listener, config, hub.clone(), data).await;
     let client = gateway.client().await;
     assert!(
         has_tool(&client, "fixture_pid").await,
@@ -723,5 +611,4 @@ async fn a_changed_tool_definition_is_hidden_until_approved() {
     assert!(back.is_some(), "the approved tool did not come back");
     client.cancel().await.unwrap();
     gateway.stop().await;
-    task.await.unwrap().unwrap();
 }

@@ -7,105 +7,24 @@
 // Tests hand the environment to children.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use gig_config::{GatewayConfig, ServerSpec, StdioCommand};
 use gig_gateway::NamedLauncher;
 use gig_gateway::launcher::{Connection, LaunchFuture, Launcher};
-use gig_test_util::{eventually, workspace_bin};
+use gig_test_util::eventually;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
-use tokio::sync::oneshot;
 
-const TOKEN: &str = "test-token-0123456789abcdef";
+use common::{Gateway, TOKEN, config, connect, stdio_backends, stdio_spec};
+
 const INITIALIZE: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"t","version":"1"}}}"#;
 
-struct Gateway {
-    addr: SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<()>,
-    _data: tempfile::TempDir,
-}
-
-fn config(env: &[(&str, &str)], addr: SocketAddr, data: &std::path::Path) -> GatewayConfig {
-    let mut vars: BTreeMap<String, String> = BTreeMap::new();
-    vars.insert("GIG_BEARER_TOKEN".into(), TOKEN.into());
-    vars.insert("GIG_DATA_DIR".into(), data.display().to_string());
-    vars.insert("GIG_LISTEN".into(), addr.to_string());
-    for (k, v) in env {
-        vars.insert(k.to_string(), v.to_string());
-    }
-    GatewayConfig::from_env(&vars).unwrap()
-}
-
 fn echo_backend() -> Vec<NamedLauncher> {
-    let spec = ServerSpec {
-        name: "echo".into(),
-        sandbox: None,
-        command: StdioCommand {
-            program: workspace_bin("echo-mcp").display().to_string(),
-            args: vec![],
-            env: BTreeMap::new(),
-            cwd: None,
-        },
-    };
-    let parent_env: Vec<(String, String)> = std::env::vars().collect();
-    gig_gateway::stdio_launchers(vec![spec], &parent_env)
-}
-
-impl Gateway {
-    async fn start(env: &[(&str, &str)], backends: Vec<NamedLauncher>) -> Self {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-        let data = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let config = config(env, addr, data.path());
-        let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let hub = gig_gateway::Hub::start(
-                config.limits,
-                backends,
-                tokio_util::sync::CancellationToken::new(),
-            );
-            gig_server::serve(listener, config, hub, async {
-                let _ = stopped.await;
-            })
-            .await
-            .unwrap();
-        });
-        let gateway = Gateway {
-            addr,
-            stop: Some(stop),
-            task,
-            _data: data,
-        };
-        let readyz = format!("http://{addr}/readyz");
-        let ready = eventually(Duration::from_secs(20), async || {
-            let body = reqwest::get(&readyz).await.ok()?.text().await.ok()?;
-            (body.contains("\"ready\":true") && !body.contains("\"starting\"")).then_some(())
-        })
-        .await;
-        assert!(ready.is_some(), "gateway never became ready");
-        gateway
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}/mcp", self.addr)
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        self.task.await.unwrap();
-    }
+    stdio_backends(vec![stdio_spec("echo-mcp")])
 }
 
 /// Raw HTTP/1.1 request head for a POST to `/mcp` declaring `length` body bytes.
@@ -448,7 +367,6 @@ impl Drop for AbortOnDrop {
 /// restarted.
 #[tokio::test]
 async fn a_backend_that_stops_reading_holds_neither_calls_nor_memory() {
-    use rmcp::ServiceExt;
     use rmcp::model::CallToolRequestParams;
 
     let launches = Arc::new(AtomicUsize::new(0));
@@ -463,14 +381,7 @@ async fn a_backend_that_stops_reading_holds_neither_calls_nor_memory() {
         vec![("stall".to_owned(), backend)],
     )
     .await;
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let transport = rmcp::transport::StreamableHttpClientTransport::from_config(
-        rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(
-            gateway.url(),
-        )
-        .auth_header(TOKEN),
-    );
-    let client = Arc::new(().serve(transport).await.expect("client connects"));
+    let client = Arc::new(connect(&gateway.url(), ()).await.expect("client connects"));
     let stall = {
         let client = client.clone();
         tokio::spawn(async move {

@@ -8,17 +8,16 @@
 // Tests read their own switches (CI, GIG_REQUIRE_SANDBOX) and hand the environment to children.
 #![allow(clippy::disallowed_methods)]
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use gig_config::{GatewayConfig, StdioCommand};
 use gig_gateway::launcher::{Connection, LaunchFuture, Launcher};
 use gig_gateway::{Hub, StdioLauncher};
 use gig_server::shutdown::{Confinement, after_serve};
-use gig_test_util::workspace_bin;
 
 /// A stdio backend counted as alive until 300 ms after its connection was dropped.
 struct SlowToDie {
@@ -90,27 +89,11 @@ impl Confinement for Recorder {
 #[tokio::test]
 async fn the_firewall_is_removed_only_after_every_sandbox_is_dead() {
     let data = tempfile::tempdir().unwrap();
-    let vars = BTreeMap::from([
-        (
-            "GIG_BEARER_TOKEN".to_owned(),
-            "0123456789abcdef0123".to_owned(),
-        ),
-        ("GIG_DATA_DIR".to_owned(), data.path().display().to_string()),
-    ]);
-    let config = GatewayConfig::from_env(&vars).unwrap();
-    let store = gig_store::Store::open(&format!(
-        "sqlite://{}",
-        data.path().join("gig.db").display()
-    ))
-    .await
-    .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let config = common::config(&[], listener.local_addr().unwrap(), data.path());
+    let store = common::open_store(data.path()).await;
     let alive = Arc::new(AtomicUsize::new(0));
-    let command = StdioCommand {
-        program: workspace_bin("echo-mcp").display().to_string(),
-        args: vec![],
-        env: BTreeMap::new(),
-        cwd: None,
-    };
+    let command = common::stdio_spec("echo-mcp").command;
     let launcher = SlowToDie {
         inner: StdioLauncher::new("echo", command, std::env::vars()),
         alive: alive.clone(),
@@ -123,7 +106,6 @@ async fn the_firewall_is_removed_only_after_every_sandbox_is_dead() {
     hub.first_attempts_done().await;
     assert_eq!(alive.load(Ordering::SeqCst), 1, "the backend should be up");
 
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     // Shut down at once: serve drains, stops the hub (dropping the connection), and returns.
     gig_server::serve(listener, config, hub, async {})
         .await

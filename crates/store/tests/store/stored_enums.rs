@@ -5,12 +5,13 @@
 use std::sync::Arc;
 
 use gig_store::{
-    Exchange, NewApiToken, NewOAuthGrant, NewOAuthToken, NewServer, NewUser, OAuthGrant,
-    OAuthToken, OAuthTokenKind, Role, ServerState, StoreError, StoredEnum, UnknownValue,
+    Exchange, NewApiToken, NewOAuthGrant, NewOAuthToken, NewServer, OAuthGrant, OAuthToken,
+    OAuthTokenKind, Role, ServerState, StoreError, StoredEnum, UnknownValue,
 };
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use crate::fixtures::user;
 use crate::harness::{Echo, TestDb};
 
 /// Every variant of `T`, bound and read back through the raw pool.
@@ -75,14 +76,7 @@ pub async fn stored_enums_round_trip(db: Arc<TestDb>) {
     }
 
     // Through roles.role and api_tokens.role.
-    let user = s
-        .create_user(&NewUser {
-            subject: "enum-user",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let user = s.create_user(&user("enum-user")).await.unwrap();
     let expires_at = OffsetDateTime::now_utc() + Duration::days(1);
     for &role in Role::ALL {
         s.set_only_role(user.id, role).await.unwrap();
@@ -161,14 +155,7 @@ pub async fn stored_enums_refuse_unknown_text(db: Arc<TestDb>) {
     // A role written behind the store's back (the roles table has no CHECK): the store names
     // the operation, the column and the text, and the caller can match on it.
     let s = &db.store;
-    let user = s
-        .create_user(&NewUser {
-            subject: "hand-edited",
-            email: None,
-            display_name: None,
-        })
-        .await
-        .unwrap();
+    let user = s.create_user(&user("hand-edited")).await.unwrap();
     db.exec(&format!(
         "INSERT INTO roles (user_id, role) VALUES ({}, 'superuser')",
         user.id

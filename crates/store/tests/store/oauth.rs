@@ -3,12 +3,11 @@
 
 use std::sync::Arc;
 
-use gig_store::{
-    Exchange, NewOAuthGrant, NewOAuthToken, NewUser, OAuthGrant, OAuthToken, OAuthTokenKind,
-};
+use gig_store::{Exchange, NewOAuthGrant, NewOAuthToken, OAuthGrant, OAuthToken, OAuthTokenKind};
 use serde_json::json;
 use time::{Duration, OffsetDateTime};
 
+use crate::fixtures::user;
 use crate::harness::TestDb;
 
 fn token(token_hash: &str, expires_in: Duration) -> NewOAuthToken<'_> {
@@ -20,13 +19,8 @@ fn token(token_hash: &str, expires_in: Duration) -> NewOAuthToken<'_> {
 
 pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     let s = &db.store;
-    let new_user = |subject| NewUser {
-        subject,
-        email: None,
-        display_name: None,
-    };
-    let ann = s.create_user(&new_user("ann")).await.unwrap();
-    let bob = s.create_user(&new_user("bob")).await.unwrap();
+    let ann = s.create_user(&user("ann")).await.unwrap();
+    let bob = s.create_user(&user("bob")).await.unwrap();
     let work = s.create_profile(ann.id, "work", &json!({})).await.unwrap();
 
     // Clients: registered once, counted, forgotten when old and never granted.
@@ -73,12 +67,18 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
             .unwrap()
         }
     };
+    // A grant to client c-1 whose authorization code is `code`.
+    let code_grant = |code: &'static str| {
+        let s = s.clone();
+        async move {
+            s.create_oauth_grant(&grant("c-1"), &token(code, minute), "chal", "http://cb")
+                .await
+                .unwrap()
+        }
+    };
 
     // A code is spent once; a second presentation revokes the grant and all under it.
-    let g1 = s
-        .create_oauth_grant(&grant("c-1"), &token("code-1", minute), "chal", "http://cb")
-        .await
-        .unwrap();
+    let g1 = code_grant("code-1").await;
     let seen = std::sync::Mutex::new(None);
     let first = s
         .exchange_oauth_token(
@@ -115,10 +115,7 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     );
 
     // A refused check spends the code and revokes the grant, issuing nothing.
-    let g0 = s
-        .create_oauth_grant(&grant("c-1"), &token("code-0", minute), "chal", "http://cb")
-        .await
-        .unwrap();
+    let g0 = code_grant("code-0").await;
     let refused = s
         .exchange_oauth_token(
             "code-0",
@@ -147,10 +144,7 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     );
 
     // Refresh rotation: the old refresh token is spent, and its replay revokes the grant.
-    let g2 = s
-        .create_oauth_grant(&grant("c-1"), &token("code-2", minute), "chal", "http://cb")
-        .await
-        .unwrap();
+    let g2 = code_grant("code-2").await;
     assert!(matches!(
         exchange("code-2", OAuthTokenKind::Code, "acc-2", "ref-2").await,
         Exchange::Issued(_)
@@ -212,36 +206,21 @@ pub async fn oauth_grants_codes_and_tokens(db: Arc<TestDb>) {
     ));
 
     // Only the owner (or an unrestricted caller) revokes; the grant list shows live ones.
-    assert_eq!(
-        s.list_oauth_grants(ann.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|g| g.id)
-            .collect::<Vec<_>>(),
-        [g3.id, stale.id]
-    );
+    let live_grants = async || {
+        let grants = s.list_oauth_grants(ann.id).await.unwrap();
+        grants.iter().map(|g| g.id).collect::<Vec<_>>()
+    };
+    assert_eq!(live_grants().await, [g3.id, stale.id]);
     assert!(!s.revoke_oauth_grant(g3.id, Some(bob.id)).await.unwrap());
     assert!(s.get_oauth_access("ref-4").await.unwrap().is_none());
     assert!(s.find_oauth_token("ref-4").await.unwrap().is_some());
     assert!(s.revoke_oauth_grant(g3.id, Some(ann.id)).await.unwrap());
     assert!(!s.revoke_oauth_grant(g3.id, None).await.unwrap());
     assert_eq!(s.find_oauth_token("ref-4").await.unwrap(), None);
-    assert_eq!(
-        s.list_oauth_grants(ann.id)
-            .await
-            .unwrap()
-            .iter()
-            .map(|g| g.id)
-            .collect::<Vec<_>>(),
-        [stale.id]
-    );
+    assert_eq!(live_grants().await, [stale.id]);
 
     // Deleting the profile deletes its grants and their tokens.
-    let g4 = s
-        .create_oauth_grant(&grant("c-1"), &token("code-4", minute), "chal", "http://cb")
-        .await
-        .unwrap();
+    let g4 = code_grant("code-4").await;
     let home = s.create_profile(ann.id, "home", &json!({})).await.unwrap();
     let kept = NewOAuthGrant {
         profile_id: home.id,
