@@ -138,21 +138,31 @@ def one_operation(kind, server, session, url, token, rng) -> str | None:
 
 
 def cancel_one(session: Session, server: str) -> str | None:
-    """A 30 s call cancelled after it started: the cancellation is accepted and the call's
-    stream ends without a result (well before the 30 s)."""
+    """A 30 s call cancelled once the gateway has begun answering it (its event stream is open,
+    as a real client waiting on a call sees it): the cancellation is accepted and the call's
+    stream ends without a result (well before the 30 s). A cancellation sent before the request
+    itself has arrived may be ignored (the specification allows it), so the client must not
+    race its own request, and this one does not."""
     outcome = {}
     request_id = session.next_id + 1
+    answering = threading.Event()
 
     def slow():
         try:
-            outcome["response"] = session.request(
-                "tools/call", {"name": f"{server}_sleep", "arguments": {"milliseconds": 30_000}}, timeout=90)
+            response = session.request(
+                "tools/call", {"name": f"{server}_sleep", "arguments": {"milliseconds": 30_000}},
+                timeout=90, stream=True)
+            answering.set()
+            response.content  # noqa: B018 - reads the stream to its end
+            outcome["response"] = response
         except Exception as e:  # noqa: BLE001
             outcome["error"] = e
+        finally:
+            answering.set()
 
     caller = threading.Thread(target=slow)
     caller.start()
-    time.sleep(0.1)
+    answering.wait(timeout=60)
     with requests.Session() as other:
         other.headers.update({k: v for k, v in session.http.headers.items()})
         cancelled = other.post(session.url, timeout=30, json={
