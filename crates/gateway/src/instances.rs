@@ -317,3 +317,119 @@ async fn stop(instance: Instance) {
     instance.backend.stop.cancel();
     let _ = instance.supervisor.await;
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use gig_config::{InstanceMode, InstancePolicy, Limits};
+    use tokio_util::sync::CancellationToken;
+
+    use super::*;
+    use crate::Launcher;
+    use crate::launcher::{LaunchError, LaunchFuture, OwnerLaunch};
+    use crate::profile::{ProfileFilter, ProfileView};
+
+    /// A server that never starts; its owners' launchers exist for users 1-9 only.
+    struct Pooled(InstancePolicy);
+
+    impl Launcher for Pooled {
+        fn launch(&self) -> LaunchFuture<'_> {
+            Box::pin(async { Err(LaunchError::Other("never starts".into())) })
+        }
+        fn instances(&self) -> InstancePolicy {
+            self.0
+        }
+        fn launcher_for<'a>(&'a self, owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
+            let policy = self.0;
+            Box::pin(async move {
+                if owner.user_id >= 10 {
+                    return Err(format!("user {} has not set their key", owner.user_id));
+                }
+                Ok(Box::new(Pooled(policy)) as Box<dyn Launcher>)
+            })
+        }
+    }
+
+    fn user(id: i64) -> Principal {
+        Principal::Profile(Arc::new(ProfileView::new(
+            id,
+            id,
+            format!("p{id}"),
+            ProfileFilter::default(),
+        )))
+    }
+
+    fn reason(error: &ErrorData) -> &str {
+        error
+            .data
+            .as_ref()
+            .and_then(|d| d["reason"].as_str())
+            .unwrap_or("")
+    }
+
+    fn hub(mode: InstanceMode, idle: Duration) -> Arc<Hub> {
+        let limits = Limits {
+            call_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        // Per-user: 2 users at most. Per-session: 2 sessions of one user, 3 in all.
+        let per_session = mode == InstanceMode::PerSession;
+        let policy = InstancePolicy {
+            mode,
+            max_instances: if per_session { 3 } else { 2 },
+            max_per_user: if per_session { 2 } else { 1 },
+            idle,
+        };
+        let hub = Hub::start(limits, Vec::new(), CancellationToken::new());
+        assert!(hub.add_backend("srv".into(), Box::new(Pooled(policy))));
+        hub
+    }
+
+    #[tokio::test]
+    async fn callers_are_refused_with_reasons_and_caps_hold() {
+        let hub = hub(InstanceMode::PerUser, Duration::from_secs(600));
+        let refused = |r: Result<Lease, ErrorData>| r.expect_err("should be refused");
+        let e = refused(hub.lease("srv", &Principal::Operator, None).await);
+        assert_eq!(reason(&e), "needs_user");
+        let e = refused(hub.lease("srv", &user(10), None).await);
+        assert_eq!(reason(&e), "not_ready");
+        assert!(e.message.contains("has not set their key"), "{e:?}");
+        assert!(
+            hub.instances("srv").is_empty(),
+            "a refused caller started an instance"
+        );
+        // Users 1 and 2 get instances (which never come up: an error naming it, not a hang).
+        for id in [1, 2] {
+            let e = refused(hub.lease("srv", &user(id), None).await);
+            assert!(e.message.contains("your instance of \"srv\""), "{e:?}");
+        }
+        assert_eq!(hub.instances("srv").len(), 2);
+        let e = refused(hub.lease("srv", &user(3), None).await);
+        assert_eq!(reason(&e), "instance_limit");
+        hub.stop().await;
+        assert!(hub.instances("srv").is_empty());
+    }
+
+    #[tokio::test]
+    async fn per_session_needs_a_session_and_idle_instances_stop() {
+        let hub = hub(InstanceMode::PerSession, Duration::from_secs(1));
+        let e = hub.lease("srv", &user(1), None).await.unwrap_err();
+        assert_eq!(reason(&e), "needs_session");
+        for session in ["a", "b"] {
+            let _ = hub.lease("srv", &user(1), Some(session)).await;
+        }
+        let e = hub.lease("srv", &user(1), Some("c")).await.unwrap_err();
+        assert_eq!(reason(&e), "user_instance_limit");
+        assert_eq!(hub.instances("srv").len(), 2);
+        // Idle for its 1 s: reaped at the next look (every 1 s).
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !hub.instances("srv").is_empty() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .expect("idle instances were not stopped");
+        hub.stop().await;
+    }
+}
