@@ -5,6 +5,7 @@ slow one, and the address policy on the gateway's own connections."""
 
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import time
@@ -119,6 +120,36 @@ async def test_legacy_sse_remote_and_one_that_dies_and_comes_back(tmp_path):
             async with connect(gw) as session:
                 said = await session.call_tool("old_echo", {"message": "back again"})
                 assert "Echo: back again" in text(said)
+        finally:
+            stop(gw.proc)
+    finally:
+        stop(server)
+
+
+@pytest.mark.anyio
+async def test_a_remote_that_stops_answering_is_reconnected_when_it_answers_again(tmp_path):
+    """A frozen server (SIGSTOP: its connections stay open, nothing is answered) has no process
+    the gateway could see die: the ping every call timeout finds it, it drops out of the
+    catalog, and it is reconnected once it answers again (SIGCONT)."""
+    port = free_port()
+    server = everything("streamableHttp", port)
+    try:
+        gw = start_gateway(tmp_path, {"frozen": {
+            "type": "http", "url": f"http://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK}},
+            GIG_CALL_TIMEOUT_SECS="2")
+        try:
+            wait_state(gw, "frozen", "up")
+            async with connect(gw) as session:
+                assert "Echo: before" in text(await session.call_tool("frozen_echo", {"message": "before"}))
+            server.send_signal(signal.SIGSTOP)
+            try:
+                wait_state(gw, "frozen", "down", timeout=30)
+                assert "did not answer a ping within 2s" in gw.logs(), gw.logs()[-3000:]
+            finally:
+                server.send_signal(signal.SIGCONT)
+            wait_state(gw, "frozen", "up", timeout=60)
+            async with connect(gw) as session:
+                assert "Echo: after" in text(await session.call_tool("frozen_echo", {"message": "after"}))
         finally:
             stop(gw.proc)
     finally:

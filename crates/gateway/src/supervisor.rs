@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use rmcp::RoleClient;
 use rmcp::ServiceExt;
-use rmcp::model::PaginatedRequestParams;
+use rmcp::model::{ClientRequest, PaginatedRequestParams, PingRequest};
 use rmcp::service::{Peer, RunningService};
 use rmcp::transport::async_rw::AsyncRwTransport;
 use tokio_util::sync::CancellationToken;
@@ -175,6 +175,8 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
     let handler = BackendClient::new(Arc::downgrade(backend), Arc::downgrade(&hub.subscriptions));
     // A byte channel gets its lines bounded and a stalled reader noticed; a transport that
     // speaks for itself bounds its own messages (rmcp's HTTP client: SSE event size).
+    // A remote server has no process whose end the gateway would see: it is pinged instead.
+    let remote = matches!(connection.channel, Channel::Serve(_));
     let (serving, stalled) = match connection.channel {
         Channel::Lines { reader, writer } => {
             let reader = StdoutGuard::new(reader, limits.max_message_bytes);
@@ -200,7 +202,7 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
 
     let mut first = true;
     let mut listed_at;
-    let reason = loop {
+    let reason = 'listing: loop {
         listed_at = Instant::now();
         let refreshed = tokio::time::timeout(
             limits.call_timeout,
@@ -229,30 +231,57 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
             Ok(Err(e)) => break format!("listing failed: {e}"),
             Err(_) => break "listing timed out".to_owned(),
         }
-        tokio::select! {
-            quit = &mut waiting => break match quit {
-                Ok(reason) => format!("connection ended ({reason:?})"),
-                Err(e) => format!("connection task failed: {e}"),
-            },
-            () = backend.refresh.notified() => {
-                let wait = MIN_REFRESH_INTERVAL.saturating_sub(listed_at.elapsed());
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => continue,
-                    () = backend.stop.cancelled() => break "shutting down".to_owned(),
+        // Until the lists must be read again (`continue 'listing`) or the connection ends.
+        let ended = loop {
+            tokio::select! {
+                quit = &mut waiting => break match quit {
+                    Ok(reason) => format!("connection ended ({reason:?})"),
+                    Err(e) => format!("connection task failed: {e}"),
+                },
+                () = backend.refresh.notified() => {
+                    let wait = MIN_REFRESH_INTERVAL.saturating_sub(listed_at.elapsed());
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => continue 'listing,
+                        () = backend.stop.cancelled() => break "shutting down".to_owned(),
+                    }
                 }
+                () = tokio::time::sleep(limits.call_timeout), if remote => {
+                    if !answers_ping(&peer, limits.call_timeout).await {
+                        break format!(
+                            "did not answer a ping within {}s",
+                            limits.call_timeout.as_secs()
+                        );
+                    }
+                }
+                () = backend.restart.notified() => break RESTARTED.to_owned(),
+                () = stalled.cancelled() => break format!(
+                    "stopped reading its stdin for {}s",
+                    limits.call_timeout.as_secs()
+                ),
+                () = backend.stop.cancelled() => break "shutting down".to_owned(),
             }
-            () = backend.restart.notified() => break RESTARTED.to_owned(),
-            () = stalled.cancelled() => break format!(
-                "stopped reading its stdin for {}s",
-                limits.call_timeout.as_secs()
-            ),
-            () = backend.stop.cancelled() => break "shutting down".to_owned(),
-        }
+        };
+        break ended;
     };
     closed.cancel();
     // Dropping the guard kills the process group (or closes the bridge).
     drop(connection.guard);
     reason
+}
+
+/// Whether the server answers a `ping` within `timeout`. A remote server that accepts
+/// connections but has stopped answering would otherwise stay listed with every call timing
+/// out, and never be reconnected.
+async fn answers_ping(peer: &Peer<RoleClient>, timeout: Duration) -> bool {
+    let ping = ClientRequest::PingRequest(PingRequest {
+        method: Default::default(),
+        extensions: Default::default(),
+    });
+    // An error answer (a server without `ping`) is still an answer.
+    matches!(
+        tokio::time::timeout(timeout, peer.send_request(ping)).await,
+        Ok(Ok(_) | Err(rmcp::service::ServiceError::McpError(_)))
+    )
 }
 
 type ServeFuture = std::pin::Pin<
