@@ -23,26 +23,14 @@ import requests
 
 from conftest import csrf_headers, signed_in, start_control_plane, stop
 from loadgen import Session, answer, stateless_tool_call
-from netlab import TlsUpstream, egress_env, make_tls, require_sandbox_net
-from test_egress import sandboxed_pids
+from netlab import egress_env
+# The egress tests' module fixtures: an HTTPS upstream with its own test CA.
+from test_egress import sandboxed_pids, tls, upstream  # noqa: F401
 from test_profiles import make_profile, make_token, unique
 
 PER_USER = "fetch"
 PER_SESSION = "scratch"
 IDLE_SECONDS = 8
-
-
-@pytest.fixture(scope="module")
-def tls(tmp_path_factory):
-    require_sandbox_net()
-    return make_tls(tmp_path_factory.mktemp("tls"))
-
-
-@pytest.fixture(scope="module")
-def upstream(tls):
-    server = TlsUpstream(tls)
-    yield server
-    server.stop()
 
 
 def sandbox_block(port: int, instances: dict) -> dict:
