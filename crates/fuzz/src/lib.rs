@@ -8,9 +8,14 @@
 //! failing input is shrunk, saved beside the target as `<file>.proptest-regressions` (commit
 //! it: it is replayed first on every later run) and reported with the panic.
 //!
-//! This crate must never be a dependency of anything but tests.
+//! [`models`] holds the plain statements of rules that the targets (and the coverage-guided
+//! harness in `fuzz/`, see docs/reliability.md) compare the real code against.
+//!
+//! This crate must never be a dependency of anything but tests and that harness.
 
 #![forbid(unsafe_code)]
+
+pub mod models;
 
 use std::cell::Cell;
 

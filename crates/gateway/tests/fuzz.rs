@@ -7,6 +7,7 @@
 
 use std::io;
 
+use gig_fuzz::models::{StdoutStop, stdout_stop};
 use gig_fuzz::{SplitReader, fuzz};
 use gig_gateway::stdout_guard::{ProtocolViolation, StdoutGuard};
 use proptest::prelude::*;
@@ -39,29 +40,16 @@ fn drain(
     })
 }
 
-/// The rule, written plainly: the first byte that makes a line too long, or that starts a
-/// line with anything but `{` or `[` (after whitespace). Returns its offset and the violation.
+/// The rule ([`stdout_stop`]) in the guard's terms: the offending byte's offset and the
+/// violation.
 fn model(input: &[u8], max: usize) -> Option<(usize, ProtocolViolation)> {
-    let mut len = 0;
-    let mut started = false;
-    for (at, &byte) in input.iter().enumerate() {
-        if byte == b'\n' {
-            len = 0;
-            started = false;
-            continue;
-        }
-        len += 1;
-        if len > max {
-            return Some((at, ProtocolViolation::Oversized { limit: max }));
-        }
-        if !started && !byte.is_ascii_whitespace() {
-            started = true;
-            if byte != b'{' && byte != b'[' {
-                return Some((at, ProtocolViolation::NotJson { first_byte: byte }));
-            }
-        }
-    }
-    None
+    stdout_stop(input, max).map(|(at, stop)| {
+        let violation = match stop {
+            StdoutStop::Oversized => ProtocolViolation::Oversized { limit: max },
+            StdoutStop::NotJson { first_byte } => ProtocolViolation::NotJson { first_byte },
+        };
+        (at, violation)
+    })
 }
 
 /// Mostly well-formed output: JSON-RPC lines, blank and CRLF lines, indented arrays, long

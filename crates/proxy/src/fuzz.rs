@@ -18,6 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
+use gig_fuzz::models::framing_conflict;
 use gig_fuzz::{SplitReader, fuzz};
 use gig_policy::{EgressPolicy, Injection};
 use http::Request;
@@ -40,28 +41,6 @@ fn watch(data: &[u8], sizes: Vec<usize>, read_size: usize) -> bool {
         while watched.read(&mut buf).await.expect("in-memory reads") > 0 {}
     });
     flag.load(Ordering::Acquire)
-}
-
-/// The rule, line by line over the whole input: a blank line ends a block, and a block that
-/// had both header lines is a conflict.
-fn conflict_model(data: &[u8]) -> bool {
-    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
-    let (mut length, mut encoding) = (false, false);
-    // The last piece has no newline yet: it has not ended.
-    for line in &lines[..lines.len() - 1] {
-        let lower = line.to_ascii_lowercase();
-        if line.is_empty() || *line == b"\r" {
-            if length && encoding {
-                return true;
-            }
-            (length, encoding) = (false, false);
-        } else if lower.starts_with(b"content-length:") {
-            length = true;
-        } else if lower.starts_with(b"transfer-encoding:") {
-            encoding = true;
-        }
-    }
-    false
 }
 
 fn http_head() -> impl Strategy<Value = Vec<u8>> {
@@ -108,7 +87,7 @@ fn fuzz_framing_watch() {
         3000,
         strategy,
         |(head, sizes, read_size)| {
-            let expected = conflict_model(&head);
+            let expected = framing_conflict(&head);
             prop_assert_eq!(
                 watch(&head, vec![head.len().max(1)], head.len().max(1)),
                 expected
