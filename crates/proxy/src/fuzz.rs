@@ -291,7 +291,7 @@ fn fuzz_placeholders() {
             .filter(|(_, form, _)| !matches!(form, Form::Truncated))
             .map(|(i, _, _)| *i)
             .collect();
-        let result = placeholders::check(&sandbox, &dest, &parts, &body);
+        let result = placeholders::check(&sandbox, &dest, &parts, &[body.as_slice()]);
         if carried.iter().any(|&i| !own_host(i)) {
             // Refused. (Flagged as exfiltration unless an earlier credential's own refusal,
             // such as plain HTTP, came first: the order of `check`'s loop.)

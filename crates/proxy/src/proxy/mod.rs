@@ -620,7 +620,7 @@ impl Conn {
     ) -> Result<Response<Body>, Refusal> {
         let (mut parts, body) = req.into_parts();
         let body = body::read_whole(&parts.headers, body, &self.inner.limits).await?;
-        let chosen = placeholders::check(&self.sandbox, dest, &parts, body.scanned())?;
+        let chosen = placeholders::check(&self.sandbox, dest, &parts, &body.scanned())?;
         let body = body.into_bytes(); // the decoded copy is not kept past the scan
         let secrets = &*self.inner.secrets;
         let injected = inject::credentials(&self.sandbox, secrets, chosen, &mut parts).await?;
