@@ -10,11 +10,9 @@
 //! - `api/names_roles_lifetimes`: token and profile names, roles and lifetimes are accepted
 //!   only within their stated bounds.
 
-use axum::Json;
-use axum::extract::FromRequest;
 use gig_fuzz::fuzz;
 use gig_gateway::profile::ProfileFilter;
-use http::{Request, StatusCode, header};
+use http::StatusCode;
 use proptest::prelude::*;
 use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
@@ -22,21 +20,13 @@ use serde_json::{Value, json};
 use crate::api_tokens::{NewToken, lifetime, valid_name};
 use crate::approvals::Approval;
 use crate::profiles::{ProfileBody, TokenBody};
-use crate::routes::body;
+use crate::routes::read_json;
 use crate::servers::{CredentialValue, InstallRequest};
 use crate::users::{ImpersonationStart, RoleChange, parse_role};
 
 /// Runs the JSON extractor and the handlers' `body` step on `bytes`.
 fn extract<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, crate::error::ApiError> {
-    let request = Request::builder()
-        .method("POST")
-        .header(header::CONTENT_TYPE, "application/json")
-        .body(axum::body::Body::from(bytes.to_vec()))
-        .unwrap();
-    body(futures::executor::block_on(Json::<T>::from_request(
-        request,
-        &(),
-    )))
+    read_json(bytes)
 }
 
 fn hostile_text() -> impl Strategy<Value = Value> {

@@ -17,6 +17,9 @@ pub mod error;
 mod extract;
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod installs;
 pub mod mcp_tokens;
 mod my_credentials;

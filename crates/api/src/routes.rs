@@ -334,6 +334,22 @@ pub(crate) fn body<T>(body: Result<axum::Json<T>, JsonRejection>) -> Result<T, A
         .map_err(|e| ApiError::bad_request(crate::extract::bounded(e.body_text())))
 }
 
+/// A JSON body read from `bytes` as a handler reads it: axum's extractor, then [`body`]. For
+/// the fuzz targets (`src/fuzz.rs` and the coverage-guided harness).
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) fn read_json<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    use axum::extract::FromRequest;
+    let request = http::Request::builder()
+        .method("POST")
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(axum::body::Body::from(bytes.to_vec()))
+        .expect("a fixed request");
+    body(futures::executor::block_on(axum::Json::<T>::from_request(
+        request,
+        &(),
+    )))
+}
+
 pub(crate) fn redirect(to: &str, cookies: &[String]) -> Response {
     let mut response = (StatusCode::FOUND, [(header::LOCATION, to)]).into_response();
     for c in cookies {

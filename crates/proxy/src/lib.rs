@@ -85,6 +85,9 @@ pub(crate) fn crypto_provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests;
 

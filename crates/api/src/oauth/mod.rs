@@ -160,6 +160,9 @@ fn parse_scope(raw: &str) -> Option<Vec<&'static str>> {
 
 #[cfg(test)]
 mod fuzz;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 #[cfg(test)]
 mod tests {
     use super::*;
