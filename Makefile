@@ -3,7 +3,7 @@ CARGO ?= cargo
 PEERS ?= .peers
 export CARGO_TERM_COLOR ?= never
 
-.PHONY: all build run test test-local test-e2e lint bench soak fuzz peers clean bootstrap docs-check
+.PHONY: all build run test test-local test-e2e lint bench soak fuzz fuzz-cov peers clean bootstrap docs-check
 
 all: build
 
@@ -74,6 +74,13 @@ fuzz:
 	done; \
 	grep -a '^\.*fuzz ' .fuzz.log | sed 's/^\.*//' | sort; \
 	echo "fuzz: $$(grep -a '^\.*fuzz ' .fuzz.log | wc -l) targets, $$(grep -ao 'fuzz [^ ]*: [0-9]*' .fuzz.log | awk '{s+=$$3} END {print s}') inputs, $$(( $$(date +%s) - start )) s"
+
+## Coverage-guided fuzzing (libFuzzer via cargo-fuzz, stable toolchain; docs/reliability.md#fuzzing):
+## builds fuzz/ (its own workspace, outside `--workspace`) and runs each target FUZZ_SECONDS from
+## fuzz/corpus/<target>; FUZZ_TARGETS picks targets, FUZZ_MERGE=1 minimises new inputs into the corpus.
+FUZZ_SECONDS ?= 30
+fuzz-cov:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) scripts/fuzz-cov.sh
 
 ## Gateway in both protocol eras vs direct stdio vs the generator's ceiling, real SDK clients
 ## through the gateway vs direct (release build; fails on a latency floor), then isolation costs.
