@@ -56,6 +56,8 @@ docs-check: build
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	# The entry points only the coverage-guided harness (fuzz/, outside the workspace) uses.
+	$(CARGO) clippy -p gig-proxy -p gig-api --features gig-proxy/fuzzing,gig-api/fuzzing -- -D warnings
 	scripts/cargo-deny.sh $(PEERS) --locked check --hide-inclusion-graph bans licenses sources
 
 ## The property-based fuzz targets (docs/reliability.md#fuzzing) with 10x their default inputs
