@@ -13,66 +13,20 @@
 
 #![no_main]
 
-use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use bytes::Bytes;
 use gig_fuzz::models::framing_conflict;
-use gig_fuzz_cov::{Knobs, contains};
-use gig_policy::EgressPolicy;
+use gig_fuzz_cov::{Knobs, contains, percent_encoded};
+use gig_proxy::fuzz_fixture::{ENVS, HOSTS, OWN, placeholder, sandbox, secret, secrets};
 use gig_proxy::fuzzing::{Verdict, request_phases};
-use gig_proxy::{PLACEHOLDER_PREFIX, ProxyLimits, SandboxEgress, StaticSecrets};
+use gig_proxy::{ProxyLimits, SandboxEgress, StaticSecrets};
 use libfuzzer_sys::fuzz_target;
 
-const ENVS: [&str; 3] = ["HDR", "QRY", "BAS"];
-/// Each credential's own host.
-const OWN: [&str; 3] = ["api.example.test", "api.example.test", "other.example.test"];
-const HOSTS: [&str; 5] = [
-    "api.example.test",
-    "other.example.test",
-    "third.example.test",
-    "api.example.test.evil.test",
-    "evil.test",
-];
-
-fn placeholder(i: usize) -> String {
-    format!(
-        "{PLACEHOLDER_PREFIX}{}",
-        format!("{:02x}", i + 1).repeat(32)
-    )
-}
-
-fn secret(i: usize) -> String {
-    format!("real-secret-{i}-s3cr3t")
-}
-
-static SANDBOX: LazyLock<SandboxEgress> = LazyLock::new(|| {
-    let credentials = serde_json::json!([
-        {"env": "HDR", "hosts": ["api.example.test"],
-         "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}},
-        {"env": "QRY", "hosts": ["api.example.test"], "inject": {"type": "query", "param": "key"}},
-        {"env": "BAS", "hosts": ["other.example.test"], "inject": {"type": "basic", "username": "svc"}},
-    ]);
-    let policy = EgressPolicy {
-        allow: HOSTS[..3].iter().map(|r| r.parse().unwrap()).collect(),
-        allow_addresses: Vec::new(),
-        credentials: serde_json::from_value(credentials).unwrap(),
-    };
-    let placeholders: HashMap<String, String> = ENVS
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.to_string(), placeholder(i)))
-        .collect();
-    SandboxEgress::new("srv", policy, placeholders).unwrap()
-});
-
-static SECRETS: LazyLock<StaticSecrets> = LazyLock::new(|| {
-    ENVS.iter()
-        .enumerate()
-        .fold(StaticSecrets::new(), |s, (i, e)| s.with(e, &secret(i)))
-});
+static SANDBOX: LazyLock<SandboxEgress> = LazyLock::new(sandbox);
+static SECRETS: LazyLock<StaticSecrets> = LazyLock::new(secrets);
 
 fn parse(raw: &[u8]) -> Option<http::Request<Bytes>> {
     let mut headers = [httparse::EMPTY_HEADER; 32];
@@ -111,9 +65,17 @@ fuzz_target!(|data: &[u8]| {
     let again = decide(tunnel, raw).expect("parsed once");
     assert_eq!(format!("{verdict:?}"), format!("{again:?}"), "two verdicts");
     // A secret the request itself spells out (in any form checked here) says nothing about
-    // the proxy.
+    // the proxy. Header names are case-insensitive and come out lowercased, so the request is
+    // also read lowercased (a crash input named a header `…real-sEcret-2-s3cr3t…`).
+    let lowered = raw.to_ascii_lowercase();
     let secrets: Vec<Option<String>> = (0..ENVS.len())
-        .map(|i| Some(secret(i)).filter(|s| !forms(s).iter().any(|f| contains(raw, f.as_bytes()))))
+        .map(|i| {
+            Some(secret(i)).filter(|s| {
+                !forms(s)
+                    .iter()
+                    .any(|f| contains(raw, f.as_bytes()) || contains(&lowered, f.as_bytes()))
+            })
+        })
         .collect();
 
     let (parts, body, injected) = match verdict {
@@ -167,7 +129,7 @@ fuzz_target!(|data: &[u8]| {
         let injected = injected.iter().any(|e| e == ENVS[i]);
         let declared = match i {
             0 => format!("Bearer {s}"),
-            1 => format!("key={}", percent_encoding_of(s)),
+            1 => format!("key={}", percent_encoded(s)),
             _ => format!("Basic {}", STANDARD.encode(format!("svc:{s}"))),
         };
         let at_declared = match i {
@@ -209,20 +171,7 @@ fuzz_target!(|data: &[u8]| {
 fn forms(s: &str) -> [String; 3] {
     [
         s.to_owned(),
-        percent_encoding_of(s),
+        percent_encoded(s),
         STANDARD.encode(format!("svc:{s}")),
     ]
-}
-
-/// How the proxy writes a secret into the query (every byte but letters and digits encoded).
-fn percent_encoding_of(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }

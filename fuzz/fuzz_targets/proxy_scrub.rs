@@ -13,7 +13,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use gig_fuzz_cov::{Knobs, contains};
+use gig_fuzz_cov::{Knobs, contains, percent_encoded};
 use libfuzzer_sys::fuzz_target;
 
 const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz!\"\\%& ._-~*()";
@@ -21,24 +21,12 @@ const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz!\"\\%& ._-~*()";
 const PLACEHOLDERS: [&str; 3] = ["PHAPLACEHOLDERX", "PHBPLACEHOLDERX", "PHCPLACEHOLDERX"];
 const USER: &str = "Svc";
 
-fn percent(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
-}
-
 /// Form `which` (0..7) of `secret`: raw, percent-encoded, JSON-escaped, the injected Basic
 /// value, base64 after 0, 1 or 2 other bytes.
 fn form(secret: &str, which: u8) -> String {
     match which {
         0 => secret.to_owned(),
-        1 => percent(secret),
+        1 => percent_encoded(secret),
         2 => serde_json::to_string(secret)
             .unwrap()
             .trim_matches('"')
@@ -82,7 +70,7 @@ fuzz_target!(|data: &[u8]| {
     for (s, _) in &secrets {
         assert!(!contains(&whole, s.as_bytes()), "secret {s:?} survived");
         assert!(
-            !contains(&whole, percent(s).as_bytes()),
+            !contains(&whole, percent_encoded(s).as_bytes()),
             "secret {s:?} survived percent-encoded"
         );
     }

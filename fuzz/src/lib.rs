@@ -44,3 +44,17 @@ impl<'a> Knobs<'a> {
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
 }
+
+/// `s` with every byte but ASCII letters and digits percent-encoded: how the proxy writes a
+/// secret into a query, and one of the forms its scrubber must find.
+pub fn percent_encoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}

@@ -12,7 +12,6 @@
 //! - `proxy/scrub_stream`: the response scrubber gives the same bytes whatever the chunking,
 //!   and no secret survives it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -20,17 +19,17 @@ use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE};
 use gig_fuzz::models::framing_conflict;
 use gig_fuzz::{SplitReader, fuzz};
-use gig_policy::{EgressPolicy, Injection};
+use gig_policy::Injection;
 use http::Request;
 use proptest::prelude::*;
 use tokio::io::AsyncReadExt;
 
+use crate::PLACEHOLDER_PREFIX;
 use crate::framing::FramingWatch;
+use crate::fuzz_fixture::{ENVS, HOSTS, placeholder, sandbox, secret, secrets};
 use crate::phases::{inject, placeholders};
-use crate::proxy::SandboxEgress;
 use crate::scan::{Needles, ScrubSet, StreamScrubber};
 use crate::upstream::Destination;
-use crate::{PLACEHOLDER_PREFIX, StaticSecrets};
 
 fn watch(data: &[u8], sizes: Vec<usize>, read_size: usize) -> bool {
     let flag = Arc::new(AtomicBool::new(false));
@@ -99,45 +98,6 @@ fn fuzz_framing_watch() {
 }
 
 // ---- placeholders ----------------------------------------------------------------------------
-
-const ENVS: [&str; 3] = ["HDR", "QRY", "BAS"];
-const HOSTS: [&str; 5] = [
-    "api.example.test",
-    "other.example.test",
-    "third.example.test",
-    "api.example.test.evil.test",
-    "evil.test",
-];
-
-fn placeholder(i: usize) -> String {
-    format!("{PLACEHOLDER_PREFIX}{}", hex::encode([i as u8 + 1; 32]))
-}
-
-fn secret(i: usize) -> String {
-    format!("real-secret-{i}-s3cr3t")
-}
-
-/// `HDR` (Bearer header) and `QRY` (query `key`) for `api.example.test`, `BAS` (Basic, user
-/// `svc`) for `other.example.test`; `third.example.test` is allowed but has no credential.
-fn sandbox() -> SandboxEgress {
-    let credentials = serde_json::json!([
-        {"env": "HDR", "hosts": ["api.example.test"],
-         "inject": {"type": "header", "name": "Authorization", "template": "Bearer {}"}},
-        {"env": "QRY", "hosts": ["api.example.test"], "inject": {"type": "query", "param": "key"}},
-        {"env": "BAS", "hosts": ["other.example.test"], "inject": {"type": "basic", "username": "svc"}},
-    ]);
-    let policy = EgressPolicy {
-        allow: HOSTS[..3].iter().map(|r| r.parse().unwrap()).collect(),
-        allow_addresses: Vec::new(),
-        credentials: serde_json::from_value(credentials).unwrap(),
-    };
-    let placeholders: HashMap<String, String> = ENVS
-        .iter()
-        .enumerate()
-        .map(|(i, e)| (e.to_string(), placeholder(i)))
-        .collect();
-    SandboxEgress::new("srv", policy, placeholders).unwrap()
-}
 
 /// How a placeholder is written into a request.
 #[derive(Debug, Clone, Copy)]
@@ -270,10 +230,7 @@ fn places(parts: &http::request::Parts, body: &[u8]) -> Vec<Vec<u8>> {
 #[test]
 fn fuzz_placeholders() {
     let sandbox = sandbox();
-    let secrets = ENVS
-        .iter()
-        .enumerate()
-        .fold(StaticSecrets::new(), |s, (i, e)| s.with(e, &secret(i)));
+    let secrets = secrets();
     let detector = Needles::new(&[&placeholder(0), &placeholder(1), &placeholder(2)]);
     fuzz("proxy/placeholders", file!(), 1500, case(), |case| {
         let host = HOSTS[case.host];
