@@ -62,6 +62,17 @@ class Collector:
             time.sleep(0.2)
         raise AssertionError(f"no span {name!r} in trace {trace}: {[(s['name'], s['trace']) for s in self.spans]}")
 
+    def parent_of(self, span: dict, timeout: float = 20.0) -> dict:
+        """The span's parent, waiting for it: a child ends first, so the batch exporter may send
+        it a batch ahead of its parent."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = [s for s in self.spans if s["id"] == span["parent"]]
+            if found:
+                return found[0]
+            time.sleep(0.2)
+        raise AssertionError(f"no parent of {span['name']!r}: {[s['name'] for s in self.spans]}")
+
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
@@ -92,7 +103,7 @@ def test_spans_continue_the_clients_trace(tmp_path):
         mcp = collector.named("tools/call echo_echo", trace)
         assert mcp["attrs"]["mcp.method.name"] == "tools/call"
         assert mcp["attrs"]["gen_ai.tool.name"] == "echo_echo"
-        http = next(s for s in collector.spans if s["id"] == mcp["parent"])
+        http = collector.parent_of(mcp)
         assert http["name"] == "POST /mcp" and http["parent"] == client_span, http
         backend = collector.named("tools/call echo", trace)
         assert backend["parent"] == mcp["id"] and backend["attrs"]["server"] == "echo"
@@ -137,9 +148,9 @@ async def test_egress_requests_are_children_of_the_call_that_caused_them(tmp_pat
             assert time.monotonic() < deadline, [s["name"] for s in collector.spans]
             time.sleep(0.2)
         egress = next(s for s in collector.spans if s["name"] == "GET api.example.test")
-        backend = next(s for s in collector.spans if s["id"] == egress["parent"])
+        backend = collector.parent_of(egress)
         assert backend["name"] == "tools/call fetch" and backend["trace"] == egress["trace"], backend
-        call = next(s for s in collector.spans if s["id"] == backend["parent"])
+        call = collector.parent_of(backend)
         assert call["name"] == "tools/call fetch_fetch"
         assert egress["attrs"]["server.address"] == "api.example.test"
         assert not any(setup.leaked(v) for s in collector.spans for v in s["attrs"].values())
