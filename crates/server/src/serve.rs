@@ -6,6 +6,7 @@
 //! `GIG_MAX_CONNECTIONS_PER_IP`, and each must deliver a request's headers within
 //! `GIG_HEADER_READ_TIMEOUT_SECS`; a connection refused or too slow is closed.
 
+mod body_read;
 mod connections;
 
 use std::future::Future;
@@ -215,7 +216,14 @@ async fn serve_connection(
     let service =
         hyper::service::service_fn(move |request: hyper::Request<hyper::body::Incoming>| {
             seen.store(true, Ordering::Relaxed);
-            router.clone().oneshot(request.map(axum::body::Body::new))
+            let version = request.version();
+            let (request, body_read) = body_read::track(request);
+            let response = router.clone().oneshot(request.map(axum::body::Body::new));
+            async move {
+                let mut response = response.await?;
+                body_read::mark_unread_close(version, &body_read, &mut response);
+                Ok::<_, std::convert::Infallible>(response)
+            }
         });
     let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     let mut connection = std::pin::pin!(connection);

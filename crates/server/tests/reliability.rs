@@ -1,8 +1,8 @@
 //! Attacks from the reliability review, each tried against a real gateway over loopback and
 //! expected to fail: slow-header connection exhaustion, held-back bodies past the session cap,
 //! a session used by another principal, a huge declared body, `/readyz` read through a
-//! rebinding host, and a backend that stops reading its stdin. Waits are generous bounds on
-//! hangs, never performance assertions.
+//! rebinding host, a backend that stops reading its stdin, and a refusal that would leave a
+//! reused connection dead. Waits are generous bounds on hangs, never performance assertions.
 
 // Tests hand the environment to children.
 #![allow(clippy::disallowed_methods)]
@@ -169,6 +169,52 @@ async fn a_huge_declared_body_is_refused_at_once() {
         .await
         .expect("answered without the body");
     assert_eq!(status, Some(413));
+    gateway.stop().await;
+}
+
+/// The response head on `tcp`, lower-cased, up to the blank line.
+async fn head_of(tcp: &mut TcpStream) -> String {
+    let mut reader = BufReader::new(tcp);
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let read = reader
+            .read_line(&mut line)
+            .await
+            .expect("the gateway answers");
+        if read == 0 || line == "\r\n" {
+            return head.to_ascii_lowercase();
+        }
+        head.push_str(&line);
+    }
+}
+
+/// A request refused before its body was read leaves the body on the wire, so the gateway
+/// closes the connection after answering; the answer must say so, or a client reusing the
+/// connection sends its next request into a closed socket. A request whose body was read
+/// keeps its connection.
+#[tokio::test]
+async fn a_refusal_that_leaves_the_body_unread_says_the_connection_closes() {
+    let gateway = Gateway::start(&[], echo_backend()).await;
+    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer wrong\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        INITIALIZE.len()
+    );
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let refused = head_of(&mut tcp).await;
+    assert!(refused.starts_with("http/1.1 401"), "{refused}");
+    assert!(refused.contains("connection: close"), "{refused}");
+
+    let mut tcp = TcpStream::connect(gateway.addr).await.unwrap();
+    let request = post_head("127.0.0.1", INITIALIZE.len(), "").replace("Connection: close\r\n", "");
+    tcp.write_all(format!("{request}{INITIALIZE}").as_bytes())
+        .await
+        .unwrap();
+    let served = head_of(&mut tcp).await;
+    assert!(served.starts_with("http/1.1 200"), "{served}");
+    assert!(!served.contains("connection: close"), "{served}");
     gateway.stop().await;
 }
 
