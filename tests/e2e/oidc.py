@@ -81,11 +81,17 @@ class OidcProvider:
         *,
         log_path: Path | str | None = None,
         timeout: float = 30.0,
+        tls: dict | None = None,
+        upstream: dict | None = None,
     ) -> "OidcProvider":
         for p in (node_path, script_path):
             if not Path(p).exists():
                 raise FileNotFoundError(f"{p} missing: run tests/peers/install-peers.sh {PEERS_DIR}")
         config = {"port": 0, "clients": clients or [], "users": users or {}}
+        if tls:
+            config["tls"] = {"cert": str(tls["cert"]), "key": str(tls["key"])}
+        if upstream is not None:
+            config["upstream"] = upstream
         if log_path is None:
             fd, log_path = tempfile.mkstemp(prefix="oidc-provider-", suffix=".log")
             os.close(fd)

@@ -4,6 +4,11 @@
         The official Python SDK's server (MCPServer, Streamable HTTP) over TLS, answering only
         requests with `Authorization: Bearer TOKEN`; every Authorization value it receives is
         appended to SEEN_FILE (so the test can see which key reached it). Tool: add(a, b).
+    python remote_upstream.py oauth PORT CERT KEY ISSUER CA RS_CLIENT RS_SECRET SEEN_FILE
+        The same server as an OAuth protected resource of ISSUER (an oidc-provider over TLS,
+        trusted through CA): it publishes its protected-resource metadata, verifies every
+        bearer by introspection (as client RS_CLIENT), appends each token it accepts to
+        SEEN_FILE, and its tool whoami answers the token's subject.
     python remote_upstream.py flood PORT
         A legacy HTTP+SSE server that names its endpoint, then streams one endless event.
 
@@ -46,6 +51,48 @@ def bearer(port: int, cert: str, key: str, token: str, seen_file: str) -> None:
     server_.run()
 
 
+def oauth(port: int, cert: str, key: str, issuer: str, ca: str, rs_client: str, rs_secret: str,
+          seen_file: str) -> None:
+    import httpx
+    import uvicorn
+    from mcp.server.auth.middleware.auth_context import get_access_token
+    from mcp.server.auth.provider import AccessToken
+    from mcp.server.auth.settings import AuthSettings
+    from mcp.server.mcpserver import MCPServer
+
+    seen = open(seen_file, "a", buffering=1)
+    resource = f"https://127.0.0.1:{port}/mcp"
+
+    class Introspecting:
+        async def verify_token(self, token: str) -> AccessToken | None:
+            async with httpx.AsyncClient(verify=ca) as http:
+                answer = await http.post(f"{issuer}/token/introspection", data={"token": token},
+                                         auth=(rs_client, rs_secret))
+            info = answer.json()
+            if not info.get("active"):
+                return None
+            seen.write(token + "\n")
+            return AccessToken(token=token, client_id=info.get("client_id", ""),
+                               scopes=info.get("scope", "").split(), expires_at=info.get("exp"),
+                               subject=info.get("sub"))
+
+    server = MCPServer("oauth-upstream", token_verifier=Introspecting(),
+                       auth=AuthSettings(issuer_url=issuer, resource_server_url=resource,
+                                         validate_token_resource=False))
+
+    @server.tool()
+    def whoami() -> str:
+        """The subject of the token this call carried."""
+        token = get_access_token()
+        return token.subject if token else "nobody"
+
+    app = server.streamable_http_app(host="127.0.0.1")
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=cert, ssl_keyfile=key,
+                            log_level="warning", lifespan="on")
+    threading.Thread(target=lambda: (time.sleep(1.0), print("ready", flush=True)), daemon=True).start()
+    uvicorn.Server(config).run()
+
+
 def flood(port: int) -> None:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -80,5 +127,7 @@ if __name__ == "__main__":
     mode, port = sys.argv[1], int(sys.argv[2])
     if mode == "bearer":
         bearer(port, *sys.argv[3:7])
+    elif mode == "oauth":
+        oauth(port, *sys.argv[3:10])
     else:
         flood(port)

@@ -5,8 +5,15 @@
 //
 // Config (JSON):
 //   port     0 = any free port. Always binds 127.0.0.1; the issuer is http://127.0.0.1:PORT.
+//   tls      {cert, key}: PEM file paths; serve https (the issuer is https://127.0.0.1:PORT).
+//   upstream {accessTokenTtl}: act as a remote MCP server's authorization server too: open
+//            dynamic registration, introspection, revocation, the client-credentials grant, a
+//            refresh token for every client allowed the refresh_token grant, the `mcp` scope,
+//            resource indicators (any resource; opaque tokens), and access tokens living
+//            accessTokenTtl seconds.
 //   clients  [{client_id, client_secret, redirect_uris: [...], post_logout_redirect_uris: [...],
-//              token_endpoint_auth_method: "client_secret_basic" | "client_secret_post"}]
+//              token_endpoint_auth_method: "client_secret_basic" | "client_secret_post",
+//              grant_types: [...] (default ["authorization_code"])}]
 //   users    {"alice": {"sub": "u-alice", "email": "...", "name": "...", "groups": ["admins"]}}
 // Once listening it prints ONE line on stdout: {"listening": PORT, "issuer": "http://127.0.0.1:PORT"}
 // (everything else, oidc-provider's warnings included, goes to stderr).
@@ -26,7 +33,9 @@
 // expired: iat/exp/auth_time shifted so exp is one hour in the past) or, for "signature", the
 // unaltered claims signed by another RSA key that carries the same kid.
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
+import https from 'node:https';
 import { createRequire } from 'node:module';
 import { pathToFileURL } from 'node:url';
 
@@ -55,13 +64,19 @@ const impostorKey = await jose.importJWK({ ...rsaJwk(), kid: KID, alg: 'RS256' }
 
 // Listen first (port 0 allowed), then build the provider for the issuer that port gives.
 let handler = (_req, res) => { res.statusCode = 503; res.end(); };
-const server = http.createServer((req, res) => handler(req, res));
+const server = config.tls
+  ? https.createServer(
+    { cert: readFileSync(config.tls.cert), key: readFileSync(config.tls.key) },
+    (req, res) => handler(req, res),
+  )
+  : http.createServer((req, res) => handler(req, res));
 await new Promise((resolve, reject) => {
   server.once('error', reject);
   server.listen(config.port ?? 0, config.host ?? '127.0.0.1', resolve);
 });
 const { port } = server.address();
-const issuer = `http://127.0.0.1:${port}`;
+const issuer = `${config.tls ? 'https' : 'http'}://127.0.0.1:${port}`;
+const upstream = config.upstream;
 
 const provider = new Provider(issuer, {
   clients: (config.clients ?? []).map((c) => ({
@@ -70,13 +85,13 @@ const provider = new Provider(issuer, {
     redirect_uris: c.redirect_uris,
     post_logout_redirect_uris: c.post_logout_redirect_uris ?? [],
     token_endpoint_auth_method: c.token_endpoint_auth_method ?? 'client_secret_basic',
-    grant_types: ['authorization_code'],
-    response_types: ['code'],
+    grant_types: c.grant_types ?? ['authorization_code'],
+    response_types: (c.grant_types ?? ['authorization_code']).includes('authorization_code') ? ['code'] : [],
   })),
   jwks: { keys: [signingJwk] },
   cookies: { keys: [randomBytes(32).toString('hex')] },
   responseTypes: ['code'],
-  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups'],
+  scopes: ['openid', 'offline_access', 'email', 'profile', 'groups', ...(upstream ? ['mcp'] : [])],
   claims: {
     openid: ['sub'],
     email: ['email', 'email_verified'],
@@ -88,7 +103,32 @@ const provider = new Provider(issuer, {
   features: {
     devInteractions: { enabled: true },
     rpInitiatedLogout: { enabled: true },
+    ...(upstream ? {
+      registration: { enabled: true },
+      introspection: { enabled: true },
+      revocation: { enabled: true },
+      clientCredentials: { enabled: true },
+      // MCP clients name the server they want a token for (RFC 8707): any resource is
+      // accepted, its tokens opaque, scoped to `mcp`, and bound to it.
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: (_ctx, _client, oneOf) => oneOf,
+        useGrantedResource: () => true,
+        getResourceServerInfo: () => ({
+          scope: 'mcp',
+          accessTokenFormat: 'opaque',
+          accessTokenTTL: upstream.accessTokenTtl ?? 3600,
+        }),
+      },
+    } : {}),
   },
+  ...(upstream ? {
+    issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
+    ttl: {
+      AccessToken: upstream.accessTokenTtl ?? 3600,
+      ClientCredentials: upstream.accessTokenTtl ?? 3600,
+    },
+  } : {}),
   // accountId is the user's `sub` (the login form maps the login name to it, see below).
   async findAccount(_ctx, id) {
     const u = bySub.get(id);

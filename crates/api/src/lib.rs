@@ -13,6 +13,7 @@ mod api_tokens;
 mod approvals;
 mod audit_log;
 pub mod call_audit;
+pub mod connections;
 pub mod error;
 mod extract;
 #[cfg(test)]
@@ -65,6 +66,8 @@ pub struct ApiState {
     pub public_origin: String,
     /// Cookies carry `Secure` when the public URL is https.
     pub secure_cookies: bool,
+    /// Users' accounts at remote servers that use OAuth per user; `None` when none does.
+    pub connections: Option<Arc<dyn connections::Connections>>,
 }
 
 impl ApiState {
@@ -92,6 +95,7 @@ impl ApiState {
             oidc,
             public_origin: config.public_url.origin().ascii_serialization(),
             secure_cookies: config.public_url.scheme() == "https",
+            connections: None,
         }
     }
 }

@@ -10,8 +10,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 
 use crate::rbac::Access;
 use crate::{
-    api_tokens, approvals, audit_log, installs, my_credentials, oauth, profiles, schema, servers,
-    signin, users,
+    api_tokens, approvals, audit_log, connections, installs, my_credentials, oauth, profiles,
+    schema, servers, signin, users,
 };
 
 #[derive(OpenApi)]
@@ -27,6 +27,7 @@ use crate::{
         servers::list, servers::catalog, servers::install, servers::uninstall,
         servers::credentials, servers::set_credential, servers::delete_credential,
         my_credentials::list, my_credentials::set, my_credentials::delete,
+        connections::list, connections::begin, connections::disconnect, connections::callback,
         installs::status, installs::events, servers::logs, servers::restart, servers::tools,
         approvals::list, approvals::approve,
         audit_log::list, audit_log::export,

@@ -110,6 +110,30 @@ pub(crate) fn routes() -> Routes {
             Requires(UseProfiles),
             delete(crate::my_credentials::delete),
         )
+        .add(
+            M::GET,
+            "/api/me/connections",
+            Requires(UseProfiles),
+            get(crate::connections::list),
+        )
+        .add(
+            M::POST,
+            "/api/me/connections/{name}",
+            Requires(UseProfiles),
+            post(crate::connections::begin),
+        )
+        .add(
+            M::DELETE,
+            "/api/me/connections/{name}",
+            Requires(UseProfiles),
+            delete(crate::connections::disconnect),
+        )
+        .add(
+            M::GET,
+            "/api/connections/callback",
+            Requires(UseProfiles),
+            get(crate::connections::callback),
+        )
         .add(M::GET, "/api/tokens", SignedIn, get(api_tokens::list))
         .add(
             M::GET,

@@ -12,6 +12,7 @@
 mod control_plane;
 mod instances;
 mod metrics;
+mod remote_oauth;
 mod runtime;
 mod servers;
 mod telemetry;
@@ -26,6 +27,7 @@ use secrecy::SecretString;
 pub use control_plane::OidcConfig;
 pub use instances::{InstanceMode, InstancePolicy};
 pub use metrics::MetricsConfig;
+pub use remote_oauth::{OAuthGrant, RemoteOAuth};
 pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};
 pub use servers::{
     DEFAULT_LIMITS, DeclaredServers, HeaderTemplate, RemoteSpec, RemoteTransport, SandboxPolicy,

@@ -9,6 +9,7 @@ use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits
 use serde::Deserialize;
 
 use crate::instances::{InstanceMode, InstancePolicy, RawInstances};
+use crate::remote_oauth::{RawOAuth, RemoteOAuth};
 
 /// A validated backend declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,15 +56,19 @@ pub struct RemoteSpec {
     /// Non-public addresses this server may resolve to (an internal service), beside
     /// `GIG_EGRESS_ALLOW_ADDRESSES`. Plain `http://` is allowed only to these.
     pub allow_addresses: Vec<IpNet>,
+    /// OAuth toward the server: per-user accounts or the gateway's own client credentials.
+    pub oauth: Option<RemoteOAuth>,
 }
 
 impl RemoteSpec {
-    /// The vault credentials (of this server's scope) its headers name, sorted, once each.
+    /// The vault credentials (of this server's scope) its headers and its OAuth client secret
+    /// name, sorted, once each.
     pub fn credentials(&self) -> Vec<String> {
         let mut names: Vec<String> = self
             .headers
             .values()
             .flat_map(|h| h.credentials().map(str::to_owned))
+            .chain(self.oauth.iter().flat_map(|o| o.client_secret.clone()))
             .collect();
         names.sort();
         names.dedup();
@@ -216,6 +221,8 @@ struct RawServer {
     /// Remote servers: non-public addresses it may resolve to.
     #[serde(rename = "allowAddresses", default)]
     allow_addresses: Vec<IpNet>,
+    /// Remote servers: OAuth toward the server (Gig'MCP's own extension).
+    oauth: Option<RawOAuth>,
     #[serde(default)]
     disabled: bool,
     /// Gig'MCP's own extension: `"sandbox": {}` or `{"bindRo": [...], "maxProcesses": 64}`.
@@ -449,12 +456,28 @@ fn remote_spec(name: &str, raw_url: &str, server: &RawServer) -> Result<RemoteSp
         let template = HeaderTemplate::parse(value).map_err(|e| format!("header {key}: {e}"))?;
         headers.insert(key.clone(), template);
     }
+    let oauth = match server.oauth.clone() {
+        None => None,
+        Some(raw) => {
+            if transport != RemoteTransport::StreamableHttp {
+                return Err("oauth needs a Streamable HTTP server (type \"http\")".into());
+            }
+            if headers
+                .keys()
+                .any(|k| k.eq_ignore_ascii_case("authorization"))
+            {
+                return Err("with oauth the gateway sets the Authorization header itself".into());
+            }
+            Some(RemoteOAuth::from_raw(raw)?)
+        }
+    };
     Ok(RemoteSpec {
         name: name.to_owned(),
         url,
         transport,
         headers,
         allow_addresses: server.allow_addresses.clone(),
+        oauth,
     })
 }
 
@@ -512,6 +535,30 @@ mod tests {
             .unwrap();
         assert_eq!(rendered, "Bearer <gh-token>");
         assert_eq!(remote[2].allow_addresses[0].to_string(), "10.1.2.3/32");
+    }
+
+    #[test]
+    fn remote_oauth_is_read_and_its_secret_is_a_declared_credential() {
+        let remote = parse_remote(
+            r#"{"mcpServers": {"svc": {"url": "https://x/mcp", "oauth": {"grant": "client_credentials",
+                "clientId": "gig", "clientSecret": "${credential:svc-secret}"}}}}"#,
+        )
+        .unwrap();
+        assert_eq!(remote[0].credentials(), ["svc-secret"]);
+        for (json, needle) in [
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/sse", "type": "sse", "oauth": {"grant": "authorization_code"}}}}"#,
+                "Streamable HTTP",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"authorization": "Bearer ${credential:t}"},
+                    "oauth": {"grant": "authorization_code"}}}}"#,
+                "sets the Authorization header",
+            ),
+        ] {
+            let err = parse_remote(json).unwrap_err().to_string();
+            assert!(err.contains(needle), "{json}: {err}");
+        }
     }
 
     #[test]

@@ -188,6 +188,15 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Stops `user_id`'s instances of server `name` (a disconnected account): their next call
+    /// starts afresh, or is refused.
+    pub async fn stop_instances_of(&self, name: &str, user_id: i64) {
+        let pool = read(&self.pools).get(name).cloned();
+        if let Some(pool) = pool {
+            pool.stop_user(user_id).await;
+        }
+    }
+
     /// Tells the hub how to see whether an MCP session is still open.
     pub fn set_session_probe(&self, probe: SessionProbe) {
         *write(&self.session_open) = Some(probe);

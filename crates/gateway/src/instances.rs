@@ -288,6 +288,22 @@ impl InstancePool {
         }
     }
 
+    /// Stops `user_id`'s instances (their credential or connection is gone).
+    pub(crate) async fn stop_user(&self, user_id: i64) {
+        let theirs: Vec<Instance> = {
+            let mut instances = lock(&self.instances);
+            let owners: Vec<InstanceOwner> = instances
+                .keys()
+                .filter(|o| o.user_id == user_id)
+                .cloned()
+                .collect();
+            owners.iter().filter_map(|o| instances.remove(o)).collect()
+        };
+        for instance in theirs {
+            stop(instance).await;
+        }
+    }
+
     /// Stops every instance (the server is removed, or the gateway stops).
     pub(crate) async fn stop_all(&self) {
         let all: Vec<Instance> = lock(&self.instances).drain().map(|(_, i)| i).collect();

@@ -173,6 +173,46 @@ impl Outbound {
             .map_err(|_| OutboundError::Timeout(host.clone()))?
     }
 
+    /// Sends one request built elsewhere (an OAuth client's token or registration request):
+    /// host checked, no redirect followed (a 3xx comes back as it is), the answer read whole
+    /// up to `max_bytes`, all within `timeout`.
+    pub async fn execute(
+        &self,
+        request: http::Request<Vec<u8>>,
+        max_bytes: usize,
+        timeout: Duration,
+    ) -> Result<http::Response<Vec<u8>>, OutboundError> {
+        let url =
+            url::Url::parse(&request.uri().to_string()).map_err(|_| OutboundError::NotHttps)?;
+        let host = self.check_host(&url)?;
+        let request = reqwest::Request::try_from(request)
+            .map_err(|e| OutboundError::Client(e.to_string()))?;
+        let exchange = async {
+            let mut response = self
+                .client
+                .execute(request)
+                .await
+                .map_err(|e| send_error(&host, &e))?;
+            let mut answer = http::Response::builder().status(response.status());
+            if let Some(headers) = answer.headers_mut() {
+                *headers = std::mem::take(response.headers_mut());
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(|e| send_error(&host, &e))? {
+                if body.len() + chunk.len() > max_bytes {
+                    return Err(OutboundError::TooLarge(max_bytes));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            answer
+                .body(body)
+                .map_err(|e| OutboundError::Client(e.to_string()))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| OutboundError::Timeout(host.clone()))?
+    }
+
     /// https, and an IP literal host (which reqwest connects to without resolving) allowed.
     fn check_url(&self, url: &url::Url) -> Result<String, OutboundError> {
         if url.scheme() != "https" {

@@ -22,6 +22,7 @@ pub mod vault_and_audit;
 
 pub use launcher::{SandboxLauncher, SandboxUnavailable, launchers};
 pub use network::{NetConfig, NetworkError, SandboxNetwork};
+pub use remote::oauth::{ConnectionState, OAuthError, RefreshLocks, UpstreamOAuth};
 pub use remote::{RemoteContext, RemoteLauncher, remote_launchers};
 pub use sandbox_runtime::{
     ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime, SandboxStartError,

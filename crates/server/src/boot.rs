@@ -18,7 +18,9 @@ use gig_metrics::{
     Metrics, MetricsListener, Outcome,
 };
 use gig_proxy::{AuditSink, SecretSource};
-use gig_runtime::{NetConfig, SandboxNetwork, SandboxRuntime, StoreAudit, VaultSecrets, data_dir};
+use gig_runtime::{
+    NetConfig, SandboxNetwork, SandboxRuntime, StoreAudit, UpstreamOAuth, VaultSecrets, data_dir,
+};
 use gig_secrets::Secrets;
 use gig_store::Store;
 use secrecy::ExposeSecret;
@@ -155,7 +157,8 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         .map(|s| s.name.clone())
         .chain(declared.remote.iter().map(|r| r.name.clone()))
         .collect();
-    let backends = declared_launchers(&declared, &config, env, &secrets, sandboxes.clone())?;
+    let (backends, upstream_oauth) =
+        declared_launchers(&declared, &config, env, &secrets, sandboxes.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
         config.limits,
@@ -210,9 +213,14 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
             None => Arc::new(operations),
         };
         let store = secrets.store().clone();
-        Arc::new(gig_api::ApiState::new(
-            &config, store, oidc, operations, outbound,
-        ))
+        let mut state = gig_api::ApiState::new(&config, store, oidc, operations, outbound);
+        state.connections = upstream_oauth.map(|oauth| {
+            Arc::new(crate::connections::GatewayConnections {
+                oauth,
+                hub: hub.clone(),
+            }) as Arc<dyn gig_api::connections::Connections>
+        });
+        Arc::new(state)
     });
     let listener = crate::serve::bind(&config).await?;
     let shutdown = crate::serve::shutdown_signal();
@@ -238,14 +246,15 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
 }
 
 /// How to start every server the servers file declares: local ones as children or sandboxes,
-/// remote ones over HTTP under the address policy.
+/// remote ones over HTTP under the address policy; and the users' connections to remote
+/// servers that use OAuth per user, when any does.
 fn declared_launchers(
     declared: &gig_config::DeclaredServers,
     config: &GatewayConfig,
     env: &dyn Env,
     secrets: &Arc<Secrets>,
     sandboxes: Option<Arc<SandboxRuntime>>,
-) -> Result<Vec<gig_gateway::NamedLauncher>, BootError> {
+) -> Result<(Vec<gig_gateway::NamedLauncher>, Option<Arc<UpstreamOAuth>>), BootError> {
     let mut backends = gig_runtime::launchers(
         declared.local.clone(),
         &gig_config::ProcessEnv.all(),
@@ -259,13 +268,19 @@ fn declared_launchers(
             secrets: secrets.clone(),
             max_message_bytes: config.limits.max_message_bytes,
             call_timeout: config.limits.call_timeout,
+            public_url: config.public_url.clone(),
+            refresh_locks: Arc::default(),
         };
         backends.extend(gig_runtime::remote_launchers(
             declared.remote.clone(),
             &context,
         )?);
+        let oauth = UpstreamOAuth::new(&declared.remote, &context)?;
+        if oauth.servers().next().is_some() {
+            return Ok((backends, Some(Arc::new(oauth))));
+        }
     }
-    Ok(backends)
+    Ok((backends, None))
 }
 
 /// The control plane's identity provider, when configured: asked before any backend starts,

@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 
 pub mod boot;
+pub mod connections;
 pub mod operations;
 pub mod router;
 pub mod serve;

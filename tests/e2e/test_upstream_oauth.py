@@ -1,0 +1,146 @@
+"""Per-user OAuth toward a remote MCP server, end to end (decision 70): the real npm
+`oidc-provider` over TLS as the upstream's authorization server (dynamic registration, PKCE,
+rotating refresh tokens, introspection, revocation), the official Python SDK's server as the
+protected resource (it verifies every bearer by introspection and records it), and the gateway
+signing users in with a second, separate provider.
+
+- A user connects their account over /api; their calls reach the upstream with their own token,
+  another user's with theirs, and a user who has not connected gets an error naming where to
+  connect. No token reaches the client, the gateway's log or the audit trail.
+- Access tokens live 8 s: calls across several lifetimes keep working (refresh).
+- Disconnecting revokes at the authorization server (the last token is inactive there) and the
+  user's next call gets the "connect" error again.
+"""
+
+import json
+import secrets
+import time
+from pathlib import Path
+
+import requests
+
+from conftest import csrf_headers, free_port, signed_in, start_control_plane, stop
+from loadgen import answer, stateless_tool_call
+from netlab import make_tls
+from oidc import OidcProvider, authorize_until_callback, user
+from test_profiles import make_profile, make_token, unique
+from test_remote import LOOPBACK, upstream
+
+RS_CLIENT, RS_SECRET = "upstream-rs", "rs-" + secrets.token_hex(12)
+TOKEN_TTL = 8
+
+
+class Account:
+    """A gateway user with a profile token for the `acct` server."""
+
+    def __init__(self, gw, name: str, ca: Path):
+        self.gw, self.name = gw, name
+        self.http = signed_in(gw, name)
+        # The upstream's authorization server is trusted through the test CA only (and not
+        # through REQUESTS_CA_BUNDLE, which would take precedence).
+        self.http.trust_env = False
+        self.http.verify = str(ca)
+        profile = make_profile(gw, self.http, {"name": unique(name), "tools": ["acct/*"]})
+        self.token = make_token(gw, self.http, profile["id"])["token"]
+
+    def connect(self) -> requests.Response:
+        started = self.http.post(f"{self.gw.base}/api/me/connections/acct",
+                                 headers=csrf_headers(self.gw, self.http))
+        assert started.status_code == 200, started.text
+        callback = authorize_until_callback(self.http, started.json()["authorization_url"], self.name)
+        return self.http.get(callback, allow_redirects=False, timeout=30)
+
+    def connections(self) -> dict:
+        listed = self.http.get(f"{self.gw.base}/api/me/connections").json()["connections"]
+        return {c["server"]: c for c in listed}
+
+    def whoami(self) -> dict:
+        return answer(stateless_tool_call(self.gw.url, self.token, "acct_whoami", {}))
+
+
+def said(message: dict) -> str:
+    if "error" in message:
+        return message["error"]["message"]
+    return "".join(c.get("text", "") for c in message["result"]["content"])
+
+
+def introspect(idp: OidcProvider, ca: Path, token: str) -> bool:
+    answered = requests.post(f"{idp.issuer}/token/introspection", data={"token": token},
+                             auth=(RS_CLIENT, RS_SECRET), verify=str(ca), timeout=10)
+    return answered.json()["active"]
+
+
+def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_path):
+    tls = make_tls(tmp_path, names=("127.0.0.1",))
+    rs = {"client_id": RS_CLIENT, "client_secret": RS_SECRET, "redirect_uris": [],
+          "grant_types": ["client_credentials"]}
+    idp = OidcProvider.start(clients=[rs], users={"carol": user("up-carol"), "dave": user("up-dave")},
+                             tls=tls, upstream={"accessTokenTtl": TOKEN_TTL})
+    seen = tmp_path / "seen.txt"
+    seen.touch()
+    port = str(free_port())
+    server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
+                      RS_CLIENT, RS_SECRET, str(seen))
+    remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
+              "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
+    signin_idp, gw = start_control_plane(tmp_path, {"acct": remote}, GIG_MASTER_KEY=secrets.token_hex(32),
+                                         GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]))
+    try:
+        carol, dave = Account(gw, "carol", tls["ca"]), Account(gw, "dave", tls["ca"])
+        assert carol.connections()["acct"]["state"] == "not_connected"
+
+        connected = carol.connect()
+        assert connected.status_code == 302, connected.text
+        assert connected.headers["location"] == "/servers/acct?connected=1"
+        assert carol.connections()["acct"]["state"] == "connected"
+        # The server's tools become known through the first connected account.
+        deadline = time.monotonic() + 60
+        while "error" in (mine := carol.whoami()):
+            assert time.monotonic() < deadline, said(mine)
+            time.sleep(0.5)
+        assert said(mine) == "up-carol", mine
+
+        # Dave has not connected: a clear error naming where to, and nothing reaches the upstream
+        # under his name.
+        refused = said(dave.whoami())
+        assert "connect your account to acct first" in refused, refused
+        assert f"{gw.base}/servers/acct" in refused, refused
+        assert dave.connect().status_code == 302
+        assert said(dave.whoami()) == "up-dave"
+        assert said(carol.whoami()) == "up-carol"
+
+        # Across several token lifetimes the calls keep working: the gateway refreshes.
+        tokens_before = set(seen.read_text().split())
+        end = time.monotonic() + 2.5 * TOKEN_TTL
+        while time.monotonic() < end:
+            assert said(carol.whoami()) == "up-carol"
+            time.sleep(1)
+        assert len(set(seen.read_text().split()) - tokens_before) >= 2, "fresh tokens were used"
+
+        # No token anywhere the client, the log or the audit trail can see.
+        tokens = set(seen.read_text().split())
+        audit = requests.get(f"{gw.base}/api/audit", cookies=carol.http.cookies).text
+        logs = gw.logs()
+        for token in tokens:
+            assert token not in logs and token not in audit
+        assert not any(token in json.dumps(carol.connections()) for token in tokens)
+
+        # Disconnecting revokes: the last token carol's calls carried is dead at the server.
+        last = seen.read_text().split()[-1]
+        gone = carol.http.delete(f"{gw.base}/api/me/connections/acct", headers=csrf_headers(gw, carol.http))
+        assert gone.status_code == 204, gone.text
+        assert not introspect(idp, tls["ca"], last)
+        assert carol.connections()["acct"]["state"] == "not_connected"
+        assert "connect your account to acct first" in said(carol.whoami())
+        assert said(dave.whoami()) == "up-dave", "the other user's connection is untouched"
+
+        # A callback nobody began, or someone else's, changes nothing.
+        stray = carol.http.get(f"{gw.base}/api/connections/callback",
+                               params={"code": "x", "state": "not-a-flow"}, allow_redirects=False)
+        assert stray.status_code == 400 and "start again" in stray.text
+        assert carol.connections()["acct"]["state"] == "not_connected"
+    finally:
+        stop(gw.proc)
+        signin_idp.stop()
+        stop(server)
+        idp.stop()
