@@ -10,6 +10,8 @@ signing users in with a second, separate provider.
 - Access tokens live 8 s: calls across several lifetimes keep working (refresh).
 - Disconnecting revokes at the authorization server (the last token is inactive there) and the
   user's next call gets the "connect" error again.
+- A server-to-server entry uses the client-credentials grant with a secret from the vault, and
+  gets a new token before the old one expires.
 """
 
 import json
@@ -27,6 +29,7 @@ from test_profiles import make_profile, make_token, unique
 from test_remote import LOOPBACK, upstream
 
 RS_CLIENT, RS_SECRET = "upstream-rs", "rs-" + secrets.token_hex(12)
+SERVICE_CLIENT, SERVICE_SECRET = "gig-service", "svc-" + secrets.token_hex(12)
 TOKEN_TTL = 8
 
 
@@ -74,7 +77,9 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
     tls = make_tls(tmp_path, names=("127.0.0.1",))
     rs = {"client_id": RS_CLIENT, "client_secret": RS_SECRET, "redirect_uris": [],
           "grant_types": ["client_credentials"]}
-    idp = OidcProvider.start(clients=[rs], users={"carol": user("up-carol"), "dave": user("up-dave")},
+    svc = {"client_id": SERVICE_CLIENT, "client_secret": SERVICE_SECRET, "redirect_uris": [],
+           "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post"}
+    idp = OidcProvider.start(clients=[rs, svc], users={"carol": user("up-carol"), "dave": user("up-dave")},
                              tls=tls, upstream={"accessTokenTtl": TOKEN_TTL})
     seen = tmp_path / "seen.txt"
     seen.touch()
@@ -83,7 +88,10 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
                       RS_CLIENT, RS_SECRET, str(seen))
     remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
               "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
-    signin_idp, gw = start_control_plane(tmp_path, {"acct": remote}, GIG_MASTER_KEY=secrets.token_hex(32),
+    service = {**remote, "oauth": {"grant": "client_credentials", "clientId": SERVICE_CLIENT,
+                                   "clientSecret": "${credential:service-secret}", "scopes": ["mcp"]}}
+    signin_idp, gw = start_control_plane(tmp_path, {"acct": remote, "svc": service},
+                                         GIG_MASTER_KEY=secrets.token_hex(32),
                                          GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]))
     try:
         carol, dave = Account(gw, "carol", tls["ca"]), Account(gw, "dave", tls["ca"])
@@ -133,6 +141,25 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         assert carol.connections()["acct"]["state"] == "not_connected"
         assert "connect your account to acct first" in said(carol.whoami())
         assert said(dave.whoami()) == "up-dave", "the other user's connection is untouched"
+
+        # The server-to-server entry: its secret set over /api, then its own token, renewed.
+        admin = signed_in(gw, "alice")
+        stored = admin.put(f"{gw.base}/api/servers/svc/credentials/service-secret",
+                           json={"value": SERVICE_SECRET}, headers=csrf_headers(gw, admin))
+        assert stored.status_code == 204, stored.text
+        assert admin.post(f"{gw.base}/api/servers/svc/restart", headers=csrf_headers(gw, admin)).status_code < 300
+        deadline = time.monotonic() + 60
+        while "error" in (ours := answer(stateless_tool_call(gw.url, gw.token, "svc_whoami", {}))):
+            assert time.monotonic() < deadline, said(ours)
+            time.sleep(0.5)
+        assert said(ours) == f"client:{SERVICE_CLIENT}"
+        before = set(seen.read_text().split())
+        end = time.monotonic() + 2.5 * TOKEN_TTL
+        while time.monotonic() < end:
+            assert said(answer(stateless_tool_call(gw.url, gw.token, "svc_whoami", {}))) == f"client:{SERVICE_CLIENT}"
+            time.sleep(1)
+        assert len(set(seen.read_text().split()) - before) >= 2, "the service token was renewed"
+        assert SERVICE_SECRET not in gw.logs()
 
         # A callback nobody began, or someone else's, changes nothing.
         stray = carol.http.get(f"{gw.base}/api/connections/callback",

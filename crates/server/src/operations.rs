@@ -58,7 +58,11 @@ impl GatewayOperations {
                 r.name.clone(),
                 Declared {
                     egress: Some(remote_policy(r)),
-                    instances: InstancePolicy::default(),
+                    instances: r
+                        .oauth
+                        .as_ref()
+                        .and_then(|o| o.instances())
+                        .unwrap_or_default(),
                 },
             )
         });
@@ -126,7 +130,7 @@ fn remote_policy(remote: &RemoteSpec) -> EgressPolicy {
     let port = remote.url.port_or_known_default().unwrap_or(443);
     let allow = format!("{host}:{port}").parse().into_iter().collect();
     let hosts: Vec<HostPattern> = host.parse().into_iter().collect();
-    let credentials = remote
+    let mut credentials: Vec<CredentialSpec> = remote
         .headers
         .iter()
         .flat_map(|(header, template)| {
@@ -142,6 +146,18 @@ fn remote_policy(remote: &RemoteSpec) -> EgressPolicy {
             })
         })
         .collect();
+    // The OAuth client secret goes to the authorization server's token endpoint, in the body.
+    if let Some(secret) = remote.oauth.as_ref().and_then(|o| o.client_secret.clone()) {
+        credentials.push(CredentialSpec {
+            env: "oauth client secret".to_owned(),
+            secret: Some(secret),
+            hosts: Vec::new(),
+            inject: Injection::Header {
+                name: "(token request)".to_owned(),
+                template: "{}".to_owned(),
+            },
+        });
+    }
     EgressPolicy {
         allow,
         allow_addresses: remote.allow_addresses.clone(),
