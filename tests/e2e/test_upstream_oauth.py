@@ -6,7 +6,8 @@ signing users in with a second, separate provider.
 
 - A user connects their account over /api; their calls reach the upstream with their own token,
   another user's with theirs, and a user who has not connected gets an error naming where to
-  connect. No token reaches the client, the gateway's log or the audit trail.
+  connect (a URLElicitationRequiredError with the page, to a client that takes URL-mode
+  elicitation). No token reaches the client, the gateway's log or the audit trail.
 - Access tokens live 8 s: calls across several lifetimes keep working (refresh).
 - Disconnecting revokes at the authorization server (the last token is inactive there) and the
   user's next call gets the "connect" error again.
@@ -14,12 +15,15 @@ signing users in with a second, separate provider.
   gets a new token before the old one expires.
 """
 
+import asyncio
 import json
 import secrets
 import time
 from pathlib import Path
 
+import pytest
 import requests
+from mcp import MCPError
 
 from conftest import csrf_headers, free_port, signed_in, start_control_plane, stop
 from loadgen import answer, stateless_tool_call
@@ -65,6 +69,25 @@ def said(message: dict) -> str:
     if "error" in message:
         return message["error"]["message"]
     return "".join(c.get("text", "") for c in message["result"]["content"])
+
+
+async def refusal_to_url_eliciting_client(gw, token: str) -> MCPError:
+    """The error the official SDK's client gets for acct_whoami when it declares URL-mode
+    elicitation (an initialize-era session with an elicitation callback)."""
+    import httpx2
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamable_http_client
+
+    async def no_elicitation_requests(context, params):
+        raise AssertionError("the gateway answers with an error, it does not ask")
+
+    async with httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30) as client:
+        async with streamable_http_client(gw.url, http_client=client) as (read, write):
+            async with ClientSession(read, write, elicitation_callback=no_elicitation_requests) as session:
+                await session.initialize()
+                with pytest.raises(MCPError) as raised:
+                    await session.call_tool("acct_whoami", {})
+                return raised.value
 
 
 def introspect(idp: OidcProvider, ca: Path, token: str) -> bool:
@@ -113,6 +136,11 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         refused = said(dave.whoami())
         assert "connect your account to acct first" in refused, refused
         assert f"{gw.base}/servers/acct" in refused, refused
+        # A client that takes URL-mode elicitation is handed the page to open instead.
+        elicited = asyncio.run(refusal_to_url_eliciting_client(gw, dave.token))
+        assert elicited.error.code == -32042, elicited.error
+        [page] = elicited.error.data["elicitations"]
+        assert page["mode"] == "url" and page["url"] == f"{gw.base}/servers/acct", page
         assert dave.connect().status_code == 302
         assert said(dave.whoami()) == "up-dave"
         assert said(carol.whoami()) == "up-carol"

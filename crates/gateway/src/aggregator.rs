@@ -81,6 +81,15 @@ fn session_id(context: &RequestContext<RoleServer>) -> Option<&str> {
         .and_then(|v| v.to_str().ok())
 }
 
+/// Whether the client declared URL-mode elicitation (in its initialize, or in a 2026-07-28
+/// request's `_meta`).
+fn takes_url_elicitation(context: &RequestContext<RoleServer>) -> bool {
+    context
+        .client_capabilities()
+        .and_then(|c| c.elicitation)
+        .is_some_and(|e| e.url.is_some())
+}
+
 fn not_in_profile(what: &str, name: &str) -> ErrorData {
     ErrorData::invalid_params(
         format!("{what} {name:?} is not in this profile"),
@@ -107,7 +116,12 @@ impl Aggregator {
         };
         let lease = self
             .hub
-            .lease(&routed.origin.backend, &caller, session_id(&context))
+            .lease(
+                &routed.origin.backend,
+                &caller,
+                session_id(&context),
+                takes_url_elicitation(&context),
+            )
             .await?;
         let backend = &lease.backend;
         let shown = request.name.to_string();
@@ -305,7 +319,12 @@ impl ServerHandler for Aggregator {
         })?;
         let lease = self
             .hub
-            .lease(&routed.origin.backend, &caller, session_id(&context))
+            .lease(
+                &routed.origin.backend,
+                &caller,
+                session_id(&context),
+                takes_url_elicitation(&context),
+            )
             .await?;
         let backend = &lease.backend;
         let mut forwarded = request;
@@ -378,7 +397,12 @@ impl ServerHandler for Aggregator {
         }
         let lease = self
             .hub
-            .lease(&backend_name, &caller, session_id(&context))
+            .lease(
+                &backend_name,
+                &caller,
+                session_id(&context),
+                takes_url_elicitation(&context),
+            )
             .await?;
         let backend = &lease.backend;
         let mut forwarded = request;

@@ -159,11 +159,13 @@ impl Hub {
 
     /// The backend that serves `caller`'s call to server `name`: the server's own backend, or
     /// for a per-user or per-session server the caller's own instance (started if needed).
+    /// `url_elicitation`: the client takes URL-mode elicitation (see `InstancePool::not_ready`).
     pub async fn lease(
         self: &Arc<Self>,
         name: &str,
         caller: &Principal,
         session: Option<&str>,
+        url_elicitation: bool,
     ) -> Result<Lease, ErrorData> {
         let pool = read(&self.pools).get(name).cloned();
         match pool {
@@ -175,7 +177,7 @@ impl Hub {
             }
             Some(pool) => {
                 let owner = pool.owner(caller, session)?;
-                pool.lease(self, owner).await
+                pool.lease(self, owner, url_elicitation).await
             }
         }
     }

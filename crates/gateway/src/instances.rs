@@ -7,7 +7,7 @@
 //! once idle (per-session ones also when their session has ended).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -16,6 +16,7 @@ use rmcp::model::{ErrorCode, ErrorData};
 
 use crate::backend::{Backend, BackendStatus};
 use crate::hub::{Hub, QUEUED_MESSAGES_PER_BACKEND};
+use crate::launcher::OwnerRefusal;
 use crate::profile::Principal;
 use crate::sync::lock;
 
@@ -93,6 +94,12 @@ impl Drop for Lease {
     }
 }
 
+/// MCP's URLElicitationRequiredError: the request can proceed once the user has been to a URL.
+const URL_ELICITATION_REQUIRED: ErrorCode = ErrorCode(-32042);
+
+/// Numbers the URL elicitations handed out (their ids need only be unique).
+static ELICITATIONS: AtomicU64 = AtomicU64::new(1);
+
 fn refused(server: &str, message: String, reason: &str) -> ErrorData {
     ErrorData::new(
         ErrorCode::INVALID_REQUEST,
@@ -150,6 +157,7 @@ impl InstancePool {
         &self,
         hub: &Arc<Hub>,
         owner: InstanceOwner,
+        url_elicitation: bool,
     ) -> Result<Lease, ErrorData> {
         let backend = match self.existing(&owner) {
             Some(lease) => lease.backend.clone(),
@@ -160,7 +168,7 @@ impl InstancePool {
                     .launcher
                     .launcher_for(&owner)
                     .await
-                    .map_err(|why| refused(&self.server.name, why, "not_ready"))?;
+                    .map_err(|why| self.not_ready(why, url_elicitation))?;
                 self.start(hub, &owner, launcher)?
             }
         };
@@ -178,6 +186,38 @@ impl InstancePool {
             )),
             BackendStatus::Starting => Err(self.unavailable(&owner, "starting")),
         }
+    }
+
+    /// The caller must do something first. A client that takes URL-mode elicitation is handed
+    /// the page where they can (MCP's URLElicitationRequiredError); any other gets the page in
+    /// the message and in `data.url`.
+    fn not_ready(&self, refusal: OwnerRefusal, url_elicitation: bool) -> ErrorData {
+        let name = &self.server.name;
+        let Some(url) = refusal.fix_url else {
+            return refused(name, refusal.message, "not_ready");
+        };
+        if !url_elicitation {
+            let mut error = refused(name, refusal.message, "not_ready");
+            if let Some(data) = error.data.as_mut() {
+                data["url"] = url.into();
+            }
+            return error;
+        }
+        let id = format!("connect-{}", ELICITATIONS.fetch_add(1, Ordering::Relaxed));
+        ErrorData::new(
+            URL_ELICITATION_REQUIRED,
+            refusal.message.clone(),
+            Some(serde_json::json!({
+                "elicitations": [{
+                    "mode": "url",
+                    "elicitationId": id,
+                    "url": url,
+                    "message": refusal.message,
+                }],
+                "backend": name,
+                "reason": "not_ready",
+            })),
+        )
     }
 
     fn unavailable(&self, owner: &InstanceOwner, why: &str) -> ErrorData {
@@ -359,8 +399,14 @@ mod tests {
         fn launcher_for<'a>(&'a self, owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
             let policy = self.0;
             Box::pin(async move {
+                if owner.user_id >= 20 {
+                    return Err(OwnerRefusal {
+                        message: "connect your account first".into(),
+                        fix_url: Some("https://gw.example.test/servers/srv".into()),
+                    });
+                }
                 if owner.user_id >= 10 {
-                    return Err(format!("user {} has not set their key", owner.user_id));
+                    return Err(format!("user {} has not set their key", owner.user_id).into());
                 }
                 Ok(Box::new(Pooled(policy)) as Box<dyn Launcher>)
             })
@@ -406,9 +452,9 @@ mod tests {
     async fn callers_are_refused_with_reasons_and_caps_hold() {
         let hub = hub(InstanceMode::PerUser, Duration::from_secs(600));
         let refused = |r: Result<Lease, ErrorData>| r.expect_err("should be refused");
-        let e = refused(hub.lease("srv", &Principal::Operator, None).await);
+        let e = refused(hub.lease("srv", &Principal::Operator, None, false).await);
         assert_eq!(reason(&e), "needs_user");
-        let e = refused(hub.lease("srv", &user(10), None).await);
+        let e = refused(hub.lease("srv", &user(10), None, false).await);
         assert_eq!(reason(&e), "not_ready");
         assert!(e.message.contains("has not set their key"), "{e:?}");
         assert!(
@@ -417,25 +463,55 @@ mod tests {
         );
         // Users 1 and 2 get instances (which never come up: an error naming it, not a hang).
         for id in [1, 2] {
-            let e = refused(hub.lease("srv", &user(id), None).await);
+            let e = refused(hub.lease("srv", &user(id), None, false).await);
             assert!(e.message.contains("your instance of \"srv\""), "{e:?}");
         }
         assert_eq!(hub.instances("srv").len(), 2);
-        let e = refused(hub.lease("srv", &user(3), None).await);
+        let e = refused(hub.lease("srv", &user(3), None, false).await);
         assert_eq!(reason(&e), "instance_limit");
         hub.stop().await;
         assert!(hub.instances("srv").is_empty());
     }
 
+    /// A refusal with a page to fix it: a URLElicitationRequiredError for a client that takes
+    /// URL elicitation, the page in `data.url` for any other.
+    #[tokio::test]
+    async fn a_caller_who_must_connect_first_is_handed_the_page() {
+        let hub = hub(InstanceMode::PerUser, Duration::from_secs(600));
+        let e = hub.lease("srv", &user(20), None, true).await.unwrap_err();
+        assert_eq!(e.code, URL_ELICITATION_REQUIRED);
+        let data = e.data.clone().unwrap();
+        let elicitation = &data["elicitations"][0];
+        assert_eq!(elicitation["mode"], "url");
+        assert_eq!(elicitation["url"], "https://gw.example.test/servers/srv");
+        assert!(
+            elicitation["elicitationId"]
+                .as_str()
+                .is_some_and(|id| !id.is_empty())
+        );
+        let e = hub.lease("srv", &user(20), None, false).await.unwrap_err();
+        assert_eq!(e.code, ErrorCode::INVALID_REQUEST);
+        assert_eq!(reason(&e), "not_ready");
+        assert_eq!(
+            e.data.unwrap()["url"],
+            "https://gw.example.test/servers/srv"
+        );
+        assert!(hub.instances("srv").is_empty());
+        hub.stop().await;
+    }
+
     #[tokio::test]
     async fn per_session_needs_a_session_and_idle_instances_stop() {
         let hub = hub(InstanceMode::PerSession, Duration::from_secs(1));
-        let e = hub.lease("srv", &user(1), None).await.unwrap_err();
+        let e = hub.lease("srv", &user(1), None, false).await.unwrap_err();
         assert_eq!(reason(&e), "needs_session");
         for session in ["a", "b"] {
-            let _ = hub.lease("srv", &user(1), Some(session)).await;
+            let _ = hub.lease("srv", &user(1), Some(session), false).await;
         }
-        let e = hub.lease("srv", &user(1), Some("c")).await.unwrap_err();
+        let e = hub
+            .lease("srv", &user(1), Some("c"), false)
+            .await
+            .unwrap_err();
         assert_eq!(reason(&e), "user_instance_limit");
         assert_eq!(hub.instances("srv").len(), 2);
         // Idle for its 1 s: reaped at the next look (every 1 s).

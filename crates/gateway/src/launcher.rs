@@ -123,13 +123,37 @@ pub trait Launcher: Send + Sync + 'static {
     /// they have not set: the message tells them where). Asked only when [`Self::instances`]
     /// is per-user or per-session.
     fn launcher_for<'a>(&'a self, _owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
-        Box::pin(async { Err("this server runs one shared instance".to_owned()) })
+        Box::pin(async { Err("this server runs one shared instance".into()) })
     }
 }
 
 /// See [`Launcher::launcher_for`].
 pub type OwnerLaunch<'a> =
-    Pin<Box<dyn Future<Output = Result<Box<dyn Launcher>, String>> + Send + 'a>>;
+    Pin<Box<dyn Future<Output = Result<Box<dyn Launcher>, OwnerRefusal>> + Send + 'a>>;
+
+/// Why a caller cannot have their own instance yet, in their words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerRefusal {
+    pub message: String,
+    /// A page where the caller can fix it in a browser (connect their account): offered to
+    /// clients that take URL-mode elicitation.
+    pub fix_url: Option<String>,
+}
+
+impl From<String> for OwnerRefusal {
+    fn from(message: String) -> Self {
+        OwnerRefusal {
+            message,
+            fix_url: None,
+        }
+    }
+}
+
+impl From<&str> for OwnerRefusal {
+    fn from(message: &str) -> Self {
+        message.to_owned().into()
+    }
+}
 
 /// Variables a stdio child inherits from the gateway. Everything else — notably
 /// `GIG_BEARER_TOKEN`, `GIG_MASTER_KEY` and any cloud credentials in the gateway's environment —

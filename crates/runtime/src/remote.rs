@@ -18,7 +18,9 @@ use std::sync::Arc;
 
 use gig_config::{InstancePolicy, OAuthGrant, RemoteSpec, RemoteTransport};
 use gig_gateway::InstanceOwner;
-use gig_gateway::launcher::{Channel, Connection, LaunchError, LaunchFuture, OwnerLaunch};
+use gig_gateway::launcher::{
+    Channel, Connection, LaunchError, LaunchFuture, OwnerLaunch, OwnerRefusal,
+};
 use gig_gateway::{Launcher, NamedLauncher};
 use gig_outbound::Outbound;
 use gig_policy::IpNet;
@@ -134,15 +136,23 @@ impl RemoteLauncher {
             .filter(|o| o.oauth.grant == OAuthGrant::AuthorizationCode)
     }
 
-    /// Where a user connects their account to this server.
-    fn connect_hint(&self) -> String {
-        let name = &self.spec.name;
-        let page = self
-            .public_url
+    /// The dashboard page where a user connects their account to this server.
+    fn connect_page(&self) -> String {
+        let name =
+            url::form_urlencoded::byte_serialize(self.spec.name.as_bytes()).collect::<String>();
+        self.public_url
             .join(&format!("servers/{name}"))
             .map(String::from)
-            .unwrap_or_default();
-        format!("connect it on {page} (or POST /api/me/connections/{name})")
+            .unwrap_or_default()
+    }
+
+    /// Where a user connects their account to this server, in words.
+    fn connect_hint(&self) -> String {
+        format!(
+            "connect it on {} (or POST /api/me/connections/{})",
+            self.connect_page(),
+            self.spec.name
+        )
     }
 
     /// The manager whose token goes on every request, for a server with OAuth.
@@ -319,11 +329,14 @@ impl Launcher for RemoteLauncher {
     fn launcher_for<'a>(&'a self, owner: &'a InstanceOwner) -> OwnerLaunch<'a> {
         Box::pin(async move {
             if self.per_user().is_none() {
-                return Err("this server runs one shared connection".to_owned());
+                return Err("this server runs one shared connection".into());
             }
             let name = &self.spec.name;
             match oauth::connection_problem(&self.secrets, name, owner.user_id).await {
-                Some(problem) => Err(format!("{problem}: {}", self.connect_hint())),
+                Some(problem) => Err(OwnerRefusal {
+                    message: format!("{problem}: {}", self.connect_hint()),
+                    fix_url: Some(self.connect_page()),
+                }),
                 None => {
                     let mut mine = self.clone();
                     mine.user = Some(owner.user_id);
