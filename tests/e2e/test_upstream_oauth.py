@@ -4,7 +4,7 @@ rotating refresh tokens, introspection, revocation), the official Python SDK's s
 protected resource (it verifies every bearer by introspection and records it), and the gateway
 signing users in with a second, separate provider.
 
-- A user connects their account over /api; their calls reach the upstream with their own token,
+- A user connects their account over /api, or from the dashboard in Chromium; their calls reach the upstream with their own token,
   another user's with theirs, and a user who has not connected gets an error naming where to
   connect (a URLElicitationRequiredError with the page, to a client that takes URL-mode
   elicitation). No token reaches the client, the gateway's log or the audit trail.
@@ -18,6 +18,7 @@ signing users in with a second, separate provider.
 import asyncio
 import json
 import secrets
+import subprocess
 import time
 from pathlib import Path
 
@@ -25,13 +26,14 @@ import pytest
 import requests
 from mcp import MCPError
 
-from conftest import csrf_headers, free_port, signed_in, start_control_plane, stop
+from conftest import PEERS, csrf_headers, free_port, signed_in, start_control_plane, stop
 from loadgen import answer, stateless_tool_call
 from netlab import make_tls
 from oidc import OidcProvider, authorize_until_callback, user
 from test_profiles import make_profile, make_token, unique
 from test_remote import LOOPBACK, upstream
 
+BROWSER = Path(__file__).with_name("connect_browser.mjs")
 RS_CLIENT, RS_SECRET = "upstream-rs", "rs-" + secrets.token_hex(12)
 SERVICE_CLIENT, SERVICE_SECRET = "gig-service", "svc-" + secrets.token_hex(12)
 TOKEN_TTL = 8
@@ -63,6 +65,19 @@ class Account:
 
     def whoami(self) -> dict:
         return answer(stateless_tool_call(self.gw.url, self.token, "acct_whoami", {}))
+
+
+def connect_in_browser(gw, account: "Account", issuer: str) -> dict:
+    """Chromium on the server's dashboard page, signed in as `account`: clicks Connect and goes
+    through the authorization server's pages. The findings of connect_browser.mjs."""
+    config = {"base": gw.base, "peers_node": str(PEERS.parent / "node"), "server": "acct",
+              "session": account.http.cookies.get("gig_session"), "issuer": issuer, "login": account.name}
+    done = subprocess.run([str(PEERS / "node22"), str(BROWSER), json.dumps(config)], capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-4000:]
+    found = json.loads(done.stdout.strip().splitlines()[-1])
+    assert found["fatal"] is None, f"{found}\n{done.stderr[-3000:]}\n{gw.logs()[-3000:]}"
+    return found
 
 
 def said(message: dict) -> str:
@@ -141,7 +156,11 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         assert elicited.error.code == -32042, elicited.error
         [page] = elicited.error.data["elicitations"]
         assert page["mode"] == "url" and page["url"] == f"{gw.base}/servers/acct", page
-        assert dave.connect().status_code == 302
+        # Dave connects from the dashboard, in a real browser.
+        browsed = connect_in_browser(gw, dave, idp.issuer)
+        assert browsed["before"] == "not_connected" and browsed["after"] == "connected", browsed
+        assert browsed["left_for"] == idp.issuer and browsed["status"] == "Connected.", browsed
+        assert browsed["axe"] == [] and browsed["page_errors"] == [], browsed
         assert said(dave.whoami()) == "up-dave"
         assert said(carol.whoami()) == "up-carol"
 

@@ -69,6 +69,58 @@
     return box;
   };
 
+  /**
+   * The caller's own account at a server that uses OAuth per user, or null for any other
+   * server. Connecting leaves for the server's authorization server and comes back here with
+   * ?connected=1; the tokens stay in the gateway.
+   */
+  Gig.connectionPanel = async function (name) {
+    let connection;
+    try {
+      connection = (await Gig.api('GET', '/api/me/connections')).connections.find((c) => c.server === name);
+    } catch (e) {
+      return Gig.failure(e, { label: 'Your account', forbidden: 'Connecting an account needs the member role.' });
+    }
+    if (!connection) return null;
+    const url = '/api/me/connections/' + encodeURIComponent(name);
+    const status = h('p', { class: 'status', role: 'status', 'aria-live': 'polite' });
+    const words = {
+      connected: 'Your account is connected: your calls to ' + name + ' carry your own token, which stays in the gateway.',
+      not_connected: 'Connect your account to call ' + name + '\'s tools: you sign in at its authorization server, and your calls then carry your own token.',
+      broken: 'Your connection stopped working: ' + (connection.reason || 'connect again') + '.',
+    };
+    async function connect() {
+      try {
+        Gig.status(status, 'Going to ' + name + '\'s sign-in…');
+        window.location.assign((await Gig.api('POST', url)).authorization_url);
+      } catch (e) {
+        Gig.status(status, e.message, 'error');
+      }
+    }
+    async function disconnect() {
+      if (!window.confirm('Disconnect your account from ' + name + '? Its tokens are revoked; your calls to it fail until you connect again.')) return;
+      try {
+        await Gig.api('DELETE', url);
+        box.replaceWith(await Gig.connectionPanel(name));
+        Gig.say('Disconnected from ' + name);
+      } catch (e) {
+        Gig.status(status, e.message, 'error');
+      }
+    }
+    const connected = connection.state === 'connected';
+    const box = h('div', { class: 'connection', id: 'connection', 'data-state': connection.state },
+      h('h3', {}, 'Your account'),
+      h('p', { class: connection.state === 'broken' ? 'error-text' : '' }, words[connection.state] || connection.state),
+      h('div', { class: 'actions' },
+        h('button', { type: 'button', class: 'button primary', onclick: connect }, connected ? 'Connect again' : 'Connect your account'),
+        connected ? h('button', { type: 'button', class: 'button danger', onclick: disconnect }, 'Disconnect') : null),
+      status);
+    if (connected && new URLSearchParams(window.location.search).get('connected') === '1') {
+      Gig.status(status, 'Connected.', 'ok');
+    }
+    return box;
+  };
+
   Gig.page('credentials', async function () {
     const list = Gig.$('#credentials-list');
     const state = Gig.$('#credentials-state');

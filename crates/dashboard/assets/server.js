@@ -106,6 +106,8 @@ Gig.page('server', async function (Gig) {
       h('dt', {}, 'Stopped after'), h('dd', {}, i.idle_seconds + ' s without a call'));
   }
 
+  const account = await Gig.connectionPanel(info.name);
+  if (account) $('#credentials').append(account);
   $('#credentials').append(await Gig.credentialEditor(info));
 
   async function activity() {
