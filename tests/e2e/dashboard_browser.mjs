@@ -22,7 +22,7 @@ const PAGES = [
 const out = {
   csp: [], third_party: [], page_errors: [], console_errors: [], axe: [], screenshots: [],
   steps: [], banner: {}, install: {}, credential: {}, token: null, configs: [], audit: {}, keyboard: {}, oauth_grants: null,
-  layout_shift: null, csp_control: null, signed_out: {}, fatal: null, idp_third_party: [],
+  layout_shift: null, live: false, csp_control: null, signed_out: {}, fatal: null, idp_third_party: [],
 };
 const log = (m) => { process.stderr.write('[browser] ' + m + '\n'); };
 const step = (m) => { out.steps.push(m); log(m); };
@@ -197,9 +197,11 @@ try {
   }
   step('axe and screenshots done');
 
-  // ---- live updates do not move the page (overview refreshes every 5 s)
+  // ---- live updates (server-sent events) arrive and do not move the page
   await open('/');
   await page.waitForSelector('#servers-body tr[data-server]');
+  await page.waitForSelector('#servers-table[data-live=on]');
+  out.live = true;
   await page.waitForTimeout(1000);
   await page.evaluate(() => { window.__gigShift = 0; });
   await page.waitForTimeout(11000);

@@ -7,6 +7,7 @@ key), so each refusal is for exactly the check it names.
 """
 
 import json
+import signal
 import socket
 import threading
 from urllib.parse import parse_qs, urlencode, urlparse, urlunparse
@@ -16,7 +17,7 @@ import requests
 
 import requests  # noqa: F811
 
-from conftest import csrf_headers, echo_server, signed_in, start_gateway
+from conftest import csrf_headers, echo_server, signed_in, start_control_plane, start_gateway, stop
 from oidc import authorize_until_callback, login
 
 def test_two_users_in_different_groups_get_different_roles(control_plane):
@@ -351,3 +352,42 @@ def test_credentials_are_minted_only_from_a_session_as_oneself(control_plane):
         assert r.status_code == 403 and "impersonating" in r.json()["error"]["message"]
     finally:
         admin.delete(f"{gw.base}/api/impersonation", headers=csrf_headers(gw, admin))
+
+
+def server_events(http, base: str):
+    """The `servers` events of GET /api/events/servers, parsed, as they arrive."""
+    response = http.get(f"{base}/api/events/servers", stream=True, timeout=30)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"].startswith("text/event-stream")
+    event = None
+    for raw in response.iter_lines(decode_unicode=True):
+        if raw.startswith("event:"):
+            event = raw.split(":", 1)[1].strip()
+        elif raw.startswith("data:") and event == "servers":
+            yield {s["name"]: s for s in json.loads(raw.split(":", 1)[1])["servers"]}
+
+
+def test_server_state_arrives_live_and_an_open_stream_does_not_hold_up_a_shutdown(tmp_path):
+    """The overview's feed: the whole list at once, then a new event whenever something changes
+    (here a server that keeps exiting: its restart count grows), nothing polled by the client.
+    Draining ends the stream, so the gateway stops long before its 60 s grace (that bound is on
+    a hang, not a speed)."""
+    crashing = {"command": "/bin/sh", "args": ["-c", "exit 3"]}
+    idp, gw = start_control_plane(tmp_path, {"echo": echo_server(), "crashing": crashing},
+                                  GIG_SHUTDOWN_GRACE_SECS="60")
+    try:
+        assert requests.get(f"{gw.base}/api/events/servers", timeout=10).status_code == 401
+        feed = server_events(signed_in(gw, "bob"), gw.base)
+        first = next(feed)
+        assert set(first) == {"echo", "crashing"}, first
+        seen = [first]
+        while len(seen) < 6 and (seen[-1]["crashing"].get("restarts") or 0) < 2:
+            seen.append(next(feed))
+        assert seen[-1]["crashing"]["state"] == "down" and seen[-1]["crashing"]["restarts"] >= 2, seen
+        assert all(a != b for a, b in zip(seen, seen[1:])), "an event only when something changed"
+        gw.proc.send_signal(signal.SIGTERM)
+        gw.proc.wait(timeout=40)
+        assert all(s["crashing"]["state"] in ("down", "starting") for s in feed), "the stream ended"
+    finally:
+        stop(gw.proc)
+        idp.stop()

@@ -131,6 +131,7 @@ def test_the_console_in_a_real_browser(tmp_path, sandbox_bins, registry):
         assert not control["ran"] and control["heard"] and control["heard"][0]["directive"].startswith("script-src")
         assert found["third_party"] == [], found["third_party"]
         assert found["page_errors"] == [], found["page_errors"]
+        assert found["live"], "the overview received the servers' state over server-sent events"
         assert found["layout_shift"] is not None and found["layout_shift"] < 0.01, found["layout_shift"]
 
         assert found["audit"]["rows"] >= 1 and "kind=credential" in found["audit"]["export_href"]

@@ -33,6 +33,7 @@ pub mod rbac;
 mod routes;
 pub mod schema;
 mod sealed;
+mod server_events;
 mod servers;
 pub mod session;
 mod signin;
@@ -68,6 +69,8 @@ pub struct ApiState {
     pub secure_cookies: bool,
     /// Users' accounts at remote servers that use OAuth per user; `None` when none does.
     pub connections: Option<Arc<dyn connections::Connections>>,
+    /// Cancelled when the gateway starts draining: ends every long-lived `/api` event stream.
+    pub streams_end: tokio_util::sync::CancellationToken,
 }
 
 impl ApiState {
@@ -96,6 +99,7 @@ impl ApiState {
             public_origin: config.public_url.origin().ascii_serialization(),
             secure_cookies: config.public_url.scheme() == "https",
             connections: None,
+            streams_end: tokio_util::sync::CancellationToken::new(),
         }
     }
 }

@@ -11,7 +11,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use crate::rbac::Access;
 use crate::{
     api_tokens, approvals, audit_log, connections, installs, my_credentials, oauth, profiles,
-    schema, servers, signin, users,
+    schema, server_events, servers, signin, users,
 };
 
 #[derive(OpenApi)]
@@ -24,7 +24,7 @@ use crate::{
         signin::login, signin::callback, signin::logout, signin::me,
         users::users, users::set_role, users::start_impersonation, users::stop_impersonation,
         api_tokens::list, api_tokens::create, api_tokens::revoke,
-        servers::list, servers::catalog, servers::install, servers::uninstall,
+        servers::list, server_events::events, servers::catalog, servers::install, servers::uninstall,
         servers::credentials, servers::set_credential, servers::delete_credential,
         my_credentials::list, my_credentials::set, my_credentials::delete,
         connections::list, connections::begin, connections::disconnect, connections::callback,

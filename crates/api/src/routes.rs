@@ -161,6 +161,12 @@ pub(crate) fn routes() -> Routes {
             get(servers::list),
         )
         .add(
+            M::GET,
+            "/api/events/servers",
+            Requires(ViewServers),
+            get(crate::server_events::events),
+        )
+        .add(
             M::POST,
             "/api/servers",
             Requires(ManageServers),

@@ -63,6 +63,11 @@ pub(crate) async fn list(
     State(state): State<Arc<ApiState>>,
     Extension(caller): Extension<Caller>,
 ) -> Result<Json<Servers>, ApiError> {
+    Ok(Json(snapshot(&state, &caller).await?))
+}
+
+/// The servers as `caller` may see them (also what `/api/events/servers` sends).
+pub(crate) async fn snapshot(state: &ApiState, caller: &Caller) -> Result<Servers, ApiError> {
     // Why a server is down is the backend's own text: shown to those who read its logs.
     let sees_reasons = crate::rbac::allows(caller.role, crate::rbac::Permission::ApproveTools);
     let servers = state
@@ -98,7 +103,7 @@ pub(crate) async fn list(
             }),
         })
         .collect();
-    Ok(Json(Servers { servers }))
+    Ok(Servers { servers })
 }
 
 /// The signed index's entries, verified now.

@@ -1,5 +1,6 @@
-// Overview: servers and their health (refreshed every 5 s), calls and errors per server over
-// the last hour, recent egress denials, pending tool approvals.
+// Overview: servers and their health (live, from the gateway's server-sent events), calls and
+// errors per server over the last hour (refreshed every 30 s), recent egress denials, pending
+// tool approvals.
 'use strict';
 Gig.page('overview', async function (Gig) {
   const { h, $ } = Gig;
@@ -18,15 +19,21 @@ Gig.page('overview', async function (Gig) {
     }
   }
 
+  let servers = null;
+
   async function loadServers() {
-    const body = $('#servers-body');
-    let servers;
     try {
       servers = (await Gig.api('GET', '/api/servers')).servers;
     } catch (e) {
-      Gig.fill(body, h('tr', {}, h('td', { colspan: 6 }, Gig.failure(e, { label: 'Servers' }))));
+      Gig.fill($('#servers-body'), h('tr', {}, h('td', { colspan: 6 }, Gig.failure(e, { label: 'Servers' }))));
       return;
     }
+    renderServers();
+  }
+
+  function renderServers() {
+    const body = $('#servers-body');
+    if (!servers) return;
     if (!servers.length) {
       Gig.fill(body, h('tr', {}, h('td', { colspan: 6, class: 'muted' },
         'No servers yet. ', h('a', { href: '/catalog' }, 'Install one from the catalog'), '.')));
@@ -84,9 +91,22 @@ Gig.page('overview', async function (Gig) {
 
   await loadStats();
   await Promise.all([loadServers(), loadDenials(), loadApprovals()]);
+  // Each `servers` event is the whole list as GET /api/servers answers it, sent when it changes;
+  // the browser reconnects by itself (the gateway ends a stream after five minutes).
+  const live = new EventSource('/api/events/servers');
+  live.addEventListener('servers', (event) => {
+    try {
+      servers = JSON.parse(event.data).servers;
+    } catch (e) {
+      return;
+    }
+    renderServers();
+    $('#servers-table').setAttribute('data-live', 'on');
+  });
+  window.addEventListener('pagehide', () => live.close());
   window.setInterval(async () => {
     if (document.hidden) return;
     await loadStats();
-    await loadServers();
-  }, 5000);
+    renderServers();
+  }, 30000);
 });

@@ -77,12 +77,14 @@ pub async fn serve_with_api(
     gig_runtime::data_dir::prepare(&config.store.data_dir)?;
     let local = listener.local_addr().map_err(ServeError::Serve)?;
     let mcp_shutdown = CancellationToken::new();
+    let api_streams_end = api.as_ref().map(|api| api.streams_end.clone());
     let (router, state) =
         crate::router::build(&config, hub.clone(), api, metrics, mcp_shutdown.clone());
     tracing::info!(listen = %local, public_url = %config.public_url, backends = hub.backends().len(), "gateway listening");
 
     let grace = config.limits.shutdown_grace;
     let drain_state = state.clone();
+    let api_streams = api_streams_end;
     // Connections that never finish (a stalled client) must not keep the backends alive:
     // once shutdown has begun, the server gets the grace period plus a margin, then stops.
     let stopping = CancellationToken::new();
@@ -91,6 +93,9 @@ pub async fn serve_with_api(
         shutdown.await;
         tracing::info!("shutting down: draining calls in flight");
         drain_state.draining.store(true, Ordering::Release);
+        if let Some(streams) = &api_streams {
+            streams.cancel();
+        }
         if tokio::time::timeout(grace, drain_state.posts_drained())
             .await
             .is_err()
