@@ -88,6 +88,7 @@ fn own(caller: &Caller) -> Result<i64, ApiError> {
 /// The caller's connections to every server that uses OAuth per user.
 #[utoipa::path(get, path = "/api/me/connections", tag = "credentials",
     responses((status = 200, body = ConnectionList),
+        (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "The role does not allow it", body = ErrorBody)))]
 pub(crate) async fn list(
@@ -124,6 +125,7 @@ pub(crate) async fn begin(
 #[utoipa::path(delete, path = "/api/me/connections/{name}", tag = "credentials",
     params(("name" = String, Path, description = "Server name")),
     responses((status = 204, description = "Disconnected"),
+        (status = 400, description = "Invalid request", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
         (status = 403, description = "The role does not allow it, or impersonating", body = ErrorBody),
         (status = 404, description = "Not connected", body = ErrorBody)))]
@@ -169,6 +171,8 @@ pub(crate) struct CallbackParams {
     responses((status = 302, description = "Connected: to the server's page"),
         (status = 400, description = "Refused, expired, or not this user's", body = ErrorBody),
         (status = 401, description = "Not signed in", body = ErrorBody),
+        (status = 403, description = "The role does not allow it, or impersonating", body = ErrorBody),
+        (status = 404, description = "No server here uses OAuth per user", body = ErrorBody),
         (status = 502, description = "The token exchange failed", body = ErrorBody)))]
 pub(crate) async fn callback(
     State(state): State<Arc<ApiState>>,
