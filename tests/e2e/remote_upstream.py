@@ -8,7 +8,8 @@
         The same server as an OAuth protected resource of ISSUER (an oidc-provider over TLS,
         trusted through CA): it publishes its protected-resource metadata, verifies every
         bearer by introspection (as client RS_CLIENT), appends each token it accepts to
-        SEEN_FILE, and its tool whoami answers the token's subject (client:ID for a client's own).
+        SEEN_FILE; its tool whoami answers the token's subject (client:ID for a client's own), its
+        resource notes://mine is that subject's own data.
     python remote_upstream.py flood PORT
         A legacy HTTP+SSE server that names its endpoint, then streams one endless event.
 
@@ -87,6 +88,12 @@ def oauth(port: int, cert: str, key: str, issuer: str, ca: str, rs_client: str, 
         if token is None:
             return "nobody"
         return token.subject or f"client:{token.client_id}"
+
+    @server.resource("notes://mine")
+    def notes() -> str:
+        """The caller's own notes: data of whoever's token the request carried."""
+        token = get_access_token()
+        return f"notes of {token.subject if token else 'nobody'}"
 
     app = server.streamable_http_app(host="127.0.0.1")
     config = uvicorn.Config(app, host="127.0.0.1", port=port, ssl_certfile=cert, ssl_keyfile=key,

@@ -66,6 +66,18 @@ class Account:
     def whoami(self) -> dict:
         return answer(stateless_tool_call(self.gw.url, self.token, "acct_whoami", {}))
 
+    def resources(self) -> list[str]:
+        """The resource URIs /mcp lists to this user (a 2026-07-28 request)."""
+        meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientInfo": {"name": "t", "version": "0"},
+                "io.modelcontextprotocol/clientCapabilities": {}}
+        listed = answer(requests.post(self.gw.url, timeout=30, json={
+            "jsonrpc": "2.0", "id": 1, "method": "resources/list", "params": {"_meta": meta}},
+            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/json, text/event-stream",
+                     "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "resources/list"}))
+        assert "result" in listed, listed
+        return [r["uri"] for r in listed["result"]["resources"]]
+
 
 def connect_in_browser(gw, account: "Account", issuer: str) -> dict:
     """Chromium on the server's dashboard page, signed in as `account`: clicks Connect and goes
@@ -145,6 +157,10 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
             assert time.monotonic() < deadline, said(mine)
             time.sleep(0.5)
         assert said(mine) == "up-carol", mine
+
+        # The catalog is listed through carol's account, so it takes only the tools from it:
+        # her resources (her own data at the upstream) are not shown to anyone.
+        assert carol.resources() == [] and dave.resources() == []
 
         # Dave has not connected: a clear error naming where to, and nothing reaches the upstream
         # under his name.

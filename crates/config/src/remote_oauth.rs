@@ -3,14 +3,16 @@
 //! ```json
 //! "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}
 //! "oauth": {"grant": "client_credentials", "clientId": "svc",
-//!           "clientSecret": "${credential:svc-secret}", "scopes": ["mcp"]}
+//!           "clientSecret": "${credential:svc-secret}", "scopes": ["mcp"],
+//!           "issuer": "https://login.example.com"}
 //! ```
 //!
 //! `authorization_code`: each user connects their own account (over `/api`) and their calls run
 //! on a connection of their own carrying their token. `client_credentials`: one token for the
 //! gateway itself, fetched and renewed before it expires. The authorization server is found
-//! from the upstream's protected-resource metadata. A client secret is only ever a vault
-//! reference, never a literal in the file.
+//! from the upstream's protected-resource metadata; `issuer` pins it (recommended with a client
+//! secret: the secret goes to the token endpoint the metadata names). A client secret is only
+//! ever a vault reference, never a literal in the file.
 
 use std::time::Duration;
 
@@ -39,6 +41,9 @@ pub struct RemoteOAuth {
     pub client_id: Option<String>,
     /// The vault name (this server's scope) of the client secret.
     pub client_secret: Option<String>,
+    /// The authorization server the upstream must name (its metadata's `issuer`); without it,
+    /// whichever the upstream's protected-resource metadata names is used.
+    pub issuer: Option<url::Url>,
 }
 
 /// Most users connected to one per-user OAuth server at once.
@@ -65,6 +70,7 @@ pub(crate) struct RawOAuth {
     scopes: Vec<String>,
     client_id: Option<String>,
     client_secret: Option<String>,
+    issuer: Option<String>,
 }
 
 const SECRET_REF: (&str, &str) = ("${credential:", "}");
@@ -96,11 +102,23 @@ impl RemoteOAuth {
                     .into(),
             );
         }
+        let issuer = match raw.issuer.as_deref() {
+            None => None,
+            Some(text) => {
+                let url =
+                    url::Url::parse(text).map_err(|e| format!("oauth: issuer {text:?}: {e}"))?;
+                if url.scheme() != "https" || url.host_str().is_none() {
+                    return Err(format!("oauth: issuer {text:?} must be an https URL"));
+                }
+                Some(url)
+            }
+        };
         Ok(RemoteOAuth {
             grant: raw.grant,
             scopes: raw.scopes,
             client_id: raw.client_id,
             client_secret,
+            issuer,
         })
     }
 }

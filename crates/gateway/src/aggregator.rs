@@ -176,6 +176,16 @@ impl Aggregator {
             || ErrorData::resource_not_found(format!("unknown resource {exposed:?}"), None);
         let (backend_name, uri) = resource_origin(exposed).ok_or_else(unknown)?;
         let backend = self.hub.backend(&backend_name).ok_or_else(unknown)?;
+        // The listed backend of a server with instances per user or session is not the
+        // caller's: a subscription there would watch (and speak as) the wrong identity.
+        if self.hub.has_instances(&backend_name) {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "{backend_name:?} runs an instance per user or session: its resources cannot be subscribed to"
+                ),
+                None,
+            ));
+        }
         let session = session_id(context)
             .ok_or_else(|| {
                 ErrorData::invalid_request("resource subscriptions need an MCP session", None)

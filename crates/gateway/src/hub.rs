@@ -182,6 +182,11 @@ impl Hub {
         }
     }
 
+    /// Whether server `name` runs instances per user or per session.
+    pub fn has_instances(&self, name: &str) -> bool {
+        read(&self.pools).contains_key(name)
+    }
+
     /// The owners of server `name`'s running instances (empty for a shared server).
     pub fn instances(&self, name: &str) -> Vec<InstanceOwner> {
         read(&self.pools)

@@ -119,6 +119,13 @@ pub trait Launcher: Send + Sync + 'static {
         InstancePolicy::default()
     }
 
+    /// Whether the connection listing this server's catalog speaks as some user (a remote
+    /// server with accounts per user): then only its tools are listed, since its prompts and
+    /// resources would be that user's own data, shown to everyone.
+    fn lists_as_a_user(&self) -> bool {
+        false
+    }
+
     /// A launcher for `owner`'s own instance, or why they cannot have one yet (a credential
     /// they have not set: the message tells them where). Asked only when [`Self::instances`]
     /// is per-user or per-session.

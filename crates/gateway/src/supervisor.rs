@@ -35,12 +35,21 @@ const MAX_LIST_PAGES: usize = 100;
 /// gets its lists read (and its tools fingerprinted) at most this often.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Fetches every list a backend declared, bounded in pages and items.
-async fn fetch_lists(peer: &Peer<RoleClient>, max_bytes: usize) -> Result<BackendLists, String> {
-    let capabilities = peer
+/// Fetches every list a backend declared, bounded in pages and items; only its tools when
+/// `tools_only` (see [`crate::Launcher::lists_as_a_user`]).
+async fn fetch_lists(
+    peer: &Peer<RoleClient>,
+    max_bytes: usize,
+    tools_only: bool,
+) -> Result<BackendLists, String> {
+    let mut capabilities = peer
         .peer_info()
         .map(|info| info.capabilities.clone())
         .unwrap_or_default();
+    if tools_only {
+        capabilities.prompts = None;
+        capabilities.resources = None;
+    }
     let mut lists = BackendLists::default();
 
     macro_rules! all_pages {
@@ -206,7 +215,11 @@ async fn run_once(hub: &Arc<Hub>, backend: &Arc<Backend>) -> String {
         listed_at = Instant::now();
         let refreshed = tokio::time::timeout(
             limits.call_timeout,
-            fetch_lists(&peer, limits.max_message_bytes),
+            fetch_lists(
+                &peer,
+                limits.max_message_bytes,
+                backend.launcher.lists_as_a_user(),
+            ),
         )
         .await;
         match refreshed {

@@ -261,7 +261,9 @@ impl RemoteLauncher {
         let client = self.outbound.client().clone();
         match authorization {
             // The token is put on each request by rmcp's AuthClient, renewed when it nears
-            // expiry and once more when the server refuses it.
+            // expiry (and, for a user's, once more when the server refuses it; a refused
+            // client-credentials token ends the connection, and the reconnection fetches a
+            // new one).
             Some(manager) => self.serve(StreamableHttpClientTransport::with_client(
                 AuthClient::new(client, manager),
                 config,
@@ -314,6 +316,10 @@ impl Launcher for RemoteLauncher {
                 }
             }
         })
+    }
+
+    fn lists_as_a_user(&self) -> bool {
+        self.per_user().is_some()
     }
 
     fn instances(&self) -> InstancePolicy {

@@ -29,6 +29,10 @@ const PROGRESS_EVERY: Duration = Duration::from_millis(250);
 struct Declared {
     egress: Option<EgressPolicy>,
     instances: InstancePolicy,
+    /// Each user sets their own values (a sandboxed server with instances per user or
+    /// session); otherwise the operator sets the server's (also for a remote server with
+    /// accounts per user, whose one credential is the gateway's OAuth client secret).
+    users_set_credentials: bool,
 }
 
 #[derive(Debug)]
@@ -51,7 +55,15 @@ impl GatewayOperations {
         let local = servers.local.iter().map(|s| {
             let egress = s.sandbox.as_ref().map(|p| p.egress.clone());
             let instances = s.sandbox.as_ref().map(|p| p.instances).unwrap_or_default();
-            (s.name.clone(), Declared { egress, instances })
+            let users_set_credentials = instances.mode != InstanceMode::Shared;
+            (
+                s.name.clone(),
+                Declared {
+                    egress,
+                    instances,
+                    users_set_credentials,
+                },
+            )
         });
         let remote = servers.remote.iter().map(|r| {
             (
@@ -63,6 +75,7 @@ impl GatewayOperations {
                         .as_ref()
                         .and_then(|o| o.instances())
                         .unwrap_or_default(),
+                    users_set_credentials: false,
                 },
             )
         });
@@ -82,7 +95,7 @@ impl GatewayOperations {
         let per_user = self
             .declared
             .get(server)
-            .is_some_and(|d| d.instances.mode != InstanceMode::Shared);
+            .is_some_and(|d| d.users_set_credentials);
         match (owner, per_user) {
             (CredentialOwner::Server, true) => Err(OpError::Invalid(format!(
                 "server {server:?} runs an instance per user with that user's own credentials: each user sets theirs at PUT /api/me/credentials/{server}/NAME"

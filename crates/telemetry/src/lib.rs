@@ -56,15 +56,25 @@ impl Drop for Telemetry {
     }
 }
 
+/// Added to every log filter (see [`init`]).
+const NO_OAUTH_DEBUG: &str = "rmcp::transport::auth=info";
+
 /// Installs the process's subscriber: logs on stderr (colour only at a terminal) and, with an
 /// endpoint, spans exported to it.
 pub fn init(log: &LogConfig, traces: &TracesConfig) -> Result<Telemetry, TelemetryError> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter).map_err(|e| {
-        TelemetryError::Filter {
+    let filter = tracing_subscriber::EnvFilter::try_new(&log.filter)
+        .map_err(|e| TelemetryError::Filter {
             filter: log.filter.clone(),
             reason: e.to_string(),
-        }
-    })?;
+        })?
+        // rmcp's OAuth code logs authorization codes and token responses (vendor fields, an
+        // ID token among them, unredacted) at debug: never below info, whatever GIG_LOG says.
+        .add_directive(NO_OAUTH_DEBUG.parse().map_err(
+            |e: tracing_subscriber::filter::ParseError| TelemetryError::Filter {
+                filter: NO_OAUTH_DEBUG.to_owned(),
+                reason: e.to_string(),
+            },
+        )?);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let (text, json) = match log.format {
         LogFormat::Text => (

@@ -8,11 +8,12 @@
 //! client, a log or the audit trail.
 
 mod http_client;
+mod revoke;
 mod service;
 mod tokens;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use gig_config::{OAuthGrant, RemoteOAuth, RemoteSpec};
@@ -29,8 +30,12 @@ use tokens::{UserTokens, read_connection, user_scope};
 
 /// How long a user has to finish connecting at the authorization server.
 const PENDING_TTL: Duration = Duration::from_secs(600);
-/// Most connections being made at once (abandoned ones expire).
+/// Most connections being made at once (abandoned ones expire), and by one user.
 const MAX_PENDING: usize = 1024;
+const MAX_PENDING_PER_USER: usize = 4;
+/// Longest upstream error text passed on to a user (an authorization server's answer can be
+/// anything, up to the outbound client's bound).
+const MAX_ERROR_TEXT: usize = 300;
 /// How the gateway names itself when it registers at an authorization server.
 const CLIENT_NAME: &str = "Gig'MCP gateway";
 
@@ -62,6 +67,8 @@ pub(crate) struct OAuthServer {
     pub(crate) url: url::Url,
     pub(crate) oauth: RemoteOAuth,
     pub(crate) http: OutboundOAuthHttp,
+    /// `GIG_PUBLIC_URL`'s `/api/connections/callback`.
+    pub(crate) redirect_uri: String,
 }
 
 /// A connection being made: the manager holds the PKCE verifier until the user comes back.
@@ -79,6 +86,9 @@ pub struct UpstreamOAuth {
     locks: Arc<RefreshLocks>,
     servers: BTreeMap<String, Arc<OAuthServer>>,
     pending: Mutex<HashMap<String, Pending>>,
+    /// The client id a dynamic registration gave, per server, learnt at the first finished
+    /// connection: later ones reuse it rather than register again.
+    registered: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for UpstreamOAuth {
@@ -89,11 +99,34 @@ impl std::fmt::Debug for UpstreamOAuth {
     }
 }
 
+/// Where authorization servers send users back.
+fn redirect_uri(public_url: &url::Url) -> String {
+    public_url
+        .join("api/connections/callback")
+        .map(String::from)
+        .unwrap_or_default()
+}
+
+/// An upstream failure in words a user may see: bounded, one line. (rmcp puts a failed
+/// registration's whole answer in its error; that answer is the authorization server's.)
 fn upstream(server: &str, e: impl std::fmt::Display) -> OAuthError {
+    let text = e.to_string();
+    let mut reason: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_ERROR_TEXT)
+        .collect();
+    if text.chars().count() > MAX_ERROR_TEXT {
+        reason.push('…');
+    }
     OAuthError::Upstream {
         server: server.to_owned(),
-        reason: e.to_string(),
+        reason,
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// A manager for `server` with its authorization server's metadata discovered (from the
@@ -120,6 +153,15 @@ async fn discover(
     // Endpoints guessed from the URL are no evidence the server speaks OAuth at all.
     if !resolution.source.is_discovered() {
         return Err(AuthError::NoAuthorizationSupport);
+    }
+    // The upstream chooses where tokens and the client secret go; a pinned issuer overrules it.
+    if let Some(pinned) = &server.oauth.issuer {
+        let named = resolution.metadata.issuer.as_deref().unwrap_or_default();
+        if named.trim_end_matches('/') != pinned.as_str().trim_end_matches('/') {
+            return Err(AuthError::InternalError(format!(
+                "the server names authorization server {named:?}, not the configured issuer {pinned}"
+            )));
+        }
     }
     Ok((manager, resolution.metadata))
 }
@@ -165,14 +207,11 @@ impl UpstreamOAuth {
         }
         Ok(UpstreamOAuth {
             secrets: context.secrets.clone(),
-            redirect_uri: context
-                .public_url
-                .join("api/connections/callback")
-                .map(String::from)
-                .unwrap_or_default(),
+            redirect_uri: redirect_uri(&context.public_url),
             locks: context.refresh_locks.clone(),
             servers,
             pending: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -187,9 +226,12 @@ impl UpstreamOAuth {
             .ok_or_else(|| OAuthError::NotPerUser(name.to_owned()))
     }
 
-    /// Starts connecting `user_id`'s account: the URL to send their browser to.
+    /// Starts connecting `user_id`'s account: the URL to send their browser to. A user has at
+    /// most a few connections under way; starting one again replaces the earlier.
     pub async fn begin(&self, name: &str, user_id: i64) -> Result<String, OAuthError> {
         let server = self.server(name)?;
+        // Refused before any request leaves: a refused begin registers nothing anywhere.
+        self.make_room(name, user_id)?;
         let mut manager = discovered(server).await.map_err(|e| upstream(name, e))?;
         manager.set_credential_store(self.user_tokens(name, user_id));
         let mut request = AuthorizationRequest::new(&self.redirect_uri)
@@ -198,7 +240,8 @@ impl UpstreamOAuth {
         if !server.oauth.scopes.is_empty() {
             request = request.with_scopes(server.oauth.scopes.iter());
         }
-        if let Some(id) = &server.oauth.client_id {
+        let registered = lock(&self.registered).get(name).cloned();
+        if let Some(id) = server.oauth.client_id.clone().or(registered) {
             request = request.with_preregistered_client(id);
             if let Some(secret) = client_secret(&self.secrets, name, &server.oauth)
                 .await
@@ -211,19 +254,26 @@ impl UpstreamOAuth {
             .await
             .map_err(|(_, e)| upstream(name, e))?;
         let url = url::Url::parse(&session.auth_url).map_err(|e| upstream(name, e))?;
+        // The browser is sent there: nothing but a web page (https, or http beside a plain-http
+        // server on an allowed address).
+        let scheme_ok =
+            url.scheme() == "https" || (url.scheme() == "http" && server.url.scheme() == "http");
+        if !scheme_ok {
+            return Err(upstream(
+                name,
+                format!(
+                    "the authorization endpoint is not an https URL ({})",
+                    url.scheme()
+                ),
+            ));
+        }
         let state = url
             .query_pairs()
             .find(|(k, _)| k == "state")
             .map(|(_, v)| v.into_owned())
             .ok_or_else(|| upstream(name, "the authorization URL carries no state"))?;
-        let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.retain(|_, p| p.started.elapsed() < PENDING_TTL);
-        if pending.len() >= MAX_PENDING {
-            return Err(OAuthError::Invalid(
-                "too many connections are being made; try again in a few minutes".into(),
-            ));
-        }
-        pending.insert(
+        self.make_room(name, user_id)?;
+        lock(&self.pending).insert(
             state,
             Pending {
                 server: name.to_owned(),
@@ -233,6 +283,22 @@ impl UpstreamOAuth {
             },
         );
         Ok(url.into())
+    }
+
+    /// Forgets expired flows and `user_id`'s earlier one for `name`; refuses past the caps.
+    fn make_room(&self, name: &str, user_id: i64) -> Result<(), OAuthError> {
+        let mut pending = lock(&self.pending);
+        pending.retain(|_, p| {
+            p.started.elapsed() < PENDING_TTL && !(p.user_id == user_id && p.server == name)
+        });
+        let theirs = pending.values().filter(|p| p.user_id == user_id).count();
+        if theirs >= MAX_PENDING_PER_USER || pending.len() >= MAX_PENDING {
+            return Err(OAuthError::Invalid(
+                "too many connections are being made; finish one or try again in a few minutes"
+                    .into(),
+            ));
+        }
+        Ok(())
     }
 
     /// Finishes a connection the authorization server sent the user back from; the server's
@@ -245,28 +311,40 @@ impl UpstreamOAuth {
         issuer: Option<&str>,
     ) -> Result<String, OAuthError> {
         let pending = {
-            let mut pending = self.pending.lock().unwrap_or_else(|e| e.into_inner());
-            match pending.remove(state) {
-                Some(p) if p.user_id == user_id && p.started.elapsed() < PENDING_TTL => p,
-                _ => {
+            let mut pending = lock(&self.pending);
+            // Compared before it is taken: someone else's answer cannot cancel a user's flow.
+            let theirs = pending
+                .get(state)
+                .is_some_and(|p| p.user_id == user_id && p.started.elapsed() < PENDING_TTL);
+            match pending.remove(state).filter(|_| theirs) {
+                Some(p) => p,
+                None => {
                     return Err(OAuthError::Invalid(
                         "no connection of yours is waiting for this answer (expired, finished, or begun by someone else); start again".into(),
                     ));
                 }
             }
         };
+        let name = pending.server.clone();
+        // Not while a refresh of the user's earlier tokens is being written.
+        let _refreshing = self.locks.lock(&name, user_id).await;
         pending
             .session
             .handle_callback_with_issuer(code, state, issuer)
             .await
-            .map_err(|e| upstream(&pending.server, e))?;
-        Ok(pending.server)
+            .map_err(|e| upstream(&name, e))?;
+        if let Ok(Some(connection)) = read_connection(&self.secrets, &name, user_id).await {
+            lock(&self.registered).insert(name.clone(), connection.credentials.client_id);
+        }
+        Ok(name)
     }
 
     /// Forgets `user_id`'s connection, revoking its tokens at the authorization server first
     /// (best effort: a server that cannot be reached does not keep the tokens in the vault).
     pub async fn disconnect(&self, name: &str, user_id: i64) -> Result<bool, OAuthError> {
         let server = self.server(name)?;
+        // A refresh under way finishes first: it cannot write back what is deleted here.
+        let _refreshing = self.locks.lock(name, user_id).await;
         let connection = read_connection(&self.secrets, name, user_id)
             .await
             .map_err(|e| OAuthError::Vault(e.to_string()))?;
@@ -331,6 +409,7 @@ pub(crate) fn oauth_server(
         url: spec.url.clone(),
         oauth: oauth.clone(),
         http: OutboundOAuthHttp(super::outbound_for(spec, context)?),
+        redirect_uri: redirect_uri(&context.public_url),
     }))
 }
 
@@ -375,7 +454,8 @@ pub(crate) async fn user_manager(
         &server.oauth.client_id,
         client_secret(secrets, name, &server.oauth).await?,
     ) {
-        let config = OAuthClientConfig::new(id.clone(), String::new()).with_client_secret(secret);
+        let config = OAuthClientConfig::new(id.clone(), server.redirect_uri.clone())
+            .with_client_secret(secret);
         manager
             .configure_client(config)
             .map_err(|e| e.to_string())?;
@@ -415,4 +495,22 @@ pub(crate) async fn service_manager(
     Ok(manager)
 }
 
-mod revoke;
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_error_reaches_a_user_bounded_and_on_one_line() {
+        let answer = format!("HTTP 400: {}\r\nSet-Cookie: x", "a".repeat(10_000));
+        let OAuthError::Upstream { reason, .. } = upstream("acct", answer) else {
+            unreachable!()
+        };
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        assert_eq!(reason.chars().count(), MAX_ERROR_TEXT + 1);
+        assert!(reason.ends_with('…'));
+        let OAuthError::Upstream { reason, .. } = upstream("acct", "short") else {
+            unreachable!()
+        };
+        assert_eq!(reason, "short");
+    }
+}

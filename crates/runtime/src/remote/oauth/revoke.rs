@@ -23,6 +23,14 @@ pub(super) async fn revoke(
         return Ok(());
     };
     let metadata = metadata(server).await.map_err(|e| e.to_string())?;
+    // Tokens go back only to the authorization server that issued them, never to whichever
+    // one the upstream's metadata names now.
+    if credentials.issuer.is_none() || metadata.issuer != credentials.issuer {
+        return Err(format!(
+            "the upstream now names authorization server {:?}, not the one that issued the tokens",
+            metadata.issuer.unwrap_or_default()
+        ));
+    }
     let Some(endpoint) = metadata
         .additional_fields
         .get("revocation_endpoint")

@@ -33,6 +33,15 @@ pub struct RefreshLocks(Mutex<HashMap<(String, i64), RefreshLock>>);
 type RefreshLock = Arc<tokio::sync::Mutex<()>>;
 
 impl RefreshLocks {
+    /// Held while one user's tokens for one server are refreshed, replaced or deleted.
+    pub(crate) async fn lock(
+        &self,
+        server: &str,
+        user_id: i64,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        self.get(server, user_id).lock_owned().await
+    }
+
     fn get(&self, server: &str, user_id: i64) -> RefreshLock {
         let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
@@ -136,7 +145,7 @@ impl CredentialStore for UserTokens {
     }
 
     async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
-        let lock = self.locks.get(&self.server, self.user_id);
-        Ok(Some(CredentialRefreshGuard::new(lock.lock_owned().await)))
+        let guard = self.locks.lock(&self.server, self.user_id).await;
+        Ok(Some(CredentialRefreshGuard::new(guard)))
     }
 }
