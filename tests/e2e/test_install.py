@@ -83,9 +83,10 @@ class Index:
         self.file = self.dir / "index.json"
         self.signed = self.dir / "index.signed.json"
 
-    def add(self, name: str, image: str, *extra: str):
+    def add(self, name: str, image: str, *extra: str, program: str = ""):
+        """`program`: the image's binary when it is not `<name>-mcp`."""
         run(TARGET / "registryctl", "add", "--index", self.file, "--name", name, "--version", "0.1.0",
-            "--image", image, "--entrypoint", f"/srv/{name}-mcp", "--insecure-registry", *extra)
+            "--image", image, "--entrypoint", f"/srv/{program or name + '-mcp'}", "--insecure-registry", *extra)
 
     def sign(self):
         run(TARGET / "registryctl", "sign", "--index", self.file, "--key", self.key,

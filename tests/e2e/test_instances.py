@@ -26,6 +26,7 @@ from loadgen import Session, answer, stateless_tool_call
 from netlab import egress_env
 # The egress tests' module fixtures: an HTTPS upstream with its own test CA.
 from test_egress import sandboxed_pids, tls, upstream  # noqa: F401
+from test_install import FETCH_CREDENTIAL, Index, push_image, registry, world_reachable  # noqa: F401
 from test_profiles import make_profile, make_token, unique
 
 PER_USER = "fetch"
@@ -76,13 +77,13 @@ def gateway(tmp_path, sandbox_bins, tls, upstream):
 
 
 class User:
-    """A signed-in user with a profile token for both servers."""
+    """A signed-in user with a profile token for the servers' tools."""
 
-    def __init__(self, gw, name: str):
+    def __init__(self, gw, name: str, tools: tuple = ("fetch/*", "scratch/*")):
         self.gw = gw
         self.http = signed_in(gw, name)
         self.id = self.http.get(f"{gw.base}/api/me").json()["user"]["id"]
-        profile = make_profile(gw, self.http, {"name": unique(name), "tools": ["fetch/*", "scratch/*"]})
+        profile = make_profile(gw, self.http, {"name": unique(name), "tools": list(tools)})
         self.token = make_token(gw, self.http, profile["id"])["token"]
         self.key = f"sk-{name}-" + secrets.token_hex(16)
 
@@ -220,3 +221,42 @@ def test_per_session_instances_follow_their_sessions(gateway, upstream):
     wait_for_count(program, 2, timeout=30)
     second.close()
     wait_for_count(program, 1, timeout=30)
+
+
+def test_an_installed_server_runs_an_instance_per_user_when_its_index_entry_says_so(
+        tmp_path, sandbox_bins, registry, tls, upstream):
+    """The signed index's `instances` keys (registryctl --instances) reach an installed server:
+    each user sets their own key and their calls carry it; the shared scope takes none."""
+    push_image(tmp_path, registry, "fetch")
+    index = Index(tmp_path)
+    index.add("mine", f"{registry}/fetch-mcp:0.1.0", "--egress", f"api.example.test:{upstream.port}",
+              "--credential", json.dumps(FETCH_CREDENTIAL),
+              "--instances", json.dumps({"instances": "per-user", "maxInstances": 2}), program="fetch-mcp")
+    index.sign()
+    home = world_reachable(tmp_path / "gw")
+    idp, gw = start_control_plane(home, {}, GIG_MASTER_KEY=secrets.token_hex(32),
+                                  GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                                  GIG_SANDBOX_POOL="198.19.211.0/24", **egress_env(tls),
+                                  **index.env(install="mine"))
+    try:
+        carol, alice = User(gw, "carol", ("mine/*",)), User(gw, "alice", ("mine/*",))
+        listed = {s["name"]: s for s in alice.http.get(f"{gw.base}/api/servers").json()["servers"]}
+        assert listed["mine"]["source"] == "installed", listed
+        assert listed["mine"]["instances"]["mode"] == "per-user", listed["mine"]
+        assert listed["mine"]["instances"]["max_instances"] == 2
+        shared = alice.http.put(f"{gw.base}/api/servers/mine/credentials/api-key", json={"value": "x" * 20},
+                                headers=csrf_headers(gw, alice.http))
+        assert shared.status_code == 400 and "each user sets theirs" in shared.text, shared.text
+        api = f"https://api.example.test:{upstream.port}"
+        refused = carol.call("mine_fetch", {"url": f"{api}/carol-installed/0"})
+        assert "/api/me/credentials/mine/api-key" in error_text(refused), refused
+        assert carol.set_key("mine").status_code == 204
+        env = fetched(carol.call("mine_env", {}))["env"]
+        out = fetched(carol.call("mine_fetch", {"url": f"{api}/carol-installed/1",
+                                                "headers": {"Authorization": f"Bearer {env['API_KEY']}"}}))
+        assert out["status"] == 200, out
+        seen = [r for r in upstream.requests if r["path"] == "/carol-installed/1"]
+        assert [r["headers"]["authorization"] for r in seen] == [f"Bearer {carol.key}"], seen
+    finally:
+        stop(gw.proc)
+        idp.stop()

@@ -16,6 +16,7 @@ signing users in with a second, separate provider.
 """
 
 import asyncio
+import contextlib
 import json
 import secrets
 import subprocess
@@ -129,21 +130,25 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
           "grant_types": ["client_credentials"]}
     svc = {"client_id": SERVICE_CLIENT, "client_secret": SERVICE_SECRET, "redirect_uris": [],
            "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post"}
-    idp = OidcProvider.start(clients=[rs, svc], users={"carol": user("up-carol"), "dave": user("up-dave")},
-                             tls=tls, upstream={"accessTokenTtl": TOKEN_TTL})
-    seen = tmp_path / "seen.txt"
-    seen.touch()
-    port = str(free_port())
-    server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
-                      RS_CLIENT, RS_SECRET, str(seen))
-    remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
-              "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
-    service = {**remote, "oauth": {"grant": "client_credentials", "clientId": SERVICE_CLIENT,
-                                   "clientSecret": "${credential:service-secret}", "scopes": ["mcp"]}}
-    signin_idp, gw = start_control_plane(tmp_path, {"acct": remote, "svc": service},
-                                         GIG_MASTER_KEY=secrets.token_hex(32),
-                                         GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]))
-    try:
+    with contextlib.ExitStack() as cleanup:  # every peer stopped, by PID, whatever fails
+        idp = OidcProvider.start(clients=[rs, svc], users={"carol": user("up-carol"), "dave": user("up-dave")},
+                                 tls=tls, upstream={"accessTokenTtl": TOKEN_TTL})
+        cleanup.callback(idp.stop)
+        seen = tmp_path / "seen.txt"
+        seen.touch()
+        port = str(free_port())
+        server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
+                          RS_CLIENT, RS_SECRET, str(seen))
+        cleanup.callback(stop, server)
+        remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
+                  "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
+        service = {**remote, "oauth": {"grant": "client_credentials", "clientId": SERVICE_CLIENT,
+                                       "clientSecret": "${credential:service-secret}", "scopes": ["mcp"]}}
+        signin_idp, gw = start_control_plane(tmp_path, {"acct": remote, "svc": service},
+                                             GIG_MASTER_KEY=secrets.token_hex(32),
+                                             GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]))
+        cleanup.callback(signin_idp.stop)
+        cleanup.callback(stop, gw.proc)
         carol, dave = Account(gw, "carol", tls["ca"]), Account(gw, "dave", tls["ca"])
         assert carol.connections()["acct"]["state"] == "not_connected"
 
@@ -229,8 +234,3 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
                                params={"code": "x", "state": "not-a-flow"}, allow_redirects=False)
         assert stray.status_code == 400 and "start again" in stray.text
         assert carol.connections()["acct"]["state"] == "not_connected"
-    finally:
-        stop(gw.proc)
-        signin_idp.stop()
-        stop(server)
-        idp.stop()

@@ -19,7 +19,9 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::{Args, Parser, Subcommand};
-use gig_policy::{CredentialSpec, EgressRule, ResourceLimits};
+use gig_policy::{
+    CredentialSpec, EgressRule, InstanceMode, InstancePolicy, RawInstances, ResourceLimits,
+};
 use gig_registry_schema::import::{ImportOptions, import_server_json};
 use gig_registry_schema::{
     ExtractMode, ImageRef, Index, IndexSigningKey, MAX_INDEX_LIFETIME, ServerEntry, ServerName,
@@ -82,6 +84,10 @@ struct EntryArgs {
     /// Resource limits as JSON: {"memoryBytes","maxProcesses","cpuMillis"}.
     #[arg(long, value_name = "JSON")]
     limits: Option<String>,
+    /// Instances as JSON: {"instances": "per-user"|"per-session", "maxInstances",
+    /// "maxInstancesPerUser", "idleSeconds"} (default: one shared instance).
+    #[arg(long, value_name = "JSON")]
+    instances: Option<String>,
     /// Replace the version if the index already has it.
     #[arg(long)]
     replace: bool,
@@ -312,6 +318,15 @@ struct Policy {
     env: BTreeMap<String, String>,
     limits: ResourceLimits,
     extract: ExtractMode,
+    instances: RawInstances,
+}
+
+/// Puts `--instances` into an entry (checked again with the whole entry).
+fn set_instances(entry: &mut VersionEntry, raw: RawInstances) {
+    entry.instances = raw.instances;
+    entry.max_instances = raw.max_instances;
+    entry.max_instances_per_user = raw.max_instances_per_user;
+    entry.idle_seconds = raw.idle_seconds;
 }
 
 fn policy_of(e: &EntryArgs) -> Result<Policy> {
@@ -348,12 +363,22 @@ fn policy_of(e: &EntryArgs) -> Result<Policy> {
     } else {
         ExtractMode::Entrypoint
     };
+    let instances = match &e.instances {
+        Some(j) => {
+            let raw: RawInstances =
+                serde_json::from_str(j).with_context(|| format!("--instances {j}"))?;
+            InstancePolicy::from_raw(raw).map_err(|e| anyhow!("--instances {j}: {e}"))?;
+            raw
+        }
+        None => RawInstances::default(),
+    };
     Ok(Policy {
         egress,
         credentials,
         env,
         limits,
         extract,
+        instances,
     })
 }
 
@@ -407,7 +432,7 @@ fn add(a: AddArgs) -> Result<()> {
     let policy = policy_of(&a.entry)?;
     let index = read_index(&a.index, true)?;
     let image = runtime()?.block_on(registry::pin(&a.image, &a.registry))?;
-    let entry = VersionEntry {
+    let mut entry = VersionEntry {
         image,
         entrypoint: a.entrypoint,
         args: a.entry.args.clone(),
@@ -418,7 +443,12 @@ fn add(a: AddArgs) -> Result<()> {
         limits: policy.limits,
         extract: policy.extract,
         description: a.description,
+        instances: InstanceMode::Shared,
+        max_instances: None,
+        max_instances_per_user: None,
+        idle_seconds: None,
     };
+    set_instances(&mut entry, policy.instances);
     entry.validate().map_err(|e| anyhow!(e))?;
     insert_and_write(
         &a.index,
@@ -463,7 +493,9 @@ fn import(a: ImportArgs) -> Result<()> {
         imported.version.clone(),
         imported.description.clone(),
     );
-    let entry = imported.into_entry(image)?;
+    let mut entry = imported.into_entry(image)?;
+    set_instances(&mut entry, policy.instances);
+    entry.validate().map_err(|e| anyhow!(e))?;
     insert_and_write(
         &a.index,
         index,

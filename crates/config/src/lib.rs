@@ -10,7 +10,6 @@
 #![allow(clippy::disallowed_methods)]
 
 mod control_plane;
-mod instances;
 mod metrics;
 mod remote_oauth;
 mod runtime;
@@ -25,7 +24,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use control_plane::OidcConfig;
-pub use instances::{InstanceMode, InstancePolicy};
+pub use gig_policy::instances::{InstanceMode, InstancePolicy};
 pub use metrics::MetricsConfig;
 pub use remote_oauth::{OAuthGrant, RemoteOAuth};
 pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};

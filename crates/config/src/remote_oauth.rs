@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::instances::{InstanceMode, InstancePolicy};
+use gig_policy::instances::{InstanceMode, InstancePolicy};
 
 /// Which OAuth grant the gateway uses toward a remote server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits};
 use serde::Deserialize;
 
-use crate::instances::{InstanceMode, InstancePolicy, RawInstances};
 use crate::remote_oauth::{RawOAuth, RemoteOAuth};
+use gig_policy::instances::{InstanceMode, InstancePolicy, RawInstances};
 
 /// A validated backend declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]

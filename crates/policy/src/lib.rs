@@ -12,7 +12,9 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 pub mod address;
+pub mod instances;
 
+pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use gig_policy::{CredentialSpec, EgressRule, ResourceLimits};
+use gig_policy::{CredentialSpec, EgressRule, InstanceMode, ResourceLimits};
 use serde::Deserialize;
 
 use crate::{
@@ -365,6 +365,11 @@ pub fn import_server_json(
             limits: opts.limits,
             extract: opts.extract,
             description: sj.description,
+            // An imported server runs shared until its index entry says otherwise.
+            instances: InstanceMode::Shared,
+            max_instances: None,
+            max_instances_per_user: None,
+            idle_seconds: None,
         },
     })
 }

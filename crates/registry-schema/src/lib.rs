@@ -18,7 +18,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
-use gig_policy::{CredentialSpec, EgressRule, ResourceLimits};
+use gig_policy::{
+    CredentialSpec, EgressRule, InstanceMode, InstancePolicy, RawInstances, ResourceLimits,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
@@ -311,6 +313,17 @@ pub struct VersionEntry {
     pub extract: ExtractMode,
     #[serde(default)]
     pub description: String,
+    /// Whose instance a call runs in: one shared (the default), or one per user or per MCP
+    /// session, each sandbox given its user's own credentials. Left out when shared, so an
+    /// index written before these keys keeps its exact form.
+    #[serde(default, skip_serializing_if = "InstanceMode::is_shared")]
+    pub instances: InstanceMode,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instances_per_user: Option<usize>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -412,7 +425,18 @@ impl VersionEntry {
                 return Err(format!("credential env {} is reserved", c.env));
             }
         }
+        self.instance_policy()?;
         Ok(())
+    }
+
+    /// The instance policy its keys describe (checked with the index).
+    pub fn instance_policy(&self) -> Result<InstancePolicy, String> {
+        InstancePolicy::from_raw(RawInstances {
+            instances: self.instances,
+            max_instances: self.max_instances,
+            max_instances_per_user: self.max_instances_per_user,
+            idle_seconds: self.idle_seconds,
+        })
     }
 }
 

@@ -160,6 +160,31 @@ fn a_full_index_parses_and_round_trips() {
 }
 
 #[test]
+fn an_entry_may_ask_for_instances_per_user_and_is_checked() {
+    let mut v = index_json();
+    let version = &mut v["servers"]["echo"]["versions"]["1.0.0"];
+    version["instances"] = json!("per-user");
+    version["maxInstances"] = json!(8);
+    let idx = Index::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
+    let entry = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"];
+    let policy = entry.instance_policy().unwrap();
+    assert_eq!(
+        (policy.mode, policy.max_instances),
+        (InstanceMode::PerUser, 8)
+    );
+    // Shared entries keep their exact written form: no key appears that was not there.
+    let other = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.1.0"];
+    assert!(!serde_json::to_string(other).unwrap().contains("nstances"));
+
+    let mut v = index_json();
+    v["servers"]["echo"]["versions"]["1.0.0"]["maxInstances"] = json!(3);
+    assert!(schema_err(v).contains("need \"instances\""));
+    let mut v = index_json();
+    v["servers"]["echo"]["versions"]["1.0.0"]["instances"] = json!("per-process");
+    assert!(schema_err(v).contains("unknown variant"));
+}
+
+#[test]
 fn schema_violations_name_the_field() {
     let mut v = index_json();
     v["servers"]["echo"]["versions"]["1.0.0"]["imagee"] = json!("x");

@@ -44,8 +44,9 @@ pub fn launch_for(installed: &Installed) -> SandboxLaunch {
                 allow_addresses: Vec::new(),
                 credentials: entry.credentials.clone(),
             },
-            // Installed servers run one shared instance: index entries carry no instance policy.
-            instances: Default::default(),
+            // Checked when the index was verified; a record from before that check (or a
+            // tampered one) runs shared, never with looser caps.
+            instances: entry.instance_policy().unwrap_or_default(),
         },
         source: match entry.extract {
             ExtractMode::Entrypoint => ProgramSource::File(host),

@@ -91,11 +91,7 @@ impl GatewayOperations {
 
     /// A server with one shared instance takes the operator's credentials only; one with an
     /// instance per user or session takes each user's own only (its shared scope is never used).
-    fn check_owner(&self, server: &str, owner: CredentialOwner) -> Result<(), OpError> {
-        let per_user = self
-            .declared
-            .get(server)
-            .is_some_and(|d| d.users_set_credentials);
+    fn check_owner(server: &str, owner: CredentialOwner, per_user: bool) -> Result<(), OpError> {
         match (owner, per_user) {
             (CredentialOwner::Server, true) => Err(OpError::Invalid(format!(
                 "server {server:?} runs an instance per user with that user's own credentials: each user sets theirs at PUT /api/me/credentials/{server}/NAME"
@@ -107,15 +103,13 @@ impl GatewayOperations {
         }
     }
 
-    /// The credentials and egress rules `server` declares; `None` if no such server.
-    async fn declared_policy(
-        &self,
-        server: &str,
-    ) -> Result<Option<(Vec<CredentialSpec>, Vec<String>)>, OpError> {
+    /// The credentials and egress rules `server` declares, and whether each user sets their
+    /// own values; `None` if no such server.
+    async fn declared_policy(&self, server: &str) -> Result<Option<DeclaredPolicy>, OpError> {
         if let Some(d) = self.declared.get(server) {
             let egress = d.egress.clone().unwrap_or_default();
             let rules = egress.allow.iter().map(|r| r.to_string()).collect();
-            return Ok(Some((egress.credentials, rules)));
+            return Ok(Some((egress.credentials, rules, d.users_set_credentials)));
         }
         let record = self
             .secrets
@@ -127,10 +121,17 @@ impl GatewayOperations {
             .and_then(|r| gig_registry::Installed::from_record(&r).ok())
             .map(|i| {
                 let rules = i.entry.egress.iter().map(|r| r.to_string()).collect();
-                (i.entry.credentials, rules)
+                let per_user = i
+                    .entry
+                    .instance_policy()
+                    .is_ok_and(|p| p.mode != InstanceMode::Shared);
+                (i.entry.credentials, rules, per_user)
             }))
     }
 }
+
+/// A server's declared credentials, its egress rules, and whether users set their own values.
+type DeclaredPolicy = (Vec<CredentialSpec>, Vec<String>, bool);
 
 /// A remote server's reach as `/api` shows it: its URL's host and port, the addresses it may
 /// resolve to, and each header credential as sent to that host only.
@@ -234,6 +235,10 @@ impl Operations for GatewayOperations {
                 let entry = gig_registry::Installed::from_record(&record)
                     .ok()
                     .map(|i| i.entry);
+                let instances = entry
+                    .as_ref()
+                    .and_then(|e| e.instance_policy().ok())
+                    .and_then(|p| instances_status(&self.hub, &record.name, &p));
                 out.push(ServerStatus {
                     source: "installed",
                     version: Some(record.version.clone()),
@@ -249,7 +254,7 @@ impl Operations for GatewayOperations {
                     egress: entry
                         .map(|e| e.egress.iter().map(|r| r.to_string()).collect())
                         .unwrap_or_default(),
-                    instances: None,
+                    instances,
                     name: record.name,
                 });
             }
@@ -366,10 +371,10 @@ impl Operations for GatewayOperations {
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>> {
         Box::pin(async move {
-            let Some((credentials, _)) = self.declared_policy(&server).await? else {
+            let Some((credentials, _, per_user)) = self.declared_policy(&server).await? else {
                 return Err(OpError::NotFound(format!("no server {server:?}")));
             };
-            self.check_owner(&server, owner)?;
+            Self::check_owner(&server, owner, per_user)?;
             if !credentials.iter().any(|c| c.secret_name() == name) {
                 let known: Vec<_> = credentials.iter().map(|c| c.secret_name()).collect();
                 return Err(OpError::Invalid(format!(

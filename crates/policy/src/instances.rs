@@ -1,6 +1,6 @@
 //! How many instances of a sandboxed server run, and for whom: the servers file's
 //! `"sandbox": {"instances": "per-user", "maxInstances": 16, "maxInstancesPerUser": 1,
-//! "idleSeconds": 600}`.
+//! "idleSeconds": 600}`, or the same keys in a signed index entry's version.
 //!
 //! A sandboxed server never holds a real key: the egress proxy injects it. One shared instance
 //! can therefore only ever be given the server's own credentials, since the proxy cannot tell
@@ -9,10 +9,10 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 /// Whose instance a call runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum InstanceMode {
     /// One instance for every caller, with the server's own (shared) credentials.
@@ -53,19 +53,25 @@ impl Default for InstancePolicy {
     }
 }
 
-/// The servers file's spelling, checked by [`InstancePolicy::from_raw`].
-#[derive(Debug, Default, Deserialize)]
+impl InstanceMode {
+    pub fn is_shared(&self) -> bool {
+        *self == InstanceMode::Shared
+    }
+}
+
+/// The written spelling (servers file, index entry), checked by [`InstancePolicy::from_raw`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(crate) struct RawInstances {
+pub struct RawInstances {
     #[serde(default)]
-    pub(crate) instances: InstanceMode,
-    pub(crate) max_instances: Option<usize>,
-    pub(crate) max_instances_per_user: Option<usize>,
-    pub(crate) idle_seconds: Option<u64>,
+    pub instances: InstanceMode,
+    pub max_instances: Option<usize>,
+    pub max_instances_per_user: Option<usize>,
+    pub idle_seconds: Option<u64>,
 }
 
 impl InstancePolicy {
-    pub(crate) fn from_raw(raw: RawInstances) -> Result<Self, String> {
+    pub fn from_raw(raw: RawInstances) -> Result<Self, String> {
         let mode = raw.instances;
         if mode == InstanceMode::Shared
             && (raw.max_instances.is_some()
