@@ -6,21 +6,13 @@
 //   session: the gig_session cookie's value (the user signed in already)
 //   issuer:  the server's authorization server (its TLS is the test CA's, which this browser
 //            does not know: certificate errors are ignored for this run only)
-import { createRequire } from 'node:module';
+import { launch, peers } from './chromium.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
-const require = createRequire(cfg.peers_node + '/package.json');
-const { chromium } = require('playwright-core');
-const axeModule = require('@axe-core/playwright');
-const AxeBuilder = axeModule.AxeBuilder || axeModule.default || axeModule;
+const { chromium, AxeBuilder } = peers(cfg.peers_node);
 
 const out = { before: null, after: null, status: null, left_for: null, axe: [], page_errors: [], fatal: null };
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch(chromium);
 try {
   const context = await browser.newContext({ ignoreHTTPSErrors: true });
   await context.addCookies([{ name: 'gig_session', value: cfg.session, url: cfg.base }]);

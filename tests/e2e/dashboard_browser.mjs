@@ -3,14 +3,11 @@
 // the Python test makes the assertions. Progress goes to stderr.
 //
 // CONFIG: {base, issuer, peers_node, shots, login, impersonate, secret}
-import { createRequire } from 'node:module';
+import { launch, peers } from './chromium.mjs';
 import { mkdirSync } from 'node:fs';
 
 const cfg = JSON.parse(process.argv[2]);
-const require = createRequire(cfg.peers_node + '/package.json');
-const { chromium } = require('playwright-core');
-const axeModule = require('@axe-core/playwright');
-const AxeBuilder = axeModule.AxeBuilder || axeModule.default || axeModule;
+const { chromium, AxeBuilder } = peers(cfg.peers_node);
 
 const LAPTOP = { width: 1280, height: 800 };
 const PHONE = { width: 390, height: 844 };
@@ -28,12 +25,7 @@ const log = (m) => { process.stderr.write('[browser] ' + m + '\n'); };
 const step = (m) => { out.steps.push(m); log(m); };
 mkdirSync(cfg.shots, { recursive: true });
 
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch(chromium);
 try {
   const context = await browser.newContext({ viewport: LAPTOP });
   await context.exposeBinding('__gigCsp', (_source, v) => { out.csp.push(v); });

@@ -4,22 +4,14 @@
 // send it (Origin and all), and runs axe-core on the consent page. Prints ONE JSON line.
 //
 // CONFIG: {peers_node, authorize_url, base, login, profile, redirect}
-import { createRequire } from 'node:module';
+import { launch, peers } from './chromium.mjs';
 
 const cfg = JSON.parse(process.argv[2]);
-const require = createRequire(cfg.peers_node + '/package.json');
-const { chromium } = require('playwright-core');
-const axeModule = require('@axe-core/playwright');
-const AxeBuilder = axeModule.AxeBuilder || axeModule.default || axeModule;
+const { chromium, AxeBuilder } = peers(cfg.peers_node);
 
 const out = { landed: null, consent_title: null, axe: [], csp: [], fatal: null, steps: [] };
 const step = (m) => { out.steps.push(m); process.stderr.write('[browser] ' + m + '\n'); };
-const browser = await chromium.launch({
-  executablePath: '/usr/bin/chromium',
-  headless: true,
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch(chromium);
 try {
   const context = await browser.newContext();
   await context.exposeBinding('__gigCsp', (_s, v) => { out.csp.push(v); });

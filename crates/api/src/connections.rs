@@ -15,7 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
 use futures::future::BoxFuture;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use crate::ApiState;
 use crate::error::ApiError;
@@ -24,6 +24,7 @@ use crate::operations::OpError;
 use crate::routes::{audit, redirect};
 use crate::schema::ErrorBody;
 use crate::session::Caller;
+use crate::signin::CallbackParams;
 
 /// A user's connection to one server.
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -154,15 +155,6 @@ pub(crate) async fn disconnect(
     )
     .await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-#[derive(Debug, Deserialize, utoipa::IntoParams)]
-#[into_params(parameter_in = Query)]
-pub(crate) struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    iss: Option<String>,
-    error: Option<String>,
 }
 
 /// Where a server's authorization server sends the browser back: finishes the connection and

@@ -43,13 +43,15 @@ pub(crate) async fn login(
     )
 }
 
+/// An authorization response (RFC 6749 §4.1.2, RFC 9207's `iss`): where an authorization
+/// server sends a browser back, to sign-in here and to a connection (`connections.rs`).
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct CallbackParams {
-    code: Option<String>,
-    state: Option<String>,
-    iss: Option<String>,
-    error: Option<String>,
+    pub(crate) code: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) iss: Option<String>,
+    pub(crate) error: Option<String>,
 }
 
 /// Where the identity provider sends the browser back: makes the session.
