@@ -219,8 +219,9 @@ try {
   await open('/');
   await axe('overview-impersonating');
   await shoot('impersonating');
-  await page.click('#stop-impersonating');
-  await page.waitForLoadState();
+  // The page reloads once the gateway has answered: wait for that navigation, not for the
+  // load state of the page still showing.
+  await Promise.all([page.waitForNavigation(), page.click('#stop-impersonating')]);
   await page.waitForSelector('#app:not([hidden])');
   out.banner_after_stop = await page.isVisible('#impersonation');
   step('impersonation checked');

@@ -11,6 +11,9 @@ signing users in with a second, separate provider.
 - Access tokens live 8 s: calls across several lifetimes keep working (refresh).
 - Disconnecting revokes at the authorization server (the last token is inactive there) and the
   user's next call gets the "connect" error again.
+- A grant the user revoked at the authorization server makes the next refresh fail with
+  invalid_grant: the connection is marked broken, with the reason, and the user is told to
+  connect again.
 - A server-to-server entry uses the client-credentials grant with a secret from the vault, and
   gets a new token before the old one expires.
 """
@@ -118,10 +121,11 @@ async def refusal_to_url_eliciting_client(gw, token: str) -> MCPError:
                 return raised.value
 
 
-def introspect(idp: OidcProvider, ca: Path, token: str) -> bool:
+def introspect(idp: OidcProvider, ca: Path, token: str) -> dict:
+    """What the authorization server says of a token (as the resource server may ask)."""
     answered = requests.post(f"{idp.issuer}/token/introspection", data={"token": token},
                              auth=(RS_CLIENT, RS_SECRET), verify=str(ca), timeout=10)
-    return answered.json()["active"]
+    return answered.json()
 
 
 def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_path):
@@ -193,6 +197,33 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
             time.sleep(1)
         assert len(set(seen.read_text().split()) - tokens_before) >= 2, "fresh tokens were used"
 
+        # Dave's grant is revoked at the authorization server: the next refresh is refused,
+        # his connection is marked broken with the reason, and he is told to reconnect.
+        forgot = requests.post(f"{idp.issuer}/__test/forget", json={"sub": "up-dave"}, verify=str(tls["ca"]),
+                               timeout=10)
+        assert forgot.json()["forgot"] >= 1, forgot.text
+        deadline = time.monotonic() + 4 * TOKEN_TTL
+        while dave.connections()["acct"]["state"] != "broken":
+            assert time.monotonic() < deadline, (dave.connections(), [
+                line for line in gw.logs().splitlines() if "acct" in line or "refresh" in line.lower()][-25:])
+            said(dave.whoami())
+            time.sleep(1)
+        assert "connect again" in dave.connections()["acct"]["reason"]
+        # His own connection to the server is restarting on the refused token; then it stays
+        # down, and every call says why.
+        deadline = time.monotonic() + 60
+        while "connect again" not in (why := said(dave.whoami())):
+            assert time.monotonic() < deadline, why
+            time.sleep(0.5)
+
+        # Connecting again mends it.
+        assert dave.connect().status_code == 302
+        assert dave.connections()["acct"]["state"] == "connected"
+        deadline = time.monotonic() + 60
+        while (mine := said(dave.whoami())) != "up-dave":
+            assert time.monotonic() < deadline, mine
+            time.sleep(0.5)
+
         # No token anywhere the client, the log or the audit trail can see.
         tokens = set(seen.read_text().split())
         audit = requests.get(f"{gw.base}/api/audit", cookies=carol.http.cookies).text
@@ -202,10 +233,12 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         assert not any(token in json.dumps(carol.connections()) for token in tokens)
 
         # Disconnecting revokes: the last token carol's calls carried is dead at the server.
-        last = seen.read_text().split()[-1]
+        assert said(carol.whoami()) == "up-carol"
+        last = next(t for t in reversed(seen.read_text().split())
+                    if introspect(idp, tls["ca"], t).get("sub") == "up-carol")
         gone = carol.http.delete(f"{gw.base}/api/me/connections/acct", headers=csrf_headers(gw, carol.http))
         assert gone.status_code == 204, gone.text
-        assert not introspect(idp, tls["ca"], last)
+        assert not introspect(idp, tls["ca"], last)["active"]
         assert carol.connections()["acct"]["state"] == "not_connected"
         assert "connect your account to acct first" in said(carol.whoami())
         assert said(dave.whoami()) == "up-dave", "the other user's connection is untouched"

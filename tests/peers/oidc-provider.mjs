@@ -25,7 +25,10 @@
 // then a consent form ("Continue"). RP-initiated logout (end_session_endpoint) is on. ID tokens are
 // RS256-signed with a key generated at start. Everything is in memory.
 //
-// Test-only endpoint on the same port:
+// Test-only endpoints on the same port:
+//   POST /__test/forget {"sub": "..."}  (upstream mode) -> {"forgot": N}: destroys every grant of
+//        that account, as an authorization server does when a user revokes access there; their
+//        refresh tokens then get invalid_grant.
 //   POST /__test/hostile {"mode": null|"aud"|"iss"|"nonce"|"expired"|"signature"}  -> {"mode": ...}
 //   GET  /__test/hostile                                                            -> {"mode": ...}
 // While a mode is set, the token endpoint's id_token is replaced by a copy with one thing wrong,
@@ -148,6 +151,16 @@ async function readBody(req) {
   return Buffer.concat(chunks).toString('utf8');
 }
 
+// Grants by account, for /__test/forget.
+const grantsBySub = new Map();
+for (const kind of ['access_token.saved', 'refresh_token.saved']) {
+  provider.on(kind, (token) => {
+    if (!token.accountId || !token.grantId) return;
+    if (!grantsBySub.has(token.accountId)) grantsBySub.set(token.accountId, new Set());
+    grantsBySub.get(token.accountId).add(token.grantId);
+  });
+}
+
 // Runs before oidc-provider's own routes (Provider#use inserts ahead of them).
 let hostile = null;
 const MODES = new Set(['aud', 'iss', 'nonce', 'expired', 'signature']);
@@ -169,6 +182,24 @@ provider.use(async (ctx, next) => {
       ctx.status = 405; return;
     }
     ctx.body = { mode: hostile };
+    return;
+  }
+
+  if (upstream && ctx.path === '/__test/forget' && ctx.method === 'POST') {
+    let sub;
+    try {
+      ({ sub } = JSON.parse(await readBody(ctx.req)));
+    } catch {
+      ctx.status = 400; ctx.body = { error: 'body must be JSON {"sub": ...}' }; return;
+    }
+    let forgot = 0;
+    for (const id of grantsBySub.get(sub) ?? []) {
+      const grant = await provider.Grant.find(id);
+      if (grant) { await grant.destroy(); forgot += 1; }
+    }
+    grantsBySub.delete(sub);
+    console.error(`[oidc-provider] forgot ${forgot} grant(s) of ${sub}`);
+    ctx.body = { forgot };
     return;
   }
 
