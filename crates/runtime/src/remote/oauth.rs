@@ -351,6 +351,14 @@ impl UpstreamOAuth {
         let Some(connection) = connection else {
             return Ok(false);
         };
+        // A registration the authorization server may have forgotten (the connection could be
+        // broken for that reason) is not offered again: the next connection registers afresh.
+        {
+            let mut registered = lock(&self.registered);
+            if registered.get(name) == Some(&connection.credentials.client_id) {
+                registered.remove(name);
+            }
+        }
         let secret = client_secret(&self.secrets, name, &server.oauth)
             .await
             .ok()
