@@ -260,7 +260,10 @@ async fn cancellation_reaches_the_backend() {
     handle.cancel(Some("test".into())).await.unwrap();
 
     let written = eventually(Duration::from_secs(10), async || {
-        std::fs::read_to_string(&marker).ok()
+        // Non-empty: the fixture creates the file, then writes it.
+        std::fs::read_to_string(&marker)
+            .ok()
+            .filter(|s| !s.is_empty())
     })
     .await;
     assert_eq!(written.as_deref(), Some("cancelled"));
