@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::servers::{CREDENTIAL_REF, is_credential_name};
+
 use gig_policy::instances::{InstanceMode, InstancePolicy};
 
 /// Which OAuth grant the gateway uses toward a remote server.
@@ -73,8 +75,6 @@ pub(crate) struct RawOAuth {
     issuer: Option<String>,
 }
 
-const SECRET_REF: (&str, &str) = ("${credential:", "}");
-
 impl RemoteOAuth {
     pub(crate) fn from_raw(raw: RawOAuth) -> Result<Self, String> {
         let token = |s: &str| {
@@ -126,15 +126,10 @@ impl RemoteOAuth {
 /// The vault name in `${credential:NAME}`; a literal secret is refused.
 fn secret_reference(text: &str) -> Result<String, String> {
     let name = text
-        .strip_prefix(SECRET_REF.0)
-        .and_then(|rest| rest.strip_suffix(SECRET_REF.1))
+        .strip_prefix(CREDENTIAL_REF)
+        .and_then(|rest| rest.strip_suffix('}'))
         .ok_or("oauth: clientSecret must be a vault reference \"${credential:NAME}\", never the secret itself")?;
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if !valid {
+    if !is_credential_name(name) {
         return Err(format!("oauth: {name:?} is not a credential name"));
     }
     Ok(name.to_owned())

@@ -98,7 +98,16 @@ impl std::fmt::Debug for HeaderTemplate {
     }
 }
 
-const CREDENTIAL_REF: &str = "${credential:";
+pub(crate) const CREDENTIAL_REF: &str = "${credential:";
+
+/// A vault credential's name as a servers file may write it: 1-128 of `[A-Za-z0-9._-]`.
+pub(crate) fn is_credential_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
 
 impl HeaderTemplate {
     /// Checks the references (each closed, each a valid credential name) and the characters
@@ -115,12 +124,7 @@ impl HeaderTemplate {
                 .find('}')
                 .ok_or("an unclosed ${credential:...} reference")?;
             let name = &after[..end];
-            if name.is_empty()
-                || name.len() > 128
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-            {
+            if !is_credential_name(name) {
                 return Err(format!("{name:?} is not a credential name"));
             }
             rest = &after[end + 1..];

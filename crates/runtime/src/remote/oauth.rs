@@ -489,11 +489,19 @@ pub(crate) async fn service_manager(
         scopes: server.oauth.scopes.clone(),
         resource: Some(server.url.to_string()),
     };
-    let mut exchanger = discovered(server).await.map_err(|e| e.to_string())?;
+    // One discovery serves both managers: the one that exchanges and the one that hands out.
+    let (mut exchanger, metadata) = discover(server).await.map_err(|e| e.to_string())?;
+    exchanger.set_metadata(metadata.clone());
     exchanger
         .configure_client_credentials(&config)
         .map_err(|e| e.to_string())?;
-    let mut manager = discovered(server).await.map_err(|e| e.to_string())?;
+    let mut manager = AuthorizationManager::new_with_oauth_http_client(
+        server.url.as_str(),
+        Arc::new(server.http.clone()),
+    )
+    .await
+    .map_err(|e| e.to_string())?;
+    manager.set_metadata(metadata);
     manager.set_credential_store(service::ServiceTokens {
         exchanger,
         config,
