@@ -3,6 +3,7 @@ and over the legacy HTTP+SSE transport, and the official Python SDK's server ove
 bearer key from the vault; one that dies and comes back, one that floods its event stream, a
 slow one, and the address policy on the gateway's own connections."""
 
+import json
 import os
 import secrets
 import signal
@@ -45,7 +46,10 @@ def upstream(*args: str) -> subprocess.Popen:
 
 
 def state(gw, name: str) -> str:
-    return requests.get(f"{gw.base}/readyz", timeout=10).json()["backends"][name]["state"]
+    """The backend's state; "absent" before the gateway has added it (an install is picked up
+    within seconds)."""
+    backends = requests.get(f"{gw.base}/readyz", timeout=10).json()["backends"]
+    return backends[name]["state"] if name in backends else "absent"
 
 
 def wait_state(gw, name: str, want: str, timeout: float = 60) -> None:
@@ -252,3 +256,68 @@ async def test_a_flooding_event_stream_is_cut_off_and_a_slow_call_times_out(tmp_
     finally:
         stop(flood)
         stop(slow)
+
+
+@pytest.mark.anyio
+async def test_a_remote_server_from_the_signed_index_installs_and_gets_its_key_from_the_vault(
+        tmp_path, sandbox_bins):
+    """An index entry may be a remote server: `registryctl add --remote` signs its URL and a
+    header naming a vault credential; `gigmcp install` records it (nothing to pull); the running
+    gateway connects within seconds and the upstream sees the vault's key and nothing else."""
+    from test_install import Index, cli_env, run, world_reachable
+
+    tls = make_tls(tmp_path, names=("127.0.0.1",))
+    token = "index-remote-key-" + secrets.token_hex(12)
+    seen = tmp_path / "seen.txt"
+    port = free_port()
+    server = upstream("bearer", str(port), str(tls["cert"]), str(tls["key"]), token, str(seen))
+    index = Index(tmp_path)
+    try:
+        # The index may not open the operator's internal network: allowAddresses is refused.
+        refused = run(TARGET / "registryctl", "add", "--index", index.file, "--name", "keyed",
+                      "--version", "1.0.0", "--remote", f"https://127.0.0.1:{port}/mcp",
+                      "--header", "Authorization=Bearer sk-literal", "--egress", "x.example", check=False)
+        assert refused.returncode != 0 and "--egress" in refused.stderr, refused.stderr
+        run(TARGET / "registryctl", "add", "--index", index.file, "--name", "keyed", "--version", "1.0.0",
+            "--remote", f"https://127.0.0.1:{port}/mcp",
+            "--header", "Authorization=Bearer ${credential:api-token}", "--description", "a keyed remote")
+        entry = json.loads(index.file.read_text())["servers"]["keyed"]["versions"]["1.0.0"]
+        assert entry == {"remote": {"url": f"https://127.0.0.1:{port}/mcp",
+                                    "headers": {"Authorization": "Bearer ${credential:api-token}"}},
+                         "description": "a keyed remote"}, entry
+        index.sign()
+        shown = run(TARGET / "registryctl", "show", "--signed", index.signed).stdout
+        assert f"https://127.0.0.1:{port}/mcp" in shown and "vault api-token" in shown, shown
+
+        home = world_reachable(tmp_path / "gw")
+        master_key = secrets.token_hex(32)
+        gw = start_gateway(home, {}, GIG_MASTER_KEY=master_key, GIG_BOOTSTRAP=str(sandbox_bins["bootstrap"]),
+                           GIG_EGRESS_ALLOW_ADDRESSES="127.0.0.1/32", GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]),
+                           **index.env())
+        try:
+            env = cli_env(home / "data", master_key, index)
+            out = run(TARGET / "gigmcp", "install", "keyed", env=env).stdout
+            assert "installed keyed 1.0.0 (remote" in out and "gigmcp secret set keyed api-token" in out, out
+            assert "keyed\t1.0.0\tinstalled\tremote" in run(TARGET / "gigmcp", "list", env=env).stdout
+            # Installed but its credential not set: down, saying which one.
+            wait_state(gw, "keyed", "down")
+            assert "credential api-token is not set" in gw.logs()
+            set_secret({"GIG_MASTER_KEY": master_key, "GIG_DATA_DIR": str(home / "data")},
+                       "keyed", "api-token", token)
+            # The key is read at each (re)connection: the restart after the failure picks it up.
+            wait_state(gw, "keyed", "up")
+            async with connect(gw) as session:
+                assert text(await session.call_tool("keyed_add", {"a": 20, "b": 22})) == "42"
+            assert set(seen.read_text().splitlines()) == {f"Bearer {token}"}
+            assert gw.token not in seen.read_text(), "the client's token never reaches an upstream"
+            assert token not in gw.logs()
+
+            run(TARGET / "gigmcp", "uninstall", "keyed", env=env)
+            deadline = time.monotonic() + 30
+            while "keyed" in requests.get(f"{gw.base}/readyz", timeout=10).json()["backends"]:
+                assert time.monotonic() < deadline, "keyed still running after uninstall"
+                time.sleep(0.3)
+        finally:
+            stop(gw.proc)
+    finally:
+        stop(server)

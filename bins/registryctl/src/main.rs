@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 mod registry;
+mod remote;
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -24,8 +25,8 @@ use gig_policy::{
 };
 use gig_registry_schema::import::{ImportOptions, import_server_json};
 use gig_registry_schema::{
-    ExtractMode, ImageRef, Index, IndexSigningKey, MAX_INDEX_LIFETIME, ServerEntry, ServerName,
-    Transport, TrustedKeys, VersionEntry, sign_index, validate_version_label, verify,
+    ExtractMode, ImageEntry, ImageRef, Index, IndexSigningKey, MAX_INDEX_LIFETIME, ServerEntry,
+    ServerName, Transport, TrustedKeys, VersionEntry, sign_index, validate_version_label, verify,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -49,9 +50,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
-    /// Add a server version to an unsigned index file (created if missing), pinning its image.
+    /// Add a server version to an unsigned index file (created if missing): an image, pinned
+    /// to its digest, or a remote server (`--remote URL`).
     Add(AddArgs),
-    /// Add a server version from an MCP Registry server.json (its OCI stdio package).
+    /// Add a server version from an MCP Registry server.json (its OCI stdio package, or one of
+    /// its remotes).
     Import(ImportArgs),
     /// Sign an index file into the envelope the gateway loads.
     Sign(SignArgs),
@@ -121,11 +124,13 @@ struct AddArgs {
     #[arg(long)]
     version: String,
     /// REGISTRY/REPO[:TAG] (resolved to its digest now) or REGISTRY/REPO[:TAG]@sha256:... (kept).
-    #[arg(long)]
-    image: String,
+    #[arg(long, required_unless_present = "remote", conflicts_with = "remote")]
+    image: Option<String>,
     /// Absolute path of the server executable in the image.
-    #[arg(long)]
-    entrypoint: String,
+    #[arg(long, required_unless_present = "remote", conflicts_with = "remote")]
+    entrypoint: Option<String>,
+    #[command(flatten)]
+    remote: remote::RemoteArgs,
     /// Description of this version.
     #[arg(long, default_value = "")]
     description: String,
@@ -147,11 +152,23 @@ struct ImportArgs {
     /// Index name (default: derived from server.json's name).
     #[arg(long)]
     name: Option<String>,
+    /// Absolute path of the server executable in the image (for a package).
     #[arg(long)]
-    entrypoint: String,
+    entrypoint: Option<String>,
     /// Which OCI stdio package to take if there are several (0-based).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "take_remote")]
     package: Option<usize>,
+    /// Take this entry of `remotes` (0-based) instead of a package; a file without packages
+    /// takes its only remote by itself.
+    #[arg(long = "remote", value_name = "N")]
+    take_remote: Option<usize>,
+    /// The remote's URL, when the published one has {variables}.
+    #[arg(long, value_name = "URL")]
+    url: Option<String>,
+    /// A remote's header NAME=VALUE (the value may name a vault credential as
+    /// `${credential:NAME}`), replacing server.json's; repeatable.
+    #[arg(long = "header", value_name = "NAME=VALUE")]
+    headers: Vec<String>,
     #[command(flatten)]
     entry: EntryArgs,
     #[command(flatten)]
@@ -322,7 +339,7 @@ struct Policy {
 }
 
 /// Puts `--instances` into an entry (checked again with the whole entry).
-fn set_instances(entry: &mut VersionEntry, raw: RawInstances) {
+fn set_instances(entry: &mut ImageEntry, raw: RawInstances) {
     entry.instances = raw.instances;
     entry.max_instances = raw.max_instances;
     entry.max_instances_per_user = raw.max_instances_per_user;
@@ -392,7 +409,10 @@ fn insert_and_write(
     server_description: Option<String>,
     e: &EntryArgs,
 ) -> Result<()> {
-    let image = entry.image.clone();
+    let source = match &entry {
+        VersionEntry::Image(image) => image.image.to_string(),
+        VersionEntry::Remote(remote) => remote.remote.url.clone(),
+    };
     let server = index
         .servers
         .entry(name.clone())
@@ -415,7 +435,7 @@ fn insert_and_write(
     }
     index.validate()?;
     write_atomically(path, &index.to_json_pretty())?;
-    println!("{name}@{version} = {image}");
+    println!("{name}@{version} = {source}");
     Ok(())
 }
 
@@ -429,12 +449,24 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 fn add(a: AddArgs) -> Result<()> {
     let name: ServerName = a.name.parse().map_err(|e: String| anyhow!(e))?;
     validate_version_label(&a.version).map_err(|e| anyhow!(e))?;
-    let policy = policy_of(&a.entry)?;
     let index = read_index(&a.index, true)?;
-    let image = runtime()?.block_on(registry::pin(&a.image, &a.registry))?;
-    let mut entry = VersionEntry {
+    let (Some(image), Some(entrypoint)) = (&a.image, a.entrypoint) else {
+        let entry = remote::entry(&a.remote, &a.entry, a.description)?;
+        return insert_and_write(
+            &a.index,
+            index,
+            name,
+            a.version,
+            VersionEntry::Remote(entry),
+            a.server_description,
+            &a.entry,
+        );
+    };
+    let policy = policy_of(&a.entry)?;
+    let image = runtime()?.block_on(registry::pin(image, &a.registry))?;
+    let mut entry = ImageEntry {
         image,
-        entrypoint: a.entrypoint,
+        entrypoint,
         args: a.entry.args.clone(),
         transport: Transport::Stdio,
         env: policy.env,
@@ -455,7 +487,7 @@ fn add(a: AddArgs) -> Result<()> {
         index,
         name,
         a.version,
-        entry,
+        VersionEntry::Image(entry),
         a.server_description,
         &a.entry,
     )
@@ -480,13 +512,19 @@ fn import(a: ImportArgs) -> Result<()> {
         limits: policy.limits,
         extract: policy.extract,
         package: a.package,
+        remote: a.take_remote,
+        headers: remote::headers(&a.headers)?,
+        url: a.url.clone(),
     };
     let imported = import_server_json(&bytes, &opts)
         .with_context(|| format!("{}", a.server_json.display()))?;
     let index = read_index(&a.index, true)?;
-    let image: ImageRef = match imported.pinned_image() {
-        Some(pinned) => pinned,
-        None => runtime()?.block_on(registry::pin(&imported.image, &a.registry))?,
+    let image: Option<ImageRef> = match (imported.image(), imported.pinned_image()) {
+        (_, Some(pinned)) => Some(pinned),
+        (Some(published), None) => {
+            Some(runtime()?.block_on(registry::pin(published, &a.registry))?)
+        }
+        (None, None) => None,
     };
     let (name, version, description) = (
         imported.name.clone(),
@@ -494,7 +532,10 @@ fn import(a: ImportArgs) -> Result<()> {
         imported.description.clone(),
     );
     let mut entry = imported.into_entry(image)?;
-    set_instances(&mut entry, policy.instances);
+    match &mut entry {
+        VersionEntry::Image(image) => set_instances(image, policy.instances),
+        VersionEntry::Remote(_) => remote::refuse_image_options(&a.entry)?,
+    }
     entry.validate().map_err(|e| anyhow!(e))?;
     insert_and_write(
         &a.index,
@@ -609,6 +650,13 @@ fn show(path: &Path) -> Result<()> {
                 " (latest)"
             } else {
                 ""
+            };
+            let e = match e {
+                VersionEntry::Image(e) => e,
+                VersionEntry::Remote(remote) => {
+                    remote::show(version, latest, remote);
+                    continue;
+                }
             };
             println!("  {version}{latest}: {}", e.image);
             let extract = match e.extract {

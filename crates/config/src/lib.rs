@@ -11,7 +11,6 @@
 
 mod control_plane;
 mod metrics;
-mod remote_oauth;
 mod runtime;
 mod servers;
 mod telemetry;
@@ -25,12 +24,14 @@ use secrecy::SecretString;
 
 pub use control_plane::OidcConfig;
 pub use gig_policy::instances::{InstanceMode, InstancePolicy};
+pub use gig_policy::remote::{
+    HeaderTemplate, OAuthGrant, RemoteOAuth, RemoteSpec, RemoteTransport,
+};
 pub use metrics::MetricsConfig;
-pub use remote_oauth::{OAuthGrant, RemoteOAuth};
 pub use runtime::{DEFAULT_SANDBOX_IDS, EgressConfig, InstallConfig, sandbox_ids};
 pub use servers::{
-    DEFAULT_LIMITS, DeclaredServers, HeaderTemplate, RemoteSpec, RemoteTransport, SandboxPolicy,
-    ServerSpec, ServersFileError, StdioCommand, parse_servers_file,
+    DEFAULT_LIMITS, DeclaredServers, SandboxPolicy, ServerSpec, ServersFileError, StdioCommand,
+    parse_servers_file,
 };
 pub use telemetry::TracesConfig;
 

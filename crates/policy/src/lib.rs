@@ -13,6 +13,7 @@ use std::str::FromStr;
 
 pub mod address;
 pub mod instances;
+pub mod remote;
 
 pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;

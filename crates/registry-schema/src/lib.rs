@@ -18,6 +18,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
+use gig_policy::remote::{RawRemote, RemoteSpec};
 use gig_policy::{
     CredentialSpec, EgressRule, InstanceMode, InstancePolicy, RawInstances, ResourceLimits,
 };
@@ -289,10 +290,89 @@ pub enum ExtractMode {
     Rootfs,
 }
 
-/// One installable version of a server.
+/// One installable version of a server: an image the gateway runs in a sandbox, or a remote
+/// server it reaches over HTTP. An entry with a `remote` key is remote; any other is an image
+/// entry, so an index written before remote entries keeps its exact form.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum VersionEntry {
+    Image(ImageEntry),
+    Remote(RemoteEntry),
+}
+
+impl<'de> Deserialize<'de> for VersionEntry {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        let value = serde_json::Value::deserialize(deserializer)?;
+        let inner = |e: serde_path_to_error::Error<serde_json::Error>| {
+            let path = e.path().to_string();
+            D::Error::custom(if path == "." {
+                e.into_inner().to_string()
+            } else {
+                format!("{path}: {}", e.into_inner())
+            })
+        };
+        if value.get("remote").is_some() {
+            serde_path_to_error::deserialize(value)
+                .map(VersionEntry::Remote)
+                .map_err(inner)
+        } else {
+            serde_path_to_error::deserialize(value)
+                .map(VersionEntry::Image)
+                .map_err(inner)
+        }
+    }
+}
+
+/// A remote server in the index: where the gateway reaches it and how (the servers file's
+/// `url` entry, without `allowAddresses`: which internal addresses the gateway may reach is the
+/// operator's to say, in `GIG_EGRESS_ALLOW_ADDRESSES`, never an index publisher's).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct VersionEntry {
+pub struct RemoteEntry {
+    pub remote: RawRemote,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl RemoteEntry {
+    /// The checked remote server this entry declares, named `name`.
+    pub fn spec(&self, name: &str) -> Result<RemoteSpec, String> {
+        if !self.remote.allow_addresses.is_empty() {
+            return Err("remote.allowAddresses cannot come from an index: the operator allows internal addresses with GIG_EGRESS_ALLOW_ADDRESSES".into());
+        }
+        RemoteSpec::from_raw(name, &self.remote).map_err(|e| format!("remote: {e}"))
+    }
+}
+
+impl VersionEntry {
+    pub fn validate(&self) -> Result<(), String> {
+        match self {
+            VersionEntry::Image(image) => image.validate(),
+            VersionEntry::Remote(remote) => remote.spec("index-entry").map(drop),
+        }
+    }
+
+    pub fn description(&self) -> &str {
+        match self {
+            VersionEntry::Image(image) => &image.description,
+            VersionEntry::Remote(remote) => &remote.description,
+        }
+    }
+
+    /// The image entry, for what only an image has (a pull, a sandbox).
+    pub fn image(&self) -> Option<&ImageEntry> {
+        match self {
+            VersionEntry::Image(image) => Some(image),
+            VersionEntry::Remote(_) => None,
+        }
+    }
+}
+
+/// A version run from an OCI image, in a sandbox.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ImageEntry {
     pub image: ImageRef,
     /// Absolute path of the executable inside the image.
     pub entrypoint: String,
@@ -388,7 +468,7 @@ pub fn validate_entrypoint(p: &str) -> Result<(), String> {
     Ok(())
 }
 
-impl VersionEntry {
+impl ImageEntry {
     pub fn validate(&self) -> Result<(), String> {
         validate_entrypoint(&self.entrypoint)?;
         if let Some(a) = self.args.iter().find(|a| a.contains('\0')) {

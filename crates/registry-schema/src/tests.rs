@@ -145,7 +145,9 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 #[test]
 fn a_full_index_parses_and_round_trips() {
     let idx = index();
-    let entry = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.1.0"];
+    let entry = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.1.0"]
+        .image()
+        .unwrap();
     assert_eq!(entry.image.registry(), "ghcr.io");
     assert_eq!(entry.image.repository(), "gig/echo-mcp");
     assert_eq!(entry.image.tag(), Some("1.1.0"));
@@ -153,7 +155,9 @@ fn a_full_index_parses_and_round_trips() {
     assert_eq!(entry.extract, ExtractMode::Rootfs);
     assert_eq!(entry.egress[1].ports, vec![443, 8443]);
     assert_eq!(entry.limits.memory_bytes, Some(256 << 20));
-    let old = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"];
+    let old = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"]
+        .image()
+        .unwrap();
     assert_eq!(old.extract, ExtractMode::Entrypoint);
     assert!(old.args.is_empty() && old.credentials.is_empty());
     assert_eq!(Index::from_json(&idx.to_json_pretty()).unwrap(), idx);
@@ -166,7 +170,9 @@ fn an_entry_may_ask_for_instances_per_user_and_is_checked() {
     version["instances"] = json!("per-user");
     version["maxInstances"] = json!(8);
     let idx = Index::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
-    let entry = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"];
+    let entry = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"]
+        .image()
+        .unwrap();
     let policy = entry.instance_policy().unwrap();
     assert_eq!(
         (policy.mode, policy.max_instances),
@@ -533,9 +539,9 @@ fn refs_resolve_to_latest_or_the_named_version() {
     let idx = index();
     let r = idx.resolve("echo").unwrap();
     assert_eq!((r.name.as_str(), r.version), ("echo", "1.1.0"));
-    assert_eq!(r.entry.entrypoint, "/usr/bin/echo-mcp");
+    assert_eq!(r.entry.image().unwrap().entrypoint, "/usr/bin/echo-mcp");
     let r = idx.resolve("echo@1.0.0").unwrap();
-    assert_eq!(r.entry.entrypoint, "/echo-mcp");
+    assert_eq!(r.entry.image().unwrap().entrypoint, "/echo-mcp");
     assert_eq!(
         idx.resolve("fetch").unwrap_err().to_string(),
         "no server \"fetch\" in the index (it has: echo)"
@@ -568,7 +574,7 @@ fn weather_credential() -> gig_policy::CredentialSpec {
 #[test]
 fn import_refuses_secrets_without_operator_declared_hosts() {
     let opts = ImportOptions {
-        entrypoint: "/usr/local/bin/weather-mcp".into(),
+        entrypoint: Some("/usr/local/bin/weather-mcp".into()),
         ..Default::default()
     };
     let e = import_server_json(SERVER_JSON, &opts).unwrap_err();
@@ -582,7 +588,7 @@ fn import_refuses_secrets_without_operator_declared_hosts() {
 #[test]
 fn import_takes_the_oci_stdio_package_into_an_entry() {
     let opts = ImportOptions {
-        entrypoint: "/usr/local/bin/weather-mcp".into(),
+        entrypoint: Some("/usr/local/bin/weather-mcp".into()),
         credentials: vec![weather_credential()],
         egress: vec!["api.openweathermap.org".parse().unwrap()],
         env: [("WEATHER_LANG".to_string(), "fr".to_string())].into(),
@@ -591,10 +597,16 @@ fn import_takes_the_oci_stdio_package_into_an_entry() {
     let imported = import_server_json(SERVER_JSON, &opts).unwrap();
     assert_eq!(imported.name.as_str(), "weather-server");
     assert_eq!(imported.version, "1.4.2");
-    assert_eq!(imported.image, "ghcr.io/example-org/weather-mcp:1.4.2");
+    assert_eq!(
+        imported.image(),
+        Some("ghcr.io/example-org/weather-mcp:1.4.2")
+    );
     assert!(imported.pinned_image().is_none());
-    let pinned: ImageRef = format!("{}@{DIGEST}", imported.image).parse().unwrap();
-    let entry = imported.into_entry(pinned).unwrap();
+    let pinned: ImageRef = format!("{}@{DIGEST}", imported.image().unwrap())
+        .parse()
+        .unwrap();
+    let entry = imported.into_entry(Some(pinned)).unwrap();
+    let entry = entry.image().unwrap();
     assert_eq!(entry.args, ["--units", "metric", "info"]);
     assert_eq!(
         entry.env,
@@ -614,7 +626,7 @@ fn import_takes_the_oci_stdio_package_into_an_entry() {
 #[test]
 fn import_handles_older_layouts_and_refuses_what_it_cannot_run() {
     let opts = ImportOptions {
-        entrypoint: "/srv".into(),
+        entrypoint: Some("/srv".into()),
         ..Default::default()
     };
     let old = json!({"name": "io.github.x/Time.Server", "version": "0.2.0", "packages": [
@@ -622,7 +634,7 @@ fn import_handles_older_layouts_and_refuses_what_it_cannot_run() {
          "version": "0.2.0", "transport": {"type": "stdio"}}]});
     let i = import_server_json(old.to_string().as_bytes(), &opts).unwrap();
     assert_eq!(
-        (i.name.as_str(), i.image.as_str()),
+        (i.name.as_str(), i.image().unwrap()),
         ("time-server", "docker.io/mcp/time:0.2.0")
     );
 
@@ -703,4 +715,174 @@ fn a_key_list_can_require_a_threshold() {
     ] {
         assert!(TrustedKeys::parse_list(&bad).is_err(), "{bad}");
     }
+}
+
+// ---- remote entries -----------------------------------------------------------------------
+
+fn with_remote(remote: Value) -> Result<Index, IndexError> {
+    let mut v = index_json();
+    v["servers"]["echo"]["versions"]["2.0.0"] = remote;
+    Index::from_json(&serde_json::to_vec(&v).unwrap())
+}
+
+#[test]
+fn a_remote_entry_parses_round_trips_and_gives_its_checked_spec() {
+    let idx = with_remote(json!({
+        "remote": {"type": "http", "url": "https://mcp.example.com/mcp",
+                   "headers": {"X-Key": "${credential:gh-token}"}},
+        "description": "hosted"
+    }))
+    .unwrap();
+    let entry = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["2.0.0"];
+    let VersionEntry::Remote(remote) = entry else {
+        panic!("read as {entry:?}");
+    };
+    assert_eq!(entry.description(), "hosted");
+    let spec = remote.spec("echo").unwrap();
+    assert_eq!(spec.credentials(), ["gh-token"]);
+    assert_eq!(Index::from_json(&idx.to_json_pretty()).unwrap(), idx);
+    // The written form is the form read: no key appears that was not there.
+    let written = serde_json::to_value(entry).unwrap();
+    assert_eq!(
+        written,
+        json!({"remote": {"type": "http", "url": "https://mcp.example.com/mcp",
+                          "headers": {"X-Key": "${credential:gh-token}"}},
+               "description": "hosted"})
+    );
+}
+
+#[test]
+fn a_remote_entry_is_held_to_the_servers_file_rules_and_more() {
+    for (remote, needle) in [
+        (json!({"url": "http://mcp.example.com/mcp"}), "plain http"),
+        (
+            json!({"url": "http://10.0.0.1/mcp", "allowAddresses": ["10.0.0.1/32"]}),
+            "GIG_EGRESS_ALLOW_ADDRESSES",
+        ),
+        (json!({"url": "https://u:p@x.example/mcp"}), "credentials"),
+        (json!({"url": "https://x.example/mcp", "type": "ws"}), "ws"),
+        (
+            json!({"url": "https://x.example/mcp", "headers": {"Host": "y"}}),
+            "set by the gateway",
+        ),
+        (
+            json!({"url": "https://x.example/mcp", "oauth": {"grant": "client_credentials", "clientId": "a", "clientSecret": "literal"}}),
+            "never the secret itself",
+        ),
+        (
+            json!({"url": "https://x.example/mcp", "command": "x"}),
+            "unknown field",
+        ),
+    ] {
+        let err = with_remote(json!({ "remote": remote }))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("servers.echo.versions.2.0.0") && err.contains(needle),
+            "{remote}: {err}"
+        );
+    }
+    // Image-only keys beside `remote` are refused, not ignored.
+    let err =
+        with_remote(json!({"remote": {"url": "https://x.example/mcp"}, "egress": ["x.example"]}))
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("unknown field `egress`"), "{err}");
+}
+
+#[test]
+fn import_takes_a_remote_with_its_secret_headers_as_vault_references() {
+    let sj = json!({"name": "io.github.acme/issues", "version": "2.1.0", "description": "Issues",
+    "remotes": [{"type": "streamable-http", "url": "https://mcp.acme.example/mcp",
+        "headers": [
+            {"name": "Authorization", "value": "Bearer {acme_token}", "isSecret": true, "isRequired": true},
+            {"name": "X-Api-Key", "isSecret": true},
+            {"name": "X-Region", "value": "eu"},
+            {"name": "X-Optional"}
+        ]}]});
+    let imported =
+        import_server_json(sj.to_string().as_bytes(), &ImportOptions::default()).unwrap();
+    assert_eq!(imported.name.as_str(), "issues");
+    assert_eq!(imported.image(), None);
+    let entry = imported.into_entry(None).unwrap();
+    let VersionEntry::Remote(remote) = &entry else {
+        panic!("{entry:?}");
+    };
+    assert_eq!(
+        remote.remote.headers,
+        [
+            (
+                "Authorization".to_string(),
+                "Bearer ${credential:acme_token}".to_string()
+            ),
+            (
+                "X-Api-Key".to_string(),
+                "${credential:x-api-key}".to_string()
+            ),
+            ("X-Region".to_string(), "eu".to_string()),
+        ]
+        .into()
+    );
+    assert_eq!(remote.remote.transport.as_deref(), Some("http"));
+    assert_eq!(entry.description(), "Issues");
+    assert_eq!(
+        remote.spec("issues").unwrap().credentials(),
+        ["acme_token", "x-api-key"]
+    );
+}
+
+#[test]
+fn import_chooses_between_packages_and_remotes_only_when_told() {
+    let both = json!({"name": "a/b", "version": "1",
+        "packages": [{"registryType": "oci", "identifier": format!("quay.io/a/b@{DIGEST}"), "transport": {"type": "stdio"}}],
+        "remotes": [{"type": "sse", "url": "https://b.example/sse"}, {"type": "streamable-http", "url": "https://b.example/mcp"}]});
+    let bytes = both.to_string();
+    // A package is taken unless a remote is asked for; it needs its entrypoint.
+    let e = import_server_json(bytes.as_bytes(), &ImportOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("--entrypoint"), "{e}");
+    let take = |i| ImportOptions {
+        remote: Some(i),
+        ..Default::default()
+    };
+    let sse = import_server_json(bytes.as_bytes(), &take(0)).unwrap();
+    let VersionEntry::Remote(r) = sse.into_entry(None).unwrap() else {
+        panic!("not remote")
+    };
+    assert_eq!(r.remote.transport.as_deref(), Some("sse"));
+    let e = import_server_json(bytes.as_bytes(), &take(2)).unwrap_err();
+    assert_eq!(e, ImportError::AmbiguousRemote(2));
+
+    let only_remotes = json!({"name": "a/b", "version": "1",
+        "remotes": [{"type": "sse", "url": "https://b.example/sse"}, {"type": "streamable-http", "url": "https://b.example/mcp"}]});
+    let e = import_server_json(
+        only_remotes.to_string().as_bytes(),
+        &ImportOptions::default(),
+    )
+    .unwrap_err();
+    assert_eq!(e, ImportError::AmbiguousRemote(2));
+
+    let templated = json!({"name": "a/b", "version": "1",
+        "remotes": [{"type": "streamable-http", "url": "https://{tenant}.b.example/mcp",
+                     "headers": [{"name": "X-Tenant", "value": "{tenant}"}]}]});
+    let e = import_server_json(templated.to_string().as_bytes(), &ImportOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("--url"), "{e}");
+    let opts = ImportOptions {
+        url: Some("https://acme.b.example/mcp".into()),
+        headers: [("X-Tenant".to_string(), "acme".to_string())].into(),
+        ..Default::default()
+    };
+    let fixed = import_server_json(templated.to_string().as_bytes(), &opts).unwrap();
+    let VersionEntry::Remote(r) = fixed.into_entry(None).unwrap() else {
+        panic!("not remote")
+    };
+    assert_eq!(r.remote.url, "https://acme.b.example/mcp");
+    assert_eq!(r.remote.headers["X-Tenant"], "acme");
+
+    let bad_secret = json!({"name": "a/b", "version": "1",
+        "remotes": [{"type": "streamable-http", "url": "https://b.example/mcp",
+                     "headers": [{"name": "Authorization", "value": "Bearer {a b}", "isSecret": true}]}]});
+    let e = import_server_json(bad_secret.to_string().as_bytes(), &ImportOptions::default())
+        .unwrap_err();
+    assert!(e.to_string().contains("not a credential name"), "{e}");
 }

@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use gig_oci::{Cache, ImageSource, OciError, PullProgress, RegistryAuth, RegistryOptions};
+use gig_policy::remote::RemoteSpec;
 use gig_registry_schema::{
-    AcceptedIndex, ExtractMode, IndexError, ResolveError, TrustedKeys, VerifiedIndex, VersionEntry,
+    AcceptedIndex, ExtractMode, ImageEntry, IndexError, ResolveError, TrustedKeys, VerifiedIndex,
+    VersionEntry,
 };
 use gig_secrets::Secrets;
 use gig_store::{AcceptedIndexState, CredentialScope, NewServer, ServerRecord, ServerState, Store};
@@ -102,25 +104,26 @@ struct Prepared {
     /// The signed index's version this install was verified against.
     index_version: u64,
     version: String,
+    /// The image and its verified digest; empty for a remote server.
     image_ref: String,
     digest: String,
-    path: PathBuf,
+    /// Where the image's files are; none for a remote server.
+    path: Option<PathBuf>,
     manifest: serde_json::Value,
 }
 
-/// An installed server, ready to run: its index entry and where its files are.
+/// An installed server, read back from its store record.
 #[derive(Debug, Clone)]
-pub struct Installed {
-    pub name: String,
-    pub version: String,
-    pub entry: VersionEntry,
-    /// The entrypoint file (extract = entrypoint) or the root filesystem (extract = rootfs).
-    pub path: PathBuf,
+pub enum InstalledServer {
+    /// Runs from its image, in a sandbox.
+    Image(Installed),
+    /// Reached over HTTP.
+    Remote { version: String, spec: RemoteSpec },
 }
 
-impl Installed {
-    /// Reads an install back from its store record; `None` for a record that is not (or no
-    /// longer) runnable, with the reason.
+impl InstalledServer {
+    /// Reads an install back from its store record; an error (the reason) for a record that is
+    /// not (or no longer) runnable.
     pub fn from_record(record: &ServerRecord) -> Result<Self, String> {
         if record.state != ServerState::Installed {
             return Err(format!("state is {}", record.state.as_str()));
@@ -130,19 +133,39 @@ impl Installed {
         entry
             .validate()
             .map_err(|e| format!("stored manifest is invalid: {e}"))?;
-        let path = record
-            .extracted_path
-            .as_deref()
-            .map(PathBuf::from)
-            .ok_or("no extracted path recorded")?;
-        Ok(Installed {
-            name: record.name.clone(),
-            version: record.version.clone(),
-            entry,
-            path,
-        })
+        match entry {
+            VersionEntry::Image(entry) => {
+                let path = record
+                    .extracted_path
+                    .as_deref()
+                    .map(PathBuf::from)
+                    .ok_or("no extracted path recorded")?;
+                Ok(InstalledServer::Image(Installed {
+                    name: record.name.clone(),
+                    version: record.version.clone(),
+                    entry,
+                    path,
+                }))
+            }
+            VersionEntry::Remote(remote) => Ok(InstalledServer::Remote {
+                version: record.version.clone(),
+                spec: remote.spec(&record.name)?,
+            }),
+        }
     }
+}
 
+/// A server installed from its image, ready to run: its index entry and where its files are.
+#[derive(Debug, Clone)]
+pub struct Installed {
+    pub name: String,
+    pub version: String,
+    pub entry: ImageEntry,
+    /// The entrypoint file (extract = entrypoint) or the root filesystem (extract = rootfs).
+    pub path: PathBuf,
+}
+
+impl Installed {
     /// The program's path inside its sandbox and the host path to bind there.
     pub fn program(&self) -> (String, PathBuf) {
         match self.entry.extract {
@@ -273,8 +296,26 @@ impl Installer {
     ) -> Result<Prepared, InstallError> {
         let resolved = index.resolve(reference)?;
         let name = resolved.name.to_string();
-        let entry = resolved.entry.clone();
         let version = resolved.version.to_owned();
+        let manifest = serde_json::to_value(resolved.entry).map_err(|e| InstallError::Fetch {
+            url: self.index_url.clone(),
+            reason: format!("re-encoding the entry: {e}"),
+        })?;
+        let entry = match resolved.entry {
+            VersionEntry::Image(entry) => entry.clone(),
+            // Nothing to pull: the record is the install.
+            VersionEntry::Remote(_) => {
+                return Ok(Prepared {
+                    name,
+                    index_version: index.accepted().version,
+                    version,
+                    image_ref: String::new(),
+                    digest: String::new(),
+                    path: None,
+                    manifest,
+                });
+            }
+        };
         let image_err = |source| InstallError::Image {
             server: name.clone(),
             source,
@@ -315,17 +356,13 @@ impl Installer {
                 root
             }
         };
-        let manifest = serde_json::to_value(&entry).map_err(|e| InstallError::Fetch {
-            url: self.index_url.clone(),
-            reason: format!("re-encoding the entry: {e}"),
-        })?;
         Ok(Prepared {
             name,
             index_version: index.accepted().version,
             version,
             image_ref: entry.image.as_str().to_owned(),
             digest: pulled.manifest_digest.to_string(),
-            path,
+            path: Some(path),
             manifest,
         })
     }
@@ -337,7 +374,7 @@ impl Installer {
         progress: &(dyn Fn(InstallProgress) + Send + Sync),
     ) -> Result<ServerRecord, InstallError> {
         progress(InstallProgress::Record);
-        let path_text = prepared.path.display().to_string();
+        let path_text = prepared.path.as_ref().map(|p| p.display().to_string());
         let record = self
             .store
             .upsert_server(&NewServer {
@@ -345,7 +382,7 @@ impl Installer {
                 image_ref: &prepared.image_ref,
                 version: &prepared.version,
                 image_digest: &prepared.digest,
-                extracted_path: Some(&path_text),
+                extracted_path: path_text.as_deref(),
                 manifest: &prepared.manifest,
                 state: ServerState::Installed,
                 index_version: i64::try_from(prepared.index_version).unwrap_or(i64::MAX),

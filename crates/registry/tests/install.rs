@@ -130,7 +130,11 @@ async fn a_signed_ref_installs_and_a_second_install_is_cached() {
         (record.name.as_str(), record.version.as_str()),
         ("echo", "1.0.0")
     );
-    let installed = gig_registry::Installed::from_record(&record).unwrap();
+    let gig_registry::InstalledServer::Image(installed) =
+        gig_registry::InstalledServer::from_record(&record).unwrap()
+    else {
+        panic!("an image entry read back as remote");
+    };
     assert_eq!(std::fs::read(&installed.path).unwrap(), PROGRAM);
     assert_eq!(installed.entry.extract, ExtractMode::Entrypoint);
     assert_eq!(installed.entry.transport, Transport::Stdio);
@@ -147,6 +151,35 @@ async fn a_signed_ref_installs_and_a_second_install_is_cached() {
 
     assert!(f.installer.uninstall("echo").await.unwrap());
     nothing_installed(&f).await;
+}
+
+#[tokio::test]
+async fn a_remote_entry_installs_without_a_pull_and_reads_back_as_remote() {
+    let Some(f) = fixture().await else { return };
+    let remote: VersionEntry = serde_json::from_value(serde_json::json!({
+        "remote": {"url": "https://mcp.example.com/mcp",
+                   "headers": {"Authorization": "Bearer ${credential:token}"}},
+        "description": "a remote echo",
+    }))
+    .unwrap();
+    publish(&f.index_path, &index(1, in_a_day(), remote), &f.key);
+    let before = f.registry.requests("/v2/");
+    let record = f.installer.install("echo", &|_| {}).await.unwrap();
+    assert_eq!(f.registry.requests("/v2/"), before, "a remote entry pulled");
+    assert_eq!(
+        (record.image_ref.as_str(), record.image_digest.as_str()),
+        ("", "")
+    );
+    assert_eq!(record.extracted_path, None);
+    match gig_registry::InstalledServer::from_record(&record).unwrap() {
+        gig_registry::InstalledServer::Remote { version, spec } => {
+            assert_eq!(version, "1.0.0");
+            assert_eq!(spec.name, "echo");
+            assert_eq!(spec.url.as_str(), "https://mcp.example.com/mcp");
+            assert_eq!(spec.credentials(), ["token"]);
+        }
+        other => panic!("read back as {other:?}"),
+    }
 }
 
 #[tokio::test]

@@ -1,5 +1,5 @@
-//! Servers installed from the signed index, kept in step with the store: a server installed
-//! or removed (by `gigmcp install` in another process, or by another replica sharing the
+//! Servers installed from the signed index (images run in sandboxes, remote servers reached
+//! over HTTP), kept in step with the store: a server installed or removed (by `gigmcp install` in another process, or by another replica sharing the
 //! database) appears on or disappears from `/mcp` within seconds, with `tools/list_changed`.
 
 use std::collections::BTreeMap;
@@ -7,12 +7,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use gig_config::{DEFAULT_LIMITS, SandboxPolicy, StdioCommand};
+use gig_gateway::Launcher;
 use gig_policy::{EgressPolicy, ResourceLimits};
-use gig_registry::Installed;
+use gig_registry::{Installed, InstalledServer};
 use gig_registry_schema::ExtractMode;
 use gig_store::Store;
 
 use crate::launcher::SandboxLauncher;
+use crate::remote::oauth::UpstreamOAuth;
+use crate::remote::{RemoteContext, RemoteLauncher};
 use crate::sandbox_runtime::{ProgramSource, SandboxLaunch, SandboxRuntime};
 use gig_gateway::Hub;
 
@@ -55,79 +58,122 @@ pub fn launch_for(installed: &Installed) -> SandboxLaunch {
     }
 }
 
-/// Brings the hub's installed backends in line with the store, once. `current` maps each
-/// installed backend the hub runs to what it runs (image digest and manifest). Names taken by servers-file
-/// backends (`reserved`) are never replaced by an install.
-pub async fn reconcile_once(
-    hub: &Arc<Hub>,
-    store: &Store,
-    runtime: &Arc<SandboxRuntime>,
-    reserved: &[String],
-    current: &mut BTreeMap<String, String>,
-) {
-    let records = match store.list_servers().await {
-        Ok(records) => records,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list installed servers");
-            return;
-        }
-    };
-    let mut wanted: BTreeMap<String, (String, Installed)> = BTreeMap::new();
-    for record in &records {
-        if reserved.contains(&record.name) {
-            if !current.contains_key(&record.name) {
-                tracing::error!(server = %record.name, "installed server has the name of a GIG_SERVERS_FILE backend; not started");
-            }
-            continue;
-        }
-        match Installed::from_record(record) {
-            Ok(installed) => {
-                // The image *and* its policy: a new index may keep the digest but drop a
-                // credential host or tighten egress, and that must reach the running sandbox.
-                let version = format!("{} {}", record.image_digest, record.manifest);
-                wanted.insert(record.name.clone(), (version, installed));
-            }
-            Err(why) => {
-                tracing::debug!(server = %record.name, %why, "installed server not runnable")
-            }
-        }
-    }
-    let gone: Vec<String> = current
-        .iter()
-        .filter(|(name, digest)| wanted.get(*name).is_none_or(|(d, _)| d != *digest))
-        .map(|(name, _)| name.clone())
-        .collect();
-    for name in gone {
-        hub.remove_backend(&name).await;
-        current.remove(&name);
-        tracing::info!(server = %name, "installed server stopped");
-    }
-    for (name, (digest, installed)) in wanted {
-        if current.contains_key(&name) {
-            continue;
-        }
-        let launcher = SandboxLauncher::new(name.clone(), launch_for(&installed), runtime.clone());
-        if hub.add_backend(name.clone(), Box::new(launcher)) {
-            tracing::info!(server = %name, version = %installed.version, "installed server started");
-            current.insert(name, digest);
-        }
+/// What the installed servers need to run: the sandbox runtime for images; for remote
+/// servers, the gateway's outbound settings and the users' connections.
+pub struct Installs {
+    pub hub: Arc<Hub>,
+    pub store: Store,
+    pub runtime: Arc<SandboxRuntime>,
+    pub remote: RemoteContext,
+    pub oauth: Arc<UpstreamOAuth>,
+    /// Names taken by servers-file backends: never replaced by an install.
+    pub reserved: Vec<String>,
+}
+
+impl std::fmt::Debug for Installs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Installs")
+            .field("reserved", &self.reserved)
+            .finish_non_exhaustive()
     }
 }
 
-/// Runs [`reconcile_once`] forever (until the hub shuts down).
-pub async fn keep_in_step(
-    hub: Arc<Hub>,
-    store: Store,
-    runtime: Arc<SandboxRuntime>,
-    reserved: Vec<String>,
-    mut current: BTreeMap<String, String>,
-) {
-    let shutdown = hub.shutdown_token().clone();
-    loop {
-        tokio::select! {
-            () = tokio::time::sleep(RECONCILE_EVERY) => {}
-            () = shutdown.cancelled() => return,
+impl Installs {
+    /// Brings the hub's installed backends in line with the store, once. `current` maps each
+    /// installed backend the hub runs to what it runs (its digest and manifest).
+    pub async fn reconcile_once(&self, current: &mut BTreeMap<String, String>) {
+        let records = match self.store.list_servers().await {
+            Ok(records) => records,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot list installed servers");
+                return;
+            }
+        };
+        let mut wanted: BTreeMap<String, (String, InstalledServer)> = BTreeMap::new();
+        for record in &records {
+            if self.reserved.contains(&record.name) {
+                if !current.contains_key(&record.name) {
+                    tracing::error!(server = %record.name, "installed server has the name of a GIG_SERVERS_FILE backend; not started");
+                }
+                continue;
+            }
+            match InstalledServer::from_record(record) {
+                Ok(installed) => {
+                    // The image *and* its policy: a new index may keep the digest but drop a
+                    // credential host or tighten egress, and that must reach the running server.
+                    let version = format!("{} {}", record.image_digest, record.manifest);
+                    wanted.insert(record.name.clone(), (version, installed));
+                }
+                Err(why) => {
+                    tracing::debug!(server = %record.name, %why, "installed server not runnable")
+                }
+            }
         }
-        reconcile_once(&hub, &store, &runtime, &reserved, &mut current).await;
+        let gone: Vec<String> = current
+            .iter()
+            .filter(|(name, digest)| wanted.get(*name).is_none_or(|(d, _)| d != *digest))
+            .map(|(name, _)| name.clone())
+            .collect();
+        for name in gone {
+            self.hub.remove_backend(&name).await;
+            self.oauth.remove_server(&name);
+            current.remove(&name);
+            tracing::info!(server = %name, "installed server stopped");
+        }
+        for (name, (digest, installed)) in wanted {
+            if current.contains_key(&name) {
+                continue;
+            }
+            let Some((launcher, version)) = self.launcher(&name, installed) else {
+                continue;
+            };
+            if self.hub.add_backend(name.clone(), launcher) {
+                tracing::info!(server = %name, %version, "installed server started");
+                current.insert(name, digest);
+            }
+        }
+    }
+
+    /// How to start an installed server: its image in a sandbox, or a connection to it.
+    fn launcher(
+        &self,
+        name: &str,
+        installed: InstalledServer,
+    ) -> Option<(Box<dyn Launcher>, String)> {
+        match installed {
+            InstalledServer::Image(installed) => {
+                let launcher = SandboxLauncher::new(
+                    name.to_owned(),
+                    launch_for(&installed),
+                    self.runtime.clone(),
+                );
+                Some((Box::new(launcher), installed.version))
+            }
+            InstalledServer::Remote { version, spec } => {
+                let started = self
+                    .oauth
+                    .add_server(&spec, &self.remote)
+                    .and_then(|()| RemoteLauncher::new(spec, &self.remote));
+                match started {
+                    Ok(launcher) => Some((Box::new(launcher), version)),
+                    Err(e) => {
+                        tracing::error!(server = %name, error = %e, "installed remote server not started");
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs [`Installs::reconcile_once`] forever (until the hub shuts down).
+    pub async fn keep_in_step(self, mut current: BTreeMap<String, String>) {
+        let shutdown = self.hub.shutdown_token().clone();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(RECONCILE_EVERY) => {}
+                () = shutdown.cancelled() => return,
+            }
+            self.reconcile_once(&mut current).await;
+        }
     }
 }

@@ -157,8 +157,9 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         .map(|s| s.name.clone())
         .chain(declared.remote.iter().map(|r| r.name.clone()))
         .collect();
-    let (backends, upstream_oauth) =
-        declared_launchers(&declared, &config, env, &secrets, sandboxes.clone())?;
+    let remote = remote_context(&config, env, &secrets)?;
+    let upstream_oauth = Arc::new(UpstreamOAuth::new(&declared.remote, &remote)?);
+    let backends = declared_launchers(&declared, &remote, sandboxes.clone())?;
     let gate = Arc::new(FingerprintGate::new(secrets.store().clone()));
     let hub = Hub::start_gated(
         config.limits,
@@ -175,17 +176,17 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         }));
     }
     if let Some(runtime) = &sandboxes {
-        let mut current = BTreeMap::new();
-        let store = secrets.store().clone();
-        gig_runtime::installed::reconcile_once(&hub, &store, runtime, &reserved, &mut current)
-            .await;
-        tokio::spawn(gig_runtime::installed::keep_in_step(
-            hub.clone(),
-            store,
-            runtime.clone(),
+        let installs = gig_runtime::installed::Installs {
+            hub: hub.clone(),
+            store: secrets.store().clone(),
+            runtime: runtime.clone(),
+            remote,
+            oauth: upstream_oauth.clone(),
             reserved,
-            current,
-        ));
+        };
+        let mut current = BTreeMap::new();
+        installs.reconcile_once(&mut current).await;
+        tokio::spawn(installs.keep_in_step(current));
     }
     let outbound = match &oidc {
         Some(_) => {
@@ -214,12 +215,10 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
         };
         let store = secrets.store().clone();
         let mut state = gig_api::ApiState::new(&config, store, oidc, operations, outbound);
-        state.connections = upstream_oauth.map(|oauth| {
-            Arc::new(crate::connections::GatewayConnections {
-                oauth,
-                hub: hub.clone(),
-            }) as Arc<dyn gig_api::connections::Connections>
-        });
+        state.connections = Some(Arc::new(crate::connections::GatewayConnections {
+            oauth: upstream_oauth,
+            hub: hub.clone(),
+        }));
         Arc::new(state)
     });
     let listener = crate::serve::bind(&config).await?;
@@ -245,42 +244,42 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     Ok(served?)
 }
 
-/// How to start every server the servers file declares: local ones as children or sandboxes,
-/// remote ones over HTTP under the address policy; and the users' connections to remote
-/// servers that use OAuth per user, when any does.
-fn declared_launchers(
-    declared: &gig_config::DeclaredServers,
+/// What every remote server's connection shares: the egress address policy and TLS roots,
+/// the vault, limits, and where users are sent to connect their accounts.
+fn remote_context(
     config: &GatewayConfig,
     env: &dyn Env,
     secrets: &Arc<Secrets>,
+) -> Result<gig_runtime::RemoteContext, BootError> {
+    let egress = EgressConfig::from_env(env)?;
+    Ok(gig_runtime::RemoteContext {
+        allow_addresses: egress.allow_addresses,
+        extra_roots: egress.extra_roots,
+        secrets: secrets.clone(),
+        max_message_bytes: config.limits.max_message_bytes,
+        call_timeout: config.limits.call_timeout,
+        public_url: config.public_url.clone(),
+        refresh_locks: Arc::default(),
+    })
+}
+
+/// How to start every server the servers file declares: local ones as children or sandboxes,
+/// remote ones over HTTP under the address policy.
+fn declared_launchers(
+    declared: &gig_config::DeclaredServers,
+    remote: &gig_runtime::RemoteContext,
     sandboxes: Option<Arc<SandboxRuntime>>,
-) -> Result<(Vec<gig_gateway::NamedLauncher>, Option<Arc<UpstreamOAuth>>), BootError> {
+) -> Result<Vec<gig_gateway::NamedLauncher>, BootError> {
     let mut backends = gig_runtime::launchers(
         declared.local.clone(),
         &gig_config::ProcessEnv.all(),
         sandboxes,
     )?;
-    if !declared.remote.is_empty() {
-        let egress = EgressConfig::from_env(env)?;
-        let context = gig_runtime::RemoteContext {
-            allow_addresses: egress.allow_addresses,
-            extra_roots: egress.extra_roots,
-            secrets: secrets.clone(),
-            max_message_bytes: config.limits.max_message_bytes,
-            call_timeout: config.limits.call_timeout,
-            public_url: config.public_url.clone(),
-            refresh_locks: Arc::default(),
-        };
-        backends.extend(gig_runtime::remote_launchers(
-            declared.remote.clone(),
-            &context,
-        )?);
-        let oauth = UpstreamOAuth::new(&declared.remote, &context)?;
-        if oauth.servers().next().is_some() {
-            return Ok((backends, Some(Arc::new(oauth))));
-        }
-    }
-    Ok((backends, None))
+    backends.extend(gig_runtime::remote_launchers(
+        declared.remote.clone(),
+        remote,
+    )?);
+    Ok(backends)
 }
 
 /// The control plane's identity provider, when configured: asked before any backend starts,

@@ -34,13 +34,13 @@ impl Connections for GatewayConnections {
             let mut list = Vec::new();
             for server in self.oauth.servers() {
                 let (state, reason) =
-                    match self.oauth.state(server, user_id).await.map_err(op_error)? {
+                    match self.oauth.state(&server, user_id).await.map_err(op_error)? {
                         ConnectionState::NotConnected => ("not_connected", None),
                         ConnectionState::Connected => ("connected", None),
                         ConnectionState::Broken(why) => ("broken", Some(why)),
                     };
                 list.push(UpstreamConnection {
-                    server: server.to_owned(),
+                    server,
                     state,
                     reason,
                 });

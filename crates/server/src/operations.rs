@@ -18,7 +18,7 @@ use gig_gateway::Hub;
 use gig_gateway::backend::BackendStatus;
 use gig_policy::{CredentialSpec, EgressPolicy, HostPattern, Injection};
 use gig_secrets::Secrets;
-use gig_store::CredentialScope;
+use gig_store::{CredentialScope, ServerRecord};
 use tokio::sync::mpsc;
 
 /// Progress lines sent at most this often (pulling a layer reports every chunk).
@@ -33,6 +33,41 @@ struct Declared {
     /// session); otherwise the operator sets the server's (also for a remote server with
     /// accounts per user, whose one credential is the gateway's OAuth client secret).
     users_set_credentials: bool,
+}
+
+impl Declared {
+    fn remote(spec: &RemoteSpec) -> Self {
+        Declared {
+            egress: Some(remote_policy(spec)),
+            instances: spec
+                .oauth
+                .as_ref()
+                .and_then(|o| o.instances())
+                .unwrap_or_default(),
+            users_set_credentials: false,
+        }
+    }
+
+    /// What an installed server's record declares, as a servers-file entry would; `None` for a
+    /// record that is not runnable.
+    fn installed(record: &ServerRecord) -> Option<Self> {
+        match gig_registry::InstalledServer::from_record(record).ok()? {
+            gig_registry::InstalledServer::Image(installed) => {
+                // Checked when the index was verified; a record that fails it runs shared.
+                let instances = installed.entry.instance_policy().unwrap_or_default();
+                Some(Declared {
+                    egress: Some(EgressPolicy {
+                        allow: installed.entry.egress,
+                        allow_addresses: Vec::new(),
+                        credentials: installed.entry.credentials,
+                    }),
+                    instances,
+                    users_set_credentials: instances.mode != InstanceMode::Shared,
+                })
+            }
+            gig_registry::InstalledServer::Remote { spec, .. } => Some(Declared::remote(&spec)),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -65,20 +100,10 @@ impl GatewayOperations {
                 },
             )
         });
-        let remote = servers.remote.iter().map(|r| {
-            (
-                r.name.clone(),
-                Declared {
-                    egress: Some(remote_policy(r)),
-                    instances: r
-                        .oauth
-                        .as_ref()
-                        .and_then(|o| o.instances())
-                        .unwrap_or_default(),
-                    users_set_credentials: false,
-                },
-            )
-        });
+        let remote = servers
+            .remote
+            .iter()
+            .map(|r| (r.name.clone(), Declared::remote(r)));
         let declared = local.chain(remote).collect();
         GatewayOperations {
             hub,
@@ -117,16 +142,11 @@ impl GatewayOperations {
             .get_server(server)
             .await
             .map_err(failed)?;
-        Ok(record
-            .and_then(|r| gig_registry::Installed::from_record(&r).ok())
-            .map(|i| {
-                let rules = i.entry.egress.iter().map(|r| r.to_string()).collect();
-                let per_user = i
-                    .entry
-                    .instance_policy()
-                    .is_ok_and(|p| p.mode != InstanceMode::Shared);
-                (i.entry.credentials, rules, per_user)
-            }))
+        Ok(record.as_ref().and_then(Declared::installed).map(|d| {
+            let egress = d.egress.unwrap_or_default();
+            let rules = egress.allow.iter().map(|r| r.to_string()).collect();
+            (egress.credentials, rules, d.users_set_credentials)
+        }))
     }
 }
 
@@ -232,28 +252,22 @@ impl Operations for GatewayOperations {
                     continue;
                 }
                 let (state, tools, restarts, reason) = live_state(&self.hub, &record.name);
-                let entry = gig_registry::Installed::from_record(&record)
-                    .ok()
-                    .map(|i| i.entry);
-                let instances = entry
+                let declared = Declared::installed(&record);
+                let instances = declared
                     .as_ref()
-                    .and_then(|e| e.instance_policy().ok())
-                    .and_then(|p| instances_status(&self.hub, &record.name, &p));
+                    .and_then(|d| instances_status(&self.hub, &record.name, &d.instances));
+                let egress = declared.and_then(|d| d.egress).unwrap_or_default();
                 out.push(ServerStatus {
                     source: "installed",
                     version: Some(record.version.clone()),
-                    image_digest: Some(record.image_digest.clone()),
+                    // A remote server has no image.
+                    image_digest: Some(record.image_digest.clone()).filter(|d| !d.is_empty()),
                     state,
                     tools,
                     restarts,
                     reason,
-                    credentials: entry
-                        .as_ref()
-                        .map(|e| declared_credentials(&e.credentials))
-                        .unwrap_or_default(),
-                    egress: entry
-                        .map(|e| e.egress.iter().map(|r| r.to_string()).collect())
-                        .unwrap_or_default(),
+                    credentials: declared_credentials(&egress.credentials),
+                    egress: egress.allow.iter().map(|r| r.to_string()).collect(),
                     instances,
                     name: record.name,
                 });

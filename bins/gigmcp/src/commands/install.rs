@@ -33,9 +33,22 @@ pub async fn install(config: StoreConfig, reference: &str) -> anyhow::Result<()>
         }
         Err(e) => return Err(e.into()),
     };
+    let what = match gig_registry::InstalledServer::from_record(&record) {
+        Ok(gig_registry::InstalledServer::Remote { spec, .. }) => {
+            let mut what = format!("remote, {}", spec.url);
+            for name in spec.credentials() {
+                what.push_str(&format!(
+                    "; it needs credential {name}: gigmcp secret set {} {name}",
+                    record.name
+                ));
+            }
+            what
+        }
+        _ => record.image_digest.clone(),
+    };
     println!(
-        "installed {} {} ({}); a running gateway starts it within seconds",
-        record.name, record.version, record.image_digest
+        "installed {} {} ({what}); a running gateway starts it within seconds",
+        record.name, record.version
     );
     secrets.store().close().await;
     Ok(())
@@ -63,7 +76,11 @@ pub async fn list(config: StoreConfig) -> anyhow::Result<()> {
             s.name,
             s.version,
             s.state.as_str(),
-            s.image_digest
+            if s.image_digest.is_empty() {
+                "remote"
+            } else {
+                &s.image_digest
+            }
         );
     }
     secrets.store().close().await;

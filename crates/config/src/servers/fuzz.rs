@@ -14,6 +14,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
+use gig_policy::remote::{CREDENTIAL_REF, HeaderTemplate};
 
 fn parse(bytes: &[u8]) -> Result<DeclaredServers, ServersFileError> {
     parse_servers_json(Path::new("servers.json"), bytes)

@@ -84,7 +84,8 @@ pub struct UpstreamOAuth {
     secrets: Arc<Secrets>,
     redirect_uri: String,
     locks: Arc<RefreshLocks>,
-    servers: BTreeMap<String, Arc<OAuthServer>>,
+    /// The servers file's, and those installed from the index (added and removed as they are).
+    servers: Mutex<BTreeMap<String, Arc<OAuthServer>>>,
     pending: Mutex<HashMap<String, Pending>>,
     /// The client id a dynamic registration gave, per server, learnt at the first finished
     /// connection: later ones reuse it rather than register again.
@@ -94,7 +95,7 @@ pub struct UpstreamOAuth {
 impl std::fmt::Debug for UpstreamOAuth {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamOAuth")
-            .field("servers", &self.servers.keys())
+            .field("servers", &self.servers())
             .finish_non_exhaustive()
     }
 }
@@ -197,32 +198,51 @@ impl UpstreamOAuth {
         specs: &[RemoteSpec],
         context: &super::RemoteContext,
     ) -> Result<Self, gig_outbound::OutboundError> {
-        let mut servers = BTreeMap::new();
-        for spec in specs {
-            if let Some(server) = oauth_server(spec, context)?
-                && server.oauth.grant == OAuthGrant::AuthorizationCode
-            {
-                servers.insert(spec.name.clone(), Arc::new(server));
-            }
-        }
-        Ok(UpstreamOAuth {
+        let oauth = UpstreamOAuth {
             secrets: context.secrets.clone(),
             redirect_uri: redirect_uri(&context.public_url),
             locks: context.refresh_locks.clone(),
-            servers,
+            servers: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(HashMap::new()),
             registered: Mutex::new(HashMap::new()),
-        })
+        };
+        for spec in specs {
+            oauth.add_server(spec, context)?;
+        }
+        Ok(oauth)
+    }
+
+    /// Lets users connect their accounts to `spec`, if it is a per-user OAuth server (a server
+    /// installed, or installed again with other settings).
+    pub fn add_server(
+        &self,
+        spec: &RemoteSpec,
+        context: &super::RemoteContext,
+    ) -> Result<(), gig_outbound::OutboundError> {
+        if let Some(server) = oauth_server(spec, context)?
+            && server.oauth.grant == OAuthGrant::AuthorizationCode
+        {
+            lock(&self.servers).insert(spec.name.clone(), Arc::new(server));
+        }
+        Ok(())
+    }
+
+    /// Stops offering connections to `name` (it was uninstalled). Stored tokens stay: they
+    /// are the user's, and a reinstall uses them again.
+    pub fn remove_server(&self, name: &str) {
+        lock(&self.servers).remove(name);
+        lock(&self.pending).retain(|_, p| p.server != name);
     }
 
     /// The servers a user connects an account to.
-    pub fn servers(&self) -> impl Iterator<Item = &str> {
-        self.servers.keys().map(String::as_str)
+    pub fn servers(&self) -> Vec<String> {
+        lock(&self.servers).keys().cloned().collect()
     }
 
-    fn server(&self, name: &str) -> Result<&Arc<OAuthServer>, OAuthError> {
-        self.servers
+    fn server(&self, name: &str) -> Result<Arc<OAuthServer>, OAuthError> {
+        lock(&self.servers)
             .get(name)
+            .cloned()
             .ok_or_else(|| OAuthError::NotPerUser(name.to_owned()))
     }
 
@@ -232,7 +252,7 @@ impl UpstreamOAuth {
         let server = self.server(name)?;
         // Refused before any request leaves: a refused begin registers nothing anywhere.
         self.make_room(name, user_id)?;
-        let mut manager = discovered(server).await.map_err(|e| upstream(name, e))?;
+        let mut manager = discovered(&server).await.map_err(|e| upstream(name, e))?;
         manager.set_credential_store(self.user_tokens(name, user_id));
         let mut request = AuthorizationRequest::new(&self.redirect_uri)
             .with_client_name(CLIENT_NAME)
@@ -363,7 +383,7 @@ impl UpstreamOAuth {
             .await
             .ok()
             .flatten();
-        if let Err(e) = revoke::revoke(server, &connection.credentials, secret.as_deref()).await {
+        if let Err(e) = revoke::revoke(&server, &connection.credentials, secret.as_deref()).await {
             tracing::warn!(server = name, user = user_id, error = %e, "revoking the upstream tokens failed; they are deleted here anyway");
         }
         self.secrets

@@ -16,14 +16,13 @@
 
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-use crate::servers::{CREDENTIAL_REF, is_credential_name};
-
-use gig_policy::instances::{InstanceMode, InstancePolicy};
+use super::{CREDENTIAL_REF, is_credential_name};
+use crate::instances::{InstanceMode, InstancePolicy};
 
 /// Which OAuth grant the gateway uses toward a remote server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum OAuthGrant {
     /// Per user: each user connects their account; their calls carry their token.
@@ -64,19 +63,23 @@ impl RemoteOAuth {
     }
 }
 
-#[derive(Debug, Clone, Deserialize)]
+/// The `"oauth"` object as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-pub(crate) struct RawOAuth {
+pub struct RawOAuth {
     grant: OAuthGrant,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     scopes: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     client_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     client_secret: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     issuer: Option<String>,
 }
 
 impl RemoteOAuth {
-    pub(crate) fn from_raw(raw: RawOAuth) -> Result<Self, String> {
+    pub fn from_raw(raw: RawOAuth) -> Result<Self, String> {
         let token = |s: &str| {
             !s.is_empty()
                 && s.len() <= 256
