@@ -149,3 +149,52 @@ def test_json_that_is_no_request_is_invalid_request(gateway):
     assert r.json()["error"]["code"] == -32600, r.text
     wrong_type = requests.post(gateway.url, data="x", headers={**h, "Content-Type": "text/plain"}, timeout=10)
     assert wrong_type.status_code == 415, "a wrong media type is still 415"
+
+
+def open_listen_stream(gw) -> requests.Response:
+    """A 2026-07-28 `subscriptions/listen` stream for tool list changes, held open."""
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
+            "io.modelcontextprotocol/clientInfo": {"name": "raw", "version": "0"},
+            "io.modelcontextprotocol/clientCapabilities": {}}
+    return requests.post(gw.url, stream=True, timeout=30, json={
+        "jsonrpc": "2.0", "id": 1, "method": "subscriptions/listen",
+        "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}},
+        headers={"Authorization": f"Bearer {gw.token}", "Accept": "application/json, text/event-stream",
+                 "MCP-Protocol-Version": "2026-07-28", "Mcp-Method": "subscriptions/listen"})
+
+
+def test_listen_streams_count_against_the_session_cap_and_closing_one_is_no_error(tmp_path):
+    """A listen stream holds a session slot for as long as it is open (so streams cannot get
+    round GIG_MAX_SESSIONS), gives it back when the client closes it, and a closed stream is
+    the client leaving: no ERROR in the gateway's log."""
+    import time
+
+    from conftest import start_gateway, stop
+
+    gw = start_gateway(tmp_path, {}, GIG_MAX_SESSIONS="2", GIG_LOG="info")
+    streams = []
+    try:
+        for _ in range(2):
+            stream = open_listen_stream(gw)
+            assert stream.status_code == 200, stream.text[:300]
+            assert stream.headers["content-type"].startswith("text/event-stream")
+            streams.append(stream)
+        refused = open_listen_stream(gw)
+        assert refused.status_code == 503, (refused.status_code, refused.text[:300])
+        refused.close()
+        streams.pop(0).close()
+        deadline = time.monotonic() + 10
+        while (again := open_listen_stream(gw)).status_code != 200:
+            again.close()
+            assert time.monotonic() < deadline, "a closed stream's slot was not given back"
+            time.sleep(0.2)
+        streams.append(again)
+        for stream in streams:
+            stream.close()
+        time.sleep(1)
+    finally:
+        for stream in streams:
+            stream.close()
+        stop(gw.proc)
+    logs = gw.logs()
+    assert "ERROR" not in logs, logs[-3000:]

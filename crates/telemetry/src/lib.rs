@@ -11,6 +11,8 @@
 
 #![forbid(unsafe_code)]
 
+mod peer_gone;
+
 use std::collections::HashMap;
 
 use gig_config::{LogConfig, LogFormat, TracesConfig};
@@ -105,6 +107,7 @@ pub fn init(log: &LogConfig, traces: &TracesConfig) -> Result<Telemetry, Telemet
         .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer("gigmcp")));
     tracing_subscriber::registry()
         .with(filter)
+        .with(peer_gone::DropPeerGone)
         .with(text)
         .with(json)
         .with(otel)
