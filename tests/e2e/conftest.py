@@ -188,11 +188,12 @@ def fresh_database() -> dict:
     return {"GIG_DATABASE_URL": f"{base}/{name}"}
 
 
-def start_control_plane(tmp: Path, servers: dict, **env):
-    """A real OpenID Provider and a gateway signing in to it; returns (idp, gateway)."""
+def start_control_plane(tmp: Path, servers: dict, port: int | None = None, public: str | None = None, **env):
+    """A real OpenID Provider and a gateway signing in to it; returns (idp, gateway). `public`:
+    the gateway's public URL when something (a TLS front) stands before its `port`."""
     env = {**fresh_database(), **env}
-    port = free_port()
-    base = f"http://127.0.0.1:{port}"
+    port = port or free_port()
+    base = public or f"http://127.0.0.1:{port}"
     idp = OidcProvider.start(clients=[client(f"{base}/api/auth/callback")], users=USERS)
     try:
         gw = start_gateway(

@@ -102,7 +102,9 @@ class OidcProvider:
             stdout=subprocess.PIPE,
             stderr=log.open("wb"),
             cwd=str(Path(script_path).parent),
-            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp")},
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": os.environ.get("HOME", "/tmp"),
+                 # The provider's own fetches (client metadata documents) trust the test CA.
+                 **({"NODE_EXTRA_CA_CERTS": str(tls["ca"])} if tls and "ca" in tls else {})},
         )
         line = b""
         deadline = time.monotonic() + timeout

@@ -16,6 +16,9 @@ signing users in with a second, separate provider.
   connect again.
 - A server-to-server entry uses the client-credentials grant with a secret from the vault, and
   gets a new token before the old one expires.
+- Behind an https front (HAProxy terminating TLS), the gateway is known to an authorization
+  server that takes client ID metadata documents by its own document: the user's tokens are
+  issued to the document's URL, with no registration.
 """
 
 import asyncio
@@ -25,15 +28,16 @@ import secrets
 import subprocess
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 import requests
 from mcp import MCPError
 
-from conftest import PEERS, csrf_headers, free_port, signed_in, start_control_plane, stop
+from conftest import PEERS, Gateway, csrf_headers, free_port, signed_in, start_control_plane, stop
 from loadgen import answer, stateless_tool_call
 from netlab import make_tls
-from oidc import OidcProvider, authorize_until_callback, user
+from oidc import OidcProvider, authorize_until_callback, login, user
 from test_profiles import make_profile, make_token, unique
 from test_remote import LOOPBACK, upstream
 
@@ -155,6 +159,10 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         cleanup.callback(stop, gw.proc)
         carol, dave = Account(gw, "carol", tls["ca"]), Account(gw, "dave", tls["ca"])
         assert carol.connections()["acct"]["state"] == "not_connected"
+        # Over plain http no metadata document is offered (authorization servers fetch only
+        # https ones): the gateway registers dynamically instead.
+        offered = requests.get(f"{gw.base}/api/connections/client-metadata.json", timeout=10)
+        assert offered.status_code == 404 and "not https" in offered.text, offered.text
 
         connected = carol.connect()
         assert connected.status_code == 302, connected.text
@@ -267,3 +275,99 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
                                params={"code": "x", "state": "not-a-flow"}, allow_redirects=False)
         assert stray.status_code == 400 and "start again" in stray.text
         assert carol.connections()["acct"]["state"] == "not_connected"
+
+
+def tls_front(tmp_path: Path, tls: dict, front: int, backend: int) -> subprocess.Popen:
+    """HAProxy terminating TLS (the test CA's leaf for 127.0.0.1) on `front` before the gateway
+    on `backend`, as a deployment puts its gateway behind https."""
+    from conftest import wait_port
+    from test_scale_out import HAPROXY
+
+    pem = tmp_path / "front.pem"
+    pem.write_bytes(Path(tls["cert"]).read_bytes() + Path(tls["key"]).read_bytes())
+    config = tmp_path / "front.cfg"
+    config.write_text(f"""global
+    maxconn 64
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend gateway
+    bind 127.0.0.1:{front} ssl crt {pem}
+    default_backend gateway
+backend gateway
+    server gw 127.0.0.1:{backend}
+""")
+    proc = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
+                            stderr=(tmp_path / "front.log").open("wb"))
+    try:
+        wait_port(front)
+    except BaseException:
+        stop(proc)
+        raise
+    return proc
+
+
+def test_behind_https_the_gateway_is_known_by_its_client_metadata_document(tmp_path):
+    """With an https public URL the gateway offers a client ID metadata document, and an
+    authorization server that takes them (oidc-provider's clientIdMetadataDocument) learns the
+    gateway from it: no registration, the client id is the document's URL, and the user's
+    tokens are issued to it. Served over https only; the document names only the callback."""
+    tls = make_tls(tmp_path, names=("127.0.0.1",))
+    rs = {"client_id": RS_CLIENT, "client_secret": RS_SECRET, "redirect_uris": [],
+          "grant_types": ["client_credentials"]}
+    with contextlib.ExitStack() as cleanup:
+        idp = OidcProvider.start(clients=[rs], users={"erin": user("up-erin")}, tls=tls,
+                                 upstream={"accessTokenTtl": 60, "metadataDocuments": True})
+        cleanup.callback(idp.stop)
+        discovery = requests.get(f"{idp.issuer}/.well-known/openid-configuration", verify=str(tls["ca"]),
+                                 timeout=10).json()
+        assert discovery["client_id_metadata_document_supported"] is True
+        seen = tmp_path / "seen.txt"
+        seen.touch()
+        port = str(free_port())
+        server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
+                          RS_CLIENT, RS_SECRET, str(seen))
+        cleanup.callback(stop, server)
+        remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
+                  "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
+        front, backend = free_port(), free_port()
+        public = f"https://127.0.0.1:{front}"
+        cleanup.callback(stop, tls_front(tmp_path, tls, front, backend))
+        signin_idp, gw = start_control_plane(tmp_path, {"acct": remote}, port=backend, public=public,
+                                             GIG_MASTER_KEY=secrets.token_hex(32),
+                                             GIG_EGRESS_EXTRA_ROOTS=str(tls["ca"]))
+        cleanup.callback(signin_idp.stop)
+        cleanup.callback(stop, gw.proc)
+
+        document_url = f"{public}/api/connections/client-metadata.json"
+        document = requests.get(document_url, verify=str(tls["ca"]), timeout=10).json()
+        assert document == {
+            "client_id": document_url, "client_name": document["client_name"],
+            "redirect_uris": [f"{public}/api/connections/callback"],
+            "grant_types": ["authorization_code", "refresh_token"], "response_types": ["code"],
+            "token_endpoint_auth_method": "none", "application_type": "web"}, document
+
+        http = requests.Session()
+        http.trust_env, http.verify = False, str(tls["ca"])
+        signed = login(http, f"{public}/api/auth/login", "carol")
+        assert signed.status_code == 302, signed.text
+        front_gw = Gateway(f"{public}/mcp", public, gw.token, gw.proc, gw.log)
+        started = http.post(f"{public}/api/me/connections/acct", headers=csrf_headers(front_gw, http))
+        assert started.status_code == 200, started.text
+        authorization = started.json()["authorization_url"]
+        assert f"client_id={quote(document_url, safe='')}" in authorization, authorization
+        callback = authorize_until_callback(http, authorization, "erin")
+        assert callback.startswith(f"{public}/api/connections/callback?"), callback
+        assert http.get(callback, allow_redirects=False, timeout=30).status_code == 302
+        profile = make_profile(front_gw, http, {"name": unique("erin"), "tools": ["acct/*"]})
+        token = make_token(front_gw, http, profile["id"])["token"]
+        deadline = time.monotonic() + 60
+        while "error" in (mine := answer(stateless_tool_call(gw.url, token, "acct_whoami", {}))):
+            assert time.monotonic() < deadline, said(mine)
+            time.sleep(0.5)
+        assert said(mine) == "up-erin"
+        [upstream_token, *_] = seen.read_text().split()
+        assert introspect(idp, tls["ca"], upstream_token)["client_id"] == document_url
+        assert upstream_token not in gw.logs()

@@ -10,7 +10,9 @@
 //            dynamic registration, introspection, revocation, the client-credentials grant, a
 //            refresh token for every client allowed the refresh_token grant, the `mcp` scope,
 //            resource indicators (any resource; opaque tokens), and access tokens living
-//            accessTokenTtl seconds.
+//            accessTokenTtl seconds. With metadataDocuments: true, clients may also be known by
+//            client ID metadata documents (an https client_id URL fetched and checked by
+//            oidc-provider; loopback documents allowed, the test CA from NODE_EXTRA_CA_CERTS).
 //   clients  [{client_id, client_secret, redirect_uris: [...], post_logout_redirect_uris: [...],
 //              token_endpoint_auth_method: "client_secret_basic" | "client_secret_post",
 //              grant_types: [...] (default ["authorization_code"])}]
@@ -123,8 +125,16 @@ const provider = new Provider(issuer, {
           accessTokenTTL: upstream.accessTokenTtl ?? 3600,
         }),
       },
+      ...(upstream.metadataDocuments ? {
+        clientIdMetadataDocument: { enabled: true, ack: 'draft-02' },
+      } : {}),
     } : {}),
   },
+  // oidc-provider refuses to fetch from special-use addresses (its SSRF guard, a dispatcher
+  // it passes in); the test's gateway is on loopback, so documents are fetched without it.
+  ...(upstream?.metadataDocuments ? {
+    fetch: (url, { dispatcher: _guard, ...options }) => globalThis.fetch(url, options),
+  } : {}),
   ...(upstream ? {
     issueRefreshToken: async (_ctx, client) => client.grantTypeAllowed('refresh_token'),
     ttl: {

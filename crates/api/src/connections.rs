@@ -52,6 +52,31 @@ pub trait Connections: Send + Sync + std::fmt::Debug {
     ) -> BoxFuture<'_, Result<String, OpError>>;
     /// Revokes and forgets a connection (and stops the user's connection to the server).
     fn disconnect(&self, server: String, user_id: i64) -> BoxFuture<'_, Result<bool, OpError>>;
+    /// The gateway's client ID metadata document, served at
+    /// `/api/connections/client-metadata.json` (`None`: not offered, the public URL is not https).
+    fn client_metadata(&self) -> Option<serde_json::Value>;
+}
+
+/// The gateway's client ID metadata document: authorization servers that take them fetch it
+/// to learn the gateway as a client (its client id is this URL), instead of a registration.
+#[utoipa::path(get, path = "/api/connections/client-metadata.json", tag = "credentials",
+    responses((status = 200, description = "The client metadata document (RFC 7591 fields)", body = Object),
+        (status = 400, description = "Invalid request", body = ErrorBody),
+        (status = 404, description = "Not offered: the gateway's public URL is not https", body = ErrorBody)))]
+pub(crate) async fn client_metadata(State(state): State<Arc<ApiState>>) -> Response {
+    match state.connections.as_ref().and_then(|c| c.client_metadata()) {
+        Some(document) => (
+            [(http::header::CACHE_CONTROL, "public, max-age=3600")],
+            Json(document),
+        )
+            .into_response(),
+        None => ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "no client metadata document: the gateway's public URL (GIG_PUBLIC_URL) is not https",
+        )
+        .into_response(),
+    }
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]

@@ -28,6 +28,7 @@ use crate::{
         servers::credentials, servers::set_credential, servers::delete_credential,
         my_credentials::list, my_credentials::set, my_credentials::delete,
         connections::list, connections::begin, connections::disconnect, connections::callback,
+        connections::client_metadata,
         installs::status, installs::events, servers::logs, servers::restart, servers::tools,
         approvals::list, approvals::approve,
         audit_log::list, audit_log::export,

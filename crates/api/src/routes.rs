@@ -130,6 +130,12 @@ pub(crate) fn routes() -> Routes {
         )
         .add(
             M::GET,
+            "/api/connections/client-metadata.json",
+            Public,
+            get(crate::connections::client_metadata),
+        )
+        .add(
+            M::GET,
             "/api/connections/callback",
             Requires(UseProfiles),
             get(crate::connections::callback),

@@ -92,4 +92,8 @@ impl Connections for GatewayConnections {
             Ok(removed)
         })
     }
+
+    fn client_metadata(&self) -> Option<serde_json::Value> {
+        self.oauth.client_metadata()
+    }
 }

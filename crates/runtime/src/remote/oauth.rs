@@ -83,6 +83,8 @@ struct Pending {
 pub struct UpstreamOAuth {
     secrets: Arc<Secrets>,
     redirect_uri: String,
+    /// Offered to authorization servers that take client ID metadata documents.
+    client_metadata_url: Option<String>,
     locks: Arc<RefreshLocks>,
     /// The servers file's, and those installed from the index (added and removed as they are).
     servers: Mutex<BTreeMap<String, Arc<OAuthServer>>>,
@@ -106,6 +108,16 @@ fn redirect_uri(public_url: &url::Url) -> String {
         .join("api/connections/callback")
         .map(String::from)
         .unwrap_or_default()
+}
+
+/// The gateway's own client ID metadata document's URL (its client id at authorization servers
+/// that take metadata documents), for an https public URL only: an authorization server fetches
+/// it, and the MCP specification allows only https ones.
+fn client_metadata_url(public_url: &url::Url) -> Option<String> {
+    (public_url.scheme() == "https")
+        .then(|| public_url.join("api/connections/client-metadata.json").ok())
+        .flatten()
+        .map(String::from)
 }
 
 /// An upstream failure in words a user may see: bounded, one line. (rmcp puts a failed
@@ -201,6 +213,7 @@ impl UpstreamOAuth {
         let oauth = UpstreamOAuth {
             secrets: context.secrets.clone(),
             redirect_uri: redirect_uri(&context.public_url),
+            client_metadata_url: client_metadata_url(&context.public_url),
             locks: context.refresh_locks.clone(),
             servers: Mutex::new(BTreeMap::new()),
             pending: Mutex::new(HashMap::new()),
@@ -234,6 +247,21 @@ impl UpstreamOAuth {
         lock(&self.pending).retain(|_, p| p.server != name);
     }
 
+    /// The document at [`client_metadata_url`]: a public client (PKCE, no secret) whose only
+    /// redirect is the gateway's callback. `None` without an https public URL.
+    pub fn client_metadata(&self) -> Option<serde_json::Value> {
+        let client_id = self.client_metadata_url.as_ref()?;
+        Some(serde_json::json!({
+            "client_id": client_id,
+            "client_name": CLIENT_NAME,
+            "redirect_uris": [self.redirect_uri],
+            "grant_types": ["authorization_code", "refresh_token"],
+            "response_types": ["code"],
+            "token_endpoint_auth_method": "none",
+            "application_type": "web",
+        }))
+    }
+
     /// The servers a user connects an account to.
     pub fn servers(&self) -> Vec<String> {
         lock(&self.servers).keys().cloned().collect()
@@ -259,6 +287,12 @@ impl UpstreamOAuth {
             .with_application_type("web");
         if !server.oauth.scopes.is_empty() {
             request = request.with_scopes(server.oauth.scopes.iter());
+        }
+        // Chosen by rmcp in the specification's order: a client registered in advance (or
+        // the one a finished connection registered), this metadata document where the
+        // authorization server says it takes them, dynamic registration otherwise.
+        if let Some(url) = &self.client_metadata_url {
+            request = request.with_client_metadata_url(url);
         }
         let registered = lock(&self.registered).get(name).cloned();
         if let Some(id) = server.oauth.client_id.clone().or(registered) {
