@@ -38,7 +38,8 @@ test-e2e:
 	@# The control plane again on PostgreSQL (a fresh database per gateway).
 	scripts/with-postgres.sh env GIG_E2E_DATABASE=postgres $(PEERS)/bin/python -m pytest -v \
 	  tests/e2e/test_control_plane.py tests/e2e/test_profiles.py tests/e2e/test_api_contract.py \
-	  tests/e2e/test_api_servers.py tests/e2e/test_api_operations.py tests/e2e/test_oauth.py
+	  tests/e2e/test_api_servers.py tests/e2e/test_api_operations.py tests/e2e/test_oauth.py \
+	  tests/e2e/test_upstream_oauth.py
 
 ## The in-sandbox init, statically linked (needs nothing from the sandbox's filesystem).
 bootstrap:

@@ -259,7 +259,7 @@ fn remote_context(
         max_message_bytes: config.limits.max_message_bytes,
         call_timeout: config.limits.call_timeout,
         public_url: config.public_url.clone(),
-        refresh_locks: Arc::default(),
+        refresh_locks: Arc::new(gig_runtime::RefreshLocks::new(secrets.store().clone())),
     })
 }
 

@@ -80,6 +80,7 @@ mod credentials;
 mod error;
 mod fingerprints;
 mod index_state;
+mod locks;
 mod model;
 mod oauth;
 mod open;
@@ -96,6 +97,7 @@ use backend::Backend;
 
 pub use error::{Result, RotateError, StoreError};
 pub use index_state::AcceptedIndexState;
+pub use locks::StoreLock;
 pub use model::{
     ApiToken, AuditEntry, AuditQuery, AuditRecord, BackendKind, CredentialMeta, CredentialRow,
     CredentialScope, FingerprintCheck, LoginSession, NewApiToken, NewProfileToken, NewServer,

@@ -381,7 +381,11 @@ impl UpstreamOAuth {
         };
         let name = pending.server.clone();
         // Not while a refresh of the user's earlier tokens is being written.
-        let _refreshing = self.locks.lock(&name, user_id).await;
+        let _refreshing = self
+            .locks
+            .lock(&name, user_id)
+            .await
+            .map_err(OAuthError::Vault)?;
         pending
             .session
             .handle_callback_with_issuer(code, state, issuer)
@@ -398,7 +402,11 @@ impl UpstreamOAuth {
     pub async fn disconnect(&self, name: &str, user_id: i64) -> Result<bool, OAuthError> {
         let server = self.server(name)?;
         // A refresh under way finishes first: it cannot write back what is deleted here.
-        let _refreshing = self.locks.lock(name, user_id).await;
+        let _refreshing = self
+            .locks
+            .lock(name, user_id)
+            .await
+            .map_err(OAuthError::Vault)?;
         let connection = read_connection(&self.secrets, name, user_id)
             .await
             .map_err(|e| OAuthError::Vault(e.to_string()))?;

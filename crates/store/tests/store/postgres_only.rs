@@ -102,3 +102,42 @@ async fn unsupported_url_is_refused() {
     assert!(matches!(err, StoreError::UnsupportedUrl { .. }));
     assert!(!err.to_string().contains("hunter2"), "{err}");
 }
+
+/// Two stores on one database (two replicas): while one holds a lock, the other's attempt for
+/// the same key waits, and gets it once the first is dropped; another key is not held up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lock_held_by_one_replica_holds_up_the_other() {
+    let Some(db) = TestDb::create(BackendKind::Postgres, "replica_lock").await else {
+        return;
+    };
+    let other = db
+        .reopen()
+        .await
+        .expect("a second pool on the same database");
+    let held = db
+        .store
+        .lock_across_replicas("refresh:acct:7")
+        .await
+        .unwrap();
+    // Another key is free at once.
+    drop(other.lock_across_replicas("refresh:acct:8").await.unwrap());
+    let acquired = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let waiter = tokio::spawn({
+        let acquired = acquired.clone();
+        async move {
+            let lock = other.lock_across_replicas("refresh:acct:7").await.unwrap();
+            acquired.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(lock);
+            other.close().await;
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(
+        !acquired.load(std::sync::atomic::Ordering::SeqCst),
+        "the same key was held twice at once"
+    );
+    drop(held);
+    waiter.await.unwrap();
+    assert!(acquired.load(std::sync::atomic::Ordering::SeqCst));
+    db.cleanup().await;
+}

@@ -25,25 +25,64 @@ pub(crate) struct Connection {
 }
 
 /// One lock per (server, user): the connections of one user to one server (their own and the
-/// one listing the catalog) share a refresh token, and a rotating authorization server revokes
-/// the whole grant when a refresh token is used twice.
-#[derive(Debug, Default)]
-pub struct RefreshLocks(Mutex<HashMap<(String, i64), RefreshLock>>);
+/// one listing the catalog, in this gateway and in every replica sharing its database) share a
+/// refresh token, and a rotating authorization server revokes the whole grant when a refresh
+/// token is used twice. In-process first (waiters here hold no database connection), then the
+/// database's lock for the replicas.
+#[derive(Debug)]
+pub struct RefreshLocks {
+    local: Mutex<HashMap<(String, i64), RefreshLock>>,
+    store: gig_store::Store,
+    /// Each database lock holds a pooled connection while its holder still needs another to
+    /// save the tokens: fewer holders at once than the pool has connections.
+    holders: Arc<tokio::sync::Semaphore>,
+}
+
+/// Database locks held at once by one gateway (its PostgreSQL pool has 10 connections).
+const MAX_HOLDERS: usize = 4;
 
 type RefreshLock = Arc<tokio::sync::Mutex<()>>;
 
+/// Held while one user's tokens for one server are refreshed, replaced or deleted.
+#[derive(Debug)]
+pub(crate) struct RefreshGuard {
+    _replicas: gig_store::StoreLock,
+    _holder: tokio::sync::OwnedSemaphorePermit,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
+
 impl RefreshLocks {
-    /// Held while one user's tokens for one server are refreshed, replaced or deleted.
-    pub(crate) async fn lock(
-        &self,
-        server: &str,
-        user_id: i64,
-    ) -> tokio::sync::OwnedMutexGuard<()> {
-        self.get(server, user_id).lock_owned().await
+    pub fn new(store: gig_store::Store) -> Self {
+        RefreshLocks {
+            local: Mutex::default(),
+            store,
+            holders: Arc::new(tokio::sync::Semaphore::new(MAX_HOLDERS)),
+        }
+    }
+
+    /// Waits until no other task here or in another replica holds `(server, user_id)`.
+    pub(crate) async fn lock(&self, server: &str, user_id: i64) -> Result<RefreshGuard, String> {
+        let local = self.get(server, user_id).lock_owned().await;
+        let holder = self
+            .holders
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "the gateway is stopping".to_owned())?;
+        let replicas = self
+            .store
+            .lock_across_replicas(&format!("oauth-refresh:{server}:{user_id}"))
+            .await
+            .map_err(|e| format!("the lock shared with other replicas: {e}"))?;
+        Ok(RefreshGuard {
+            _replicas: replicas,
+            _holder: holder,
+            _local: local,
+        })
     }
 
     fn get(&self, server: &str, user_id: i64) -> RefreshLock {
-        let mut locks = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let mut locks = self.local.lock().unwrap_or_else(|e| e.into_inner());
         locks.retain(|_, lock| Arc::strong_count(lock) > 1);
         locks
             .entry((server.to_owned(), user_id))
@@ -145,7 +184,11 @@ impl CredentialStore for UserTokens {
     }
 
     async fn acquire_refresh_guard(&self) -> Result<Option<CredentialRefreshGuard>, AuthError> {
-        let guard = self.locks.lock(&self.server, self.user_id).await;
+        let guard = self
+            .locks
+            .lock(&self.server, self.user_id)
+            .await
+            .map_err(store_error)?;
         Ok(Some(CredentialRefreshGuard::new(guard)))
     }
 }
