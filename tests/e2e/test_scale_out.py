@@ -18,6 +18,7 @@ import signal
 import subprocess
 import time
 import uuid
+from pathlib import Path
 
 import pytest
 import requests
@@ -85,8 +86,14 @@ backend replicas
     cookie GIGREPLICA insert indirect nocache httponly
 {servers}
 """)
+    return run_haproxy(config, front, tmp_path / "haproxy.log")
+
+
+def run_haproxy(config: Path, front: int, log: Path) -> subprocess.Popen:
+    """HAProxy with `config`, in the foreground (stopped by PID), once `front` accepts."""
+    assert os.path.exists(HAPROXY), "haproxy missing: run tests/peers/install-peers.sh (make peers)"
     proc = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
-                            stderr=(tmp_path / "haproxy.log").open("wb"))
+                            stderr=log.open("wb"))
     try:
         wait_port(front)
     except BaseException:

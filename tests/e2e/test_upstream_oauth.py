@@ -132,24 +132,35 @@ def introspect(idp: OidcProvider, ca: Path, token: str) -> dict:
     return answered.json()
 
 
-def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_path):
-    tls = make_tls(tmp_path, names=("127.0.0.1",))
+def protected_upstream(cleanup: contextlib.ExitStack, tmp_path: Path, tls: dict, clients: list[dict],
+                       users: dict, **upstream_options) -> tuple[OidcProvider, dict, Path]:
+    """The upstream's authorization server (oidc-provider over TLS, knowing the resource server
+    and `clients`) and the protected MCP server checking every bearer with it: the provider,
+    the servers-file entry for a per-user connection to it, and the file recording the bearers
+    it saw. Both are stopped by `cleanup`."""
     rs = {"client_id": RS_CLIENT, "client_secret": RS_SECRET, "redirect_uris": [],
           "grant_types": ["client_credentials"]}
+    idp = OidcProvider.start(clients=[rs, *clients], users=users, tls=tls, upstream=upstream_options)
+    cleanup.callback(idp.stop)
+    seen = tmp_path / "seen.txt"
+    seen.touch()
+    port = str(free_port())
+    server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
+                      RS_CLIENT, RS_SECRET, str(seen))
+    cleanup.callback(stop, server)
+    remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
+              "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
+    return idp, remote, seen
+
+
+def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_path):
+    tls = make_tls(tmp_path, names=("127.0.0.1",))
     svc = {"client_id": SERVICE_CLIENT, "client_secret": SERVICE_SECRET, "redirect_uris": [],
            "grant_types": ["client_credentials"], "token_endpoint_auth_method": "client_secret_post"}
     with contextlib.ExitStack() as cleanup:  # every peer stopped, by PID, whatever fails
-        idp = OidcProvider.start(clients=[rs, svc], users={"carol": user("up-carol"), "dave": user("up-dave")},
-                                 tls=tls, upstream={"accessTokenTtl": TOKEN_TTL})
-        cleanup.callback(idp.stop)
-        seen = tmp_path / "seen.txt"
-        seen.touch()
-        port = str(free_port())
-        server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
-                          RS_CLIENT, RS_SECRET, str(seen))
-        cleanup.callback(stop, server)
-        remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
-                  "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
+        idp, remote, seen = protected_upstream(cleanup, tmp_path, tls, [svc],
+                                               {"carol": user("up-carol"), "dave": user("up-dave")},
+                                               accessTokenTtl=TOKEN_TTL)
         service = {**remote, "oauth": {"grant": "client_credentials", "clientId": SERVICE_CLIENT,
                                        "clientSecret": "${credential:service-secret}", "scopes": ["mcp"]}}
         signin_idp, gw = start_control_plane(tmp_path, {"acct": remote, "svc": service},
@@ -280,8 +291,7 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
 def tls_front(tmp_path: Path, tls: dict, front: int, backend: int) -> subprocess.Popen:
     """HAProxy terminating TLS (the test CA's leaf for 127.0.0.1) on `front` before the gateway
     on `backend`, as a deployment puts its gateway behind https."""
-    from conftest import wait_port
-    from test_scale_out import HAPROXY
+    from test_scale_out import run_haproxy
 
     pem = tmp_path / "front.pem"
     pem.write_bytes(Path(tls["cert"]).read_bytes() + Path(tls["key"]).read_bytes())
@@ -299,14 +309,7 @@ frontend gateway
 backend gateway
     server gw 127.0.0.1:{backend}
 """)
-    proc = subprocess.Popen([HAPROXY, "-f", str(config), "-db"], stdout=subprocess.DEVNULL,
-                            stderr=(tmp_path / "front.log").open("wb"))
-    try:
-        wait_port(front)
-    except BaseException:
-        stop(proc)
-        raise
-    return proc
+    return run_haproxy(config, front, tmp_path / "front.log")
 
 
 def test_behind_https_the_gateway_is_known_by_its_client_metadata_document(tmp_path):
@@ -315,23 +318,12 @@ def test_behind_https_the_gateway_is_known_by_its_client_metadata_document(tmp_p
     gateway from it: no registration, the client id is the document's URL, and the user's
     tokens are issued to it. Served over https only; the document names only the callback."""
     tls = make_tls(tmp_path, names=("127.0.0.1",))
-    rs = {"client_id": RS_CLIENT, "client_secret": RS_SECRET, "redirect_uris": [],
-          "grant_types": ["client_credentials"]}
     with contextlib.ExitStack() as cleanup:
-        idp = OidcProvider.start(clients=[rs], users={"erin": user("up-erin")}, tls=tls,
-                                 upstream={"accessTokenTtl": 60, "metadataDocuments": True})
-        cleanup.callback(idp.stop)
+        idp, remote, seen = protected_upstream(cleanup, tmp_path, tls, [], {"erin": user("up-erin")},
+                                               accessTokenTtl=60, metadataDocuments=True)
         discovery = requests.get(f"{idp.issuer}/.well-known/openid-configuration", verify=str(tls["ca"]),
                                  timeout=10).json()
         assert discovery["client_id_metadata_document_supported"] is True
-        seen = tmp_path / "seen.txt"
-        seen.touch()
-        port = str(free_port())
-        server = upstream("oauth", port, str(tls["cert"]), str(tls["key"]), idp.issuer, str(tls["ca"]),
-                          RS_CLIENT, RS_SECRET, str(seen))
-        cleanup.callback(stop, server)
-        remote = {"type": "http", "url": f"https://127.0.0.1:{port}/mcp", "allowAddresses": LOOPBACK,
-                  "oauth": {"grant": "authorization_code", "scopes": ["mcp"]}}
         front, backend = free_port(), free_port()
         public = f"https://127.0.0.1:{front}"
         cleanup.callback(stop, tls_front(tmp_path, tls, front, backend))
