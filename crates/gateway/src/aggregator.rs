@@ -9,7 +9,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rmcp::model::{
     CallToolRequest, CallToolRequestParams, CallToolResponse, ClientRequest, ErrorData,
@@ -504,30 +503,8 @@ impl ServerHandler for Aggregator {
         {
             return;
         }
-        let peer = context.peer;
-        let watch = peer.clone();
-        let closed = async move {
-            // rmcp offers no close event for a session's peer; poll its transport state.
-            while !watch.is_transport_closed() {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-            }
-        };
-        tokio::spawn(relay_changes(self.hub.subscribe(), closed, move |change| {
-            let peer = peer.clone();
-            async move {
-                let mut ok = true;
-                if change.tools {
-                    ok &= peer.notify_tool_list_changed().await.is_ok();
-                }
-                if change.prompts {
-                    ok &= peer.notify_prompt_list_changed().await.is_ok();
-                }
-                if change.resources {
-                    ok &= peer.notify_resource_list_changed().await.is_ok();
-                }
-                ok
-            }
-        }));
+        let hub = &self.hub;
+        hub.session_relay.register(context.peer, || hub.subscribe());
     }
 
     /// 2026-07-28: list changes travel on `subscriptions/listen` streams.

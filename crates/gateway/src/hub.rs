@@ -48,6 +48,8 @@ pub struct Hub {
     /// Whether an MCP session is still open (set by the HTTP layer): per-session instances
     /// stop when theirs has ended.
     session_open: RwLock<Option<SessionProbe>>,
+    /// Initialize-era sessions told of list changes on their standalone streams.
+    pub(crate) session_relay: crate::session_relay::SessionRelay,
 }
 
 /// See [`Hub::set_session_probe`].
@@ -100,6 +102,7 @@ impl Hub {
             supervisors: Mutex::new(HashMap::new()),
             pools: RwLock::default(),
             session_open: RwLock::default(),
+            session_relay: Default::default(),
         });
         for (name, launcher) in backends {
             hub.add_backend(name, launcher);

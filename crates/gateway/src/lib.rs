@@ -22,6 +22,7 @@ pub mod launcher;
 pub mod naming;
 pub mod profile;
 pub mod rugpull;
+mod session_relay;
 pub mod stdout_guard;
 mod subscriptions;
 mod supervisor;
