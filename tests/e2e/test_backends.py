@@ -82,3 +82,50 @@ async def test_sandboxed_backend_serves_tools_through_the_gateway(tmp_path, sand
         assert all(1879048192 <= uid <= 1879048319 and gid == uid for uid, gid in ids), ids
     finally:
         stop(gw.proc)
+
+
+def alive(pid: int) -> bool:
+    """Running (a zombie waiting for its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def ancestors(pid: int) -> list[int]:
+    """The parent chain of `pid`, up to the first process that has none."""
+    chain = []
+    while pid > 1:
+        with open(f"/proc/{pid}/stat") as f:
+            pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        chain.append(pid)
+    return chain
+
+
+@pytest.mark.anyio
+async def test_a_plain_server_leaves_no_daemon_behind(tmp_path):
+    """A plain server that daemonizes a child (a shell backgrounds it in a new session and
+    exits) leaves a process nothing in the process tree links to the server: its parent is
+    init. The server's cgroup still holds it, and stopping the gateway kills it."""
+    import time
+
+    gw = start_gateway(tmp_path, {"fixture": {"command": str(TARGET / "fixture-mcp")}})
+    try:
+        async with connect(gw) as session:
+            daemon = int((await session.call_tool("fixture_daemonize", {})).content[0].text)
+            assert alive(daemon)
+            # Once its shell has exited, no process of the gateway's is among its ancestors.
+            deadline = time.monotonic() + 10
+            while gw.proc.pid in ancestors(daemon):
+                assert time.monotonic() < deadline, f"{daemon} still under the gateway: {ancestors(daemon)}"
+                time.sleep(0.05)
+            with open(f"/proc/{daemon}/cgroup") as f:
+                placed = f.read()
+            assert "/gigmcp/plain.fixture-" in placed, f"not in the server's cgroup: {placed}"
+    finally:
+        stop(gw.proc)
+    deadline = time.monotonic() + 30
+    while alive(daemon):
+        assert time.monotonic() < deadline, f"{daemon} outlived the gateway that ran its server"
+        time.sleep(0.2)

@@ -10,6 +10,7 @@ use gig_gateway::launcher::{
 use gig_gateway::{InstanceOwner, Launcher, NamedLauncher, StdioLauncher};
 use gig_proxy::SecretScope;
 
+use crate::contained::ContainedLauncher;
 use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, SandboxRuntime};
 
 /// A servers-file entry asks for a sandbox, but this host cannot give one.
@@ -21,20 +22,36 @@ pub struct SandboxUnavailable(pub String);
 
 /// Launchers for the backends declared in the servers file. Sandboxed ones need the runtime;
 /// without it a sandboxed declaration is refused (never run unsandboxed by accident).
+/// Plain ones run in a cgroup of their own per start when `plain_cgroups` can make one
+/// (see [`crate::contained`]), as plain process groups otherwise.
 pub fn launchers(
     specs: Vec<ServerSpec>,
     parent_env: &[(String, String)],
     sandbox: Option<Arc<SandboxRuntime>>,
+    plain_cgroups: Option<Arc<gig_sandbox::CgroupSupport>>,
 ) -> Result<Vec<NamedLauncher>, SandboxUnavailable> {
     specs
         .into_iter()
         .map(|spec| {
             let launcher: Box<dyn Launcher> = match (&spec.sandbox, &sandbox) {
-                (None, _) => Box::new(StdioLauncher::new(
-                    spec.name.clone(),
-                    spec.command,
-                    parent_env.to_vec(),
-                )),
+                (None, _) => {
+                    let contained = plain_cgroups.clone().and_then(|cgroups| {
+                        ContainedLauncher::new(
+                            spec.name.clone(),
+                            spec.command.clone(),
+                            parent_env.to_vec(),
+                            cgroups,
+                        )
+                    });
+                    match contained {
+                        Some(contained) => Box::new(contained),
+                        None => Box::new(StdioLauncher::new(
+                            spec.name.clone(),
+                            spec.command,
+                            parent_env.to_vec(),
+                        )),
+                    }
+                }
                 (Some(policy), Some(runtime)) => Box::new(SandboxLauncher::new(
                     spec.name.clone(),
                     SandboxLaunch {

@@ -10,6 +10,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod contained;
 pub mod data_dir;
 pub mod installed;
 pub mod instance;

@@ -130,6 +130,21 @@ impl CgroupSupport {
         removed
     }
 
+    /// One cgroup with no limits, only to hold a process tree together (a plain server): in
+    /// v2 under the parent, in v1 in the first hierarchy present (pids, memory, cpu). `None`
+    /// when cgroups are unavailable.
+    pub fn create_holder(&self, name: &str) -> Option<Result<SandboxCgroup, CgroupError>> {
+        let parent = match self {
+            CgroupSupport::V2 { parent } => parent,
+            CgroupSupport::V1 { memory, pids, cpu } => {
+                pids.as_ref().or(memory.as_ref()).or(cpu.as_ref())?
+            }
+            CgroupSupport::Unavailable { .. } => return None,
+        };
+        let mut cg = SandboxCgroup { dirs: Vec::new() };
+        Some(cg.mkdir(parent, name).map(|_| cg))
+    }
+
     /// Creates the cgroup(s) for one sandbox with `limits` applied.
     pub fn create(
         &self,
@@ -287,6 +302,36 @@ impl SandboxCgroup {
                 .map_err(|e| CgroupError::Join(dir.clone(), pid, e))?;
         }
         Ok(())
+    }
+
+    /// Kills every process in this cgroup, wherever it has gone in the process tree (a
+    /// `setsid` child, an orphan of a leader that already died): cgroup v2's `cgroup.kill`
+    /// where the kernel has it (5.14+), otherwise each pid listed in `cgroup.procs`.
+    pub fn kill_all(&self) {
+        for dir in &self.dirs {
+            if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                continue;
+            }
+            // Without cgroup.kill a process may fork between the read and the kill: read again
+            // until the cgroup is empty (each round kills what the last one missed).
+            for _ in 0..20 {
+                let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                let pids: Vec<i32> = procs
+                    .lines()
+                    .filter_map(|l| l.trim().parse().ok())
+                    .collect();
+                if pids.is_empty() {
+                    break;
+                }
+                for pid in pids {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid),
+                        nix::sys::signal::Signal::SIGKILL,
+                    );
+                }
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
+        }
     }
 
     /// The directories (for tests and diagnostics).

@@ -270,10 +270,18 @@ fn declared_launchers(
     remote: &gig_runtime::RemoteContext,
     sandboxes: Option<Arc<SandboxRuntime>>,
 ) -> Result<Vec<gig_gateway::NamedLauncher>, BootError> {
+    // Plain servers get a cgroup per start where the gateway may create cgroups, so
+    // nothing they start outlives them (a `setsid` child of a leader that died first included).
+    let plain_cgroups = declared
+        .local
+        .iter()
+        .any(|s| s.sandbox.is_none())
+        .then(|| Arc::new(gig_sandbox::CgroupSupport::detect("gigmcp")));
     let mut backends = gig_runtime::launchers(
         declared.local.clone(),
         &gig_config::ProcessEnv.all(),
         sandboxes,
+        plain_cgroups,
     )?;
     backends.extend(gig_runtime::remote_launchers(
         declared.remote.clone(),

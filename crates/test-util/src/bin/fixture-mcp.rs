@@ -61,6 +61,11 @@ const TOOLS: &[(&str, &str)] = &[
         "Starts `sleep 300` in a new session (setsid: out of this process group); returns its pid",
     ),
     (
+        "daemonize",
+        "Starts `sleep 300` as a daemon does (a shell backgrounds it in a new session and exits, \
+         so init is its parent); returns its pid",
+    ),
+    (
         "stderr_flood",
         "Writes log lines to stderr as fast as it can for `ms` milliseconds",
     ),
@@ -205,6 +210,17 @@ impl ServerHandler for Fixture {
                     .spawn()
                     .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
                 Ok(text(child.id().to_string()))
+            }
+            "daemonize" => {
+                let out = std::process::Command::new("sh")
+                    .args([
+                        "-c",
+                        "setsid sleep 300 </dev/null >/dev/null 2>&1 & echo $!",
+                    ])
+                    .stdin(std::process::Stdio::null())
+                    .output()
+                    .map_err(|e| ErrorData::internal_error(e.to_string(), None))?;
+                Ok(text(String::from_utf8_lossy(&out.stdout).trim().to_owned()))
             }
             "hang" => std::future::pending().await,
             "flood" => {
