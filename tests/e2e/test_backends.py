@@ -129,3 +129,32 @@ async def test_a_plain_server_leaves_no_daemon_behind(tmp_path):
     while alive(daemon):
         assert time.monotonic() < deadline, f"{daemon} outlived the gateway that ran its server"
         time.sleep(0.2)
+
+
+@pytest.mark.anyio
+async def test_what_a_killed_gateways_plain_server_left_is_reclaimed_at_the_next_start(tmp_path):
+    """SIGKILL gives the gateway no teardown: the daemon its plain server started lives on in
+    the server's cgroup. The next gateway's start finds that cgroup of a dead gateway, kills
+    what it holds and removes it (decision 75)."""
+    import signal
+    import time
+
+    gw = start_gateway(tmp_path, {"fixture": {"command": str(TARGET / "fixture-mcp")}})
+    try:
+        async with connect(gw) as session:
+            daemon = int((await session.call_tool("fixture_daemonize", {})).content[0].text)
+        gw.proc.send_signal(signal.SIGKILL)
+        gw.proc.wait(timeout=30)
+        time.sleep(0.5)
+        assert alive(daemon), "the daemon died with the gateway: nothing left to reclaim"
+    finally:
+        stop(gw.proc)
+    (tmp_path / "again").mkdir()
+    again = start_gateway(tmp_path / "again", {"fixture": {"command": str(TARGET / "fixture-mcp")}})
+    try:
+        deadline = time.monotonic() + 30
+        while alive(daemon):
+            assert time.monotonic() < deadline, f"{daemon} outlived its dead gateway's next start"
+            time.sleep(0.2)
+    finally:
+        stop(again.proc)

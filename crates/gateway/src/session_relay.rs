@@ -15,6 +15,9 @@ use tokio::sync::broadcast;
 
 use crate::hub::ListChange;
 
+/// How long one session's notification may wait for room in its stream.
+const NOTIFY_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The open sessions' peers and the task that tells them about changes.
 #[derive(Default)]
 pub(crate) struct SessionRelay {
@@ -61,7 +64,7 @@ impl SessionRelay {
     }
 }
 
-/// Until the hub's broadcast closes: each change to every open session, concurrently.
+/// Until the hub's broadcast closes: each change to every open session.
 async fn relay(mut changes: broadcast::Receiver<ListChange>, peers: Arc<Mutex<Peers>>) {
     loop {
         let change = match changes.recv().await {
@@ -80,8 +83,14 @@ async fn relay(mut changes: broadcast::Receiver<ListChange>, peers: Arc<Mutex<Pe
             peers.pruned_len = peers.open.len();
             peers.open.clone()
         };
-        // A send fails when the session's transport has closed: those go at the next prune.
-        futures::future::join_all(open.iter().map(|peer| notify(peer, change))).await;
+        // Each session on its own task, bounded in time: one that does not read its stream
+        // holds up neither the others nor the next change. A send fails when the session's
+        // transport has closed; those go at the next prune.
+        for peer in open {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(NOTIFY_WITHIN, notify(&peer, change)).await;
+            });
+        }
     }
 }
 

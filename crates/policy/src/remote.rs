@@ -133,9 +133,19 @@ fn check_header_name(key: &str) -> Result<(), String> {
         return Err(format!("{key:?} is not a header name"));
     }
     let lower = key.to_ascii_lowercase();
+    // What HTTP or the MCP transport itself sets (rmcp refuses a custom one of these on every
+    // request, so a server declaring one would never connect).
     if matches!(
         lower.as_str(),
-        "host" | "content-length" | "transfer-encoding" | "connection" | "mcp-session-id"
+        "host"
+            | "content-length"
+            | "content-type"
+            | "transfer-encoding"
+            | "connection"
+            | "accept"
+            | "last-event-id"
+            | "mcp-session-id"
+            | "mcp-protocol-version"
     ) {
         return Err(format!("header {key} is set by the gateway"));
     }

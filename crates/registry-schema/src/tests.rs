@@ -766,6 +766,14 @@ fn a_remote_entry_is_held_to_the_servers_file_rules_and_more() {
             "set by the gateway",
         ),
         (
+            json!({"url": "https://x.example/mcp", "headers": {"Accept": "text/html"}}),
+            "set by the gateway",
+        ),
+        (
+            json!({"url": "https://x.example/mcp", "headers": {"MCP-Protocol-Version": "1"}}),
+            "set by the gateway",
+        ),
+        (
             json!({"url": "https://x.example/mcp", "oauth": {"grant": "client_credentials", "clientId": "a", "clientSecret": "literal"}}),
             "never the secret itself",
         ),

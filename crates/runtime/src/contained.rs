@@ -30,8 +30,11 @@ pub struct ContainedLauncher {
     command: StdioCommand,
     parent_env: Vec<(String, String)>,
     cgroups: Arc<CgroupSupport>,
-    starts: AtomicU64,
 }
+
+/// Starts of every plain server in this process: with the pid, a cgroup name no other start
+/// has (two servers whose names sanitise alike never share one).
+static STARTS: AtomicU64 = AtomicU64::new(0);
 
 impl ContainedLauncher {
     /// `None` when the gateway cannot create cgroups.
@@ -46,12 +49,11 @@ impl ContainedLauncher {
             command,
             parent_env,
             cgroups,
-            starts: AtomicU64::new(0),
         })
     }
 
-    /// `<server>-<gateway pid>-<n>`, the form a later start recognises as a leftover of a dead
-    /// gateway; characters a directory name cannot take become `_`.
+    /// `plain.<server>-<gateway pid>-<n>`, the form a later start recognises as a leftover of a
+    /// dead gateway; characters outside `[A-Za-z0-9._]` become `_` (`n` keeps it unique).
     fn cgroup_name(&self) -> String {
         let server: String = self
             .name
@@ -64,7 +66,7 @@ impl ContainedLauncher {
                 }
             })
             .collect();
-        let n = self.starts.fetch_add(1, Ordering::Relaxed);
+        let n = STARTS.fetch_add(1, Ordering::Relaxed);
         format!("plain.{server}-{}-{n}", std::process::id())
     }
 }
@@ -82,12 +84,19 @@ impl Launcher for ContainedLauncher {
                 .first()
                 .map(|dir| dir.join("cgroup.procs").display().to_string())
                 .ok_or_else(|| LaunchError::Other("no cgroup directory was created".into()))?;
+            // `exec -x` would be an option to the shell's exec: a program named like one runs
+            // from the current directory, as `Command` would have run it.
+            let program = if self.command.program.starts_with('-') {
+                format!("./{}", self.command.program)
+            } else {
+                self.command.program.clone()
+            };
             let mut args = vec![
                 "-c".to_owned(),
                 JOIN_THEN_EXEC.to_owned(),
                 "gigmcp-join".to_owned(),
                 procs,
-                self.command.program.clone(),
+                program,
             ];
             args.extend(self.command.args.iter().cloned());
             let shim = StdioCommand {

@@ -192,7 +192,7 @@ impl RemoteLauncher {
             .filter(|c| c.name == oauth::TOKEN_CREDENTIAL)
             .filter_map(|c| c.user_id)
         {
-            if oauth::connection_problem(&self.secrets, name, user)
+            if oauth::connection_problem(&self.secrets, name, self.spec.url.as_str(), user)
                 .await
                 .is_none()
             {
@@ -338,7 +338,14 @@ impl Launcher for RemoteLauncher {
                 return Err("this server runs one shared connection".into());
             }
             let name = &self.spec.name;
-            match oauth::connection_problem(&self.secrets, name, owner.user_id).await {
+            match oauth::connection_problem(
+                &self.secrets,
+                name,
+                self.spec.url.as_str(),
+                owner.user_id,
+            )
+            .await
+            {
                 Some(problem) => Err(OwnerRefusal {
                     message: format!("{problem}: {}", self.connect_hint()),
                     fix_url: Some(self.connect_page()),

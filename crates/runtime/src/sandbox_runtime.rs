@@ -208,6 +208,12 @@ impl SandboxRuntime {
         true
     }
 
+    /// The cgroups this runtime found (detected once: detecting again may move the gateway's
+    /// own process, see `CgroupSupport::detect`).
+    pub fn cgroups(&self) -> &CgroupSupport {
+        &self.cgroups
+    }
+
     /// What the host provides, for the start-up log (no cgroups is worth a warning).
     pub fn describe(&self) -> (bool, String) {
         let limited = !matches!(self.cgroups, CgroupSupport::Unavailable { .. });

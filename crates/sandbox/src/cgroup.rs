@@ -100,10 +100,11 @@ impl CgroupSupport {
         }
     }
 
-    /// Removes the empty sandbox cgroups a gateway that died without tearing down left behind
-    /// (SIGKILL, a crash): children named `<server>-<pid>-<n>` whose gateway `pid` is not
-    /// running. A live gateway's are never touched (its pid runs), and the kernel refuses to
-    /// remove a cgroup that still holds a process. Returns how many were removed.
+    /// Removes the cgroups a gateway that died without tearing down left behind (SIGKILL, a
+    /// crash): children named `<server>-<pid>-<n>` whose gateway `pid` is not running. A plain
+    /// server's (`plain.…`) has what it still holds killed first; a sandbox's is removed only
+    /// when empty (the kernel refuses otherwise). A live gateway's are never touched (its pid
+    /// runs). Returns how many were removed.
     pub fn remove_leftovers(&self) -> usize {
         let parents: Vec<&PathBuf> = match self {
             CgroupSupport::V2 { parent } => vec![parent],
@@ -119,10 +120,26 @@ impl CgroupSupport {
             };
             for child in children.flatten() {
                 let name = child.file_name();
-                let owner = name.to_str().and_then(gateway_pid);
-                if owner.is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists())
-                    && fs::remove_dir(child.path()).is_ok()
-                {
+                let name = name.to_str().unwrap_or_default();
+                let owner = gateway_pid(name);
+                // Not ours to touch: no gateway pid in the name, or that gateway still runs.
+                if owner.is_none_or(|pid| Path::new(&format!("/proc/{pid}")).exists()) {
+                    continue;
+                }
+                // A plain server's holder may still hold what that server started (the dead
+                // gateway could not kill it): killed now, as its teardown would have.
+                if name.starts_with("plain.") {
+                    SandboxCgroup {
+                        dirs: vec![child.path()],
+                    }
+                    .kill_all();
+                    // Dropping the guard above removed the directory once empty.
+                    if !child.path().exists() {
+                        removed += 1;
+                    }
+                    continue;
+                }
+                if fs::remove_dir(child.path()).is_ok() {
                     removed += 1;
                 }
             }
@@ -141,8 +158,16 @@ impl CgroupSupport {
             }
             CgroupSupport::Unavailable { .. } => return None,
         };
-        let mut cg = SandboxCgroup { dirs: Vec::new() };
-        Some(cg.mkdir(parent, name).map(|_| cg))
+        // A fresh directory only: one that exists (another holder's, a leftover) is never
+        // joined, so killing this cgroup can only kill what was started in it.
+        let dir = parent.join(name);
+        Some(
+            fs::create_dir(&dir)
+                .map(|()| SandboxCgroup {
+                    dirs: vec![dir.clone()],
+                })
+                .map_err(|e| CgroupError::Create(dir, e)),
+        )
     }
 
     /// Creates the cgroup(s) for one sandbox with `limits` applied.
@@ -316,9 +341,12 @@ impl SandboxCgroup {
             // until the cgroup is empty (each round kills what the last one missed).
             for _ in 0..20 {
                 let procs = fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                // 0 stands for a process outside our pid namespace, and kill(0) would signal
+                // the gateway's own process group: only real pids.
                 let pids: Vec<i32> = procs
                     .lines()
                     .filter_map(|l| l.trim().parse().ok())
+                    .filter(|pid: &i32| *pid > 0)
                     .collect();
                 if pids.is_empty() {
                     break;

@@ -272,11 +272,24 @@ fn declared_launchers(
 ) -> Result<Vec<gig_gateway::NamedLauncher>, BootError> {
     // Plain servers get a cgroup per start where the gateway may create cgroups, so
     // nothing they start outlives them (a `setsid` child of a leader that died first included).
-    let plain_cgroups = declared
-        .local
-        .iter()
-        .any(|s| s.sandbox.is_none())
-        .then(|| Arc::new(gig_sandbox::CgroupSupport::detect("gigmcp")));
+    // Detected once: the sandbox runtime's when there is one.
+    let plain_cgroups = declared.local.iter().any(|s| s.sandbox.is_none()).then(|| {
+        Arc::new(match &sandboxes {
+            // It has reclaimed what dead gateways left.
+            Some(runtime) => runtime.cgroups().clone(),
+            None => {
+                let cgroups = gig_sandbox::CgroupSupport::detect("gigmcp");
+                let removed = cgroups.remove_leftovers();
+                if removed > 0 {
+                    tracing::info!(
+                        removed,
+                        "removed plain-server cgroups left by a gateway that did not stop cleanly"
+                    );
+                }
+                cgroups
+            }
+        })
+    });
     let mut backends = gig_runtime::launchers(
         declared.local.clone(),
         &gig_config::ProcessEnv.all(),

@@ -25,6 +25,12 @@ impl Store {
             return Ok(StoreLock { _held: None });
         };
         let mut tx = pool.begin().await.map_err(db_err("lock"))?;
+        // A holder that never lets go (a stuck replica) fails its waiters after a while
+        // instead of holding their connections for ever.
+        sqlx::query("SET LOCAL lock_timeout = '30s'")
+            .execute(&mut *tx)
+            .await
+            .map_err(db_err("lock"))?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(advisory_key(key))
             .execute(&mut *tx)

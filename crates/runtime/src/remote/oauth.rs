@@ -245,6 +245,8 @@ impl UpstreamOAuth {
     pub fn remove_server(&self, name: &str) {
         lock(&self.servers).remove(name);
         lock(&self.pending).retain(|_, p| p.server != name);
+        // A registration belongs to the authorization server the old settings named.
+        lock(&self.registered).remove(name);
     }
 
     /// The document at [`client_metadata_url`]: a public client (PKCE, no secret) whose only
@@ -281,7 +283,13 @@ impl UpstreamOAuth {
         // Refused before any request leaves: a refused begin registers nothing anywhere.
         self.make_room(name, user_id)?;
         let mut manager = discovered(&server).await.map_err(|e| upstream(name, e))?;
-        manager.set_credential_store(self.user_tokens(name, user_id));
+        manager.set_credential_store(user_tokens(
+            &self.secrets,
+            &self.locks,
+            name,
+            server.url.as_str(),
+            user_id,
+        ));
         let mut request = AuthorizationRequest::new(&self.redirect_uri)
             .with_client_name(CLIENT_NAME)
             .with_application_type("web");
@@ -400,7 +408,9 @@ impl UpstreamOAuth {
     /// Forgets `user_id`'s connection, revoking its tokens at the authorization server first
     /// (best effort: a server that cannot be reached does not keep the tokens in the vault).
     pub async fn disconnect(&self, name: &str, user_id: i64) -> Result<bool, OAuthError> {
-        let server = self.server(name)?;
+        // A server removed since (uninstalled) still lets its users forget their tokens; there
+        // is nothing left to revoke them at.
+        let server = self.server(name).ok();
         // A refresh under way finishes first: it cannot write back what is deleted here.
         let _refreshing = self
             .locks
@@ -421,12 +431,15 @@ impl UpstreamOAuth {
                 registered.remove(name);
             }
         }
-        let secret = client_secret(&self.secrets, name, &server.oauth)
-            .await
-            .ok()
-            .flatten();
-        if let Err(e) = revoke::revoke(&server, &connection.credentials, secret.as_deref()).await {
-            tracing::warn!(server = name, user = user_id, error = %e, "revoking the upstream tokens failed; they are deleted here anyway");
+        if let Some(server) = &server {
+            let secret = client_secret(&self.secrets, name, &server.oauth)
+                .await
+                .ok()
+                .flatten();
+            if let Err(e) = revoke::revoke(server, &connection.credentials, secret.as_deref()).await
+            {
+                tracing::warn!(server = name, user = user_id, error = %e, "revoking the upstream tokens failed; they are deleted here anyway");
+            }
         }
         self.secrets
             .delete(&user_scope(name, user_id), TOKEN_CREDENTIAL)
@@ -435,21 +448,17 @@ impl UpstreamOAuth {
     }
 
     pub async fn state(&self, name: &str, user_id: i64) -> Result<ConnectionState, OAuthError> {
-        self.server(name)?;
+        let server = self.server(name)?;
         let connection = read_connection(&self.secrets, name, user_id)
             .await
             .map_err(|e| OAuthError::Vault(e.to_string()))?;
         Ok(match connection {
             None => ConnectionState::NotConnected,
-            Some(c) => match c.broken {
+            Some(c) => match c.problem(name, server.url.as_str()) {
                 Some(reason) => ConnectionState::Broken(reason),
                 None => ConnectionState::Connected,
             },
         })
-    }
-
-    fn user_tokens(&self, name: &str, user_id: i64) -> UserTokens {
-        user_tokens(&self.secrets, &self.locks, name, user_id)
     }
 }
 
@@ -457,11 +466,13 @@ fn user_tokens(
     secrets: &Arc<Secrets>,
     locks: &Arc<RefreshLocks>,
     name: &str,
+    resource: &str,
     user_id: i64,
 ) -> UserTokens {
     UserTokens {
         secrets: secrets.clone(),
         server: name.to_owned(),
+        resource: resource.to_owned(),
         user_id,
         locks: locks.clone(),
     }
@@ -483,18 +494,18 @@ pub(crate) fn oauth_server(
     }))
 }
 
-/// Why `user_id` cannot use `name` now (no connection, or a broken one), in their words.
+/// Why `user_id` cannot use `name`, now at `resource`, (no connection, a broken one, or one
+/// made to another URL), in their words.
 pub(crate) async fn connection_problem(
     secrets: &Secrets,
     name: &str,
+    resource: &str,
     user_id: i64,
 ) -> Option<String> {
     match read_connection(secrets, name, user_id).await {
         Err(e) => Some(format!("your connection to {name} cannot be read: {e}")),
         Ok(None) => Some(format!("connect your account to {name} first")),
-        Ok(Some(c)) => c
-            .broken
-            .map(|why| format!("your connection to {name} stopped working: {why}")),
+        Ok(Some(c)) => c.problem(name, resource),
     }
 }
 
@@ -507,11 +518,12 @@ pub(crate) async fn user_manager(
     secrets: &Arc<Secrets>,
     locks: &Arc<RefreshLocks>,
 ) -> Result<AuthorizationManager, String> {
-    if let Some(problem) = connection_problem(secrets, name, user_id).await {
+    let resource = server.url.as_str();
+    if let Some(problem) = connection_problem(secrets, name, resource, user_id).await {
         return Err(problem);
     }
     let mut manager = discovered(server).await.map_err(|e| e.to_string())?;
-    manager.set_credential_store(user_tokens(secrets, locks, name, user_id));
+    manager.set_credential_store(user_tokens(secrets, locks, name, resource, user_id));
     if !manager
         .initialize_from_store()
         .await

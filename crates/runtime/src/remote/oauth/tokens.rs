@@ -22,6 +22,26 @@ pub(crate) struct Connection {
     /// Why the connection no longer works (a refused refresh), when it does not.
     #[serde(default)]
     pub(crate) broken: Option<String>,
+    /// The server's URL when the tokens were issued or last renewed: they are for that server
+    /// only. A server (re)declared or reinstalled at another URL under the same name never
+    /// gets them; its users connect again. (Absent only in connections sealed before this was
+    /// recorded; the next renewal records it.)
+    #[serde(default)]
+    pub(crate) resource: Option<String>,
+}
+
+impl Connection {
+    /// Why these tokens may not go to the server now at `resource`, if they may not.
+    pub(crate) fn problem(&self, name: &str, resource: &str) -> Option<String> {
+        if self.resource.as_deref().is_some_and(|r| r != resource) {
+            return Some(format!(
+                "{name} now answers at another address than the one your account was connected to; connect it again"
+            ));
+        }
+        self.broken
+            .as_ref()
+            .map(|why| format!("your connection to {name} stopped working: {why}"))
+    }
 }
 
 /// One lock per (server, user): the connections of one user to one server (their own and the
@@ -36,10 +56,15 @@ pub struct RefreshLocks {
     /// Each database lock holds a pooled connection while its holder still needs another to
     /// save the tokens: fewer holders at once than the pool has connections.
     holders: Arc<tokio::sync::Semaphore>,
+    /// And at most a few per server, so one whose token endpoint stalls (each exchange may
+    /// take up to the OAuth timeout) cannot hold every other server's renewals up.
+    per_server: Mutex<HashMap<String, Arc<tokio::sync::Semaphore>>>,
 }
 
 /// Database locks held at once by one gateway (its PostgreSQL pool has 10 connections).
-const MAX_HOLDERS: usize = 4;
+const MAX_HOLDERS: usize = 6;
+/// Of those, held at once for one server.
+const MAX_HOLDERS_PER_SERVER: usize = 2;
 
 type RefreshLock = Arc<tokio::sync::Mutex<()>>;
 
@@ -48,6 +73,7 @@ type RefreshLock = Arc<tokio::sync::Mutex<()>>;
 pub(crate) struct RefreshGuard {
     _replicas: gig_store::StoreLock,
     _holder: tokio::sync::OwnedSemaphorePermit,
+    _server_holder: tokio::sync::OwnedSemaphorePermit,
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
@@ -57,18 +83,28 @@ impl RefreshLocks {
             local: Mutex::default(),
             store,
             holders: Arc::new(tokio::sync::Semaphore::new(MAX_HOLDERS)),
+            per_server: Mutex::default(),
         }
     }
 
     /// Waits until no other task here or in another replica holds `(server, user_id)`.
     pub(crate) async fn lock(&self, server: &str, user_id: i64) -> Result<RefreshGuard, String> {
         let local = self.get(server, user_id).lock_owned().await;
+        let stopping = |_| "the gateway is stopping".to_owned();
+        let server_holders = {
+            let mut per_server = self.per_server.lock().unwrap_or_else(|e| e.into_inner());
+            per_server
+                .entry(server.to_owned())
+                .or_insert_with(|| Arc::new(tokio::sync::Semaphore::new(MAX_HOLDERS_PER_SERVER)))
+                .clone()
+        };
+        let server_holder = server_holders.acquire_owned().await.map_err(stopping)?;
         let holder = self
             .holders
             .clone()
             .acquire_owned()
             .await
-            .map_err(|_| "the gateway is stopping".to_owned())?;
+            .map_err(stopping)?;
         let replicas = self
             .store
             .lock_across_replicas(&format!("oauth-refresh:{server}:{user_id}"))
@@ -77,6 +113,7 @@ impl RefreshLocks {
         Ok(RefreshGuard {
             _replicas: replicas,
             _holder: holder,
+            _server_holder: server_holder,
             _local: local,
         })
     }
@@ -138,6 +175,8 @@ pub(crate) async fn write_connection(
 pub(crate) struct UserTokens {
     pub(crate) secrets: Arc<Secrets>,
     pub(crate) server: String,
+    /// The server's URL now (see [`Connection::resource`]).
+    pub(crate) resource: String,
     pub(crate) user_id: i64,
     pub(crate) locks: Arc<RefreshLocks>,
 }
@@ -146,9 +185,10 @@ pub(crate) struct UserTokens {
 impl CredentialStore for UserTokens {
     async fn load(&self) -> Result<Option<StoredCredentials>, AuthError> {
         let connection = read_connection(&self.secrets, &self.server, self.user_id).await?;
-        // A broken connection is as good as none: its user must connect again.
+        // A broken connection, or one made to the server at another URL, is as good as none:
+        // its user must connect again.
         Ok(connection
-            .filter(|c| c.broken.is_none())
+            .filter(|c| c.problem(&self.server, &self.resource).is_none())
             .map(|c| c.credentials))
     }
 
@@ -156,6 +196,7 @@ impl CredentialStore for UserTokens {
         let connection = Connection {
             credentials,
             broken: None,
+            resource: Some(self.resource.clone()),
         };
         write_connection(&self.secrets, &self.server, self.user_id, &connection).await
     }
@@ -179,6 +220,7 @@ impl CredentialStore for UserTokens {
                 "the authorization server refused to renew the token (invalid_grant); connect again"
                     .to_owned(),
             ),
+            resource: Some(self.resource.clone()),
         };
         write_connection(&self.secrets, &self.server, self.user_id, &connection).await
     }
@@ -190,5 +232,40 @@ impl CredentialStore for UserTokens {
             .await
             .map_err(store_error)?;
         Ok(Some(CredentialRefreshGuard::new(guard)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn connection(resource: Option<&str>, broken: Option<&str>) -> Connection {
+        Connection {
+            credentials: StoredCredentials::new("gateway".into(), None, Vec::new(), None),
+            broken: broken.map(str::to_owned),
+            resource: resource.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn tokens_go_only_to_the_url_they_were_issued_for() {
+        let here = "https://mcp.issues.example/mcp";
+        assert_eq!(connection(Some(here), None).problem("issues", here), None);
+        let moved = connection(Some(here), None)
+            .problem("issues", "https://evil.example/mcp")
+            .unwrap();
+        assert!(moved.contains("another address"), "{moved}");
+        // A connection sealed before the URL was recorded is used, and sealed at its renewal.
+        assert_eq!(connection(None, None).problem("issues", here), None);
+        let broken = connection(Some(here), Some("invalid_grant"))
+            .problem("issues", here)
+            .unwrap();
+        assert!(
+            broken.contains("stopped working: invalid_grant"),
+            "{broken}"
+        );
+        // The sealed form keeps the URL.
+        let sealed = serde_json::to_value(connection(Some(here), None)).unwrap();
+        assert_eq!(sealed["resource"], here);
     }
 }
