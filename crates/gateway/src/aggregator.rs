@@ -222,15 +222,8 @@ async fn relay_changes<F, Fut>(
             change = changes.recv() => change,
             () = &mut closed => return,
         };
-        let change = match change {
-            Ok(change) => change,
-            // Missed some: say everything changed, which is always correct.
-            Err(broadcast::error::RecvError::Lagged(_)) => ListChange {
-                tools: true,
-                prompts: true,
-                resources: true,
-            },
-            Err(broadcast::error::RecvError::Closed) => return,
+        let Some(change) = ListChange::next(change) else {
+            return;
         };
         if !send(change).await {
             return;

@@ -32,6 +32,24 @@ pub struct ListChange {
     pub resources: bool,
 }
 
+impl ListChange {
+    /// The next change a subscriber hears of; `None` once the hub is gone. A subscriber that
+    /// fell behind hears that everything changed, which is always correct.
+    pub(crate) fn next(
+        received: Result<ListChange, tokio::sync::broadcast::error::RecvError>,
+    ) -> Option<ListChange> {
+        match received {
+            Ok(change) => Some(change),
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => Some(ListChange {
+                tools: true,
+                prompts: true,
+                resources: true,
+            }),
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => None,
+        }
+    }
+}
+
 /// Everything shared by the gateway's sessions.
 pub struct Hub {
     pub limits: Limits,

@@ -67,15 +67,8 @@ impl SessionRelay {
 /// Until the hub's broadcast closes: each change to every open session.
 async fn relay(mut changes: broadcast::Receiver<ListChange>, peers: Arc<Mutex<Peers>>) {
     loop {
-        let change = match changes.recv().await {
-            Ok(change) => change,
-            // Missed some: say everything changed, which is always correct.
-            Err(broadcast::error::RecvError::Lagged(_)) => ListChange {
-                tools: true,
-                prompts: true,
-                resources: true,
-            },
-            Err(broadcast::error::RecvError::Closed) => return,
+        let Some(change) = ListChange::next(changes.recv().await) else {
+            return;
         };
         let open: Vec<Peer<RoleServer>> = {
             let mut peers = lock(&peers);
