@@ -2,9 +2,10 @@
 //! create cgroups (v2, or a v1 hierarchy: pids, memory or cpu).
 //!
 //! A plain server runs in its own process group, and teardown also kills the descendants it
-//! finds through `/proc` (gig-gateway's `ProcessGroup`). That misses one case: a child that left
-//! the group with `setsid` after its leader already died has been handed to init, and nothing
-//! links it to the server any more. A cgroup does: the child joins before the program starts
+//! finds through `/proc` (gig-gateway's `ProcessGroup`). That misses what has been handed to
+//! init: a child daemonized by a shell that then exited, or a `setsid` child of a leader that
+//! died first; nothing in the process tree links it to the server any more. A cgroup does:
+//! the child joins before the program starts
 //! (a `/bin/sh` shim writes its own pid into `cgroup.procs`, then `exec`s the program, so even a
 //! fork in the program's first instruction lands inside), and teardown kills the whole cgroup.
 //! No limits are set: a plain server is the operator's own process, not an untrusted one.

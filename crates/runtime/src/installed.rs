@@ -1,6 +1,7 @@
 //! Servers installed from the signed index (images run in sandboxes, remote servers reached
-//! over HTTP), kept in step with the store: a server installed or removed (by `gigmcp install` in another process, or by another replica sharing the
-//! database) appears on or disappears from `/mcp` within seconds, with `tools/list_changed`.
+//! over HTTP), kept in step with the store: a server installed or removed (by `gigmcp install`
+//! in another process, or by another replica sharing the database) appears on or disappears
+//! from `/mcp` within seconds, with `tools/list_changed`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
