@@ -3,20 +3,19 @@
 //! routed back to the calling client).
 
 use std::collections::HashMap;
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
-use futures::stream::FuturesUnordered;
 use rmcp::model::{
-    ClientCapabilities, ClientRequest, ClientResult, ErrorCode, ErrorData, ProgressToken,
-    ProtocolVersion, RequestMetaObject, ServerRequest, ServerResult,
+    ClientCapabilities, ClientRequest, ErrorCode, ErrorData, ProgressToken, ProtocolVersion,
+    RequestMetaObject, ServerResult,
 };
 use rmcp::service::{Peer, PeerRequestOptions, RequestContext, ServiceError};
 use rmcp::{RoleClient, RoleServer};
-use tokio::sync::{Notify, Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore};
 use tokio_util::sync::CancellationToken;
 
+use crate::call_relay::{CallRelay, CallerQueue};
 use crate::catalog::BackendLists;
 use crate::launcher::{Launcher, ToolCallHook};
 use gig_config::Limits;
@@ -40,20 +39,13 @@ pub struct Caller {
     /// `None` when the client cannot take server-to-client requests (the stateless
     /// 2026-07-28 protocol forbids them), so backends' requests are refused, not misrouted.
     pub capabilities: Option<ClientCapabilities>,
-    /// Hands a backend's server-to-client request to the task serving the client's call, so
-    /// rmcp sends it on that call's response stream.
-    pub upstream: mpsc::Sender<UpstreamRequest>,
+    /// Hands a backend's requests and notifications to the task serving the client's call,
+    /// so rmcp sends them on that call's response stream, in order.
+    pub queue: CallerQueue,
     /// The client's MCP session, when it has one.
     session: Option<String>,
     call_id: u64,
     started: Instant,
-}
-
-/// A backend's sampling/elicitation/roots request on its way to the calling client.
-#[derive(Debug)]
-pub struct UpstreamRequest {
-    pub request: ServerRequest,
-    pub reply: oneshot::Sender<Result<ClientResult, ErrorData>>,
 }
 
 /// One backend: its launcher, its live connection (if any) and its calls in flight.
@@ -70,7 +62,7 @@ pub struct Backend {
     /// stops reading cannot make the gateway hold more than this of its calls' arguments.
     pub(crate) queued_bytes: Semaphore,
     queued_bytes_max: usize,
-    pub(crate) notify_permits: Semaphore,
+    pub(crate) notify_permits: Arc<Semaphore>,
     pub(crate) refresh: Notify,
     pub(crate) first_attempt_done: tokio::sync::watch::Sender<bool>,
     /// Cancelled when this backend is removed (a child of the hub's shutdown token).
@@ -124,9 +116,7 @@ impl Drop for ClearOnDrop {
 /// Distinguishes calls across backend connections.
 static NEXT_CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Server-to-client requests a backend may relay during one call.
-const MAX_RELAYED_PER_CALL: usize = 16;
-/// Notifications from one backend being forwarded at once; more are dropped.
+/// Resource updates from one backend being forwarded at once; more are dropped.
 const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 64;
 /// How long forwarding one notification to a client may take before it is dropped.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -186,7 +176,7 @@ impl Backend {
             permits: Semaphore::new(max_inflight),
             queued_bytes: Semaphore::new(max_queued_bytes),
             queued_bytes_max: max_queued_bytes,
-            notify_permits: Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT),
+            notify_permits: Arc::new(Semaphore::new(MAX_NOTIFICATIONS_IN_FLIGHT)),
             refresh: Notify::new(),
             first_attempt_done: tokio::sync::watch::Sender::new(false),
             stop,
@@ -239,10 +229,11 @@ impl Backend {
             .cloned()
     }
 
-    /// A permit to forward one notification; `None` (drop it) when this backend already has
-    /// the maximum in flight, so a flood cannot pile up tasks and payloads in the gateway.
-    pub fn notification_permit(&self) -> Option<tokio::sync::SemaphorePermit<'_>> {
-        self.notify_permits.try_acquire().ok()
+    /// A permit to forward one resource update to one subscriber; `None` (drop it) when this
+    /// backend already has the maximum in flight, so a flood cannot pile up tasks and payloads
+    /// in the gateway.
+    pub fn notification_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        self.notify_permits.clone().try_acquire_owned().ok()
     }
 
     pub fn caller_by_token(&self, token: &ProgressToken) -> Option<Caller> {
@@ -354,7 +345,7 @@ impl Backend {
             token: handle.progress_token.clone(),
             call_id,
         };
-        let (upstream, mut upstream_requests) = mpsc::channel(4);
+        let (queue, mut relay) = CallRelay::new(caller.peer.clone());
         let stateless = caller
             .protocol_version()
             .is_some_and(|v| v.as_str() >= ProtocolVersion::V_2026_07_28.as_str());
@@ -368,7 +359,7 @@ impl Backend {
                 } else {
                     caller.client_capabilities()
                 },
-                upstream,
+                queue,
                 session: caller
                     .extensions
                     .get::<http::request::Parts>()
@@ -383,38 +374,19 @@ impl Backend {
         let request_id = handle.id.clone();
         let backend_peer = handle.peer.clone();
         let mut response = std::pin::pin!(handle.await_response());
-        // Server-to-client requests run here, inside the client's request task, so rmcp
-        // associates them with the client's call (its SSE stream in the legacy protocol).
-        let mut relayed = FuturesUnordered::new();
-        let mut relayed_total = 0;
         // rmcp's own timeout fires at the deadline but then waits to send its cancellation,
         // which a backend that stopped reading never takes: this one does not wait.
         let hard_deadline = deadline + HARD_DEADLINE_MARGIN;
         loop {
             tokio::select! {
-                result = &mut response => return result.map_err(|e| self.call_error(e)),
+                result = &mut response => {
+                    relay.flush().await;
+                    return result.map_err(|e| self.call_error(e));
+                }
                 () = tokio::time::sleep_until(hard_deadline) => {
                     return Err(self.timed_out(limits.call_timeout));
                 }
-                Some(UpstreamRequest { request, reply }) = upstream_requests.recv() => {
-                    if relayed_total == MAX_RELAYED_PER_CALL {
-                        let _ = reply.send(Err(ErrorData::invalid_request(
-                            format!("a backend may make at most {MAX_RELAYED_PER_CALL} requests to the client per call"),
-                            None,
-                        )));
-                        continue;
-                    }
-                    relayed_total += 1;
-                    let client = caller.peer.clone();
-                    relayed.push(async move {
-                        let answer = client.send_request(request).await.map_err(|e| match e {
-                            ServiceError::McpError(error) => error,
-                            other => ErrorData::internal_error(format!("client did not answer: {other}"), None),
-                        });
-                        let _ = reply.send(answer);
-                    });
-                }
-                Some(()) = relayed.next(), if !relayed.is_empty() => {}
+                () = relay.step() => {}
                 () = caller.ct.cancelled() => {
                     // The client cancelled: tell the backend, so it can stop working too.
                     let _ = tokio::time::timeout(

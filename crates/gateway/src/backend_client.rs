@@ -16,14 +16,15 @@ use rmcp::model::{
     ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequest,
     CreateMessageRequestParams, CreateMessageResult, ElicitRequest, ElicitRequestParams,
     ElicitResult, ErrorCode, ErrorData, Implementation, ListRootsRequest, ListRootsResult,
-    LoggingMessageNotificationParam, ProgressNotificationParam, ResourceUpdatedNotificationParam,
-    ServerRequest,
+    LoggingMessageNotification, LoggingMessageNotificationParam, ProgressNotification,
+    ProgressNotificationParam, ResourceUpdatedNotificationParam, ServerNotification, ServerRequest,
 };
 use rmcp::service::{NotificationContext, RequestContext};
 use rmcp::{ClientHandler, RoleClient};
 use tokio::sync::oneshot;
 
-use crate::backend::{Backend, NOTIFY_TIMEOUT, UpstreamRequest};
+use crate::backend::{Backend, NOTIFY_TIMEOUT};
+use crate::call_relay::{ToCaller, queue_notification};
 use crate::catalog::exposed_resource_uri;
 use crate::subscriptions::ResourceSubscriptions;
 
@@ -61,8 +62,8 @@ impl BackendClient {
         })?;
         let (reply, answer) = oneshot::channel();
         caller
-            .upstream
-            .send(UpstreamRequest { request, reply })
+            .queue
+            .send(Box::new(ToCaller::Request { request, reply }))
             .await
             .map_err(|_| refuse("the calling client's request has ended"))?;
         answer
@@ -140,17 +141,16 @@ impl ClientHandler for BackendClient {
         let Some(backend) = self.backend.upgrade() else {
             return;
         };
-        let Some(_permit) = backend.notification_permit() else {
-            return;
-        };
         let Some(caller) = backend.caller_by_token(&params.progress_token) else {
             return;
         };
         if let Some(token) = caller.progress_token {
             let mut forwarded = params;
             forwarded.progress_token = token;
-            let _ =
-                tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_progress(forwarded)).await;
+            queue_notification(
+                &caller.queue,
+                ServerNotification::ProgressNotification(ProgressNotification::new(forwarded)),
+            );
         }
     }
 
@@ -163,15 +163,15 @@ impl ClientHandler for BackendClient {
             return;
         };
         tracing::debug!(backend = %backend.name, level = ?params.level, logger = ?params.logger, "backend log message");
-        let Some(_permit) = backend.notification_permit() else {
-            return;
-        };
         // Stdio links a log message to no request: it goes to the calling session only when
         // all calls in flight on this backend are that session's.
         if let Some(caller) = backend.oldest_caller() {
-            let _ =
-                tokio::time::timeout(NOTIFY_TIMEOUT, caller.peer.notify_logging_message(params))
-                    .await;
+            queue_notification(
+                &caller.queue,
+                ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(
+                    params,
+                )),
+            );
         }
     }
 
@@ -185,17 +185,21 @@ impl ClientHandler for BackendClient {
         else {
             return;
         };
-        let Some(_permit) = backend.notification_permit() else {
-            return;
-        };
         let mut forwarded = params.clone();
         forwarded.uri = exposed_resource_uri(&backend.name, &params.uri);
+        // Each subscriber on its own task: this backend's next notification does not wait
+        // for a subscriber that is slow to read.
         for peer in subscriptions.subscribers(&backend.name, &params.uri) {
-            let _ = tokio::time::timeout(
-                NOTIFY_TIMEOUT,
-                peer.notify_resource_updated(forwarded.clone()),
-            )
-            .await;
+            let Some(permit) = backend.notification_permit() else {
+                return;
+            };
+            let forwarded = forwarded.clone();
+            tokio::spawn(async move {
+                let _permit = permit;
+                let _ =
+                    tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(forwarded))
+                        .await;
+            });
         }
     }
 

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod audit_writer;
 pub mod backend;
 pub mod backend_client;
+mod call_relay;
 pub mod catalog;
 pub mod http;
 pub mod hub;

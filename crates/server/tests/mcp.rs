@@ -211,16 +211,19 @@ async fn structured_content_is_error_and_meta_pass_through() {
     gateway.stop().await;
 }
 
-#[tokio::test]
+// Multi-threaded, as the gateway runs: tasks spawned one after another may then run in any order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_reaches_the_calling_client_with_its_own_token() {
     let gateway = start_gateway(&[]).await;
     let handler = TestClient::default();
     let progress = handler.progress.clone();
     let client = gateway.client_with(handler).await;
 
-    let request = rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(
-        call("fixture_progress", serde_json::json!({"steps": 3})),
-    ));
+    let request =
+        rmcp::model::ClientRequest::CallToolRequest(rmcp::model::CallToolRequest::new(call(
+            "fixture_progress",
+            serde_json::json!({"steps": 20, "burst": true}),
+        )));
     let handle = client
         .send_request_with_option(request, Default::default())
         .await
@@ -228,14 +231,19 @@ async fn progress_reaches_the_calling_client_with_its_own_token() {
     let token = handle.progress_token.clone();
     handle.await_response().await.unwrap();
 
-    let seen = eventually(Duration::from_secs(10), async || {
-        let p = progress.lock().unwrap();
-        (p.len() == 3).then(|| p.clone())
-    })
-    .await
-    .expect("three progress notifications");
+    // All of it, in the backend's order, before the result: a client stops listening for a
+    // call's progress once it has the result.
+    let seen = progress.lock().unwrap().clone();
+    let messages: Vec<_> = seen.iter().map(|p| p.message.as_deref()).collect();
+    let expected: Vec<_> = (1..=20).map(|i| format!("step {i}")).collect();
+    assert_eq!(
+        messages,
+        expected
+            .iter()
+            .map(|m| Some(m.as_str()))
+            .collect::<Vec<_>>()
+    );
     assert!(seen.iter().all(|p| p.progress_token == token));
-    assert_eq!(seen[2].message.as_deref(), Some("step 3"));
     client.cancel().await.unwrap();
     gateway.stop().await;
 }

@@ -1401,6 +1401,34 @@ where
     tokio::task::spawn_local(future)
 }
 
+/// Runs `deliver` once the handlers of the progress notifications received before it have
+/// finished: at once when they have, else on a task chained after them. A response is then
+/// never seen before the progress a peer sent ahead of it. (A progress handler must therefore
+/// not await a response from its peer.)
+fn after_earlier_notifications<D>(
+    earlier_done: &mut Option<tokio::sync::oneshot::Receiver<()>>,
+    deliver: D,
+) where
+    D: FnOnce() + MaybeSend + 'static,
+{
+    let Some(mut earlier) = earlier_done.take() else {
+        return deliver();
+    };
+    if !matches!(
+        earlier.try_recv(),
+        Err(tokio::sync::oneshot::error::TryRecvError::Empty)
+    ) {
+        return deliver();
+    }
+    let (done, next) = tokio::sync::oneshot::channel::<()>();
+    *earlier_done = Some(next);
+    spawn_service_task(async move {
+        let _done = done;
+        let _ = earlier.await;
+        deliver();
+    });
+}
+
 /// Run the service loop over `transport`.
 ///
 /// `initial_messages` are messages the caller already read from `transport`
@@ -1449,6 +1477,14 @@ where
         let mut batch_messages = initial_messages;
         let mut send_task_set = tokio::task::JoinSet::<SendTaskResult>::new();
         let mut response_send_tasks = tokio::task::JoinSet::<()>::new();
+        // Signal when the handler of the last notification received has finished: the next
+        // one waits for it, so notifications are handled in the order the peer sent them (a
+        // progress stream stays increasing) without a task kept per service. Progress has a
+        // chain of its own, which responses wait for (`after_earlier_notifications`): a
+        // handler of any other notification may await a response from its peer without
+        // waiting for itself.
+        let mut progress_handled: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        let mut others_handled: Option<tokio::sync::oneshot::Receiver<()>> = None;
         #[derive(Debug)]
         enum SendTaskResult {
             Request {
@@ -1764,6 +1800,7 @@ where
                         continue;
                     }
                     let mut notification = notification;
+                    let is_progress = notification.progress_token().is_some();
                     if let Some(progress_token) = notification.progress_token() {
                         peer.notify_progress_timeout_watcher(progress_token).await;
                     }
@@ -1780,7 +1817,20 @@ where
                             extensions,
                         };
                         let current_span = tracing::Span::current();
+                        let chain = if is_progress {
+                            &mut progress_handled
+                        } else {
+                            &mut others_handled
+                        };
+                        let previous = chain.take();
+                        let (done, next) = tokio::sync::oneshot::channel::<()>();
+                        *chain = Some(next);
                         spawn_service_task(async move {
+                            // Dropped when this handler ends (or panics): the next one starts.
+                            let _done = done;
+                            if let Some(previous) = previous {
+                                let _ = previous.await;
+                            }
                             let result = service.handle_notification(notification, context).await;
                             if let Err(error) = result {
                                 tracing::warn!(%error, "Error sending notification");
@@ -1796,10 +1846,11 @@ where
                     if let Some(responder) =
                         remove_pending_request(&mut local_responder_pool, &id)
                     {
-                        let response_result = responder.responder.send(Ok(result));
-                        if let Err(_error) = response_result {
-                            tracing::warn!(%id, "Error sending response");
-                        }
+                        after_earlier_notifications(&mut progress_handled, move || {
+                            if responder.responder.send(Ok(result)).is_err() {
+                                tracing::warn!(%id, "Error sending response");
+                            }
+                        });
                     }
                 }
                 Event::PeerMessage(JsonRpcMessage::Error(JsonRpcError { error, id, .. })) => {
@@ -1817,10 +1868,11 @@ where
                         } else {
                             ServiceError::McpError(error)
                         };
-                        let _response_result = responder.responder.send(Err(service_error));
-                        if let Err(_error) = _response_result {
-                            tracing::warn!(%id, "Error sending response");
-                        }
+                        after_earlier_notifications(&mut progress_handled, move || {
+                            if responder.responder.send(Err(service_error)).is_err() {
+                                tracing::warn!(%id, "Error sending response");
+                            }
+                        });
                     }
                 }
             }

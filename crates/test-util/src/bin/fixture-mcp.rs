@@ -31,7 +31,7 @@ const TOOLS: &[(&str, &str)] = &[
     ("pid", "Returns this process's id"),
     (
         "progress",
-        "Sends `steps` progress notifications, then returns",
+        "Sends `steps` progress notifications (with `burst`, all in one write), then returns",
     ),
     (
         "wait_for_cancel",
@@ -92,6 +92,18 @@ fn arg_u64(request: &CallToolRequestParams, key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
+/// A progress notification as it goes on the wire, newline included.
+fn progress_line(params: ProgressNotificationParam) -> Vec<u8> {
+    let message = serde_json::json!({
+        "jsonrpc": "2.0",
+        "method": "notifications/progress",
+        "params": params,
+    });
+    let mut line = serde_json::to_vec(&message).unwrap_or_default();
+    line.push(b'\n');
+    line
+}
+
 fn raw_stdout(bytes: &[u8]) {
     let mut out = std::io::stdout().lock();
     let _ = out.write_all(bytes);
@@ -135,12 +147,26 @@ impl ServerHandler for Fixture {
             "pid" => Ok(text(std::process::id().to_string())),
             "progress" => {
                 let steps = arg_u64(&request, "steps", 3);
+                let burst = request
+                    .arguments
+                    .as_ref()
+                    .and_then(|a| a.get("burst"))
+                    .and_then(|v| v.as_bool())
+                    .unwrap_or(false);
                 if let Some(token) = context.meta.get_progress_token() {
+                    let mut lines = Vec::new();
                     for i in 1..=steps {
                         let mut p = ProgressNotificationParam::new(token.clone(), i as f64);
                         p.total = Some(steps as f64);
                         p.message = Some(format!("step {i}"));
-                        let _ = context.peer.notify_progress(p).await;
+                        if burst {
+                            lines.extend(progress_line(p));
+                        } else {
+                            let _ = context.peer.notify_progress(p).await;
+                        }
+                    }
+                    if burst {
+                        raw_stdout(&lines);
                     }
                 }
                 Ok(text(format!("done after {steps} steps")))
