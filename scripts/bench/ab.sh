@@ -2,7 +2,7 @@
 # scripts/bench/ab.sh GIGMCP_A GIGMCP_B [ROUNDS]: two gateway binaries run alternately, nothing
 # else running, to tell a change's cost from this machine's run-to-run noise. Each turn starts
 # one gateway (plain echo-stdio backend, no control plane) and measures with wrk for 3 s:
-# stateless 2026-07-28 calls at c=1, initialize-era calls at c=1 and c=32 (sessions opened by
+# stateless 2026-07-28 calls and initialize-era calls, each at c=1 and c=32 (sessions opened by
 # mcp-session.sh). One JSON line per cell: round, binary, cell, wrk's figures. Needs
 # `cargo build --release -p echo-stdio` and wrk (make peers).
 set -euo pipefail
@@ -33,8 +33,10 @@ for round in $(seq "${3:-3}"); do
     pid=$!
     for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
     gw="http://127.0.0.1:$port/mcp"
-    cell "$round" "$g" "2026-07-28 c=1" TOKEN="$token" ARG=text \
-      wrk -t1 -c1 -d3s -s scripts/bench/mcp-call.lua "$gw"
+    for c in 1 32; do
+      cell "$round" "$g" "2026-07-28 c=$c" TOKEN="$token" ARG=text \
+        wrk -t"$(( c < 2 ? 1 : 2 ))" -c"$c" -d3s -s scripts/bench/mcp-call.lua "$gw"
+    done
     for c in 1 32; do
       sessions="$(TOKEN="$token" scripts/bench/mcp-session.sh "$gw" "$c")"
       cell "$round" "$g" "initialize c=$c" TOKEN="$token" ARG=text SESSIONS="$(sed -n 2p <<<"$sessions")" \
