@@ -4,6 +4,7 @@
 //! call here has already passed the route's permission check.
 
 use futures::future::BoxFuture;
+pub use gig_policy::CredentialName;
 use tokio::sync::mpsc;
 
 /// A server as the control plane lists it.
@@ -133,14 +134,14 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>>;
     fn delete_credential(
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>>;
     /// The credentials `owner` has stored for `server`.
     fn credentials(

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use crate::ApiState;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::operations::CredentialName;
 use crate::operations::{CredentialOwner, OpError};
 use crate::routes::{audit, body};
 use crate::schema::{
@@ -36,8 +37,8 @@ impl From<OpError> for ApiError {
     }
 }
 
-/// A server or credential name as the gateway accepts them (what the servers file and the
-/// index allow): no path tricks, bounded.
+/// A server name as the gateway accepts them (what the servers file and the index allow): no
+/// path tricks, bounded.
 fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
     let ok = !name.is_empty()
         && name.len() <= 128
@@ -293,7 +294,7 @@ pub(crate) async fn store_credential(
     request: Result<Json<CredentialValue>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
     valid_name(&server, "server")?;
-    valid_name(&name, "credential")?;
+    let name = CredentialName::parse(&name).map_err(ApiError::bad_request)?;
     let value = zeroize::Zeroizing::new(body(request)?.value.into_bytes());
     if value.is_empty() || value.len() > MAX_SECRET_BYTES {
         return Err(ApiError::bad_request(format!(
@@ -333,7 +334,7 @@ pub(crate) async fn remove_credential(
     name: String,
 ) -> Result<StatusCode, ApiError> {
     valid_name(&server, "server")?;
-    valid_name(&name, "credential")?;
+    let name = CredentialName::parse(&name).map_err(ApiError::bad_request)?;
     if !state
         .operations
         .delete_credential(server.clone(), owner, name.clone())
@@ -351,7 +352,7 @@ async fn audit_credential(
     action: &'static str,
     server: &str,
     owner: CredentialOwner,
-    name: &str,
+    name: &CredentialName,
 ) -> Result<(), ApiError> {
     let target = format!("{server}/credential:{name}");
     let detail = match owner {

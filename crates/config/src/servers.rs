@@ -511,6 +511,15 @@ mod tests {
                     {"env": "K", "hosts": [], "inject": {"type": "query", "param": "k"}}]}}}}"#,
                 "at least one host",
             ),
+            (
+                r#"{"mcpServers": {"s": {"command": "/x", "sandbox": {"credentials": [
+                    {"env": "K", "secret": "../k", "hosts": ["a.example"], "inject": {"type": "query", "param": "k"}}]}}}}"#,
+                "secret \"../k\" is not a credential name",
+            ),
+            (
+                r#"{"mcpServers": {"a": {"url": "https://x/mcp", "headers": {"A": "${credential:.hidden}"}}}}"#,
+                "not starting with '.'",
+            ),
         ] {
             let err = parse(json).expect_err(json).to_string();
             assert!(err.contains(needle), "{err}");

@@ -6,7 +6,8 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use gig_api::operations::{
-    CatalogEntry, CredentialOwner, OpError, Operations, ServerStatus, StoredCredential,
+    CatalogEntry, CredentialName, CredentialOwner, OpError, Operations, ServerStatus,
+    StoredCredential,
 };
 use tokio::sync::mpsc;
 
@@ -79,7 +80,7 @@ impl Operations for MeteredOperations {
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>> {
         Box::pin(async move {
@@ -94,7 +95,7 @@ impl Operations for MeteredOperations {
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
             let deleted = self.inner.delete_credential(server, owner, name).await;

@@ -12,9 +12,11 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 pub mod address;
+mod credential_name;
 pub mod instances;
 pub mod remote;
 
+pub use credential_name::{CredentialName, MAX_CREDENTIAL_NAME};
 pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -27,6 +29,8 @@ pub enum PolicyError {
     Rule(String, &'static str),
     #[error("invalid credential {0:?}: {1}")]
     Credential(String, &'static str),
+    #[error("invalid credential {0:?}: secret {1}")]
+    CredentialSecret(String, String),
 }
 
 /// A destination host: an exact DNS name (`api.example.com`), a wildcard that matches strictly
@@ -238,6 +242,10 @@ impl CredentialSpec {
         };
         if !ident(&self.env) {
             return Err(err("env must be a variable name ([A-Za-z_][A-Za-z0-9_]*)"));
+        }
+        if let Some(secret) = &self.secret {
+            CredentialName::parse(secret)
+                .map_err(|why| PolicyError::CredentialSecret(self.env.clone(), why))?;
         }
         if self.hosts.is_empty() {
             return Err(err("a credential needs at least one host"));

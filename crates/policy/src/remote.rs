@@ -10,6 +10,8 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+use crate::CredentialName;
+
 pub use oauth::{OAuthGrant, RawOAuth, RemoteOAuth};
 
 /// A remote MCP server the gateway connects to.
@@ -177,16 +179,6 @@ impl std::fmt::Debug for HeaderTemplate {
 /// How a value names a vault credential: `${credential:NAME}`.
 pub const CREDENTIAL_REF: &str = "${credential:";
 
-/// A vault credential's name as a servers file or index may write it: 1-128 of
-/// `[A-Za-z0-9._-]`.
-pub fn is_credential_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 128
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-}
-
 impl HeaderTemplate {
     /// Checks the references (each closed, each a valid credential name) and the characters
     /// (no control characters: a header value cannot hold them).
@@ -201,10 +193,7 @@ impl HeaderTemplate {
             let end = after
                 .find('}')
                 .ok_or("an unclosed ${credential:...} reference")?;
-            let name = &after[..end];
-            if !is_credential_name(name) {
-                return Err(format!("{name:?} is not a credential name"));
-            }
+            CredentialName::parse(&after[..end])?;
             rest = &after[end + 1..];
         }
         Ok(template)

@@ -22,7 +22,8 @@ use crate::{
     ExtractMode, ImageEntry, ImageRef, RemoteEntry, ServerName, Transport, VersionEntry,
     validate_entrypoint, validate_version_label,
 };
-use gig_policy::remote::{CREDENTIAL_REF, RawRemote, is_credential_name};
+use gig_policy::CredentialName;
+use gig_policy::remote::{CREDENTIAL_REF, RawRemote};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ImportError {
@@ -444,15 +445,12 @@ fn header_value(header: &KeyValueInput) -> Result<Option<String>, ImportError> {
             None => Ok(None),
         };
     }
-    let reference = |name: &str| {
-        if is_credential_name(name) {
-            Ok(format!("{CREDENTIAL_REF}{name}}}"))
-        } else {
-            Err(ImportError::Invalid(format!(
-                "secret header {}: {name:?} is not a credential name; give the header with --header NAME=VALUE",
-                header.name
-            )))
-        }
+    let reference = |name: &str| match CredentialName::parse(name) {
+        Ok(name) => Ok(format!("{CREDENTIAL_REF}{name}}}")),
+        Err(why) => Err(ImportError::Invalid(format!(
+            "secret header {}: {why}; give the header with --header NAME=VALUE",
+            header.name
+        ))),
     };
     match value.filter(|v| is_template(v)) {
         None => reference(&header.name.to_ascii_lowercase()).map(Some),

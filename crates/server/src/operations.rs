@@ -16,7 +16,7 @@ use gig_config::{
 };
 use gig_gateway::Hub;
 use gig_gateway::backend::BackendStatus;
-use gig_policy::{CredentialSpec, EgressPolicy, HostPattern, Injection};
+use gig_policy::{CredentialName, CredentialSpec, EgressPolicy, HostPattern, Injection};
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, ServerRecord};
 use tokio::sync::mpsc;
@@ -381,7 +381,7 @@ impl Operations for GatewayOperations {
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>> {
         Box::pin(async move {
@@ -389,7 +389,7 @@ impl Operations for GatewayOperations {
                 return Err(OpError::NotFound(format!("no server {server:?}")));
             };
             Self::check_owner(&server, owner, per_user)?;
-            if !credentials.iter().any(|c| c.secret_name() == name) {
+            if !credentials.iter().any(|c| c.secret_name() == name.as_str()) {
                 let known: Vec<_> = credentials.iter().map(|c| c.secret_name()).collect();
                 return Err(OpError::Invalid(format!(
                     "server {server:?} does not declare a credential {name:?} (it declares: {})",
@@ -402,7 +402,7 @@ impl Operations for GatewayOperations {
             }
             let scope = vault_scope(&server, owner);
             self.secrets
-                .set(&scope, &name, &value)
+                .set(&scope, name.as_str(), &value)
                 .await
                 .map(|_| ())
                 .map_err(failed)
@@ -413,11 +413,14 @@ impl Operations for GatewayOperations {
         &self,
         server: String,
         owner: CredentialOwner,
-        name: String,
+        name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
             let scope = vault_scope(&server, owner);
-            self.secrets.delete(&scope, &name).await.map_err(failed)
+            self.secrets
+                .delete(&scope, name.as_str())
+                .await
+                .map_err(failed)
         })
     }
 

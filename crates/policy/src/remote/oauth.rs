@@ -18,7 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::{CREDENTIAL_REF, is_credential_name};
+use super::CREDENTIAL_REF;
+use crate::CredentialName;
 use crate::instances::{InstanceMode, InstancePolicy};
 
 /// Which OAuth grant the gateway uses toward a remote server.
@@ -132,10 +133,8 @@ fn secret_reference(text: &str) -> Result<String, String> {
         .strip_prefix(CREDENTIAL_REF)
         .and_then(|rest| rest.strip_suffix('}'))
         .ok_or("oauth: clientSecret must be a vault reference \"${credential:NAME}\", never the secret itself")?;
-    if !is_credential_name(name) {
-        return Err(format!("oauth: {name:?} is not a credential name"));
-    }
-    Ok(name.to_owned())
+    let name = CredentialName::parse(name).map_err(|why| format!("oauth: {why}"))?;
+    Ok(name.as_str().to_owned())
 }
 
 #[cfg(test)]
