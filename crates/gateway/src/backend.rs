@@ -116,7 +116,8 @@ impl Drop for ClearOnDrop {
 /// Distinguishes calls across backend connections.
 static NEXT_CALL_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
-/// Resource updates from one backend being forwarded at once; more are dropped.
+/// Notifications from one backend held by the gateway at once (queued for a call's client or
+/// being sent); more are dropped.
 const MAX_NOTIFICATIONS_IN_FLIGHT: usize = 64;
 /// How long forwarding one notification to a client may take before it is dropped.
 pub const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -229,8 +230,8 @@ impl Backend {
             .cloned()
     }
 
-    /// A permit to forward one resource update to one subscriber; `None` (drop it) when this
-    /// backend already has the maximum in flight, so a flood cannot pile up tasks and payloads
+    /// A permit to hold one notification from this backend until it has been forwarded;
+    /// `None` (drop it) when the maximum is held, so a flood cannot pile up tasks and payloads
     /// in the gateway.
     pub fn notification_permit(&self) -> Option<tokio::sync::OwnedSemaphorePermit> {
         self.notify_permits.clone().try_acquire_owned().ok()
@@ -380,7 +381,10 @@ impl Backend {
         loop {
             tokio::select! {
                 result = &mut response => {
-                    relay.flush().await;
+                    // The backend is done: its call slot and bytes are free while the client
+                    // is given what is left.
+                    drop((_guard, _permit, _bytes));
+                    relay.flush(hard_deadline).await;
                     return result.map_err(|e| self.call_error(e));
                 }
                 () = tokio::time::sleep_until(hard_deadline) => {

@@ -148,6 +148,7 @@ impl ClientHandler for BackendClient {
             let mut forwarded = params;
             forwarded.progress_token = token;
             queue_notification(
+                &backend,
                 &caller.queue,
                 ServerNotification::ProgressNotification(ProgressNotification::new(forwarded)),
             );
@@ -167,6 +168,7 @@ impl ClientHandler for BackendClient {
         // all calls in flight on this backend are that session's.
         if let Some(caller) = backend.oldest_caller() {
             queue_notification(
+                &backend,
                 &caller.queue,
                 ServerNotification::LoggingMessageNotification(LoggingMessageNotification::new(
                     params,
@@ -185,22 +187,28 @@ impl ClientHandler for BackendClient {
         else {
             return;
         };
+        let Some(permit) = backend.notification_permit() else {
+            return;
+        };
         let mut forwarded = params.clone();
         forwarded.uri = exposed_resource_uri(&backend.name, &params.uri);
-        // Each subscriber on its own task: this backend's next notification does not wait
-        // for a subscriber that is slow to read.
-        for peer in subscriptions.subscribers(&backend.name, &params.uri) {
-            let Some(permit) = backend.notification_permit() else {
-                return;
-            };
-            let forwarded = forwarded.clone();
-            tokio::spawn(async move {
-                let _permit = permit;
-                let _ =
-                    tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(forwarded))
-                        .await;
-            });
-        }
+        let subscribers = subscriptions.subscribers(&backend.name, &params.uri);
+        // On a task of its own, to every subscriber at once: this backend's next notification
+        // does not wait for a subscriber that is slow to read, nor does any other subscriber.
+        tokio::spawn(async move {
+            let _permit = permit;
+            futures::future::join_all(subscribers.into_iter().map(|peer| {
+                let forwarded = forwarded.clone();
+                async move {
+                    let _ = tokio::time::timeout(
+                        NOTIFY_TIMEOUT,
+                        peer.notify_resource_updated(forwarded),
+                    )
+                    .await;
+                }
+            }))
+            .await;
+        });
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {

@@ -14,14 +14,15 @@ use futures::stream::FuturesUnordered;
 use rmcp::RoleServer;
 use rmcp::model::{ClientResult, ErrorData, ServerNotification, ServerRequest};
 use rmcp::service::{Peer, ServiceError};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, mpsc, oneshot};
 
-use crate::backend::NOTIFY_TIMEOUT;
+use crate::backend::{Backend, NOTIFY_TIMEOUT};
 
 /// Server-to-client requests a backend may relay during one call.
 const MAX_RELAYED_PER_CALL: usize = 16;
 /// Messages for one call's client that may wait to be relayed; notifications beyond are
-/// dropped, requests wait (their backend waits for the answer anyway).
+/// dropped, requests wait (their backend waits for the answer anyway). Notifications are also
+/// bounded per backend, by `Backend::notification_permit`.
 const QUEUE: usize = 32;
 
 /// One message from a backend for the client of one of its calls.
@@ -32,17 +33,23 @@ pub enum ToCaller {
         request: ServerRequest,
         reply: oneshot::Sender<Result<ClientResult, ErrorData>>,
     },
-    /// Progress or a log message.
-    Notification(ServerNotification),
+    /// Progress or a log message, with the backend's permit to hold it.
+    Notification(ServerNotification, OwnedSemaphorePermit),
 }
 
 /// Where a backend's messages for one call's client are queued.
 pub type CallerQueue = mpsc::Sender<Box<ToCaller>>;
 
 /// Queues a notification for the call's client; drops it when the client is `QUEUE`
-/// messages behind.
-pub fn queue_notification(queue: &CallerQueue, notification: ServerNotification) {
-    let _ = queue.try_send(Box::new(ToCaller::Notification(notification)));
+/// messages behind or the backend holds its maximum of notifications.
+pub fn queue_notification(
+    backend: &Backend,
+    queue: &CallerQueue,
+    notification: ServerNotification,
+) {
+    if let Some(permit) = backend.notification_permit() {
+        let _ = queue.try_send(Box::new(ToCaller::Notification(notification, permit)));
+    }
 }
 
 /// Relays one call's messages to its client; polled by the call's task until the call ends.
@@ -93,16 +100,17 @@ impl CallRelay {
         self.take(*message);
     }
 
-    /// Sends the notifications still queued, in order and within `NOTIFY_TIMEOUT` in all,
-    /// before the call's answer goes out. Requests still queued are dropped: their backend
-    /// hears the call has ended.
-    pub async fn flush(mut self) {
-        let _ = tokio::time::timeout(NOTIFY_TIMEOUT, async {
+    /// Sends the notifications still queued, in order, before the call's answer goes out:
+    /// within `NOTIFY_TIMEOUT` in all and not past `deadline`. Requests still queued are
+    /// dropped: their backend hears the call has ended.
+    pub async fn flush(mut self, deadline: tokio::time::Instant) {
+        let deadline = deadline.min(tokio::time::Instant::now() + NOTIFY_TIMEOUT);
+        let _ = tokio::time::timeout_at(deadline, async {
             if let Some(sending) = self.sending.take() {
                 sending.await;
             }
             while let Ok(message) = self.incoming.try_recv() {
-                if let ToCaller::Notification(notification) = *message {
+                if let ToCaller::Notification(notification, _permit) = *message {
                     let _ = self.client.send_notification(notification).await;
                 }
             }
@@ -112,9 +120,10 @@ impl CallRelay {
 
     fn take(&mut self, message: ToCaller) {
         match message {
-            ToCaller::Notification(notification) => {
+            ToCaller::Notification(notification, permit) => {
                 let client = self.client.clone();
                 self.sending = Some(Box::pin(async move {
+                    let _permit = permit;
                     let _ = tokio::time::timeout(
                         NOTIFY_TIMEOUT,
                         client.send_notification(notification),

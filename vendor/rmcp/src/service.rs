@@ -556,6 +556,11 @@ impl ProgressTokenProvider for AtomicU32Provider {
 #[doc(hidden)]
 pub trait ProgressNotificationToken {
     fn progress_token(&self) -> Option<&ProgressToken>;
+    /// Whether a response that follows this notification waits until it has been handled:
+    /// progress, and a server's log messages (a peer writes them while working on a request).
+    fn precedes_responses(&self) -> bool {
+        self.progress_token().is_some()
+    }
 }
 
 #[cfg(feature = "server")]
@@ -579,6 +584,13 @@ impl ProgressNotificationToken for ServerNotification {
             }
             _ => None,
         }
+    }
+    fn precedes_responses(&self) -> bool {
+        matches!(
+            self,
+            ServerNotification::ProgressNotification(_)
+                | ServerNotification::LoggingMessageNotification(_)
+        )
     }
 }
 
@@ -1401,10 +1413,22 @@ where
     tokio::task::spawn_local(future)
 }
 
-/// Runs `deliver` once the handlers of the progress notifications received before it have
-/// finished: at once when they have, else on a task chained after them. A response is then
-/// never seen before the progress a peer sent ahead of it. (A progress handler must therefore
-/// not await a response from its peer.)
+/// Notification handlers of one service spawned and not yet finished, at most.
+const MAX_NOTIFICATION_HANDLERS_WAITING: usize = 1024;
+
+/// Counts one spawned notification handler until it ends.
+struct HandlerWaiting(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for HandlerWaiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// Runs `deliver` once the handlers of the notifications received before it that precede
+/// responses (progress, log messages) have finished: at once when they have, else on a task
+/// chained after them. A response is then never seen before the progress a peer sent ahead of
+/// it. (Such a handler must therefore not await a response from its peer.)
 fn after_earlier_notifications<D>(
     earlier_done: &mut Option<tokio::sync::oneshot::Receiver<()>>,
     deliver: D,
@@ -1479,12 +1503,15 @@ where
         let mut response_send_tasks = tokio::task::JoinSet::<()>::new();
         // Signal when the handler of the last notification received has finished: the next
         // one waits for it, so notifications are handled in the order the peer sent them (a
-        // progress stream stays increasing) without a task kept per service. Progress has a
-        // chain of its own, which responses wait for (`after_earlier_notifications`): a
-        // handler of any other notification may await a response from its peer without
-        // waiting for itself.
+        // progress stream stays increasing) without a task kept per service. Progress and log
+        // messages have a chain of their own, which responses wait for
+        // (`after_earlier_notifications`): a handler of any other notification may await a
+        // response from its peer without waiting for itself.
         let mut progress_handled: Option<tokio::sync::oneshot::Receiver<()>> = None;
         let mut others_handled: Option<tokio::sync::oneshot::Receiver<()>> = None;
+        // Handlers spawned and not yet finished: past the cap a notification is dropped, so a
+        // peer flooding a slow handler cannot pile up tasks without end.
+        let handlers_waiting = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         #[derive(Debug)]
         enum SendTaskResult {
             Request {
@@ -1800,7 +1827,7 @@ where
                         continue;
                     }
                     let mut notification = notification;
-                    let is_progress = notification.progress_token().is_some();
+                    let precedes_responses = notification.precedes_responses();
                     if let Some(progress_token) = notification.progress_token() {
                         peer.notify_progress_timeout_watcher(progress_token).await;
                     }
@@ -1817,7 +1844,15 @@ where
                             extensions,
                         };
                         let current_span = tracing::Span::current();
-                        let chain = if is_progress {
+                        if handlers_waiting.load(std::sync::atomic::Ordering::Relaxed)
+                            >= MAX_NOTIFICATION_HANDLERS_WAITING
+                        {
+                            tracing::warn!("notification dropped: its handlers are behind");
+                            continue;
+                        }
+                        handlers_waiting.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let waiting = HandlerWaiting(handlers_waiting.clone());
+                        let chain = if precedes_responses {
                             &mut progress_handled
                         } else {
                             &mut others_handled
@@ -1828,6 +1863,7 @@ where
                         spawn_service_task(async move {
                             // Dropped when this handler ends (or panics): the next one starts.
                             let _done = done;
+                            let _waiting = waiting;
                             if let Some(previous) = previous {
                                 let _ = previous.await;
                             }

@@ -67,9 +67,10 @@ pub async fn run(config: StoreConfig, action: SecretAction) -> anyhow::Result<()
     };
     match action {
         SecretAction::Set { server, name, file } => {
+            let name = gig_policy::CredentialName::parse(&name).map_err(anyhow::Error::msg)?;
             let value = zeroize::Zeroizing::new(read_value(file)?);
             let known = known_servers(&secrets).await?;
-            secrets.set(&scope(&server), &name, &value).await?;
+            secrets.set(&scope(&server), name.as_str(), &value).await?;
             println!("stored {name} for {server}");
             if !known.contains(&server) {
                 // Stored anyway: declaring or installing the server may come next.
@@ -93,6 +94,7 @@ pub async fn run(config: StoreConfig, action: SecretAction) -> anyhow::Result<()
             }
         }
         SecretAction::Delete { server, name } => {
+            // Any stored name, so that one written before names had a rule can still go.
             if !secrets.delete(&scope(&server), &name).await? {
                 bail!("no secret {name} for {server}");
             }
