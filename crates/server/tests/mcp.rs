@@ -14,8 +14,8 @@ use std::time::Duration;
 use gig_test_util::{eventually, process_alive};
 use rmcp::model::{
     CallToolRequestParams, ClientCapabilities, ClientConfig, CreateMessageRequestParams,
-    CreateMessageResult, ErrorData, Implementation, ListRootsResult, ProgressNotificationParam,
-    Root, SamplingMessage,
+    CreateMessageResult, ErrorData, Implementation, ListRootsResult,
+    LoggingMessageNotificationParam, ProgressNotificationParam, Root, SamplingMessage,
 };
 use rmcp::service::{NotificationContext, RequestContext, RunningService};
 use rmcp::{ClientHandler, RoleClient};
@@ -45,6 +45,7 @@ impl Gateway {
 struct TestClient {
     no_capabilities: bool,
     progress: Arc<Mutex<Vec<ProgressNotificationParam>>>,
+    logs: Arc<Mutex<Vec<serde_json::Value>>>,
     tool_list_changes: Arc<AtomicUsize>,
 }
 
@@ -82,6 +83,14 @@ impl ClientHandler for TestClient {
         _context: NotificationContext<RoleClient>,
     ) {
         self.progress.lock().unwrap().push(params);
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        self.logs.lock().unwrap().push(params.data);
     }
 
     async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
@@ -217,6 +226,7 @@ async fn progress_reaches_the_calling_client_with_its_own_token() {
     let gateway = start_gateway(&[]).await;
     let handler = TestClient::default();
     let progress = handler.progress.clone();
+    let logs = handler.logs.clone();
     let client = gateway.client_with(handler).await;
 
     let request =
@@ -244,6 +254,8 @@ async fn progress_reaches_the_calling_client_with_its_own_token() {
             .collect::<Vec<_>>()
     );
     assert!(seen.iter().all(|p| p.progress_token == token));
+    // The backend's log line after them went to this call's client, before the result too.
+    assert_eq!(*logs.lock().unwrap(), [serde_json::json!("steps done")]);
     client.cancel().await.unwrap();
     gateway.stop().await;
 }

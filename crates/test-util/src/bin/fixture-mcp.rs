@@ -31,7 +31,8 @@ const TOOLS: &[(&str, &str)] = &[
     ("pid", "Returns this process's id"),
     (
         "progress",
-        "Sends `steps` progress notifications (with `burst`, all in one write), then returns",
+        "Sends `steps` progress notifications (with `burst`, all in one write and a log message \
+         after them), then returns",
     ),
     (
         "wait_for_cancel",
@@ -166,6 +167,14 @@ impl ServerHandler for Fixture {
                         }
                     }
                     if burst {
+                        // A log line last, as a server notes that it is done.
+                        let log = serde_json::json!({
+                            "jsonrpc": "2.0",
+                            "method": "notifications/message",
+                            "params": {"level": "info", "data": "steps done"},
+                        });
+                        lines.extend(serde_json::to_vec(&log).unwrap_or_default());
+                        lines.push(b'\n');
                         raw_stdout(&lines);
                     }
                 }
