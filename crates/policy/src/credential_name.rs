@@ -4,7 +4,7 @@
 use std::fmt;
 
 /// Longest credential name.
-pub const MAX_CREDENTIAL_NAME: usize = 128;
+const MAX_CREDENTIAL_NAME: usize = 128;
 
 /// A vault credential's name: 1 to 128 of `[A-Za-z0-9._-]`, not starting with `.`. Names the
 /// gateway keeps for itself (an upstream OAuth token is `oauth:token`) hold a `:`, so no name

@@ -16,7 +16,7 @@ mod credential_name;
 pub mod instances;
 pub mod remote;
 
-pub use credential_name::{CredentialName, MAX_CREDENTIAL_NAME};
+pub use credential_name::CredentialName;
 pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};

@@ -93,11 +93,11 @@ fn arg_u64(request: &CallToolRequestParams, key: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// A progress notification as it goes on the wire, newline included.
-fn progress_line(params: ProgressNotificationParam) -> Vec<u8> {
+/// A notification as it goes on the wire, newline included.
+fn notification_line(method: &str, params: serde_json::Value) -> Vec<u8> {
     let message = serde_json::json!({
         "jsonrpc": "2.0",
-        "method": "notifications/progress",
+        "method": method,
         "params": params,
     });
     let mut line = serde_json::to_vec(&message).unwrap_or_default();
@@ -161,20 +161,18 @@ impl ServerHandler for Fixture {
                         p.total = Some(steps as f64);
                         p.message = Some(format!("step {i}"));
                         if burst {
-                            lines.extend(progress_line(p));
+                            let params = serde_json::to_value(p).unwrap_or_default();
+                            lines.extend(notification_line("notifications/progress", params));
                         } else {
                             let _ = context.peer.notify_progress(p).await;
                         }
                     }
                     if burst {
                         // A log line last, as a server notes that it is done.
-                        let log = serde_json::json!({
-                            "jsonrpc": "2.0",
-                            "method": "notifications/message",
-                            "params": {"level": "info", "data": "steps done"},
-                        });
-                        lines.extend(serde_json::to_vec(&log).unwrap_or_default());
-                        lines.push(b'\n');
+                        lines.extend(notification_line(
+                            "notifications/message",
+                            serde_json::json!({"level": "info", "data": "steps done"}),
+                        ));
                         raw_stdout(&lines);
                     }
                 }
