@@ -5,8 +5,9 @@
 //! stream in the initialize era). Notifications go out one at a time in the order the
 //! backend sent them, and the ones still queued when the backend answers go out before the
 //! answer: a client sees the progress stream increase and complete, never a result followed
-//! by progress it no longer listens for. A client that does not read holds up only its own
-//! call: what it cannot take in time is dropped.
+//! by progress it no longer listens for. (rmcp sends a log message on the session's standalone
+//! stream, not the call's, so a client may still read that after the result.) A client that
+//! does not read holds up only its own call: what it cannot take in time is dropped.
 
 use futures::StreamExt;
 use futures::future::BoxFuture;
