@@ -9,7 +9,8 @@
 //!                                    its directory exists only once it holds the file)
 //! <root>/locks/<key>.lock            cross-process locks (flock)
 //! <root>/tmp/<pid>-<random>/         this process's temp files; removed by the next user once
-//!                                    its owner's lock is gone
+//!                                    its owner's lock is free (or, killed before it made
+//!                                    the lock, its pid is gone)
 //! ```
 //! Nothing is renamed into place until it is verified or complete, so an interrupted pull or
 //! extraction leaves only temp files, which the next `Cache::open` removes.
@@ -554,13 +555,10 @@ fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
         let lock = path.join(".lock");
         let stale = match File::open(&lock) {
             Ok(f) => f.try_lock().is_ok(),
-            // No lock file yet: either its owner is just starting, or died before making it.
-            Err(_) => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age.as_secs() > 60),
+            // No lock file yet: its owner is just starting, or was killed between making the dir
+            // and its lock. The pid in the name tells which; an old dir is stale either way (its
+            // pid may have been reused).
+            Err(_) => owner_is_gone(&entry.file_name()) || older_than_a_minute(&entry),
         };
         if stale {
             tracing::debug!(path = %path.display(), "removing stale temp dir");
@@ -568,4 +566,26 @@ fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
         }
     }
     Ok(())
+}
+
+/// Whether the process named by a `<pid>-<random>` temp dir is no longer running. Answers "no"
+/// when it cannot tell (no `/proc`, or a name not of that form), leaving the age rule to decide.
+fn owner_is_gone(dir_name: &std::ffi::OsStr) -> bool {
+    let Some(pid) = dir_name
+        .to_str()
+        .and_then(|name| name.split_once('-'))
+        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+    else {
+        return false;
+    };
+    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
+}
+
+fn older_than_a_minute(entry: &fs::DirEntry) -> bool {
+    entry
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age.as_secs() > 60)
 }

@@ -86,6 +86,29 @@ fn stale_temp_dirs_are_removed_on_open_but_live_ones_kept() {
 }
 
 #[test]
+fn a_temp_dir_without_its_lock_is_removed_only_once_its_owner_is_gone() {
+    let dir = tempfile::tempdir().unwrap();
+    // A process killed between making its temp dir and its lock file: the pid is not running
+    // (pid_max is at most 2^22, so this one never is).
+    let killed = dir.path().join("tmp/4999999-killed");
+    std::fs::create_dir_all(&killed).unwrap();
+    // One just starting: its pid (ours) runs, the lock file is not there yet.
+    let starting = dir
+        .path()
+        .join(format!("tmp/{}-starting", std::process::id()));
+    std::fs::create_dir_all(&starting).unwrap();
+    let _cache = Cache::open(dir.path()).unwrap();
+    assert!(
+        !killed.exists(),
+        "a lock-less temp dir of a dead process is left behind"
+    );
+    assert!(
+        starting.exists(),
+        "a starting process's temp dir was removed under it"
+    );
+}
+
+#[test]
 fn hostile_names_are_shown_escaped_and_short() {
     use crate::error::shown_name;
     assert_eq!(shown_name(b"bin/echo"), "bin/echo");
