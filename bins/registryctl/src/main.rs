@@ -25,8 +25,8 @@ use gig_policy::{
 };
 use gig_registry_schema::import::{ImportOptions, import_server_json};
 use gig_registry_schema::{
-    ExtractMode, ImageEntry, ImageRef, Index, IndexSigningKey, MAX_INDEX_LIFETIME, ServerEntry,
-    ServerName, Transport, TrustedKeys, VersionEntry, sign_index, validate_version_label, verify,
+    ExtractMode, ImageEntry, ImageRef, Index, IndexServerName, IndexSigningKey, MAX_INDEX_LIFETIME,
+    ServerEntry, Transport, TrustedKeys, VersionEntry, sign_index, validate_version_label, verify,
 };
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
@@ -403,7 +403,7 @@ fn policy_of(e: &EntryArgs) -> Result<Policy> {
 fn insert_and_write(
     path: &Path,
     mut index: Index,
-    name: ServerName,
+    name: IndexServerName,
     version: String,
     entry: VersionEntry,
     server_description: Option<String>,
@@ -447,7 +447,7 @@ fn runtime() -> Result<tokio::runtime::Runtime> {
 }
 
 fn add(a: AddArgs) -> Result<()> {
-    let name: ServerName = a.name.parse().map_err(|e: String| anyhow!(e))?;
+    let name: IndexServerName = a.name.parse().map_err(|e: String| anyhow!(e))?;
     validate_version_label(&a.version).map_err(|e| anyhow!(e))?;
     let index = read_index(&a.index, true)?;
     let (Some(image), Some(entrypoint)) = (&a.image, a.entrypoint) else {
@@ -498,7 +498,7 @@ fn import(a: ImportArgs) -> Result<()> {
     let name = a
         .name
         .as_deref()
-        .map(|n| n.parse::<ServerName>().map_err(|e| anyhow!(e)))
+        .map(|n| n.parse::<IndexServerName>().map_err(|e| anyhow!(e)))
         .transpose()?;
     let bytes = fs::read(&a.server_json)
         .with_context(|| format!("cannot read {}", a.server_json.display()))?;

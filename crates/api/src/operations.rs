@@ -4,7 +4,7 @@
 //! call here has already passed the route's permission check.
 
 use futures::future::BoxFuture;
-pub use gig_policy::CredentialName;
+pub use gig_policy::{CredentialName, ServerName};
 use tokio::sync::mpsc;
 
 /// A server as the control plane lists it.
@@ -121,32 +121,32 @@ pub trait Operations: Send + Sync + std::fmt::Debug {
         progress: mpsc::Sender<String>,
     ) -> BoxFuture<'_, Result<(String, String), OpError>>;
     /// The tools a running server shows clients; `None` if it is not running here.
-    fn tools(&self, name: &str) -> Option<Vec<ToolDefinition>>;
+    fn tools(&self, name: &ServerName) -> Option<Vec<ToolDefinition>>;
     /// The server's recent stderr lines (scrubbed); `None` if it is not running here.
-    fn logs(&self, name: &str) -> Option<Vec<String>>;
+    fn logs(&self, name: &ServerName) -> Option<Vec<String>>;
     /// Restarts a running server now; false if it is not running here.
-    fn restart(&self, name: &str) -> bool;
+    fn restart(&self, name: &ServerName) -> bool;
     /// Removes an installed server; false if it was not installed.
-    fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>>;
+    fn uninstall(&self, name: ServerName) -> BoxFuture<'_, Result<bool, OpError>>;
     /// Stores a credential the server declares (never one it does not), as the server's own
     /// or as one user's (only for a server with per-user or per-session instances).
     fn set_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
     ) -> BoxFuture<'_, Result<(), OpError>>;
     fn delete_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>>;
     /// The credentials `owner` has stored for `server`.
     fn credentials(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
     ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>>;
 }

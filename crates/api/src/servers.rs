@@ -14,8 +14,7 @@ use serde::Deserialize;
 use crate::ApiState;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
-use crate::operations::CredentialName;
-use crate::operations::{CredentialOwner, OpError};
+use crate::operations::{CredentialName, CredentialOwner, OpError, ServerName};
 use crate::routes::{audit, body};
 use crate::schema::{
     Catalog, CatalogItem, CredentialInfo, Credentials, DeclaredCredentialInfo, ErrorBody,
@@ -37,21 +36,25 @@ impl From<OpError> for ApiError {
     }
 }
 
-/// A server name as the gateway accepts them (what the servers file and the index allow): no
-/// path tricks, bounded.
-fn valid_name(name: &str, what: &str) -> Result<(), ApiError> {
-    let ok = !name.is_empty()
-        && name.len() <= 128
-        && name
+/// A server name from a path or a body, by the rule every source of names shares.
+fn server_name(name: &str) -> Result<ServerName, ApiError> {
+    ServerName::parse(name).map_err(ApiError::bad_request)
+}
+
+/// A version label: no path tricks, bounded (the index's own rule is checked when it resolves).
+fn valid_version(version: &str) -> Result<(), ApiError> {
+    let ok = !version.is_empty()
+        && version.len() <= 128
+        && version
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
-        && !name.starts_with('.');
+        && !version.starts_with('.');
     if ok {
         Ok(())
     } else {
-        Err(ApiError::bad_request(format!(
-            "a {what} name is 1 to 128 of [A-Za-z0-9._-], not starting with a dot"
-        )))
+        Err(ApiError::bad_request(
+            "a version is 1 to 128 of [A-Za-z0-9._-], not starting with a dot",
+        ))
     }
 }
 
@@ -163,9 +166,9 @@ pub(crate) async fn install(
         Some((n, v)) => (n, Some(v)),
         None => (request.reference.as_str(), None),
     };
-    valid_name(name, "server")?;
+    server_name(name)?;
     if let Some(v) = version {
-        valid_name(v, "version")?;
+        valid_version(v)?;
     }
     if !state.operations.installs_enabled() {
         return Err(ApiError::new(
@@ -198,7 +201,7 @@ pub(crate) async fn uninstall(
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    valid_name(&name, "server")?;
+    let name = server_name(&name)?;
     if !state.operations.uninstall(name.clone()).await? {
         return Err(ApiError::not_found("installed server"));
     }
@@ -233,7 +236,7 @@ pub(crate) async fn list_credentials(
     name: String,
     owner: CredentialOwner,
 ) -> Result<Json<Credentials>, ApiError> {
-    valid_name(&name, "server")?;
+    let name = server_name(&name)?;
     let credentials = state
         .operations
         .credentials(name, owner)
@@ -293,7 +296,7 @@ pub(crate) async fn store_credential(
     name: String,
     request: Result<Json<CredentialValue>, JsonRejection>,
 ) -> Result<StatusCode, ApiError> {
-    valid_name(&server, "server")?;
+    let server = server_name(&server)?;
     let name = CredentialName::parse(&name).map_err(ApiError::bad_request)?;
     let value = zeroize::Zeroizing::new(body(request)?.value.into_bytes());
     if value.is_empty() || value.len() > MAX_SECRET_BYTES {
@@ -333,7 +336,7 @@ pub(crate) async fn remove_credential(
     owner: CredentialOwner,
     name: String,
 ) -> Result<StatusCode, ApiError> {
-    valid_name(&server, "server")?;
+    let server = server_name(&server)?;
     let name = CredentialName::parse(&name).map_err(ApiError::bad_request)?;
     if !state
         .operations
@@ -374,7 +377,7 @@ pub(crate) async fn logs(
     State(state): State<Arc<ApiState>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Logs>, ApiError> {
-    valid_name(&name, "server")?;
+    let name = server_name(&name)?;
     let lines = state
         .operations
         .logs(&name)
@@ -395,7 +398,7 @@ pub(crate) async fn restart(
     Extension(caller): Extension<Caller>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    valid_name(&name, "server")?;
+    let name = server_name(&name)?;
     if !state.operations.restart(&name) {
         return Err(ApiError::not_found("running server"));
     }
@@ -423,7 +426,7 @@ pub(crate) async fn tools(
     State(state): State<Arc<ApiState>>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<Json<Tools>, ApiError> {
-    valid_name(&name, "server")?;
+    let name = server_name(&name)?;
     let tools = state
         .operations
         .tools(&name)

@@ -23,6 +23,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 
 pub use control_plane::OidcConfig;
+pub use gig_policy::ServerName;
 pub use gig_policy::instances::{InstanceMode, InstancePolicy};
 pub use gig_policy::remote::{
     HeaderTemplate, OAuthGrant, RemoteOAuth, RemoteSpec, RemoteTransport,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits};
+use gig_policy::{CredentialSpec, EgressPolicy, EgressRule, IpNet, ResourceLimits, ServerName};
 use serde::Deserialize;
 
 use gig_policy::instances::{InstanceMode, InstancePolicy, RawInstances};
@@ -14,8 +14,8 @@ use gig_policy::remote::{RawOAuth, RawRemote, RemoteSpec};
 /// A validated backend declaration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerSpec {
-    /// The key under `mcpServers`; unique, non-empty, at most 128 bytes.
-    pub name: String,
+    /// The key under `mcpServers`; unique.
+    pub name: ServerName,
     pub command: StdioCommand,
     /// Run inside the sandbox (bubblewrap + bootstrap + seccomp) instead of as a plain child.
     pub sandbox: Option<SandboxPolicy>,
@@ -136,7 +136,6 @@ struct RawSandbox {
     idle_seconds: Option<u64>,
 }
 
-const MAX_NAME_BYTES: usize = 128;
 /// Defaults a sandboxed server gets when its declaration says nothing.
 pub const DEFAULT_LIMITS: ResourceLimits = ResourceLimits {
     memory_bytes: Some(512 << 20),
@@ -164,26 +163,18 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<DeclaredServers, Serv
         reason: reason.to_owned(),
     };
     let mut declared = DeclaredServers::default();
-    for (name, server) in raw.mcp_servers {
-        // `@` is reserved for the gateway's own vault scopes (registry logins).
-        if name.starts_with('@') {
-            return Err(fail(&name, "names starting with '@' are reserved"));
-        }
-        if name.is_empty() || name.len() > MAX_NAME_BYTES || name.chars().any(char::is_control) {
-            return Err(fail(
-                &name,
-                "name must be 1-128 bytes without control characters",
-            ));
-        }
+    for (raw_name, server) in raw.mcp_servers {
+        // The rule refuses `@`, which starts the gateway's own vault scopes (registry logins).
+        let name = ServerName::parse(&raw_name).map_err(|why| fail(&raw_name, &why))?;
         if server.disabled {
             continue;
         }
         if let Some(url) = &server.url {
-            let remote = remote_spec(&name, url, &server).map_err(|why| fail(&name, &why))?;
+            let remote = remote_spec(&name, url, &server).map_err(|why| fail(&raw_name, &why))?;
             declared.remote.push(remote);
             continue;
         }
-        let local = local_spec(name.clone(), server).map_err(|why| fail(&name, &why))?;
+        let local = local_spec(name, server).map_err(|why| fail(&raw_name, &why))?;
         declared.local.push(local);
     }
     Ok(declared)
@@ -191,7 +182,7 @@ fn parse_servers_json(path: &Path, bytes: &[u8]) -> Result<DeclaredServers, Serv
 
 /// A `command` entry: a program (absolute when sandboxed), its arguments and environment, and
 /// the sandbox policy when it asks for one.
-fn local_spec(name: String, server: RawServer) -> Result<ServerSpec, String> {
+fn local_spec(name: ServerName, server: RawServer) -> Result<ServerSpec, String> {
     match server.transport.as_deref() {
         None | Some("stdio") => {}
         Some(other) => {
@@ -285,7 +276,7 @@ fn local_spec(name: String, server: RawServer) -> Result<ServerSpec, String> {
 
 /// A `url` entry: the remote checks shared with the index (see [`RemoteSpec::from_raw`]), and
 /// none of a local server's fields.
-fn remote_spec(name: &str, raw_url: &str, server: &RawServer) -> Result<RemoteSpec, String> {
+fn remote_spec(name: &ServerName, raw_url: &str, server: &RawServer) -> Result<RemoteSpec, String> {
     if server.command.is_some()
         || !server.args.is_empty()
         || !server.env.is_empty()
@@ -450,8 +441,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(specs.len(), 2);
-        assert_eq!(specs[0].name, "echo");
-        assert_eq!(specs[1].name, "time");
+        assert_eq!(specs[0].name.as_str(), "echo");
+        assert_eq!(specs[1].name.as_str(), "time");
         assert_eq!(specs[1].command.args, ["--local-timezone", "UTC"]);
         assert_eq!(specs[1].command.env["TZ"], "UTC");
     }
@@ -561,6 +552,18 @@ mod tests {
                 "sse",
             ),
             (r#"{"mcpServers": {"": {"command": "x"}}}"#, "name"),
+            (
+                r#"{"mcpServers": {"my server": {"command": "x"}}}"#,
+                "[A-Za-z0-9._-]",
+            ),
+            (
+                r#"{"mcpServers": {"../up": {"command": "x"}}}"#,
+                "[A-Za-z0-9._-]",
+            ),
+            (
+                r#"{"mcpServers": {"@registry": {"command": "x"}}}"#,
+                "[A-Za-z0-9._-]",
+            ),
             (
                 r#"{"mcpServers": {"a": {"command": "x", "env": {"A=B": "1"}}}}"#,
                 "env",

@@ -154,13 +154,7 @@ pub async fn serve(uri: Uri) -> Response {
 
 /// `/servers/{name}`; names the gateway would never accept get a 404 page-less answer.
 pub async fn serve_server(Path(name): Path<String>) -> Response {
-    let valid = !name.is_empty()
-        && name.len() <= 128
-        && !name.starts_with('.')
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if valid {
+    if gig_policy::ServerName::parse(&name).is_ok() {
         respond(SERVER.path)
     } else {
         let mut response = (StatusCode::NOT_FOUND, "no such server").into_response();

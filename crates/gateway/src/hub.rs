@@ -7,7 +7,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
-use gig_config::{InstanceMode, Limits};
+use gig_config::{InstanceMode, Limits, ServerName};
 use rmcp::model::ErrorData;
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
@@ -130,7 +130,8 @@ impl Hub {
 
     /// Adds a backend and starts supervising it; false if the name is taken. Clients see its
     /// tools (and a `list_changed`) once it is up.
-    pub fn add_backend(self: &Arc<Self>, name: String, launcher: Box<dyn Launcher>) -> bool {
+    pub fn add_backend(self: &Arc<Self>, name: ServerName, launcher: Box<dyn Launcher>) -> bool {
+        let name = String::from(name);
         let backend = {
             let mut backends = write(&self.backends);
             if backends.contains_key(&name) {

@@ -444,7 +444,10 @@ mod tests {
             idle,
         };
         let hub = Hub::start(limits, Vec::new(), CancellationToken::new());
-        assert!(hub.add_backend("srv".into(), Box::new(Pooled(policy))));
+        assert!(hub.add_backend(
+            gig_config::ServerName::parse("srv").unwrap(),
+            Box::new(Pooled(policy))
+        ));
         hub
     }
 

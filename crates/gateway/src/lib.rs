@@ -30,7 +30,7 @@ mod supervisor;
 mod sync;
 pub mod trace;
 
-use gig_config::ServerSpec;
+use gig_config::{ServerName, ServerSpec};
 
 pub use hub::Hub;
 pub use instances::{InstanceOwner, Lease};
@@ -38,7 +38,7 @@ pub use launcher::{Launcher, StdioLauncher};
 pub use subscriptions::ResourceSubscriptions;
 
 /// A backend's name and how to start it.
-pub type NamedLauncher = (String, Box<dyn Launcher>);
+pub type NamedLauncher = (ServerName, Box<dyn Launcher>);
 
 /// Launchers for servers that are all plain stdio children (tests, and files without
 /// sandboxed entries).
@@ -49,7 +49,8 @@ pub fn stdio_launchers(
     specs
         .into_iter()
         .map(|spec| {
-            let launcher = StdioLauncher::new(spec.name.clone(), spec.command, parent_env.to_vec());
+            let launcher =
+                StdioLauncher::new(spec.name.to_string(), spec.command, parent_env.to_vec());
             (spec.name, Box::new(launcher) as Box<dyn Launcher>)
         })
         .collect()

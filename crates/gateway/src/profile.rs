@@ -91,11 +91,14 @@ impl ProfileFilter {
                 .any(|c| c.is_control() && c != '\n' && c != '\t')
         };
         for entry in &self.tools {
-            let name = entry.strip_suffix("/*").unwrap_or(entry);
             if controlled(entry) {
                 return Err(format!("{entry:?} holds control characters"));
             }
-            if name.is_empty() || name.len() > 128 || name.contains(['/', '*']) {
+            let valid = match entry.strip_suffix("/*") {
+                Some(server) => gig_config::ServerName::parse(server).is_ok(),
+                None => !entry.is_empty() && entry.len() <= 128 && !entry.contains(['/', '*']),
+            };
+            if !valid {
                 return Err(format!(
                     "{entry:?} is neither an exposed tool name nor server/*"
                 ));
@@ -346,6 +349,9 @@ mod tests {
     fn invalid_filters_are_refused() {
         for bad in [
             json!({"tools": ["a/b/*"]}),
+            json!({"tools": ["../x/*"]}),
+            json!({"tools": ["my server/*"]}),
+            json!({"tools": ["/*"]}),
             json!({"tools": ["*"]}),
             json!({"tools": ["echo/*", "time/*"], "unprefixed": true}),
             json!({"tools": ["x"], "overrides": {"x": {"name": "bad name"}}}),

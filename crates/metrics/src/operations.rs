@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use futures::future::BoxFuture;
 use gig_api::operations::{
-    CatalogEntry, CredentialName, CredentialOwner, OpError, Operations, ServerStatus,
+    CatalogEntry, CredentialName, CredentialOwner, OpError, Operations, ServerName, ServerStatus,
     StoredCredential,
 };
 use tokio::sync::mpsc;
@@ -55,19 +55,19 @@ impl Operations for MeteredOperations {
         })
     }
 
-    fn tools(&self, name: &str) -> Option<Vec<gig_api::operations::ToolDefinition>> {
+    fn tools(&self, name: &ServerName) -> Option<Vec<gig_api::operations::ToolDefinition>> {
         self.inner.tools(name)
     }
 
-    fn logs(&self, name: &str) -> Option<Vec<String>> {
+    fn logs(&self, name: &ServerName) -> Option<Vec<String>> {
         self.inner.logs(name)
     }
 
-    fn restart(&self, name: &str) -> bool {
+    fn restart(&self, name: &ServerName) -> bool {
         self.inner.restart(name)
     }
 
-    fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>> {
+    fn uninstall(&self, name: ServerName) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
             let removed = self.inner.uninstall(name).await;
             self.metrics
@@ -78,7 +78,7 @@ impl Operations for MeteredOperations {
 
     fn set_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
@@ -93,7 +93,7 @@ impl Operations for MeteredOperations {
 
     fn delete_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
@@ -107,7 +107,7 @@ impl Operations for MeteredOperations {
 
     fn credentials(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
     ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
         self.inner.credentials(server, owner)

@@ -15,11 +15,13 @@ pub mod address;
 mod credential_name;
 pub mod instances;
 pub mod remote;
+mod server_name;
 
 pub use credential_name::CredentialName;
 pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+pub use server_name::ServerName;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {

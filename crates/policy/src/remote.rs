@@ -10,14 +10,14 @@ use std::collections::BTreeMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
-use crate::CredentialName;
+use crate::{CredentialName, ServerName};
 
 pub use oauth::{OAuthGrant, RawOAuth, RemoteOAuth};
 
 /// A remote MCP server the gateway connects to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {
-    pub name: String,
+    pub name: ServerName,
     pub url: url::Url,
     pub transport: RemoteTransport,
     /// Sent with every request. A value may name vault credentials of this server as
@@ -51,7 +51,7 @@ impl RemoteSpec {
     /// Checks a raw entry: http(s) with a host, no credentials in the URL; plain http only to
     /// addresses it is allowed (an internal service), never across the internet with its
     /// headers in clear; header names valid and none the gateway sets itself.
-    pub fn from_raw(name: &str, raw: &RawRemote) -> Result<RemoteSpec, String> {
+    pub fn from_raw(name: &ServerName, raw: &RawRemote) -> Result<RemoteSpec, String> {
         let transport = match raw.transport.as_deref() {
             None | Some("http" | "streamable-http" | "streamableHttp") => {
                 RemoteTransport::StreamableHttp
@@ -101,7 +101,7 @@ impl RemoteSpec {
             }
         };
         Ok(RemoteSpec {
-            name: name.to_owned(),
+            name: name.clone(),
             url,
             transport,
             headers,

@@ -19,7 +19,7 @@ use gig_policy::{CredentialSpec, EgressRule, InstanceMode, ResourceLimits};
 use serde::Deserialize;
 
 use crate::{
-    ExtractMode, ImageEntry, ImageRef, RemoteEntry, ServerName, Transport, VersionEntry,
+    ExtractMode, ImageEntry, ImageRef, IndexServerName, RemoteEntry, Transport, VersionEntry,
     validate_entrypoint, validate_version_label,
 };
 use gig_policy::CredentialName;
@@ -51,7 +51,7 @@ pub enum ImportError {
 pub struct ImportOptions {
     /// The index name; default: derived from the server.json name (`io.github.u/weather` →
     /// `weather`).
-    pub name: Option<ServerName>,
+    pub name: Option<IndexServerName>,
     /// Absolute path of the server executable in the image (server.json does not carry it);
     /// needed for a package, not for a remote.
     pub entrypoint: Option<String>,
@@ -77,7 +77,7 @@ pub struct ImportOptions {
 /// A server taken from server.json; a package's image may still need pinning.
 #[derive(Debug, Clone)]
 pub struct ImportedServer {
-    pub name: ServerName,
+    pub name: IndexServerName,
     pub version: String,
     pub description: String,
     kind: ImportedKind,
@@ -216,7 +216,7 @@ fn is_template(v: &str) -> bool {
     v.contains('{') && v.contains('}')
 }
 
-fn default_name(server_json_name: &str) -> Option<ServerName> {
+fn default_name(server_json_name: &str) -> Option<IndexServerName> {
     let last = server_json_name.rsplit('/').next()?;
     let name: String = last
         .to_ascii_lowercase()

@@ -21,6 +21,7 @@ use std::str::FromStr;
 use gig_policy::remote::{RawRemote, RemoteSpec};
 use gig_policy::{
     CredentialSpec, EgressRule, InstanceMode, InstancePolicy, RawInstances, ResourceLimits,
+    ServerName,
 };
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
@@ -62,18 +63,24 @@ pub enum IndexError {
     Equivocation { version: u64 },
 }
 
-/// A server's name in the index: `[a-z0-9][a-z0-9-]{0,31}`. It prefixes the server's tools on
-/// `/mcp` as `<server>_<tool>`, so it never contains `_`.
+/// A server's name in the index: `[a-z0-9][a-z0-9-]{0,31}`, stricter than the gateway's
+/// [`ServerName`] (which every index name also is). It prefixes the server's tools on `/mcp` as
+/// `<server>_<tool>`, so it never contains `_`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ServerName(String);
+pub struct IndexServerName(ServerName);
 
-impl ServerName {
+impl IndexServerName {
     pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The same name as the rest of the gateway holds it.
+    pub fn server_name(&self) -> &ServerName {
         &self.0
     }
 }
 
-impl FromStr for ServerName {
+impl FromStr for IndexServerName {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
         let ok = !s.is_empty()
@@ -82,7 +89,7 @@ impl FromStr for ServerName {
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !s.starts_with('-');
         if ok {
-            Ok(ServerName(s.to_owned()))
+            ServerName::parse(s).map(IndexServerName)
         } else {
             Err(format!(
                 "invalid server name {s:?}: use 1 to 32 of a-z, 0-9 and '-', not starting with '-'"
@@ -91,9 +98,9 @@ impl FromStr for ServerName {
     }
 }
 
-impl fmt::Display for ServerName {
+impl fmt::Display for IndexServerName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.0.as_str())
     }
 }
 
@@ -268,7 +275,7 @@ impl fmt::Display for ImageRef {
 }
 
 use gig_policy::serde_via_str;
-serde_via_str!(ServerName);
+serde_via_str!(IndexServerName);
 serde_via_str!(ImageRef);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -341,7 +348,8 @@ impl RemoteEntry {
         if !self.remote.allow_addresses.is_empty() {
             return Err("remote.allowAddresses cannot come from an index: the operator allows internal addresses with GIG_EGRESS_ALLOW_ADDRESSES".into());
         }
-        RemoteSpec::from_raw(name, &self.remote).map_err(|e| format!("remote: {e}"))
+        let name = ServerName::parse(name)?;
+        RemoteSpec::from_raw(&name, &self.remote).map_err(|e| format!("remote: {e}"))
     }
 }
 
@@ -425,7 +433,7 @@ pub struct Index {
     pub version: u64,
     #[serde(with = "time::serde::rfc3339")]
     pub expires: OffsetDateTime,
-    pub servers: BTreeMap<ServerName, ServerEntry>,
+    pub servers: BTreeMap<IndexServerName, ServerEntry>,
 }
 
 /// Variables the gateway sets for the sandbox itself; an index may not override them (a
@@ -591,7 +599,7 @@ impl Index {
             Some((n, v)) => (n, Some(v)),
             None => (reference, None),
         };
-        let name: ServerName = name
+        let name: IndexServerName = name
             .parse()
             .map_err(|e: String| ResolveError::Malformed(reference.to_owned(), e))?;
         if let Some(v) = version {
@@ -624,7 +632,7 @@ impl Index {
 /// A ref resolved against an index.
 #[derive(Debug, Clone, Copy)]
 pub struct Resolved<'a> {
-    pub name: &'a ServerName,
+    pub name: &'a IndexServerName,
     pub version: &'a str,
     pub server: &'a ServerEntry,
     pub entry: &'a VersionEntry,

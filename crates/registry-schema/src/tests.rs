@@ -145,7 +145,7 @@ fn deep_nesting_is_an_error_not_a_stack_overflow() {
 #[test]
 fn a_full_index_parses_and_round_trips() {
     let idx = index();
-    let entry = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.1.0"]
+    let entry = idx.servers[&"echo".parse::<IndexServerName>().unwrap()].versions["1.1.0"]
         .image()
         .unwrap();
     assert_eq!(entry.image.registry(), "ghcr.io");
@@ -155,7 +155,7 @@ fn a_full_index_parses_and_round_trips() {
     assert_eq!(entry.extract, ExtractMode::Rootfs);
     assert_eq!(entry.egress[1].ports, vec![443, 8443]);
     assert_eq!(entry.limits.memory_bytes, Some(256 << 20));
-    let old = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"]
+    let old = idx.servers[&"echo".parse::<IndexServerName>().unwrap()].versions["1.0.0"]
         .image()
         .unwrap();
     assert_eq!(old.extract, ExtractMode::Entrypoint);
@@ -170,7 +170,7 @@ fn an_entry_may_ask_for_instances_per_user_and_is_checked() {
     version["instances"] = json!("per-user");
     version["maxInstances"] = json!(8);
     let idx = Index::from_json(&serde_json::to_vec(&v).unwrap()).unwrap();
-    let entry = idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.0.0"]
+    let entry = idx.servers[&"echo".parse::<IndexServerName>().unwrap()].versions["1.0.0"]
         .image()
         .unwrap();
     let policy = entry.instance_policy().unwrap();
@@ -179,7 +179,7 @@ fn an_entry_may_ask_for_instances_per_user_and_is_checked() {
         (InstanceMode::PerUser, 8)
     );
     // Shared entries keep their exact written form: no key appears that was not there.
-    let other = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["1.1.0"];
+    let other = &idx.servers[&"echo".parse::<IndexServerName>().unwrap()].versions["1.1.0"];
     assert!(!serde_json::to_string(other).unwrap().contains("nstances"));
 
     let mut v = index_json();
@@ -733,7 +733,7 @@ fn a_remote_entry_parses_round_trips_and_gives_its_checked_spec() {
         "description": "hosted"
     }))
     .unwrap();
-    let entry = &idx.servers[&"echo".parse::<ServerName>().unwrap()].versions["2.0.0"];
+    let entry = &idx.servers[&"echo".parse::<IndexServerName>().unwrap()].versions["2.0.0"];
     let VersionEntry::Remote(remote) = entry else {
         panic!("read as {entry:?}");
     };

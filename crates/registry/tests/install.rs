@@ -174,7 +174,7 @@ async fn a_remote_entry_installs_without_a_pull_and_reads_back_as_remote() {
     match gig_registry::InstalledServer::from_record(&record).unwrap() {
         gig_registry::InstalledServer::Remote { version, spec } => {
             assert_eq!(version, "1.0.0");
-            assert_eq!(spec.name, "echo");
+            assert_eq!(spec.name.as_str(), "echo");
             assert_eq!(spec.url.as_str(), "https://mcp.example.com/mcp");
             assert_eq!(spec.credentials(), ["token"]);
         }

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use gig_config::{DEFAULT_LIMITS, SandboxPolicy, StdioCommand};
+use gig_config::{DEFAULT_LIMITS, SandboxPolicy, ServerName, StdioCommand};
 use gig_gateway::Launcher;
 use gig_policy::{EgressPolicy, ResourceLimits};
 use gig_registry::{Installed, InstalledServer};
@@ -90,7 +90,7 @@ impl Installs {
                 return;
             }
         };
-        let mut wanted: BTreeMap<String, (String, InstalledServer)> = BTreeMap::new();
+        let mut wanted: BTreeMap<ServerName, (String, InstalledServer)> = BTreeMap::new();
         for record in &records {
             if self.reserved.contains(&record.name) {
                 if !current.contains_key(&record.name) {
@@ -98,12 +98,14 @@ impl Installs {
                 }
                 continue;
             }
-            match InstalledServer::from_record(record) {
-                Ok(installed) => {
+            let checked = ServerName::parse(&record.name)
+                .and_then(|name| Ok((name, InstalledServer::from_record(record)?)));
+            match checked {
+                Ok((name, installed)) => {
                     // The image *and* its policy: a new index may keep the digest but drop a
                     // credential host or tighten egress, and that must reach the running server.
                     let version = format!("{} {}", record.image_digest, record.manifest);
-                    wanted.insert(record.name.clone(), (version, installed));
+                    wanted.insert(name, (version, installed));
                 }
                 Err(why) => {
                     tracing::debug!(server = %record.name, %why, "installed server not runnable")
@@ -112,7 +114,7 @@ impl Installs {
         }
         let gone: Vec<String> = current
             .iter()
-            .filter(|(name, digest)| wanted.get(*name).is_none_or(|(d, _)| d != *digest))
+            .filter(|(name, digest)| wanted.get(name.as_str()).is_none_or(|(d, _)| d != *digest))
             .map(|(name, _)| name.clone())
             .collect();
         for name in gone {
@@ -122,7 +124,7 @@ impl Installs {
             tracing::info!(server = %name, "installed server stopped");
         }
         for (name, (digest, installed)) in wanted {
-            if current.contains_key(&name) {
+            if current.contains_key(name.as_str()) {
                 continue;
             }
             let Some((launcher, version)) = self.launcher(&name, installed) else {
@@ -130,7 +132,7 @@ impl Installs {
             };
             if self.hub.add_backend(name.clone(), launcher) {
                 tracing::info!(server = %name, %version, "installed server started");
-                current.insert(name, digest);
+                current.insert(name.into(), digest);
             }
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use gig_config::{InstanceMode, InstancePolicy, ServerSpec};
+use gig_config::{InstanceMode, InstancePolicy, ServerName, ServerSpec};
 use gig_gateway::launcher::{
     Channel, Connection, LaunchError, LaunchFuture, OwnerLaunch, Stderr, ToolCallHook,
 };
@@ -18,7 +18,7 @@ use crate::sandbox_runtime::{ProgramSource, RunningSandbox, SandboxLaunch, Sandb
 #[error(
     "server {0:?} is declared sandboxed, but the sandbox is unavailable (bubblewrap or bootstrap missing)"
 )]
-pub struct SandboxUnavailable(pub String);
+pub struct SandboxUnavailable(pub ServerName);
 
 /// Launchers for the backends declared in the servers file. Sandboxed ones need the runtime;
 /// without it a sandboxed declaration is refused (never run unsandboxed by accident).
@@ -37,7 +37,7 @@ pub fn launchers(
                 (None, _) => {
                     let contained = plain_cgroups.clone().and_then(|cgroups| {
                         ContainedLauncher::new(
-                            spec.name.clone(),
+                            spec.name.to_string(),
                             spec.command.clone(),
                             parent_env.to_vec(),
                             cgroups,
@@ -46,14 +46,14 @@ pub fn launchers(
                     match contained {
                         Some(contained) => Box::new(contained),
                         None => Box::new(StdioLauncher::new(
-                            spec.name.clone(),
+                            spec.name.to_string(),
                             spec.command,
                             parent_env.to_vec(),
                         )),
                     }
                 }
                 (Some(policy), Some(runtime)) => Box::new(SandboxLauncher::new(
-                    spec.name.clone(),
+                    spec.name.to_string(),
                     SandboxLaunch {
                         command: spec.command.clone(),
                         policy: policy.clone(),

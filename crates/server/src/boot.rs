@@ -147,15 +147,15 @@ pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> 
     }
     let reserved: Vec<String> = specs
         .iter()
-        .map(|s| s.name.clone())
-        .chain(declared.remote.iter().map(|r| r.name.clone()))
+        .map(|s| s.name.to_string())
+        .chain(declared.remote.iter().map(|r| r.name.to_string()))
         .collect();
     // Plain children and remote servers run outside any sandbox.
     let unsandboxed: BTreeSet<String> = specs
         .iter()
         .filter(|s| s.sandbox.is_none())
-        .map(|s| s.name.clone())
-        .chain(declared.remote.iter().map(|r| r.name.clone()))
+        .map(|s| s.name.to_string())
+        .chain(declared.remote.iter().map(|r| r.name.to_string()))
         .collect();
     let remote = remote_context(&config, env, &secrets)?;
     let upstream_oauth = Arc::new(UpstreamOAuth::new(&declared.remote, &remote)?);

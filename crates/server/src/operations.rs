@@ -16,7 +16,9 @@ use gig_config::{
 };
 use gig_gateway::Hub;
 use gig_gateway::backend::BackendStatus;
-use gig_policy::{CredentialName, CredentialSpec, EgressPolicy, HostPattern, Injection};
+use gig_policy::{
+    CredentialName, CredentialSpec, EgressPolicy, HostPattern, Injection, ServerName,
+};
 use gig_secrets::Secrets;
 use gig_store::{CredentialScope, ServerRecord};
 use tokio::sync::mpsc;
@@ -76,7 +78,7 @@ pub struct GatewayOperations {
     secrets: Arc<Secrets>,
     store_config: StoreConfig,
     install: InstallConfig,
-    declared: BTreeMap<String, Declared>,
+    declared: BTreeMap<ServerName, Declared>,
 }
 
 impl GatewayOperations {
@@ -234,7 +236,7 @@ impl Operations for GatewayOperations {
                 let (state, tools, restarts, reason) = live_state(&self.hub, name);
                 let egress = declared.egress.clone().unwrap_or_default();
                 out.push(ServerStatus {
-                    name: name.clone(),
+                    name: name.to_string(),
                     source: "declared",
                     version: None,
                     image_digest: None,
@@ -248,7 +250,7 @@ impl Operations for GatewayOperations {
                 });
             }
             for record in self.secrets.store().list_servers().await.map_err(failed)? {
-                if self.declared.contains_key(&record.name) {
+                if self.declared.contains_key(record.name.as_str()) {
                     continue;
                 }
                 let (state, tools, restarts, reason) = live_state(&self.hub, &record.name);
@@ -341,14 +343,14 @@ impl Operations for GatewayOperations {
         })
     }
 
-    fn tools(&self, name: &str) -> Option<Vec<ToolDefinition>> {
+    fn tools(&self, name: &ServerName) -> Option<Vec<ToolDefinition>> {
         self.hub.backend(name)?;
         let catalog = self.hub.catalog();
         Some(
             catalog
                 .tools
                 .iter()
-                .filter(|(_, routed)| routed.origin.backend == name)
+                .filter(|(_, routed)| routed.origin.backend == name.as_str())
                 .map(|(exposed, routed)| ToolDefinition {
                     exposed: exposed.clone(),
                     name: routed.origin.item.clone(),
@@ -359,15 +361,15 @@ impl Operations for GatewayOperations {
         )
     }
 
-    fn logs(&self, name: &str) -> Option<Vec<String>> {
+    fn logs(&self, name: &ServerName) -> Option<Vec<String>> {
         self.hub.backend(name).map(|b| b.recent_stderr())
     }
 
-    fn restart(&self, name: &str) -> bool {
+    fn restart(&self, name: &ServerName) -> bool {
         self.hub.restart_backend(name)
     }
 
-    fn uninstall(&self, name: String) -> BoxFuture<'_, Result<bool, OpError>> {
+    fn uninstall(&self, name: ServerName) -> BoxFuture<'_, Result<bool, OpError>> {
         Box::pin(async move {
             self.secrets
                 .store()
@@ -379,7 +381,7 @@ impl Operations for GatewayOperations {
 
     fn set_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
         value: zeroize::Zeroizing<Vec<u8>>,
@@ -411,7 +413,7 @@ impl Operations for GatewayOperations {
 
     fn delete_credential(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
         name: CredentialName,
     ) -> BoxFuture<'_, Result<bool, OpError>> {
@@ -426,7 +428,7 @@ impl Operations for GatewayOperations {
 
     fn credentials(
         &self,
-        server: String,
+        server: ServerName,
         owner: CredentialOwner,
     ) -> BoxFuture<'_, Result<Vec<StoredCredential>, OpError>> {
         Box::pin(async move {

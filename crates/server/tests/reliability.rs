@@ -424,7 +424,7 @@ async fn a_backend_that_stops_reading_holds_neither_calls_nor_memory() {
             ("GIG_CALL_TIMEOUT_SECS", "2"),
             ("GIG_MAX_MESSAGE_BYTES", "2097152"),
         ],
-        vec![("stall".to_owned(), backend)],
+        vec![(gig_config::ServerName::parse("stall").unwrap(), backend)],
     )
     .await;
     let client = Arc::new(connect(&gateway.url(), ()).await.expect("client connects"));

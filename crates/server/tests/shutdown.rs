@@ -100,7 +100,10 @@ async fn the_firewall_is_removed_only_after_every_sandbox_is_dead() {
     };
     let hub = Hub::start(
         config.limits,
-        vec![("echo".to_owned(), Box::new(launcher) as Box<dyn Launcher>)],
+        vec![(
+            gig_config::ServerName::parse("echo").unwrap(),
+            Box::new(launcher) as Box<dyn Launcher>,
+        )],
         tokio_util::sync::CancellationToken::new(),
     );
     hub.first_attempts_done().await;

@@ -52,8 +52,8 @@ async fn known_servers(
     let config = gig_config::GatewayConfig::servers_file(&gig_config::ProcessEnv);
     if let Some(path) = config {
         let declared = gig_config::parse_servers_file(&path)?;
-        known.extend(declared.local.into_iter().map(|s| s.name));
-        known.extend(declared.remote.into_iter().map(|r| r.name));
+        known.extend(declared.local.into_iter().map(|s| s.name.into()));
+        known.extend(declared.remote.into_iter().map(|r| r.name.into()));
     }
     Ok(known)
 }

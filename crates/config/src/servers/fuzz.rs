@@ -39,6 +39,10 @@ fn name() -> impl Strategy<Value = String> {
         1 => Just("@registry".to_owned()),
         1 => Just("a\u{7}b".to_owned()),
         1 => Just("n".repeat(129)),
+        1 => Just("my server".to_owned()),
+        1 => Just("../up".to_owned()),
+        1 => Just(".hidden".to_owned()),
+        1 => Just("Svc.v2".to_owned()),
     ]
 }
 
@@ -163,8 +167,10 @@ fn file() -> impl Strategy<Value = Value> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
-        && !name.starts_with('@')
-        && !name.chars().any(char::is_control)
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 #[test]
@@ -191,7 +197,9 @@ fn fuzz_servers_file_structured() {
             .collect();
         prop_assert_eq!(declared.local.len() + declared.remote.len(), enabled.len());
         for spec in &declared.local {
-            prop_assert!(valid_name(&spec.name) && enabled.contains(&&spec.name));
+            prop_assert!(
+                valid_name(spec.name.as_str()) && enabled.contains(&&spec.name.to_string())
+            );
             let program = &spec.command.program;
             prop_assert!(!program.trim().is_empty() && !program.contains('\0'));
             prop_assert!(
@@ -209,7 +217,9 @@ fn fuzz_servers_file_structured() {
             }
         }
         for spec in &declared.remote {
-            prop_assert!(valid_name(&spec.name) && enabled.contains(&&spec.name));
+            prop_assert!(
+                valid_name(spec.name.as_str()) && enabled.contains(&&spec.name.to_string())
+            );
             prop_assert!(matches!(spec.url.scheme(), "http" | "https"));
             prop_assert!(spec.url.host_str().is_some() && spec.url.username().is_empty());
             prop_assert!(spec.url.password().is_none());

@@ -235,7 +235,7 @@ impl UpstreamOAuth {
         if let Some(server) = oauth_server(spec, context)?
             && server.oauth.grant == OAuthGrant::AuthorizationCode
         {
-            lock(&self.servers).insert(spec.name.clone(), Arc::new(server));
+            lock(&self.servers).insert(spec.name.to_string(), Arc::new(server));
         }
         Ok(())
     }

@@ -46,7 +46,7 @@ pub fn config(env: &[(&str, &str)], addr: SocketAddr, data: &Path) -> GatewayCon
 /// A plain stdio server running the workspace binary `bin`, named without its `-mcp`.
 pub fn stdio_spec(bin: &str) -> ServerSpec {
     ServerSpec {
-        name: bin.trim_end_matches("-mcp").to_owned(),
+        name: gig_config::ServerName::parse(bin.trim_end_matches("-mcp")).unwrap(),
         sandbox: None,
         command: StdioCommand {
             program: workspace_bin(bin).display().to_string(),
