@@ -89,7 +89,8 @@ pub(crate) async fn approve(
     if !hex {
         return Err(ApiError::bad_request("sha256 is 64 hex characters"));
     }
-    crate::extract::plain_text(&server, "server", 256)?;
+    let server = crate::servers::server_name(&server)?;
+    // The server's own name for its tool: any text it chose (kept hashed when long).
     crate::extract::plain_text(&tool, "tool", 256)?;
     match state
         .store

@@ -37,7 +37,7 @@ impl From<OpError> for ApiError {
 }
 
 /// A server name from a path or a body, by the rule every source of names shares.
-fn server_name(name: &str) -> Result<ServerName, ApiError> {
+pub(crate) fn server_name(name: &str) -> Result<ServerName, ApiError> {
     ServerName::parse(name).map_err(ApiError::bad_request)
 }
 

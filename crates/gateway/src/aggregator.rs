@@ -27,6 +27,7 @@ use crate::audit::{CallRecord, CallRecorder};
 use crate::backend::Backend;
 use crate::catalog::{expose_contents_uri, resource_origin};
 use crate::hub::{Hub, ListChange};
+use crate::instances::Lease;
 use crate::profile::Principal;
 use crate::trace::{ContinueTrace, backend_span, operation_span};
 use tracing::Instrument as _;
@@ -97,6 +98,23 @@ fn not_in_profile(what: &str, name: &str) -> ErrorData {
 }
 
 impl Aggregator {
+    /// A lease on `backend` for this caller (and session): the shared instance, or theirs.
+    async fn lease_for(
+        &self,
+        backend: &str,
+        caller: &Principal,
+        context: &RequestContext<RoleServer>,
+    ) -> Result<Lease, ErrorData> {
+        self.hub
+            .lease(
+                backend,
+                caller,
+                session_id(context),
+                takes_url_elicitation(context),
+            )
+            .await
+    }
+
     /// `tools/call`, inside its span.
     async fn call_tool_in(
         &self,
@@ -114,13 +132,7 @@ impl Aggregator {
                 .map_err(|_| not_in_profile("tool", &request.name))?,
         };
         let lease = self
-            .hub
-            .lease(
-                &routed.origin.backend,
-                &caller,
-                session_id(&context),
-                takes_url_elicitation(&context),
-            )
+            .lease_for(&routed.origin.backend, &caller, &context)
             .await?;
         let backend = &lease.backend;
         let shown = request.name.to_string();
@@ -320,13 +332,7 @@ impl ServerHandler for Aggregator {
             ErrorData::invalid_params(format!("unknown prompt {:?}", request.name), None)
         })?;
         let lease = self
-            .hub
-            .lease(
-                &routed.origin.backend,
-                &caller,
-                session_id(&context),
-                takes_url_elicitation(&context),
-            )
+            .lease_for(&routed.origin.backend, &caller, &context)
             .await?;
         let backend = &lease.backend;
         let mut forwarded = request;
@@ -397,15 +403,7 @@ impl ServerHandler for Aggregator {
                 None,
             ));
         }
-        let lease = self
-            .hub
-            .lease(
-                &backend_name,
-                &caller,
-                session_id(&context),
-                takes_url_elicitation(&context),
-            )
-            .await?;
+        let lease = self.lease_for(&backend_name, &caller, &context).await?;
         let backend = &lease.backend;
         let mut forwarded = request;
         forwarded.uri = uri;

@@ -12,16 +12,14 @@ use std::net::IpAddr;
 use std::str::FromStr;
 
 pub mod address;
-mod credential_name;
 pub mod instances;
+mod names;
 pub mod remote;
-mod server_name;
 
-pub use credential_name::CredentialName;
 pub use instances::{InstanceMode, InstancePolicy, RawInstances};
 pub use ipnet::IpNet;
+pub use names::{CredentialName, ServerName};
 use serde::{Deserialize, Serialize};
-pub use server_name::ServerName;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PolicyError {
