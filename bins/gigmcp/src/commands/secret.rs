@@ -9,7 +9,7 @@ use gig_config::StoreConfig;
 use gig_store::CredentialScope;
 
 use super::open_secrets;
-use crate::SecretAction;
+use crate::cli::SecretAction;
 
 /// Largest secret value accepted from stdin or a file.
 const MAX_SECRET_BYTES: u64 = 64 * 1024;

@@ -4,7 +4,7 @@ use anyhow::bail;
 use gig_config::StoreConfig;
 
 use super::open_store;
-use crate::ToolsAction;
+use crate::cli::ToolsAction;
 
 pub async fn run(config: StoreConfig, action: ToolsAction) -> anyhow::Result<()> {
     let store = open_store(&config).await?;
