@@ -1401,8 +1401,19 @@ where
     F: Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    tokio::spawn(future)
+    // A service loop is ~11 KiB and a request handler a few KiB, and a stateless HTTP request
+    // spawns both. Boxed, spawning moves a pointer; unboxed, tokio copies the whole future
+    // through its spawn path several times (release builds box only above 16 KiB).
+    if std::mem::size_of::<F>() > BOX_SPAWNED_FUTURES_ABOVE {
+        tokio::spawn(Box::pin(future))
+    } else {
+        tokio::spawn(future)
+    }
 }
+
+/// Futures larger than this are boxed before they are spawned.
+#[cfg(not(feature = "local"))]
+const BOX_SPAWNED_FUTURES_ABOVE: usize = 1024;
 
 #[cfg(feature = "local")]
 fn spawn_service_task<F>(future: F) -> tokio::task::JoinHandle<F::Output>
