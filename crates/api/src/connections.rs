@@ -143,7 +143,8 @@ pub(crate) async fn begin(
     ApiPath(server): ApiPath<String>,
 ) -> Result<Json<ConnectStarted>, ApiError> {
     let user = own(&caller)?;
-    let authorization_url = connections(&state)?.begin(server, user).await?;
+    let server = crate::servers::server_name(&server)?;
+    let authorization_url = connections(&state)?.begin(server.into(), user).await?;
     Ok(Json(ConnectStarted { authorization_url }))
 }
 
@@ -161,8 +162,9 @@ pub(crate) async fn disconnect(
     ApiPath(server): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     let user = own(&caller)?;
+    let server = crate::servers::server_name(&server)?;
     if !connections(&state)?
-        .disconnect(server.clone(), user)
+        .disconnect(server.to_string(), user)
         .await?
     {
         return Err(ApiError::new(

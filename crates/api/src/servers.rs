@@ -36,9 +36,12 @@ impl From<OpError> for ApiError {
     }
 }
 
-/// A server name from a path or a body, by the rule every source of names shares.
+/// A server name from a path or a body, by the rule every source of names shares. The refusal
+/// states the rule without repeating the (unbounded) input.
 pub(crate) fn server_name(name: &str) -> Result<ServerName, ApiError> {
-    ServerName::parse(name).map_err(ApiError::bad_request)
+    ServerName::parse(name).map_err(|_| {
+        ApiError::bad_request("a server name is 1 to 128 of [A-Za-z0-9._-], not starting with '.'")
+    })
 }
 
 /// A version label: no path tricks, bounded (the index's own rule is checked when it resolves).

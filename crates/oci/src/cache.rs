@@ -8,9 +8,10 @@
 //! <root>/entry/<manifest-hex>-<path-hash>/<name>   one extracted entrypoint (renamed in whole;
 //!                                    its directory exists only once it holds the file)
 //! <root>/locks/<key>.lock            cross-process locks (flock)
-//! <root>/tmp/<pid>-<random>/         this process's temp files; removed by the next user once
-//!                                    its owner's lock is free (or, killed before it made
-//!                                    the lock, its pid is gone)
+//! <root>/tmp/<pid>.<pidns>-<random>/ this process's temp files; removed by the next user
+//!                                    once its owner is gone (its lock free or never made,
+//!                                    and its pid not running in its namespace) or the dir
+//!                                    is a minute old and unlocked
 //! ```
 //! Nothing is renamed into place until it is verified or complete, so an interrupted pull or
 //! extraction leaves only temp files, which the next `Cache::open` removes.
@@ -123,7 +124,7 @@ impl Cache {
         }
         clean_stale_tmp(&root.join("tmp"))?;
         let tmp = tempfile::Builder::new()
-            .prefix(&format!("{}-", std::process::id()))
+            .prefix(&format!("{}-", temp_dir_owner()))
             .tempdir_in(root.join("tmp"))
             .map_err(|e| OciError::io("creating temp dir in", root.join("tmp"), e))?
             .keep();
@@ -553,13 +554,12 @@ fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
     for entry in entries.flatten() {
         let path = entry.path();
         let lock = path.join(".lock");
-        let stale = match File::open(&lock) {
-            Ok(f) => f.try_lock().is_ok(),
-            // No lock file yet: its owner is just starting, or was killed between making the dir
-            // and its lock. The pid in the name tells which; an old dir is stale either way (its
-            // pid may have been reused).
-            Err(_) => owner_is_gone(&entry.file_name()) || older_than_a_minute(&entry),
-        };
+        // A free lock is not enough: its owner may have created the file and not locked it yet.
+        // Nor is a missing one: the owner may be between making the dir and the lock. The owner
+        // named in the dir tells whether it still runs; an old dir is stale either way (its pid
+        // may have been reused).
+        let unlocked = File::open(&lock).map_or(true, |f| f.try_lock().is_ok());
+        let stale = unlocked && (owner_is_gone(&entry.file_name()) || older_than_a_minute(&entry));
         if stale {
             tracing::debug!(path = %path.display(), "removing stale temp dir");
             remove_tree_if_exists(&path)?;
@@ -568,17 +568,37 @@ fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
     Ok(())
 }
 
-/// Whether the process named by a `<pid>-<random>` temp dir is no longer running. Answers "no"
-/// when it cannot tell (no `/proc`, or a name not of that form), leaving the age rule to decide.
+/// `<pid>.<pid namespace>` of this process, which names its temp dir: a pid means nothing
+/// outside its namespace, and a cache may be shared with a gateway in another (a container).
+pub(crate) fn temp_dir_owner() -> String {
+    match pid_namespace() {
+        Some(namespace) => format!("{}.{namespace}", std::process::id()),
+        None => std::process::id().to_string(),
+    }
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid` reads `pid:[<inode>]`).
+fn pid_namespace() -> Option<u64> {
+    let link = fs::read_link("/proc/self/ns/pid").ok()?;
+    let link = link.to_str()?;
+    link.strip_prefix("pid:[")?.strip_suffix(']')?.parse().ok()
+}
+
+/// Whether the process that named a `<pid>.<namespace>-<random>` temp dir is no longer
+/// running. Answers "no" when it cannot tell (another namespace, no `/proc`, a name of another
+/// form), leaving the age rule to decide.
 fn owner_is_gone(dir_name: &std::ffi::OsStr) -> bool {
-    let Some(pid) = dir_name
+    let Some((pid, namespace)) = dir_name
         .to_str()
         .and_then(|name| name.split_once('-'))
-        .and_then(|(pid, _)| pid.parse::<u32>().ok())
+        .and_then(|(owner, _)| owner.split_once('.'))
     else {
         return false;
     };
-    Path::new("/proc/self").exists() && !Path::new("/proc").join(pid.to_string()).exists()
+    let (Ok(pid), Ok(namespace)) = (pid.parse::<u32>(), namespace.parse::<u64>()) else {
+        return false;
+    };
+    pid_namespace() == Some(namespace) && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 fn older_than_a_minute(entry: &fs::DirEntry) -> bool {

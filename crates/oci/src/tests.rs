@@ -73,8 +73,11 @@ async fn plain_http_is_refused_for_non_loopback_registries() {
 fn stale_temp_dirs_are_removed_on_open_but_live_ones_kept() {
     let dir = tempfile::tempdir().unwrap();
     let live = Cache::open(dir.path()).unwrap();
-    // A dead process's temp dir: its lock file exists but nobody holds it.
-    let dead = dir.path().join("tmp/999999-dead");
+    // A dead process's temp dir: its lock file exists but nobody holds it, and its pid does
+    // not run (pid_max is at most 2^22).
+    let owner = crate::cache::temp_dir_owner();
+    let namespace = owner.split_once('.').expect("this host has /proc").1;
+    let dead = dir.path().join(format!("tmp/4999999.{namespace}-dead"));
     std::fs::create_dir_all(&dead).unwrap();
     std::fs::write(dead.join(".lock"), b"").unwrap();
     std::fs::write(dead.join("half.part"), b"partial").unwrap();
@@ -86,26 +89,38 @@ fn stale_temp_dirs_are_removed_on_open_but_live_ones_kept() {
 }
 
 #[test]
-fn a_temp_dir_without_its_lock_is_removed_only_once_its_owner_is_gone() {
+fn a_temp_dir_is_removed_only_once_its_owner_is_gone() {
     let dir = tempfile::tempdir().unwrap();
-    // A process killed between making its temp dir and its lock file: the pid is not running
-    // (pid_max is at most 2^22, so this one never is).
-    let killed = dir.path().join("tmp/4999999-killed");
-    std::fs::create_dir_all(&killed).unwrap();
-    // One just starting: its pid (ours) runs, the lock file is not there yet.
-    let starting = dir
-        .path()
-        .join(format!("tmp/{}-starting", std::process::id()));
-    std::fs::create_dir_all(&starting).unwrap();
+    let ours = crate::cache::temp_dir_owner();
+    let namespace = ours.split_once('.').expect("this host has /proc").1;
+    let made = |name: &str, lock: bool| {
+        let path = dir.path().join("tmp").join(name);
+        std::fs::create_dir_all(&path).unwrap();
+        if lock {
+            std::fs::write(path.join(".lock"), b"").unwrap();
+        }
+        path
+    };
+    // Killed between making its dir and its lock file, or between creating the lock file and
+    // locking it: the pid does not run (pid_max is at most 2^22, so this one never does).
+    let killed = made(&format!("4999999.{namespace}-killed"), false);
+    let killed_unlocked = made(&format!("4999999.{namespace}-unlocked"), true);
+    // Just starting, at either step: its pid (ours) runs.
+    let starting = made(&format!("{ours}-starting"), false);
+    let starting_unlocked = made(&format!("{ours}-unlocked"), true);
+    // A process in another pid namespace (a container sharing the cache): no telling.
+    let elsewhere = made("4999999.1-elsewhere", false);
     let _cache = Cache::open(dir.path()).unwrap();
-    assert!(
-        !killed.exists(),
-        "a lock-less temp dir of a dead process is left behind"
-    );
-    assert!(
-        starting.exists(),
-        "a starting process's temp dir was removed under it"
-    );
+    for gone in [&killed, &killed_unlocked] {
+        assert!(!gone.exists(), "{} is left behind", gone.display());
+    }
+    for live in [&starting, &starting_unlocked, &elsewhere] {
+        assert!(
+            live.exists(),
+            "{} was removed under its owner",
+            live.display()
+        );
+    }
 }
 
 #[test]

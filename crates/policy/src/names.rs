@@ -22,8 +22,16 @@ fn is_plain_name(name: &str) -> bool {
 macro_rules! plain_name {
     ($(#[$doc:meta])* $type:ident, $what:literal) => {
         $(#[$doc])*
-        #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $type(String);
+
+        /// As the text, quoted: messages that show a name with `{:?}` read the same as
+        /// they did when names were strings.
+        impl fmt::Debug for $type {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                fmt::Debug::fmt(&self.0, f)
+            }
+        }
 
         impl $type {
             pub fn parse(name: &str) -> Result<Self, String> {
@@ -109,6 +117,10 @@ mod tests {
         ] {
             assert_eq!(ServerName::parse(ok).unwrap().as_str(), ok);
             assert_eq!(CredentialName::parse(ok).unwrap().as_str(), ok);
+            assert_eq!(
+                format!("{:?}", ServerName::parse(ok).unwrap()),
+                format!("{ok:?}")
+            );
         }
     }
 

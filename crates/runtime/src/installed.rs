@@ -98,9 +98,16 @@ impl Installs {
                 }
                 continue;
             }
-            let checked = ServerName::parse(&record.name)
-                .and_then(|name| Ok((name, InstalledServer::from_record(record)?)));
-            match checked {
+            let name = match ServerName::parse(&record.name) {
+                Ok(name) => name,
+                // Every index name is a server name: this record was written by something
+                // else, and stays unstarted (said at each pass until it is removed).
+                Err(why) => {
+                    tracing::warn!(%why, "installed server not started");
+                    continue;
+                }
+            };
+            match InstalledServer::from_record(record).map(|installed| (name, installed)) {
                 Ok((name, installed)) => {
                     // The image *and* its policy: a new index may keep the digest but drop a
                     // credential host or tighten egress, and that must reach the running server.

@@ -411,6 +411,15 @@ impl UpstreamOAuth {
         // A server removed since (uninstalled) still lets its users forget their tokens; there
         // is nothing left to revoke them at.
         let server = self.server(name).ok();
+        let stored = |secrets| read_connection(secrets, name, user_id);
+        // Nothing to forget: answered before taking a lock, which would be kept for the name.
+        if stored(&self.secrets)
+            .await
+            .map_err(|e| OAuthError::Vault(e.to_string()))?
+            .is_none()
+        {
+            return Ok(false);
+        }
         // A refresh under way finishes first: it cannot write back what is deleted here.
         let _refreshing = self
             .locks
