@@ -60,6 +60,8 @@ impl Routes {
     }
 }
 
+/// Long on purpose: every `/api` route with its method and the permission it needs, one table
+/// read whole (the RBAC contract test walks the same table).
 pub(crate) fn routes() -> Routes {
     use Access::{Public, Requires, SignedIn};
     use Method as M;

@@ -300,6 +300,8 @@ impl Cache {
             .collect()
     }
 
+    /// Long on purpose: the steps of a pull in the order their digests are verified (manifest,
+    /// platform, config, layers), so nothing unverified is used by a later step.
     async fn fetch_image(
         &self,
         fetcher: &Fetcher,

@@ -108,7 +108,10 @@ pub fn master_key(env: &dyn Env, name: &'static str) -> Result<gig_vault::Master
     Ok(gig_vault::MasterKey::from_hex(hex.expose_secret())?)
 }
 
-/// Runs the gateway until SIGTERM/SIGINT, then shuts down in order.
+/// Runs the gateway until SIGTERM/SIGINT, then shuts down in order. Long on purpose: the
+/// start-up order is a security rule (the vault opens before anything listens; sandbox
+/// networking and the egress proxy before any backend starts; the listener last) and reads
+/// top to bottom here.
 pub async fn run(config: GatewayConfig, env: &dyn Env) -> Result<(), BootError> {
     let metrics_config = MetricsConfig::from_env(env, config.listen)?;
     // The vault is checked before anything listens: a wrong key stops the gateway here.
