@@ -47,6 +47,8 @@ fn filter_digest(filter: &serde_json::Value) -> serde_json::Value {
 pub(crate) struct ProfileBody {
     #[schema(min_length = 1, max_length = 64)]
     name: String,
+    /// Exposed names (`echo_echo`, `^[a-zA-Z0-9_-]{1,64}$`), or `server/*` for every tool of a
+    /// server (a server name: 1 to 128 of `[A-Za-z0-9._-]`, not starting with `.`).
     tools: Vec<String>,
     #[serde(default)]
     #[schema(value_type = BTreeMap<String, crate::schema::ToolOverrideInfo>)]

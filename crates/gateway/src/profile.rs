@@ -96,11 +96,12 @@ impl ProfileFilter {
             }
             let valid = match entry.strip_suffix("/*") {
                 Some(server) => gig_config::ServerName::parse(server).is_ok(),
-                None => !entry.is_empty() && entry.len() <= 128 && !entry.contains(['/', '*']),
+                // Only names the gateway can expose: anything else would never match.
+                None => is_valid_name(entry),
             };
             if !valid {
                 return Err(format!(
-                    "{entry:?} is neither an exposed tool name nor server/*"
+                    "{entry:?} is neither an exposed name (^[a-zA-Z0-9_-]{{1,64}}$) nor server/*"
                 ));
             }
         }
@@ -109,6 +110,11 @@ impl ProfileFilter {
             if controlled(exposed) || o.description.as_deref().is_some_and(controlled) {
                 return Err(format!(
                     "the override for {exposed:?} holds control characters"
+                ));
+            }
+            if !is_valid_name(exposed) {
+                return Err(format!(
+                    "an override is for an exposed name (^[a-zA-Z0-9_-]{{1,64}}$), not {exposed:?}"
                 ));
             }
             if let Some(name) = &o.name {
@@ -351,6 +357,9 @@ mod tests {
             json!({"tools": ["a/b/*"]}),
             json!({"tools": ["../x/*"]}),
             json!({"tools": ["my server/*"]}),
+            json!({"tools": ["echo.echo"]}),
+            json!({"tools": ["x".repeat(65)]}),
+            json!({"tools": ["x"], "overrides": {"a b": {"description": "d"}}}),
             json!({"tools": ["/*"]}),
             json!({"tools": ["*"]}),
             json!({"tools": ["echo/*", "time/*"], "unprefixed": true}),
