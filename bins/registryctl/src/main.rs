@@ -11,6 +11,7 @@ mod registry;
 mod remote;
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
@@ -623,28 +624,32 @@ fn show(path: &Path) -> Result<()> {
         .and_then(|s| s.as_array())
         .map(|a| a.iter().filter_map(|s| s.get("keyid")?.as_str()).collect())
         .unwrap_or_default();
+    // Written whole at the end: a reader that stops early (`| grep -q`) is not an error.
+    let mut out = String::new();
     let expired = if OffsetDateTime::now_utc() >= index.expires {
         " EXPIRED"
     } else {
         ""
     };
-    println!(
+    writeln!(
+        out,
         "index version {}, expires {}{expired}, {} server(s)",
         index.version,
         rfc3339(index.expires),
         index.servers.len()
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "signatures by: {} (NOT verified here; use `registryctl verify`)",
         if keyids.is_empty() {
             "nobody".into()
         } else {
             keyids.join(", ")
         }
-    );
+    )?;
     for (name, server) in &index.servers {
-        println!();
-        println!("{name} - {}", server.description);
+        writeln!(out)?;
+        writeln!(out, "{name} - {}", server.description)?;
         for (version, e) in &server.versions {
             let latest = if *version == server.latest {
                 " (latest)"
@@ -654,55 +659,68 @@ fn show(path: &Path) -> Result<()> {
             let e = match e {
                 VersionEntry::Image(e) => e,
                 VersionEntry::Remote(remote) => {
-                    remote::show(version, latest, remote);
+                    remote::show(&mut out, version, latest, remote)?;
                     continue;
                 }
             };
-            println!("  {version}{latest}: {}", e.image);
+            writeln!(out, "  {version}{latest}: {}", e.image)?;
             let extract = match e.extract {
                 ExtractMode::Entrypoint => "entrypoint",
                 ExtractMode::Rootfs => "rootfs",
             };
-            println!(
+            writeln!(
+                out,
                 "    run      {} {}  [stdio, extract {extract}]",
                 e.entrypoint,
                 e.args.join(" ")
-            );
+            )?;
             if !e.description.is_empty() {
-                println!("    about    {}", e.description);
+                writeln!(out, "    about    {}", e.description)?;
             }
             if !e.env.is_empty() {
                 let env: Vec<String> = e.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                println!("    env      {}", env.join(" "));
+                writeln!(out, "    env      {}", env.join(" "))?;
             }
             let egress: Vec<String> = e.egress.iter().map(ToString::to_string).collect();
-            println!(
+            writeln!(
+                out,
                 "    egress   {}",
                 if egress.is_empty() {
                     "none".into()
                 } else {
                     egress.join(", ")
                 }
-            );
+            )?;
             for c in &e.credentials {
                 let hosts: Vec<String> = c.hosts.iter().map(ToString::to_string).collect();
-                println!(
+                writeln!(
+                    out,
                     "    secret   {} (vault {}) only to {}",
                     c.env,
                     c.secret_name(),
                     hosts.join(", ")
-                );
+                )?;
             }
             let l = &e.limits;
             if l.memory_bytes.is_some() || l.max_processes.is_some() || l.cpu_millis.is_some() {
-                println!(
+                writeln!(
+                    out,
                     "    limits   memory {} bytes, processes {}, cpu {} millis",
                     l.memory_bytes.map_or("-".into(), |v| v.to_string()),
                     l.max_processes.map_or("-".into(), |v| v.to_string()),
                     l.cpu_millis.map_or("-".into(), |v| v.to_string()),
-                );
+                )?;
             }
         }
     }
-    Ok(())
+    write_stdout(&out)
+}
+
+/// Writes `text` to stdout; a reader that has gone away (a closed pipe) is not a failure.
+fn write_stdout(text: &str) -> Result<()> {
+    use std::io::Write as _;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

@@ -1,6 +1,7 @@
 //! Remote entries: `add --remote URL` and what `show` prints of them.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use anyhow::{Context, Result, anyhow, bail};
 use clap::Args;
@@ -94,15 +95,21 @@ pub fn refuse_image_options(e: &EntryArgs) -> Result<()> {
     Ok(())
 }
 
-pub fn show(version: &str, latest: &str, entry: &RemoteEntry) {
+pub fn show(
+    out: &mut String,
+    version: &str,
+    latest: &str,
+    entry: &RemoteEntry,
+) -> std::fmt::Result {
     let remote = &entry.remote;
-    println!("  {version}{latest}: {}", remote.url);
-    println!(
+    writeln!(out, "  {version}{latest}: {}", remote.url)?;
+    writeln!(
+        out,
         "    remote   {}",
         remote.transport.as_deref().unwrap_or("http")
-    );
+    )?;
     if !entry.description.is_empty() {
-        println!("    about    {}", entry.description);
+        writeln!(out, "    about    {}", entry.description)?;
     }
     for (name, value) in &remote.headers {
         // Only the names and references: a value written out may itself be a secret.
@@ -110,15 +117,17 @@ pub fn show(version: &str, latest: &str, entry: &RemoteEntry) {
             .map(|t| t.credentials().map(str::to_owned).collect())
             .unwrap_or_default();
         if references.is_empty() {
-            println!("    header   {name}");
+            writeln!(out, "    header   {name}")?;
         } else {
-            println!("    header   {name} (vault {})", references.join(", "));
+            writeln!(out, "    header   {name} (vault {})", references.join(", "))?;
         }
     }
     if let Some(oauth) = &remote.oauth {
-        println!(
+        writeln!(
+            out,
             "    oauth    {}",
             serde_json::to_string(oauth).unwrap_or_default()
-        );
+        )?;
     }
+    Ok(())
 }

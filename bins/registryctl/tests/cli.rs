@@ -120,6 +120,24 @@ fn keygen_sign_verify_round_trip() {
 }
 
 #[test]
+fn show_to_a_reader_that_stops_early_is_no_failure() {
+    let (tmp, _) = signed_setup("30d");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_registryctl"))
+        .args(["show", "--signed", "signed.json"])
+        .current_dir(tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run registryctl");
+    // As `| grep -q` does once it has its line: the reader goes away before the output ends.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{:?}: {stderr}", out.status);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn several_keys_sign_for_a_threshold() {
     let (tmp, a) = signed_setup("30d");
     let dir = tmp.path();
