@@ -261,6 +261,14 @@ def test_users_connect_their_own_accounts_and_calls_carry_their_own_tokens(tmp_p
         assert carol.connections()["acct"]["state"] == "not_connected"
         assert "connect your account to acct first" in said(carol.whoami())
         assert said(dave.whoami()) == "up-dave", "the other user's connection is untouched"
+        # Nothing left to forget, or not a server name at all: said so, nothing changes.
+        again = carol.http.delete(f"{gw.base}/api/me/connections/acct", headers=csrf_headers(gw, carol.http))
+        assert again.status_code == 404, again.text
+        for bad in ("my%20server", ".hidden", "a%00b", "x" * 129):
+            for method in (carol.http.post, carol.http.delete):
+                refused = method(f"{gw.base}/api/me/connections/{bad}", headers=csrf_headers(gw, carol.http))
+                assert refused.status_code == 400 and "[A-Za-z0-9._-]" in refused.text, (bad, refused.text)
+                assert bad not in refused.text, "the refusal echoes the input"
 
         # The server-to-server entry: its secret set over /api, then its own token, renewed.
         admin = signed_in(gw, "alice")
