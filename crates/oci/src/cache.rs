@@ -553,6 +553,7 @@ fn remove_tree_if_exists(path: &Path) -> Result<(), OciError> {
 /// Removes temp dirs whose owning process is gone (its flock on `.lock` is free).
 fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
     let entries = fs::read_dir(tmp_root).map_err(|e| OciError::io("reading", tmp_root, e))?;
+    let namespace = pid_namespace();
     for entry in entries.flatten() {
         let path = entry.path();
         let lock = path.join(".lock");
@@ -561,7 +562,8 @@ fn clean_stale_tmp(tmp_root: &Path) -> Result<(), OciError> {
         // named in the dir tells whether it still runs; an old dir is stale either way (its pid
         // may have been reused).
         let unlocked = File::open(&lock).map_or(true, |f| f.try_lock().is_ok());
-        let stale = unlocked && (owner_is_gone(&entry.file_name()) || older_than_a_minute(&entry));
+        let stale = unlocked
+            && (owner_is_gone(&entry.file_name(), namespace) || older_than_a_minute(&entry));
         if stale {
             tracing::debug!(path = %path.display(), "removing stale temp dir");
             remove_tree_if_exists(&path)?;
@@ -587,9 +589,9 @@ fn pid_namespace() -> Option<u64> {
 }
 
 /// Whether the process that named a `<pid>.<namespace>-<random>` temp dir is no longer
-/// running. Answers "no" when it cannot tell (another namespace, no `/proc`, a name of another
-/// form), leaving the age rule to decide.
-fn owner_is_gone(dir_name: &std::ffi::OsStr) -> bool {
+/// running, asked from pid namespace `ours`. Answers "no" when it cannot tell (another
+/// namespace, no `/proc`, a name of another form), leaving the age rule to decide.
+fn owner_is_gone(dir_name: &std::ffi::OsStr, ours: Option<u64>) -> bool {
     let Some((pid, namespace)) = dir_name
         .to_str()
         .and_then(|name| name.split_once('-'))
@@ -600,7 +602,7 @@ fn owner_is_gone(dir_name: &std::ffi::OsStr) -> bool {
     let (Ok(pid), Ok(namespace)) = (pid.parse::<u32>(), namespace.parse::<u64>()) else {
         return false;
     };
-    pid_namespace() == Some(namespace) && !Path::new("/proc").join(pid.to_string()).exists()
+    ours == Some(namespace) && !Path::new("/proc").join(pid.to_string()).exists()
 }
 
 fn older_than_a_minute(entry: &fs::DirEntry) -> bool {

@@ -107,8 +107,8 @@ impl Installs {
                     continue;
                 }
             };
-            match InstalledServer::from_record(record).map(|installed| (name, installed)) {
-                Ok((name, installed)) => {
+            match InstalledServer::from_record(record) {
+                Ok(installed) => {
                     // The image *and* its policy: a new index may keep the digest but drop a
                     // credential host or tighten egress, and that must reach the running server.
                     let version = format!("{} {}", record.image_digest, record.manifest);
